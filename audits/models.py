@@ -1,0 +1,240 @@
+"""CloudTrail KMS events, their daily rollups, and the bookkeeping that makes ingestion exact.
+
+Events are deduplicated on (recipient account, eventID). Rollups are written in the same
+transaction as the events they count, so every figure on every page comes from rollups and
+never from a scan of raw events.
+"""
+
+from __future__ import annotations
+
+from django.core.validators import RegexValidator
+from django.db import models
+
+account_id_validator = RegexValidator(r"^\d{12}$", "An AWS account id is 12 digits.")
+
+
+class Source(models.Model):
+    """An AWS account to watch, with the regions to read and how to reach it.
+
+    Credentials are never stored: the boto3 default chain provides them, optionally followed by
+    an AssumeRole into `role_arn` with `external_id` (confused-deputy protection).
+    """
+
+    account_id = models.CharField(max_length=12, unique=True, validators=[account_id_validator])
+    name = models.CharField(max_length=200, blank=True)
+    regions = models.JSONField(default=list, help_text="AWS regions to read, e.g. [\"us-east-1\"].")
+    role_arn = models.CharField(max_length=2048, blank=True)
+    external_id = models.CharField(max_length=1224, blank=True)
+    s3_bucket = models.CharField(max_length=63, blank=True, help_text="Bucket of the CloudTrail trail's log files.")
+    s3_prefix = models.CharField(max_length=1024, blank=True)
+    org_id = models.CharField(max_length=34, blank=True, help_text="Organization id, for organization trails.")
+    lookup_enabled = models.BooleanField(default=True, help_text="Read CloudTrail LookupEvents.")
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["account_id"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.account_id})" if self.name else self.account_id
+
+    @property
+    def has_s3(self) -> bool:
+        return bool(self.s3_bucket)
+
+
+class EventQuerySet(models.QuerySet):
+    pass
+
+
+class Event(models.Model):
+    """One KMS CloudTrail event, normalized (see audits/cloudtrail.py for every rule).
+
+    Text dimensions are '' rather than NULL so that rollup keys compare equal in SQL.
+    """
+
+    recipient_account_id = models.CharField(max_length=12)
+    event_id = models.CharField(max_length=64)
+    event_time = models.DateTimeField()
+    event_name = models.CharField(max_length=64)
+    region = models.CharField(max_length=32)
+    key = models.CharField(max_length=2048, blank=True, help_text="Key ARN, else the alias or id given, else ''.")
+    principal = models.CharField(max_length=2048, blank=True)
+    principal_type = models.CharField(max_length=32, blank=True)
+    session_name = models.CharField(max_length=256, blank=True)
+    service = models.CharField(max_length=256, blank=True, help_text="userIdentity.invokedBy")
+    caller_account_id = models.CharField(max_length=12, blank=True)
+    source_ip = models.CharField(max_length=256, blank=True)
+    user_agent = models.CharField(max_length=1024, blank=True)
+    error_code = models.CharField(max_length=128, blank=True)
+    error_message = models.TextField(blank=True)
+    read_only = models.BooleanField(null=True)
+    event_type = models.CharField(max_length=32, blank=True)
+    event_category = models.CharField(max_length=32, blank=True)
+    encryption_context = models.JSONField(null=True, blank=True)
+    request_id = models.CharField(max_length=128, blank=True)
+    shared_event_id = models.CharField(max_length=64, blank=True)
+    vpc_endpoint_id = models.CharField(max_length=128, blank=True)
+    s3_bucket = models.CharField(max_length=256, blank=True, help_text="Bucket named by an aws:s3:arn context.")
+    after_hours = models.BooleanField(default=False)
+    # The whole record, zlib-compressed with a preset dictionary (audits/rawcodec.py).
+    raw = models.BinaryField()
+
+    objects = EventQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["recipient_account_id", "event_id"], name="event_unique_per_account"),
+        ]
+        indexes = [
+            models.Index(fields=["event_time", "id"], name="event_time_id"),
+            models.Index(fields=["key", "event_time"], name="event_key_time"),
+            models.Index(fields=["principal", "event_time"], name="event_principal_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_name} {self.event_time:%Y-%m-%d %H:%M:%S} {self.event_id}"
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.error_code)
+
+
+class DailyRollup(models.Model):
+    """Event counts per UTC day and every dimension the pages filter or group by.
+
+    `count` only ever grows by the number of events actually inserted, in the same transaction,
+    so duplicates and re-runs leave it unchanged; it always equals a GROUP BY over Event.
+    """
+
+    day = models.DateField()
+    account_id = models.CharField(max_length=12)  # recipient account
+    region = models.CharField(max_length=32)
+    key = models.CharField(max_length=2048)
+    operation = models.CharField(max_length=64)
+    principal = models.CharField(max_length=2048)
+    service = models.CharField(max_length=256)
+    error_code = models.CharField(max_length=128)
+    after_hours = models.BooleanField()
+    count = models.BigIntegerField()
+    first_seen = models.DateTimeField()
+    last_seen = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=[
+                    "day",
+                    "account_id",
+                    "region",
+                    "key",
+                    "operation",
+                    "principal",
+                    "service",
+                    "error_code",
+                    "after_hours",
+                ],
+                name="rollup_unique_dims",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["key", "day"], name="rollup_key_day"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.operation} {self.key} x{self.count}"
+
+
+class IngestRun(models.Model):
+    """The ledger: one row per pass of one source over one (account, region) window or file set."""
+
+    class Kind(models.TextChoices):
+        LOOKUP = "lookup", "LookupEvents"
+        S3 = "s3", "S3 log files"
+        FILES = "files", "Local files"
+
+    class Status(models.TextChoices):
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        SKIPPED = "skipped"
+
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    account_id = models.CharField(max_length=12, blank=True)
+    region = models.CharField(max_length=32, blank=True)
+    window_start = models.DateTimeField(null=True, blank=True)
+    window_end = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING)
+    started_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    duration_seconds = models.FloatField(null=True, blank=True)
+    files = models.PositiveIntegerField(default=0)
+    pages = models.PositiveIntegerField(default=0)
+    records_read = models.PositiveBigIntegerField(default=0)
+    events_new = models.PositiveBigIntegerField(default=0)
+    duplicates = models.PositiveBigIntegerField(default=0)
+    ignored = models.PositiveBigIntegerField(default=0)
+    quarantined = models.PositiveBigIntegerField(default=0)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        indexes = [models.Index(fields=["kind", "account_id", "region", "-started_at"], name="run_scope_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.account_id or '-'} {self.region or '-'} {self.status}"
+
+
+class Checkpoint(models.Model):
+    """How far a source has read an (account, region): moves only after a whole window committed."""
+
+    kind = models.CharField(max_length=16, choices=IngestRun.Kind.choices)
+    account_id = models.CharField(max_length=12)
+    region = models.CharField(max_length=32)
+    high_watermark = models.DateTimeField()
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["kind", "account_id", "region"], name="checkpoint_unique_scope"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.account_id} {self.region} @ {self.high_watermark:%Y-%m-%d %H:%M}"
+
+
+class ProcessedObject(models.Model):
+    """S3 log files already ingested, by key and ETag, so a re-run skips them."""
+
+    bucket = models.CharField(max_length=63)
+    key = models.CharField(max_length=1024)
+    etag = models.CharField(max_length=128)
+    records = models.PositiveIntegerField(default=0)
+    processed_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["bucket", "key", "etag"], name="processed_object_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+
+class Quarantine(models.Model):
+    """A record or file that could not be ingested, with the reason and (a bounded copy of) its text."""
+
+    run = models.ForeignKey(IngestRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="quarantine")
+    location = models.CharField(max_length=2048, blank=True, help_text="File, S3 object or API window it came from.")
+    reason = models.TextField()
+    raw = models.TextField(blank=True)
+    raw_truncated = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "quarantine"
+
+    def __str__(self) -> str:
+        return f"{self.location}: {self.reason[:80]}"

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class KmsdashConfig(AppConfig):
+    name = "kmsdash"
+    verbose_name = "kmsdash"

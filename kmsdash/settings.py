@@ -1,0 +1,294 @@
+"""kmsdash settings: one module, read from the environment, working with zero configuration.
+
+Every variable is documented in .env.example and in the README's configuration table.
+With nothing set, kmsdash runs on an SQLite file and a broker that needs no server.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import time
+from pathlib import Path
+
+import dj_database_url
+from celery.schedules import crontab
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.getenv("KMSDASH_VAR_DIR", BASE_DIR / "var"))
+
+
+def envbool(name: str, default: str) -> bool:
+    value = os.getenv(name, default)
+    if value not in ("True", "False", "true", "false", "1", "0", ""):
+        raise ImproperlyConfigured(f"Unexpected value {name}={value}, use 'True' or 'False'")
+    return value in ("True", "true", "1")
+
+
+def envint(name: str, default: int) -> int:
+    value = os.getenv(name, str(default))
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must be an integer, got {value!r}") from exc
+
+
+def envlist(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in os.getenv(name, default).split(",") if item.strip()]
+
+
+def parse_business_hours(value: str) -> tuple[time, time]:
+    """'06:00-23:00' -> (06:00, 23:00): business hours are start <= t < end."""
+    try:
+        start, end = (time.fromisoformat(part.strip()) for part in value.split("-"))
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"KMSDASH_BUSINESS_HOURS must look like 06:00-23:00, got {value!r}") from exc
+    if start >= end:
+        raise ImproperlyConfigured("KMSDASH_BUSINESS_HOURS must start before it ends")
+    return start, end
+
+
+# --- Core -------------------------------------------------------------------------------------
+DEBUG = envbool("KMSDASH_DEBUG", "False")
+# The development key is only for the zero-configuration demo on 127.0.0.1; `check --deploy`
+# fails on it, which is what makes a production deploy set KMSDASH_SECRET_KEY.
+SECRET_KEY = os.getenv("KMSDASH_SECRET_KEY", "django-insecure-kmsdash-local-development-only")
+ALLOWED_HOSTS = envlist("KMSDASH_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver")
+CSRF_TRUSTED_ORIGINS = envlist("KMSDASH_CSRF_TRUSTED_ORIGINS")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "django_htmx",
+    "template_partials",
+    "django_celery_beat",
+    "axes",
+    "csp",
+    "kmsdash",
+    "audits",
+    "costs",
+    "inventory",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Deny by default: every view needs a login unless marked @login_not_required.
+    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+    # Last, as django-axes asks.
+    "axes.middleware.AxesMiddleware",
+]
+
+ROOT_URLCONF = "kmsdash.urls"
+WSGI_APPLICATION = "kmsdash.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "kmsdash.context_processors.kmsdash",
+            ],
+        },
+    }
+]
+
+# --- Database ---------------------------------------------------------------------------------
+# Default engine is SQLite, so a fresh checkout runs with no server at all.
+DATABASE_URL = os.getenv("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    # WAL lets the web process read while a worker writes; the busy timeout makes writers queue
+    # instead of failing with "database is locked".
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 30,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Auth -------------------------------------------------------------------------------------
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "login"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+SESSION_COOKIE_AGE = 8 * 3600
+SESSION_COOKIE_SAMESITE = "Lax"
+
+# Brute-force protection: lock a (username, IP) pair for an hour after 5 failures.
+AXES_FAILURE_LIMIT = envint("KMSDASH_LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = 1  # hours
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_IPWARE_PROXY_COUNT = envint("KMSDASH_TRUSTED_PROXY_COUNT", 0) or None
+AXES_VERBOSE = False
+
+# --- Security headers -------------------------------------------------------------------------
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
+# Behind TLS in production (KMSDASH_HTTPS=True): secure cookies, HSTS and the https redirect.
+HTTPS = envbool("KMSDASH_HTTPS", "False")
+SESSION_COOKIE_SECURE = HTTPS
+CSRF_COOKIE_SECURE = HTTPS
+SECURE_SSL_REDIRECT = HTTPS
+SECURE_HSTS_SECONDS = 31536000 if HTTPS else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = HTTPS
+SECURE_HSTS_PRELOAD = HTTPS
+if envbool("KMSDASH_BEHIND_TLS_PROXY", "False"):
+    # Only when the proxy strips a client-supplied X-Forwarded-Proto.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# Content-Security-Policy (django-csp 4). No inline script and no eval: htmx and the strict
+# plotly.js bundle are static files of this project. style-src allows inline styles because
+# plotly.js injects its own style rules at run time (plotly.js#7543).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:", "blob:"],
+        "connect-src": ["'self'"],
+        "font-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "frame-ancestors": ["'none'"],
+        "form-action": ["'self'"],
+    }
+}
+
+# --- i18n / time ------------------------------------------------------------------------------
+LANGUAGE_CODE = "en-us"
+USE_I18N = False
+USE_TZ = True
+# Storage is UTC. KMSDASH_TIME_ZONE decides after-hours and how times are shown.
+TIME_ZONE = os.getenv("KMSDASH_TIME_ZONE", "UTC")
+KMSDASH_TIME_ZONE = TIME_ZONE
+KMSDASH_BUSINESS_HOURS = parse_business_hours(os.getenv("KMSDASH_BUSINESS_HOURS", "06:00-23:00"))
+KMSDASH_WEEKENDS_AFTER_HOURS = envbool("KMSDASH_WEEKENDS_AFTER_HOURS", "False")
+
+# --- Static -----------------------------------------------------------------------------------
+STATIC_URL = "/static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+# --- Ingestion --------------------------------------------------------------------------------
+# LookupEvents windows: [checkpoint - overlap, now - settle], at most max_window long.
+KMSDASH_LOOKUP_OVERLAP_MINUTES = envint("KMSDASH_LOOKUP_OVERLAP_MINUTES", 15)
+KMSDASH_LOOKUP_SETTLE_MINUTES = envint("KMSDASH_LOOKUP_SETTLE_MINUTES", 5)
+KMSDASH_LOOKUP_MAX_WINDOW_MINUTES = envint("KMSDASH_LOOKUP_MAX_WINDOW_MINUTES", 60)
+# How far back the first LookupEvents run reaches (LookupEvents keeps 90 days).
+KMSDASH_LOOKUP_INITIAL_DAYS = envint("KMSDASH_LOOKUP_INITIAL_DAYS", 1)
+# AWS's fixed limit is 2 LookupEvents requests/s per account and region.
+KMSDASH_LOOKUP_RATE_PER_SECOND = float(os.getenv("KMSDASH_LOOKUP_RATE_PER_SECOND", "2"))
+# S3 log files: days re-listed behind the window for late deliveries (CloudTrail redelivers
+# for up to 30 days after an outage).
+KMSDASH_S3_LOOKBACK_DAYS = envint("KMSDASH_S3_LOOKBACK_DAYS", 2)
+KMSDASH_S3_INITIAL_DAYS = envint("KMSDASH_S3_INITIAL_DAYS", 1)
+# Decompression-bomb guard: CloudTrail files are at most 50 MB compressed.
+KMSDASH_MAX_COMPRESSED_BYTES = envint("KMSDASH_MAX_COMPRESSED_BYTES", 64 * 1024 * 1024)
+KMSDASH_MAX_DECOMPRESSED_BYTES = envint("KMSDASH_MAX_DECOMPRESSED_BYTES", 1024 * 1024 * 1024)
+KMSDASH_MAX_RECORD_BYTES = envint("KMSDASH_MAX_RECORD_BYTES", 512 * 1024)
+KMSDASH_OBJECT_ATTEMPTS = envint("KMSDASH_OBJECT_ATTEMPTS", 3)
+KMSDASH_INGEST_BATCH_SIZE = envint("KMSDASH_INGEST_BATCH_SIZE", 5000)
+KMSDASH_LOCK_DIR = VAR_DIR / "locks"
+
+# Demo mode: set by the run script when no AWS credentials are configured; the banner says so.
+KMSDASH_DEMO = envbool("KMSDASH_DEMO", "False")
+
+# --- Celery -----------------------------------------------------------------------------------
+# The default broker needs no server (files under var/), so the zero-configuration run works
+# without Redis. Production: redis://... or amqp://...
+CELERY_BROKER_URL = os.getenv("CELERY_BROKER_URL", "filesystem://")
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    _queue_dir = VAR_DIR / "broker"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_queue_dir),
+        "data_folder_out": str(_queue_dir),
+        "processed_folder": str(VAR_DIR / "broker-processed"),
+        "store_processed": False,
+    }
+else:
+    # A task not acknowledged within the visibility timeout is redelivered; the hard time limit
+    # below stays well under it so a live task is never delivered twice.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 7200}
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TIMEZONE = "UTC"
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_TIME_LIMIT = envint("KMSDASH_TASK_TIME_LIMIT", 1800)
+CELERY_TASK_SOFT_TIME_LIMIT = int(CELERY_TASK_TIME_LIMIT * 0.8)
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_BEAT_SCHEDULE = {
+    # Every 5 minutes; a run not started within the period is dropped, not piled up.
+    "cloudtrail-lookup": {
+        "task": "audits.tasks.schedule_lookup",
+        "schedule": crontab(minute="*/5"),
+        "options": {"expires": 290},
+    },
+    "cloudtrail-s3": {
+        "task": "audits.tasks.schedule_s3",
+        "schedule": crontab(minute="*/5"),
+        "options": {"expires": 290},
+    },
+    # Cost Explorer data changes at most three times a day; each request costs $0.01.
+    "cost-explorer": {
+        "task": "costs.tasks.ingest_costs",
+        "schedule": crontab(minute=7, hour="*/8"),
+        "options": {"expires": 3600},
+    },
+    "kms-inventory": {
+        "task": "inventory.tasks.schedule_inventory",
+        "schedule": crontab(minute=15, hour="*"),
+        "options": {"expires": 3000},
+    },
+}
+
+# --- Logging ----------------------------------------------------------------------------------
+# One JSON object a line, so attacker-chosen text from CloudTrail can never forge a log line.
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "kmsdash.logging.JsonFormatter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json"}},
+    "root": {"handlers": ["console"], "level": os.getenv("KMSDASH_LOG_LEVEL", "INFO")},
+    "loggers": {
+        "botocore": {"level": "WARNING"},
+        "axes": {"level": "WARNING"},
+    },
+}
