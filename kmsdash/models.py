@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+
+class ExportAudit(models.Model):
+    """One CSV export: who, when, what filter, how many rows and the SHA-256 of the bytes sent.
+
+    Written before the first byte leaves and completed from the stream's `finally`, so an aborted
+    download is recorded too. Nobody edits or deletes these rows (the admin is read-only).
+    """
+
+    class Status(models.TextChoices):
+        STARTED = "started"
+        COMPLETED = "completed"
+        ABORTED = "aborted"
+        FAILED = "failed"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    username = models.CharField(max_length=150, help_text="Snapshot: the account may be renamed or deleted later.")
+    kind = models.CharField(max_length=32, help_text="events, costs, ...")
+    filters = models.JSONField(default=dict)
+    via = models.CharField(max_length=16, default="web", help_text="web or cli")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.STARTED)
+    rows = models.PositiveBigIntegerField(default=0)
+    sha256 = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} export by {self.username} at {self.created_at:%Y-%m-%d %H:%M}"
