@@ -1,7 +1,40 @@
 """CloudTrail record -> one normalized KMS event.
 
 Pure functions: no database, no network. Every rule that decides a figure in kmsdash lives here
-once (key, principal, service, failed, after-hours, S3 bucket), so the parser tests pin them.
+once, so the parser tests pin them:
+
+key
+    1. the ARN of the `resources[]` entry typed `AWS::KMS::Key` (records older than the `type`
+       field carry an untyped entry: a key ARN there counts too; blank ARNs are skipped);
+    2. else `requestParameters.keyId` when it is a key ARN;
+    3. else a bare key id there (UUID or `mrk-` id), made into an ARN from `awsRegion` and
+       `recipientAccountId`;
+    4. else `responseElements.keyMetadata.arn` (CreateKey, ReplicateKey);
+    5. else the alias or identifier given, shown as such until the inventory knows which key
+       it names. Events about no key at all (ListKeys, ListAliases) keep key ''.
+principal
+    AssumedRole: `sessionContext.sessionIssuer.arn` (the role; the session name goes to
+    session_name); IAMUser, Root, FederatedUser, IdentityCenterUser: `arn`; AWSAccount:
+    `accountId`; AWSService, or no type but an `invokedBy` (KMS's own DeleteKey/RotateKey):
+    the `invokedBy` value. Other types: `arn`, else `principalId`, else `accountId`.
+service
+    `userIdentity.invokedBy` when present (`s3.amazonaws.com`, `AWS Internal`, ...).
+failed
+    a non-empty `errorCode`.
+after-hours
+    the event's local time (KMSDASH_TIME_ZONE) is outside business hours
+    (KMSDASH_BUSINESS_HOURS, start <= t < end), or falls on a local Saturday or Sunday when
+    KMSDASH_WEEKENDS_AFTER_HOURS.
+s3_bucket
+    the bucket named by an `aws:s3:arn` encryption context (object ARN, or bucket ARN when the
+    bucket uses an S3 Bucket Key).
+
+Only `eventSource == "kms.amazonaws.com"` is kept; a well-formed record from another source
+raises NotKmsEvent. Anything malformed raises ParseError with the reason: a field of the wrong
+JSON type, no eventID or eventTime, invalid UTF-8 or JSON, a major eventVersion other than 1
+(AWS: compare the major version for equality, the minor with >=, ignore unknown fields).
+Attacker-chosen text is never a reason to reject: it is cut to its column limit (LIMITS), and
+NUL characters and lone surrogates, which PostgreSQL cannot store, become U+FFFD.
 """
 
 from __future__ import annotations
@@ -16,11 +49,22 @@ from zoneinfo import ZoneInfo
 KMS_EVENT_SOURCE = "kms.amazonaws.com"
 SUPPORTED_MAJOR_VERSION = "1"
 
-KEY_ARN_RE = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[A-Za-z0-9-]+$")
+# \Z and [0-9], not $ and \d: `$` also matches before a trailing newline and `\d` matches any
+# Unicode digit, and either would let a value through that the columns and AWS reject.
+KEY_ARN_RE = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/[A-Za-z0-9-]+\Z")
 # A bare key id: a UUID, or a multi-Region key id (mrk- followed by 32 hex digits).
-KEY_ID_RE = re.compile(r"^(?:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|mrk-[0-9a-fA-F]{32})$")
-ACCOUNT_RE = re.compile(r"^\d{12}$")
-REGION_RE = re.compile(r"^[a-z]{2}(?:-[a-z]+)+-\d+$")
+KEY_ID_RE = re.compile(
+    r"^(?:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|mrk-[0-9a-fA-F]{32})\Z"
+)
+ACCOUNT_RE = re.compile(r"^[0-9]{12}\Z")
+REGION_RE = re.compile(r"^[a-z]{2}(?:-[a-z]+)+-[0-9]+\Z")
+VERSION_RE = re.compile(r"^([0-9]+)(?:\.[0-9]+)?\Z")
+
+# Real KMS records nest about six levels deep; far deeper nesting is hostile, and would make
+# anything that walks the record recursively (json.dumps of the raw record) crash.
+MAX_DEPTH = 64
+# Any time zone offset keeps these years inside what datetime can represent.
+MIN_YEAR, MAX_YEAR = 1970, 9998
 
 # Column limits (audits.models.Event); longer attacker-chosen text is cut, never rejected.
 LIMITS = {
@@ -42,6 +86,7 @@ LIMITS = {
     "vpc_endpoint_id": 128,
     "s3_bucket": 256,
 }
+EVENT_ID_MAX = 64
 
 # Key-management operations the critical-events views list.
 CRITICAL_EVENT_NAMES = frozenset(
@@ -66,6 +111,9 @@ CRITICAL_EVENT_NAMES = frozenset(
         "CreateKey",
     }
 )
+
+_ARN_IDENTITY_TYPES = frozenset({"IAMUser", "Root", "FederatedUser", "IdentityCenterUser"})
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 class ParseError(ValueError):
@@ -96,7 +144,7 @@ class NormalizedEvent:
     read_only: bool | None
     event_type: str
     event_category: str
-    encryption_context: dict[str, Any] | None
+    encryption_context: dict[str, str] | None
     request_id: str
     shared_event_id: str
     vpc_endpoint_id: str
@@ -132,10 +180,14 @@ class BusinessHours:
         local = when.astimezone(self.tz)
         if self.weekends_after_hours and local.weekday() >= 5:
             return True
-        return not (self.start <= local.time().replace(tzinfo=None) < self.end)
+        return not (self.start <= local.time() < self.end)
 
 
 DEFAULT_HOURS = BusinessHours(ZoneInfo("UTC"), time(6, 0), time(23, 0))
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
 
 
 def loads_record(text: str | bytes) -> dict[str, Any]:
@@ -146,8 +198,11 @@ def loads_record(text: str | bytes) -> dict[str, Any]:
         except UnicodeDecodeError as exc:
             raise ParseError(f"invalid UTF-8 at byte {exc.start}") from exc
     try:
-        record = json.loads(text)
-    except (ValueError, RecursionError) as exc:
+        # NaN and Infinity are Python extensions, not JSON, and PostgreSQL's jsonb refuses them.
+        record = json.loads(text, parse_constant=_reject_constant)
+    except RecursionError as exc:
+        raise ParseError("invalid JSON: nested too deeply") from exc
+    except ValueError as exc:
         raise ParseError(f"invalid JSON: {exc}") from exc
     if not isinstance(record, dict):
         raise ParseError(f"a record must be a JSON object, got {type(record).__name__}")
@@ -164,150 +219,160 @@ def parse_record(record: dict[str, Any], hours: BusinessHours = DEFAULT_HOURS) -
     source = record.get("eventSource")
     if source != KMS_EVENT_SOURCE:
         if isinstance(source, str) and source:
-            raise NotKmsEvent(source)
+            raise NotKmsEvent(_clean_text(source[:128]))
         raise ParseError("eventSource missing or not a string")
 
     version = record.get("eventVersion")
     if version is not None:
-        if not isinstance(version, str) or version.split(".", 1)[0] != SUPPORTED_MAJOR_VERSION:
-            raise ParseError(f"unsupported eventVersion {version!r}")
+        match = VERSION_RE.match(version) if isinstance(version, str) else None
+        if not match or match.group(1).lstrip("0") != SUPPORTED_MAJOR_VERSION:
+            raise ParseError(f"unsupported eventVersion {_shown(version)}")
+    _check_depth(record)
 
-    event_id = _required_str(record, "eventID")
+    event_id = _text(record, "eventID").strip()
+    if not event_id:
+        raise ParseError("eventID missing")
+    if len(event_id) > EVENT_ID_MAX:
+        raise ParseError(f"eventID longer than {EVENT_ID_MAX} characters")
     event_time = _parse_time(record.get("eventTime"))
-    event_name = _required_str(record, "eventName")
-    region = _optional_str(record, "awsRegion")
-    recipient = _optional_str(record, "recipientAccountId")
+    event_name = _text(record, "eventName").strip()
+    if not event_name:
+        raise ParseError("eventName missing")
+    region = _text(record, "awsRegion")
 
-    identity = record.get("userIdentity")
-    if identity is None:
-        identity = {}
-    if not isinstance(identity, dict):
-        raise ParseError("userIdentity is not an object")
+    identity = _object(record, "userIdentity")
     principal, principal_type, session_name = principal_of(identity)
-    caller_account = _str_or_empty(identity.get("accountId"))
+    caller_account = _text(identity, "accountId", "userIdentity.")
+    recipient = _text(record, "recipientAccountId")
     if not recipient:
         # Old records may lack recipientAccountId; the caller's account received them.
         recipient = caller_account
     if not ACCOUNT_RE.match(recipient):
-        raise ParseError(f"recipientAccountId {recipient!r} is not a 12-digit account id")
+        raise ParseError(f"recipientAccountId {_shown(recipient)} is not a 12-digit account id")
 
-    request = record.get("requestParameters")
-    if request is not None and not isinstance(request, dict):
-        raise ParseError("requestParameters is not an object")
-    request = request or {}
-    response = record.get("responseElements")
-    if response is not None and not isinstance(response, dict):
-        raise ParseError("responseElements is not an object")
-    response = response or {}
+    request = _object(record, "requestParameters")
+    response = _object(record, "responseElements")
     resources = record.get("resources")
-    if resources is not None and not isinstance(resources, list):
+    if resources is None:
+        resources = []
+    elif not isinstance(resources, list):
         raise ParseError("resources is not a list")
-
-    context = request.get("encryptionContext")
-    if context is not None and not isinstance(context, dict):
-        raise ParseError("requestParameters.encryptionContext is not an object")
-
-    error_code = _optional_str(record, "errorCode")
-    read_only = record.get("readOnly")
-    if isinstance(read_only, str):  # LookupEvents' own field is a string; be lenient
-        read_only = {"true": True, "false": False}.get(read_only.lower())
-    elif not isinstance(read_only, bool):
-        read_only = None
+    context = encryption_context_of(request)
 
     values = {
-        "recipient_account_id": recipient,
-        "event_id": event_id,
-        "event_time": event_time,
         "event_name": event_name,
         "region": region,
-        "key": key_of(resources or [], request, response, region, recipient),
+        "key": key_of(resources, request, response, region, recipient),
         "principal": principal,
         "principal_type": principal_type,
         "session_name": session_name,
         "service": service_of(identity),
-        "caller_account_id": caller_account if ACCOUNT_RE.match(caller_account) else "",
-        "source_ip": _optional_str(record, "sourceIPAddress"),
-        "user_agent": _optional_str(record, "userAgent"),
-        "error_code": error_code,
-        "error_message": _optional_str(record, "errorMessage"),
-        "read_only": read_only,
-        "event_type": _optional_str(record, "eventType"),
-        "event_category": _optional_str(record, "eventCategory"),
-        "encryption_context": _clean_json(context) if context else None,
-        "request_id": _optional_str(record, "requestID"),
-        "shared_event_id": _optional_str(record, "sharedEventID"),
-        "vpc_endpoint_id": _optional_str(record, "vpcEndpointId"),
+        "source_ip": _text(record, "sourceIPAddress"),
+        "user_agent": _text(record, "userAgent"),
+        "error_code": _text(record, "errorCode"),
+        "error_message": _text(record, "errorMessage"),
+        "event_type": _text(record, "eventType"),
+        "event_category": _text(record, "eventCategory"),
+        "request_id": _text(record, "requestID"),
+        "shared_event_id": _text(record, "sharedEventID"),
+        "vpc_endpoint_id": _text(record, "vpcEndpointId"),
         "s3_bucket": s3_bucket_of(context),
-        "after_hours": hours.is_after_hours(event_time),
     }
     for name, limit in LIMITS.items():
-        values[name] = _clean_text(values[name])[:limit]
-    if len(event_id) > 64:
-        raise ParseError("eventID longer than 64 characters")
-    return NormalizedEvent(**values)
+        values[name] = _clean_text(values[name][:limit])
+    return NormalizedEvent(
+        recipient_account_id=recipient,
+        event_id=_clean_text(event_id),
+        event_time=event_time,
+        caller_account_id=caller_account if ACCOUNT_RE.match(caller_account) else "",
+        read_only=_read_only(record.get("readOnly")),
+        encryption_context={_clean_text(k): _clean_text(v) for k, v in context.items()} if context else None,
+        after_hours=hours.is_after_hours(event_time),
+        **values,
+    )
 
 
 def key_of(resources: list[Any], request: dict[str, Any], response: dict[str, Any], region: str, account: str) -> str:
-    """The key an event is about, by the rules in the order the README gives them."""
-    # 1. resources[] entry typed AWS::KMS::Key (older records omit the type: accept a key ARN).
+    """The key an event is about, by the rules in the module docstring, in their order."""
+    # 1. The resources[] entry typed AWS::KMS::Key; an untyped key ARN from older records.
     untyped = ""
-    for resource in resources:
+    for index, resource in enumerate(resources):
         if not isinstance(resource, dict):
+            raise ParseError(f"resources[{index}] is not an object")
+        arn = _text(resource, "ARN", f"resources[{index}].")
+        kind = _text(resource, "type", f"resources[{index}].")
+        if not arn:
             continue
-        arn = resource.get("ARN")
-        if not isinstance(arn, str) or not arn:
-            continue
-        if resource.get("type") == "AWS::KMS::Key":
+        if kind == "AWS::KMS::Key":
             return arn
-        if not untyped and "type" not in resource and KEY_ARN_RE.match(arn):
+        if not kind and not untyped and KEY_ARN_RE.match(arn):
             untyped = arn
     if untyped:
         return untyped
-    key_id = request.get("keyId")
-    key_id = key_id.strip() if isinstance(key_id, str) else ""
+    key_id = _text(request, "keyId", "requestParameters.").strip()
     # 2. requestParameters.keyId when it is a key ARN.
     if KEY_ARN_RE.match(key_id):
         return key_id
     # 3. A bare key id there, made into an ARN from the event's region and recipient account.
-    if KEY_ID_RE.match(key_id) and region and account:
-        return f"arn:aws:kms:{region}:{account}:key/{key_id}"
+    if KEY_ID_RE.match(key_id) and REGION_RE.match(region) and ACCOUNT_RE.match(account):
+        return f"arn:{partition_of(region)}:kms:{region}:{account}:key/{key_id}"
     # 4. responseElements.keyMetadata.arn (CreateKey, ReplicateKey).
-    metadata = response.get("keyMetadata")
-    if isinstance(metadata, dict) and isinstance(metadata.get("arn"), str) and metadata["arn"]:
-        return metadata["arn"]
+    metadata = _object(response, "keyMetadata", "responseElements.")
+    created = _text(metadata, "arn", "responseElements.keyMetadata.")
+    if created:
+        return created
     # 5. Whatever identifier was given (an alias name or alias ARN), shown as such until the
-    #    inventory knows which key it names.
+    #    inventory knows which key it names; '' when the event is about no key.
     return key_id
+
+
+def partition_of(region: str) -> str:
+    if region.startswith("cn-"):
+        return "aws-cn"
+    if region.startswith("us-gov-"):
+        return "aws-us-gov"
+    return "aws"
 
 
 def principal_of(identity: dict[str, Any]) -> tuple[str, str, str]:
     """(principal, identity type, session name) for a userIdentity block."""
-    kind = _str_or_empty(identity.get("type"))
-    invoked_by = _str_or_empty(identity.get("invokedBy"))
+    kind = _text(identity, "type", "userIdentity.")
+    invoked_by = _text(identity, "invokedBy", "userIdentity.")
+    arn = _text(identity, "arn", "userIdentity.")
     if kind == "AssumedRole":
-        context = identity.get("sessionContext")
-        issuer = context.get("sessionIssuer") if isinstance(context, dict) else None
-        role_arn = _str_or_empty(issuer.get("arn")) if isinstance(issuer, dict) else ""
-        arn = _str_or_empty(identity.get("arn"))
-        # arn:aws:sts::acct:assumed-role/Role/Session -> Session
+        context = _object(identity, "sessionContext", "userIdentity.")
+        issuer = _object(context, "sessionIssuer", "userIdentity.sessionContext.")
+        role_arn = _text(issuer, "arn", "userIdentity.sessionContext.sessionIssuer.")
+        # arn:aws:sts::<account>:assumed-role/<role>/<session>
         session = arn.split("/", 2)[2] if arn.count("/") >= 2 else ""
         return role_arn or arn, kind, session
-    if kind in ("IAMUser", "Root", "FederatedUser", "IdentityCenterUser"):
-        return _str_or_empty(identity.get("arn")) or _str_or_empty(identity.get("principalId")), kind, ""
+    principal_id = _text(identity, "principalId", "userIdentity.")
+    if kind in _ARN_IDENTITY_TYPES:
+        return arn or principal_id, kind, ""
+    account = _text(identity, "accountId", "userIdentity.")
     if kind == "AWSAccount":
-        return _str_or_empty(identity.get("accountId")), kind, ""
+        return account, kind, ""
     if kind == "AWSService" or (not kind and invoked_by):
         return invoked_by, kind or "AWSService", ""
-    # Other types (SAMLUser, WebIdentityUser, Role, Unknown): the ARN when there is one.
-    return (
-        _str_or_empty(identity.get("arn"))
-        or _str_or_empty(identity.get("principalId"))
-        or _str_or_empty(identity.get("accountId"))
-    ), kind, ""
+    # Other types (SAMLUser, WebIdentityUser, Role, Unknown, ...): the most specific id there is.
+    return arn or principal_id or account, kind, ""
 
 
 def service_of(identity: dict[str, Any]) -> str:
-    return _str_or_empty(identity.get("invokedBy"))
+    return _text(identity, "invokedBy", "userIdentity.")
+
+
+def encryption_context_of(request: dict[str, Any]) -> dict[str, str]:
+    """requestParameters.encryptionContext; KMS defines it as a map of strings to strings."""
+    context = request.get("encryptionContext")
+    if context is None:
+        return {}
+    if not isinstance(context, dict):
+        raise ParseError("requestParameters.encryptionContext is not an object")
+    for name, value in context.items():
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise ParseError("requestParameters.encryptionContext is not a map of strings")
+    return context
 
 
 def s3_bucket_of(context: dict[str, Any] | None) -> str:
@@ -332,48 +397,59 @@ def _parse_time(value: Any) -> datetime:
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError as exc:
-        raise ParseError(f"eventTime {value[:40]!r} is not an ISO 8601 time") from exc
+        raise ParseError(f"eventTime {_shown(value)} is not an ISO 8601 time") from exc
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
+    if not MIN_YEAR <= parsed.year <= MAX_YEAR:
+        raise ParseError(f"eventTime {_shown(value)} is out of range")
     return parsed.astimezone(UTC)
 
 
-def _required_str(record: dict[str, Any], name: str) -> str:
-    value = record.get(name)
-    if not isinstance(value, str) or not value.strip():
-        raise ParseError(f"{name} missing or not a string")
-    return _clean_text(value.strip())
+def _read_only(value: Any) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    # LookupEvents' own ReadOnly attribute is the string "true"/"false".
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise ParseError("readOnly is not a boolean")
 
 
-def _optional_str(record: dict[str, Any], name: str) -> str:
-    value = record.get(name)
+def _text(obj: dict[str, Any], name: str, where: str = "") -> str:
+    """A string field: '' when absent or null, ParseError when of another type."""
+    value = obj.get(name)
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise ParseError(f"{name} is not a string")
+        raise ParseError(f"{where}{name} is not a string")
     return value
 
 
-def _str_or_empty(value: Any) -> str:
-    return value if isinstance(value, str) else ""
+def _object(obj: dict[str, Any], name: str, where: str = "") -> dict[str, Any]:
+    """An object field: {} when absent or null, ParseError when of another type."""
+    value = obj.get(name)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ParseError(f"{where}{name} is not an object")
+    return value
+
+
+def _check_depth(record: dict[str, Any]) -> None:
+    # Iterative, so that the check itself cannot exhaust the stack.
+    stack: list[tuple[Any, int]] = [(record, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise ParseError(f"record nested deeper than {MAX_DEPTH} levels")
+        children = value.values() if isinstance(value, dict) else value
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
 
 
 def _clean_text(value: str) -> str:
-    """PostgreSQL text cannot hold NUL, and lone surrogates cannot be encoded: replace both."""
-    if "\x00" in value:
-        value = value.replace("\x00", "\ufffd")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        value = value.encode("utf-8", "replace").decode("utf-8")
-    return value
+    """PostgreSQL text cannot hold NUL, and lone surrogates cannot be encoded: U+FFFD for both."""
+    return _UNSTORABLE.sub("\ufffd", value)
 
 
-def _clean_json(value: Any) -> Any:
-    if isinstance(value, str):
-        return _clean_text(value)
-    if isinstance(value, dict):
-        return {_clean_text(str(k)): _clean_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_clean_json(v) for v in value]
-    return value
+def _shown(value: Any) -> str:
+    """A bounded, storable rendering of a bad value for a ParseError reason."""
+    return _clean_text(repr(value)[:60])

@@ -1,0 +1,204 @@
+from __future__ import annotations
+
+import json
+from datetime import UTC, timedelta
+from urllib.parse import urlencode
+
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, render
+from django.urls import NoReverseMatch, reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET
+
+from kmsdash.roles import ADMIN, ANALYST, has_role, role_required
+
+from . import charts, rawcodec, selectors
+from .filters import Bound, EventFilter
+from .models import Event
+
+PERIODS = {"24h": "24 hours", "7d": "7 days", "30d": "30 days", "90d": "90 days"}
+PER_PAGE = 50
+
+
+def period_filter(request: HttpRequest, default: str) -> tuple[EventFilter, str]:
+    """The request's filters, with `period` (24h, 7d, 30d, 90d) as `since`.
+
+    since/until apply with period=custom, or when no period is given (links from other pages).
+
+    Day periods start at a UTC midnight, so the day rollups cover them exactly.
+    """
+    f = EventFilter.from_querydict(request.GET)
+    period = request.GET.get("period", "")
+    if period == "custom" or (period not in PERIODS and (f.since or f.until)):
+        return f, "custom"
+    if period not in PERIODS:
+        period = default
+    now = timezone.now().astimezone(UTC)
+    if period == "24h":
+        since = Bound((now - timedelta(hours=24)).replace(microsecond=0), False)
+    else:
+        since = Bound.of_day(now.date() - timedelta(days=int(period[:-1]) - 1))
+    return f.replace(since=since, until=None), period
+
+
+def _template(request: HttpRequest, name: str, fragment: str) -> str:
+    # A boosted request wants the whole page; any other htmx request only the fragment it swaps.
+    if request.htmx and not request.htmx.boosted:
+        return f"{name}#{fragment}"
+    return name
+
+
+def _context(f: EventFilter, period: str | None = None, **extra) -> dict:
+    return {
+        "filter": f,
+        "period": period,
+        "periods": PERIODS,
+        "events_url": f"{reverse('audits:events')}?{f.querystring()}",
+        **extra,
+    }
+
+
+@require_GET
+@role_required(ANALYST)
+def overview(request: HttpRequest) -> HttpResponse:
+    f, period = period_filter(request, "7d")
+    figures = f.replace(key="", principal="", service="", operation="", error="", after_hours=None, q="")
+    data = selectors.overview(figures)
+    context = _context(
+        figures,
+        period,
+        totals=data.totals,
+        calls_figure=charts.calls_by_operation(data.calls_per_day),
+        failures_figure=charts.failures_by_error(data.failures_per_day),
+        top_keys=data.top_keys,
+        critical=selectors.latest_critical(figures, days=data.critical_days),
+        freshness=selectors.freshness(),
+        critical_url=f"{reverse('audits:critical')}?{figures.querystring()}",
+    )
+    return render(request, _template(request, "audits/overview.html", "results"), context)
+
+
+@require_GET
+@role_required(ANALYST)
+def keys(request: HttpRequest) -> HttpResponse:
+    f, period = period_filter(request, "30d")
+    sort = request.GET.get("sort", "-calls")
+    if sort.lstrip("-") not in selectors.KEY_SORTS:
+        sort = "-calls"
+    page = selectors.keys_page(f, sort=sort, page=request.GET.get("page", 1), per_page=PER_PAGE)
+    params = _period_params(f, period)
+
+    def url(**changes) -> str:
+        return "?" + urlencode({**params, "sort": sort, **changes})
+
+    # Clicking the sorted column flips its direction; a new column starts with the largest first.
+    sort_urls = {
+        column: url(sort=column if sort == f"-{column}" else f"-{column}") for column in selectors.KEY_SORTS
+    }
+    context = _context(
+        f,
+        period,
+        page=page,
+        sort=sort,
+        sort_urls=sort_urls,
+        previous_url=url(page=page.previous_page_number()) if page.has_previous() else None,
+        next_url=url(page=page.next_page_number()) if page.has_next() else None,
+    )
+    return render(request, _template(request, "audits/keys.html", "table"), context)
+
+
+@require_GET
+@role_required(ANALYST)
+def key_detail(request: HttpRequest, key: str) -> HttpResponse:
+    arn = selectors.resolve_key(key)
+    if arn is None:
+        raise Http404("No calls to this key have been recorded.")
+    f, period = period_filter(request, "30d")
+    f = f.replace(key=arn)
+    try:
+        panel_url = reverse("inventory:key_panel", kwargs={"key": arn})
+    except NoReverseMatch:
+        panel_url = None
+    alias = selectors.alias_names().get(arn, "")
+    context = _context(
+        f,
+        period,
+        arn=arn,
+        alias=alias,
+        totals=selectors.totals(f),
+        calls_figure=charts.calls_by_operation(selectors.calls_per_day(f)),
+        principals=selectors.key_principals(f),
+        services=selectors.key_services(f),
+        errors=selectors.error_codes(f),
+        unusual=selectors.unusual_calls(f),
+        sample=selectors.context_sample(f),
+        critical=list(selectors.critical_events(f, need=20)[:20]),
+        panel_url=panel_url,
+    )
+    return render(request, _template(request, "audits/key_detail.html", "results"), context)
+
+
+def _event_list(request: HttpRequest, f: EventFilter, qs) -> tuple[selectors.EventPage, str | None]:
+    cursor = request.GET.get("cursor") or None
+    try:
+        return selectors.events_page(qs, cursor, PER_PAGE), None
+    except selectors.BadCursor as exc:
+        return selectors.events_page(qs, None, PER_PAGE), str(exc)
+
+
+@require_GET
+@role_required(ANALYST)
+def events(request: HttpRequest) -> HttpResponse:
+    f = EventFilter.from_querydict(request.GET)
+    page, cursor_error = _event_list(request, f, f.events())
+    export_url = None
+    if has_role(request.user, ADMIN):
+        export_url = f"{reverse('audits:events_export')}?{f.querystring()}"
+    context = _context(
+        f,
+        page=page,
+        cursor_error=cursor_error,
+        next_url=f"?{f.querystring(cursor=page.next_cursor)}" if page.next_cursor else None,
+        first_url=f"?{f.querystring()}" if request.GET.get("cursor") else None,
+        export_url=export_url,
+    )
+    return render(request, _template(request, "audits/events.html", "results"), context)
+
+
+@require_GET
+@role_required(ANALYST)
+def event_raw(request: HttpRequest, pk: int) -> HttpResponse:
+    event = get_object_or_404(Event, pk=pk)
+    raw = json.dumps(rawcodec.decode(event.raw), indent=2, ensure_ascii=False)
+    return render(request, "audits/events.html#drawer", {"event": event, "raw": raw})
+
+
+@require_GET
+@role_required(ANALYST)
+def critical(request: HttpRequest) -> HttpResponse:
+    f, period = period_filter(request, "30d")
+    cursor = request.GET.get("cursor") or None
+    try:
+        before = selectors.decode_cursor(cursor)[0] if cursor else None
+    except selectors.BadCursor:
+        before = None
+    qs = selectors.critical_events(f, before=before, need=PER_PAGE + 1)
+    page, cursor_error = _event_list(request, f, qs)
+    params = _period_params(f, period)
+    context = _context(
+        f,
+        period,
+        page=page,
+        cursor_error=cursor_error,
+        operations=selectors.CRITICAL,
+        next_url=f"?{urlencode({**params, 'cursor': page.next_cursor})}" if page.next_cursor else None,
+        first_url=f"?{urlencode(params)}" if cursor else None,
+    )
+    return render(request, _template(request, "audits/critical.html", "results"), context)
+
+
+def _period_params(f: EventFilter, period: str) -> dict[str, str]:
+    """Parameters that reproduce this view: a named period stays relative to today."""
+    if period == "custom":
+        return {**f.as_params(), "period": "custom"}
+    return {**f.replace(since=None, until=None).as_params(), "period": period}

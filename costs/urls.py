@@ -4,4 +4,7 @@ from . import views
 
 app_name = "costs"
 
-urlpatterns: list = []
+urlpatterns = [
+    path("", views.overview, name="overview"),
+    path("export.csv", views.export_csv, name="export"),
+]

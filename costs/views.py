@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import json
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET, require_POST
+
+from kmsdash.csvexport import audited_csv, start_export_audit
+from kmsdash.roles import FINANCE, role_required
+
+from . import charts, estimate, savings, selectors
+from .forms import PeriodForm
+from .services import utc_today
+
+
+@require_GET
+@role_required(FINANCE)
+def overview(request: HttpRequest) -> HttpResponse:
+    form = PeriodForm(request.GET)
+    if not form.is_valid():
+        form = PeriodForm({})
+        form.is_valid()
+        errors = ["Invalid period: showing the default one."]
+    else:
+        errors = []
+    since, until = form.period()
+    by = form.cleaned_data["by"]
+    days = selectors.daily_costs(since, until)
+    names = selectors.account_names()
+    series = selectors.grouped_series(days, by)
+    context = {
+        "form": form,
+        "errors": errors,
+        "since": since,
+        "until": until,
+        "by": by,
+        "by_choices": charts.BY_CHOICES,
+        "by_label": charts.BY_CHOICES[by],
+        "figure_json": json.dumps(charts.daily_figure(days, series, by, names)),
+        "series_totals": [(charts.series_label(by, label, names), sum(values)) for label, values in series.items()],
+    }
+    if request.htmx:
+        return render(request, "costs/overview.html#daily-chart", context)
+
+    today = utc_today()
+    facts = estimate.load_key_facts()
+    result = estimate.estimate(since, until, facts=facts)
+    recon = estimate.reconcile(result, days)
+    context.update(
+        summary=selectors.month_summary(today),
+        spend=selectors.api_spend(selectors.month_start(today), today),
+        days=days,
+        recon=recon,
+        recon_figure=charts.reconciliation_figure(recon),
+        per_key=selectors.label_keys(result.per_key()[:25]),
+        drivers={
+            "Keys": selectors.label_drivers(result.drivers("key"), aliases=selectors.alias_names()),
+            "Principals": selectors.label_drivers(result.drivers("principal")),
+            "Calling services": selectors.label_drivers(result.drivers("service")),
+        },
+        bucket_drivers=savings.bucket_keys(until),
+        caching=savings.data_key_caching(until, facts=facts),
+        idle=savings.idle_keys(today, facts=facts),
+        account_names=names,
+        hit_rate=settings.KMSDASH_DATA_KEY_CACHE_HIT_RATE * 100,
+        idle_days=settings.KMSDASH_IDLE_KEY_DAYS,
+    )
+    context["savings_total"] = (
+        sum(b.monthly_saving for b in context["bucket_drivers"])
+        + sum(c.monthly_saving for c in context["caching"])
+        + sum(k.monthly_saving for k in context["idle"])
+    )
+    return render(request, "costs/overview.html", context)
+
+
+@require_POST
+@role_required(FINANCE)
+def export_csv(request: HttpRequest) -> HttpResponse:
+    form = PeriodForm(request.POST)
+    if not form.is_valid():
+        return HttpResponse("Invalid period.", status=400, content_type="text/plain; charset=utf-8")
+    since, until = form.period()
+    audit = start_export_audit(user=request.user, kind="costs",
+                               filters={"since": since.isoformat(), "until": until.isoformat()})
+    response = StreamingHttpResponse(
+        audited_csv(selectors.DAILY_TABLE_HEADER, selectors.daily_table(since, until), audit),
+        content_type="text/csv; charset=utf-8",
+    )
+    response["Content-Disposition"] = f'attachment; filename="kmsdash-costs-{since:%Y%m%d}-{until:%Y%m%d}.csv"'
+    response["X-Content-Type-Options"] = "nosniff"
+    return response

@@ -4,4 +4,8 @@ from . import views
 
 app_name = "inventory"
 
-urlpatterns: list = []
+urlpatterns: list = [
+    path("findings/", views.findings, name="findings"),
+    path("findings/<int:pk>/accept/", views.finding_accept, name="finding_accept"),
+    path("keys/<path:key>/inventory/", views.key_panel, name="key_panel"),
+]

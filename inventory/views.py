@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+from django import forms
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from kmsdash.roles import ADMIN, ANALYST, role_required
+
+from . import selectors, services
+from .models import Finding
+
+
+class FindingFilterForm(forms.Form):
+    kind = forms.ChoiceField(choices=[("", "All kinds"), *Finding.Kind.choices], required=False)
+    severity = forms.ChoiceField(choices=[("", "All severities"), *Finding.Severity.choices], required=False)
+    account = forms.RegexField(regex=r"^\d{12}$", required=False, max_length=12)
+    status = forms.ChoiceField(
+        choices=[("open", "Open"), ("accepted", "Accepted"), ("resolved", "Resolved"), ("all", "All")], required=False
+    )
+
+
+class AcceptForm(forms.Form):
+    reason = forms.CharField(max_length=2000, widget=forms.Textarea(attrs={"rows": 2}))
+
+
+@require_GET
+@role_required(ANALYST)
+def key_panel(request: HttpRequest, key: str) -> HttpResponse:
+    found = selectors.resolve_key(key)
+    if found is None:
+        return render(request, "inventory/key_panel.html", {"missing": key})
+    return render(request, "inventory/key_panel.html", selectors.key_panel(found))
+
+
+@require_GET
+@role_required(ANALYST)
+def findings(request: HttpRequest) -> HttpResponse:
+    form = FindingFilterForm(request.GET or None)
+    params = form.cleaned_data if form.is_valid() else {}
+    rows = selectors.findings(
+        kind=params.get("kind", ""),
+        severity=params.get("severity", ""),
+        account=params.get("account", ""),
+        status=params.get("status") or "open",
+    )
+    context = {
+        "form": form,
+        "findings": rows[:500],
+        "total": rows.count(),
+        "counts": selectors.finding_counts(),
+        "accounts": selectors.finding_accounts(),
+        "accept_form": AcceptForm(),
+    }
+    template = "inventory/findings.html#results" if request.htmx else "inventory/findings.html"
+    return render(request, template, context)
+
+
+@require_POST
+@role_required(ADMIN)
+def finding_accept(request: HttpRequest, pk: int) -> HttpResponse:
+    finding = get_object_or_404(Finding, pk=pk)
+    form = AcceptForm(request.POST)
+    if not form.is_valid():
+        return HttpResponseBadRequest("A reason is required.", content_type="text/plain")
+    services.accept_finding(finding, user=request.user, reason=form.cleaned_data["reason"])
+    return redirect("inventory:findings")

@@ -30,6 +30,7 @@ class ExportAudit(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        permissions = [("export_audit_csv", "Can export the KMS event audit CSV")]
 
     def __str__(self) -> str:
         return f"{self.kind} export by {self.username} at {self.created_at:%Y-%m-%d %H:%M}"

@@ -6,6 +6,7 @@ With nothing set, kmsdash runs on an SQLite file and a broker that needs no serv
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import time
 from pathlib import Path
@@ -73,6 +74,7 @@ INSTALLED_APPS = [
     "audits",
     "costs",
     "inventory",
+    "demo",
 ]
 
 MIDDLEWARE = [
@@ -147,7 +149,10 @@ AXES_FAILURE_LIMIT = envint("KMSDASH_LOGIN_FAILURE_LIMIT", 5)
 AXES_COOLOFF_TIME = 1  # hours
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
-AXES_IPWARE_PROXY_COUNT = envint("KMSDASH_TRUSTED_PROXY_COUNT", 0) or None
+# Behind N reverse proxies, the client address is the N-th X-Forwarded-For entry from the right.
+KMSDASH_TRUSTED_PROXY_COUNT = envint("KMSDASH_TRUSTED_PROXY_COUNT", 0)
+AXES_CLIENT_IP_CALLABLE = "kmsdash.clientip.client_ip"
+AXES_LOCKOUT_TEMPLATE = "registration/locked.html"
 AXES_VERBOSE = False
 
 # --- Security headers -------------------------------------------------------------------------
@@ -221,6 +226,19 @@ KMSDASH_MAX_RECORD_BYTES = envint("KMSDASH_MAX_RECORD_BYTES", 512 * 1024)
 KMSDASH_OBJECT_ATTEMPTS = envint("KMSDASH_OBJECT_ATTEMPTS", 3)
 KMSDASH_INGEST_BATCH_SIZE = envint("KMSDASH_INGEST_BATCH_SIZE", 5000)
 KMSDASH_LOCK_DIR = VAR_DIR / "locks"
+
+# --- Costs ------------------------------------------------------------------------------------
+# Cost Explorer metric read as "the cost": UnblendedCost, BlendedCost, AmortizedCost, NetUnblendedCost.
+KMSDASH_COST_METRIC = os.getenv("KMSDASH_COST_METRIC", "UnblendedCost")
+if KMSDASH_COST_METRIC not in ("UnblendedCost", "BlendedCost", "AmortizedCost", "NetUnblendedCost"):
+    raise ImproperlyConfigured(f"Unsupported KMSDASH_COST_METRIC {KMSDASH_COST_METRIC!r}")
+# Merged over costs/prices.py DEFAULT_PRICES, as JSON: '{"symmetric": "0.00000315"}'.
+KMSDASH_PRICES = json.loads(os.getenv("KMSDASH_PRICES", "{}"))
+# Savings finder: share of GenerateDataKey/Decrypt calls a data-key cache would answer.
+KMSDASH_DATA_KEY_CACHE_HIT_RATE = float(os.getenv("KMSDASH_DATA_KEY_CACHE_HIT_RATE", "0.9"))
+KMSDASH_IDLE_KEY_DAYS = envint("KMSDASH_IDLE_KEY_DAYS", 90)
+# Cost Explorer bills $0.01 a request: runs stop being started once a UTC day's requests reach this.
+KMSDASH_CE_DAILY_REQUEST_BUDGET = envint("KMSDASH_CE_DAILY_REQUEST_BUDGET", 200)
 
 # Demo mode: set by the run script when no AWS credentials are configured; the banner says so.
 KMSDASH_DEMO = envbool("KMSDASH_DEMO", "False")

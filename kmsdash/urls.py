@@ -2,10 +2,14 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from . import views
+
 urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
+    path("health/", views.health, name="health"),
+    path("exports/", views.exports, name="exports"),
     path("costs/", include("costs.urls")),
     path("", include("inventory.urls")),
     path("", include("audits.urls")),

@@ -3,15 +3,42 @@
 (function () {
   "use strict";
 
+  // A chart is <div data-figure="ID"> naming a json_script block, or <div data-figure-json="{...}">
+  // carrying the figure itself: htmx drops <script> elements from swapped fragments, so charts
+  // inside htmx fragments use the attribute.
+  function figureOf(el) {
+    if (el.dataset.figureJson) return JSON.parse(el.dataset.figureJson);
+    var source = document.getElementById(el.dataset.figure);
+    return source ? JSON.parse(source.textContent) : null;
+  }
+
   function renderCharts(root) {
     if (typeof Plotly === "undefined") return;
-    root.querySelectorAll("[data-figure]").forEach(function (el) {
-      var source = document.getElementById(el.dataset.figure);
-      if (!source) return;
-      var fig = JSON.parse(source.textContent);
+    var charts = Array.prototype.slice.call(root.querySelectorAll("[data-figure], [data-figure-json]"));
+    if (root.matches && root.matches("[data-figure], [data-figure-json]")) charts.push(root);
+    charts.forEach(function (el) {
+      var fig = figureOf(el);
+      if (!fig) return;
       Plotly.react(el, fig.data || [], fig.layout || {}, { responsive: true, displaylogo: false });
     });
   }
+
+  // <button data-clear="drawer"> empties the element with that id (closes the event drawer).
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest("[data-clear]");
+    if (!button) return;
+    var target = document.getElementById(button.dataset.clear);
+    if (target) target.replaceChildren();
+  });
+
+  // Filter forms send only the fields in use, so pushed URLs stay short and bookmarkable.
+  document.addEventListener("htmx:configRequest", function (event) {
+    if (event.detail.verb !== "get") return;
+    var params = event.detail.parameters;
+    Object.keys(params).forEach(function (name) {
+      if (params[name] === "") delete params[name];
+    });
+  });
 
   document.addEventListener("DOMContentLoaded", function () {
     if (window.htmx) {

@@ -1,0 +1,374 @@
+"""The one write path for KMS events: parse, deduplicate, bulk write, roll up, quarantine, ledger.
+
+Every source (LookupEvents, S3 log files, local files) hands raw records to an `Ingestor`. A batch
+is written in ONE transaction holding its events, the rollup increments of exactly the events
+that were inserted (the database says which, through ON CONFLICT DO NOTHING RETURNING), its
+quarantine rows and the ledger's counters. So a duplicate, a re-run or a concurrent run over the
+same records can never count an event twice, and a crash mid-batch leaves nothing half-written.
+
+PostgreSQL: COPY into a temporary staging table, then one statement inserts the new events and
+upserts their rollups. SQLite: multi-row INSERT ... ON CONFLICT DO NOTHING RETURNING, rollups
+summed in Python from the returned keys and upserted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import operator
+import time
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.db import OperationalError, connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from . import rawcodec
+from .cloudtrail import BusinessHours, NormalizedEvent, NotKmsEvent, ParseError, loads_record, parse_record
+from .models import DailyRollup, Event, IngestRun, Quarantine
+
+logger = logging.getLogger(__name__)
+
+QUARANTINE_RAW_LIMIT = 64 * 1024
+DEADLOCK_ATTEMPTS = 3
+
+# Staged and inserted columns: every normalized field, then the compressed raw record.
+EVENT_FIELDS = tuple(f.name for f in dataclasses.fields(NormalizedEvent))
+EVENT_COLUMNS = EVENT_FIELDS + ("raw",)
+ROLLUP_DIMS = ("day", "account_id", "region", "key", "operation", "principal", "service", "error_code", "after_hours")
+
+
+@dataclass
+class Counts:
+    records_read: int = 0
+    events_new: int = 0
+    duplicates: int = 0
+    ignored: int = 0
+    quarantined: int = 0
+
+    def __iadd__(self, other: Counts) -> Counts:
+        for field in dataclasses.fields(self):
+            setattr(self, field.name, getattr(self, field.name) + getattr(other, field.name))
+        return self
+
+    def __add__(self, other: Counts) -> Counts:
+        total = Counts(**dataclasses.asdict(self))
+        total += other
+        return total
+
+    def as_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+
+def start_run(kind: str, *, account_id: str = "", region: str = "", window_start=None, window_end=None) -> IngestRun:
+    return IngestRun.objects.create(
+        kind=kind, account_id=account_id, region=region, window_start=window_start, window_end=window_end
+    )
+
+
+def finish_run(
+    run: IngestRun, counts: Counts, *, status: str = IngestRun.Status.SUCCEEDED, error: str = ""
+) -> IngestRun:
+    run.finished_at = timezone.now()
+    run.duration_seconds = max((run.finished_at - run.started_at).total_seconds(), 0.0)
+    run.status = status
+    run.error = error
+    for name, value in counts.as_dict().items():
+        setattr(run, name, value)
+    run.save(update_fields=["finished_at", "duration_seconds", "status", "error", *counts.as_dict()])
+    return run
+
+
+class Ingestor:
+    """Buffers records and writes them in batches; each batch is ONE transaction holding its events,
+    their rollup increments and its quarantine rows. Only events actually inserted (not duplicates)
+    increment rollups, so re-runs and concurrent runs never double count."""
+
+    def __init__(self, run: IngestRun, *, hours: BusinessHours | None = None, batch_size: int | None = None):
+        self.run = run
+        self.hours = hours or BusinessHours.from_settings()
+        self.batch_size = batch_size or settings.KMSDASH_INGEST_BATCH_SIZE
+        self.max_record_bytes = settings.KMSDASH_MAX_RECORD_BYTES
+        self.counts = Counts()
+        self._pending = Counts()  # not yet written to the ledger row
+        self._events: list[tuple[NormalizedEvent, bytes]] = []
+        self._quarantine: list[Quarantine] = []
+        self._zdict = rawcodec._DICTS[rawcodec.CURRENT]
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def add(self, record: dict | str | bytes, *, location: str = "") -> None:
+        self._pending.records_read += 1
+        self.counts.records_read += 1
+        original: Any = record
+        try:
+            if isinstance(record, str | bytes):
+                if len(record) > self.max_record_bytes:
+                    raise ParseError(f"record larger than {self.max_record_bytes} bytes")
+                record = loads_record(record)
+            text = json.dumps(record, separators=(",", ":"), ensure_ascii=False)
+            original = text
+            if len(text) > self.max_record_bytes:
+                raise ParseError(f"record larger than {self.max_record_bytes} bytes")
+            if INVALID_UTF8_MARK in text:
+                raise ParseError("invalid UTF-8 in the record")
+            event = parse_record(record, self.hours)
+        except NotKmsEvent:
+            self._pending.ignored += 1
+            self.counts.ignored += 1
+            return
+        except ParseError as exc:
+            self._add_quarantine(location, str(exc), original)
+            return
+        except (ValueError, TypeError, RecursionError) as exc:  # e.g. nesting too deep, NaN, odd types
+            self._add_quarantine(location, f"{type(exc).__name__}: {exc}", original)
+            return
+        self._events.append((event, self._compress(text)))
+        if len(self._events) >= self.batch_size:
+            self.flush()
+
+    def quarantine(self, *, location: str, reason: str, raw: str | bytes = "") -> None:
+        """A whole file or page that could not be read; written with the next batch."""
+        self._add_quarantine(location, reason, raw)
+
+    def _add_quarantine(self, location: str, reason: str, raw: Any) -> None:
+        text, truncated = bounded_text(raw)
+        self._quarantine.append(
+            Quarantine(run=self.run, location=location[:2048], reason=reason, raw=text, raw_truncated=truncated)
+        )
+        self._pending.quarantined += 1
+        self.counts.quarantined += 1
+        if len(self._quarantine) >= self.batch_size:
+            self.flush()
+
+    def _compress(self, text: str) -> bytes:
+        # Same format as rawcodec.encode, without serializing the record a second time.
+        compressor = zlib.compressobj(level=6, wbits=-15, zdict=self._zdict)
+        data = text.encode("utf-8", "replace")
+        return bytes([rawcodec.CURRENT]) + compressor.compress(data) + compressor.flush()
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        if not self._events and not self._quarantine and self._pending == Counts():
+            return
+        # Sorted, so that concurrent runs lock rows in the same order and cannot deadlock each other.
+        rows = sorted(self._events, key=lambda item: (item[0].recipient_account_id, item[0].event_id))
+        pending = self._pending
+        for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
+            try:
+                with transaction.atomic():
+                    inserted = write_events(rows)
+                    if self._quarantine:
+                        Quarantine.objects.bulk_create(self._quarantine)
+                    duplicates = len(rows) - inserted
+                    IngestRun.objects.filter(pk=self.run.pk).update(
+                        records_read=F("records_read") + pending.records_read,
+                        events_new=F("events_new") + inserted,
+                        duplicates=F("duplicates") + duplicates,
+                        ignored=F("ignored") + pending.ignored,
+                        quarantined=F("quarantined") + pending.quarantined,
+                    )
+                break
+            except OperationalError as exc:  # deadlock or serialization failure: the batch rolled back whole
+                if attempt == DEADLOCK_ATTEMPTS or "deadlock" not in str(exc).lower():
+                    raise
+                logger.warning("ingest batch retried after %s", exc)
+                time.sleep(0.05 * attempt)
+        self.counts.events_new += inserted
+        self.counts.duplicates += duplicates
+        self._events.clear()
+        self._quarantine.clear()
+        self._pending = Counts()
+
+
+def ingest_records(records: Iterable[dict | str | bytes], *, run: IngestRun, location: str = "") -> Counts:
+    ingestor = Ingestor(run)
+    for record in records:
+        ingestor.add(record, location=location)
+    ingestor.flush()
+    return ingestor.counts
+
+
+# Written into decoded text by audits/sources/files.py in place of bytes that are not UTF-8, so
+# that the record carrying them is quarantined rather than silently altered. A Unicode
+# noncharacter: never valid in interchanged text, so no real record contains it.
+INVALID_UTF8_MARK = "\ufdd0"
+
+
+def bounded_text(raw: Any, limit: int = QUARANTINE_RAW_LIMIT) -> tuple[str, bool]:
+    """A displayable, storable copy of a rejected record: at most `limit` characters, no NUL."""
+    if isinstance(raw, bytes | bytearray | memoryview):
+        text = bytes(raw[: limit * 4]).decode("utf-8", "replace")
+        truncated = len(raw) > limit * 4
+    elif isinstance(raw, str):
+        text, truncated = raw, False
+    else:
+        try:
+            text = json.dumps(raw, ensure_ascii=False, default=str)
+        except (ValueError, TypeError, RecursionError):
+            try:
+                text = repr(raw)
+            except RecursionError:
+                text = "(too deeply nested to show)"
+        truncated = False
+    if len(text) > limit:
+        text, truncated = text[:limit], True
+    text = text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+    return text, truncated
+
+
+def write_events(rows: list[tuple[NormalizedEvent, bytes]]) -> int:
+    """Insert the events that are new, add them to the rollups; returns how many were new.
+
+    Must run inside a transaction. Duplicates of each other within `rows` count once.
+    """
+    if not rows:
+        return 0
+    unique: dict[tuple[str, str], tuple[NormalizedEvent, bytes]] = {}
+    for event, raw in rows:
+        unique.setdefault((event.recipient_account_id, event.event_id), (event, raw))
+    rows = list(unique.values())
+    if connection.vendor == "postgresql":
+        return _write_postgresql(rows)
+    return _write_sqlite(rows)
+
+
+_EVENT_TABLE = Event._meta.db_table
+_ROLLUP_TABLE = DailyRollup._meta.db_table
+_STAGE_TABLE = "kmsdash_event_stage"
+_PG_TYPES = {
+    "event_time": "timestamptz",
+    "read_only": "bool",
+    "after_hours": "bool",
+    "encryption_context": "jsonb",
+    "raw": "bytea",
+}
+
+
+def _pg_stage_sql() -> str:
+    columns = ", ".join(f"{name} {_PG_TYPES.get(name, 'text')}" for name in EVENT_COLUMNS)
+    return f"CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGE_TABLE} ({columns}) ON COMMIT DELETE ROWS"
+
+
+def _pg_insert_sql() -> str:
+    columns = ", ".join(EVENT_COLUMNS)
+    dims = (
+        "(event_time AT TIME ZONE 'UTC')::date, recipient_account_id, region, key, event_name, principal, "
+        "service, error_code, after_hours"
+    )
+    conflict = ", ".join(ROLLUP_DIMS)
+    table = _ROLLUP_TABLE
+    return f"""
+        WITH inserted AS (
+            INSERT INTO {_EVENT_TABLE} ({columns})
+            SELECT {columns} FROM {_STAGE_TABLE} ORDER BY recipient_account_id, event_id
+            ON CONFLICT (recipient_account_id, event_id) DO NOTHING
+            RETURNING event_time, recipient_account_id, region, key, event_name, principal, service,
+                      error_code, after_hours
+        ), rolled AS (
+            INSERT INTO {table} ({conflict}, count, first_seen, last_seen)
+            SELECT {dims}, count(*), min(event_time), max(event_time) FROM inserted
+            GROUP BY {dims} ORDER BY {dims}
+            ON CONFLICT ({conflict}) DO UPDATE SET
+                count = {table}.count + EXCLUDED.count,
+                first_seen = LEAST({table}.first_seen, EXCLUDED.first_seen),
+                last_seen = GREATEST({table}.last_seen, EXCLUDED.last_seen)
+            RETURNING 1
+        )
+        SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM rolled)
+    """
+
+
+def _write_postgresql(rows: list[tuple[NormalizedEvent, bytes]]) -> int:
+    from psycopg.types.json import Jsonb
+
+    with connection.cursor() as cursor:
+        cursor.execute(_pg_stage_sql())
+        with cursor.cursor.copy(f"COPY {_STAGE_TABLE} ({', '.join(EVENT_COLUMNS)}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types([_PG_TYPES.get(name, "text") for name in EVENT_COLUMNS])
+            for event, raw in rows:
+                values = [*_event_values(event), raw]
+                if values[_CONTEXT_INDEX] is not None:
+                    values[_CONTEXT_INDEX] = Jsonb(values[_CONTEXT_INDEX])
+                copy.write_row(values)
+        cursor.execute(_pg_insert_sql())
+        inserted, _ = cursor.fetchone()
+        cursor.execute(f"TRUNCATE {_STAGE_TABLE}")
+    return inserted
+
+
+_event_values = operator.attrgetter(*EVENT_FIELDS)
+_CONTEXT_INDEX = EVENT_FIELDS.index("encryption_context")
+_TIME_INDEX = EVENT_FIELDS.index("event_time")
+# SQLite allows 32766 bound parameters per statement.
+_SQLITE_ROWS_PER_INSERT = 32766 // len(EVENT_COLUMNS)
+
+
+def _sqlite_time(value: datetime) -> str:
+    # Django's SQLite format: naive UTC, ISO with a space (datetime.__str__).
+    return str(value.replace(tzinfo=None))
+
+
+def _write_sqlite(rows: list[tuple[NormalizedEvent, bytes]]) -> int:
+    columns = ", ".join(EVENT_COLUMNS)
+    placeholders = "(" + ", ".join(["%s"] * len(EVENT_COLUMNS)) + ")"
+    new_keys: set[tuple[str, str]] = set()
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), _SQLITE_ROWS_PER_INSERT):
+            chunk = rows[start : start + _SQLITE_ROWS_PER_INSERT]
+            params: list[Any] = []
+            for event, raw in chunk:
+                values = list(_event_values(event))
+                values[_TIME_INDEX] = _sqlite_time(values[_TIME_INDEX])
+                if values[_CONTEXT_INDEX] is not None:
+                    values[_CONTEXT_INDEX] = json.dumps(values[_CONTEXT_INDEX], ensure_ascii=False)
+                params.extend(values)
+                params.append(raw)
+            cursor.execute(
+                f"INSERT INTO {_EVENT_TABLE} ({columns}) VALUES {', '.join([placeholders] * len(chunk))} "
+                "ON CONFLICT (recipient_account_id, event_id) DO NOTHING RETURNING recipient_account_id, event_id",
+                params,
+            )
+            new_keys.update((account, event_id) for account, event_id in cursor.fetchall())
+        groups: dict[tuple, list] = {}
+        for event, _ in rows:
+            if (event.recipient_account_id, event.event_id) not in new_keys:
+                continue
+            dims = (
+                event.event_time.date().isoformat(),
+                event.recipient_account_id,
+                event.region,
+                event.key,
+                event.event_name,
+                event.principal,
+                event.service,
+                event.error_code,
+                event.after_hours,
+            )
+            group = groups.get(dims)
+            if group is None:
+                groups[dims] = [1, event.event_time, event.event_time]
+            else:
+                group[0] += 1
+                group[1] = min(group[1], event.event_time)
+                group[2] = max(group[2], event.event_time)
+        if groups:
+            conflict = ", ".join(ROLLUP_DIMS)
+            cursor.executemany(
+                f"INSERT INTO {_ROLLUP_TABLE} ({conflict}, count, first_seen, last_seen) "
+                f"VALUES ({', '.join(['%s'] * (len(ROLLUP_DIMS) + 3))}) "
+                f"ON CONFLICT ({conflict}) DO UPDATE SET count = count + excluded.count, "
+                "first_seen = min(first_seen, excluded.first_seen), last_seen = max(last_seen, excluded.last_seen)",
+                [
+                    (*dims, count, _sqlite_time(first), _sqlite_time(last))
+                    for dims, (count, first, last) in sorted(groups.items())
+                ],
+            )
+    return len(new_keys)

@@ -1,0 +1,256 @@
+"""CloudTrail LookupEvents (Event history) for one (account, region), window by window.
+
+A window is [checkpoint - overlap, now - settle], at most KMSDASH_LOOKUP_MAX_WINDOW_MINUTES long.
+Its pages are read with identical parameters; results come newest first, so a partial window
+gives no safe watermark: the checkpoint moves to the window's end only once the whole window has
+committed, in the same transaction that closes its ledger row. Re-reading the overlap is
+harmless because events are deduplicated on (account, eventID).
+
+LookupEvents allows 2 requests/s per account and Region. Every HTTP attempt (retries included)
+goes through a per-(account, region) pacer; the run lock on the scope makes it the only caller.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from botocore.exceptions import ClientError
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from audits.ingest import Counts, Ingestor, finish_run, start_run
+from audits.models import Checkpoint, IngestRun, Source
+from kmsdash import aws
+
+logger = logging.getLogger(__name__)
+
+KMS_LOOKUP = [{"AttributeKey": "EventSource", "AttributeValue": "kms.amazonaws.com"}]
+PAGE_SIZE = 50
+# An expired or rejected NextToken restarts the window; this many restarts, then the run fails.
+MAX_WINDOW_RESTARTS = 3
+THROTTLING_CODES = frozenset({"ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded"})
+
+
+class WindowFailed(Exception):
+    """A window could not be read; the checkpoint stays where it was."""
+
+
+class Throttled(WindowFailed):
+    """Still throttled after the SDK's own retries: worth a later retry of the whole task."""
+
+
+class Pacer:
+    """At most `rate` calls per second, spaced evenly, so no one-second interval holds more."""
+
+    # A little slack so that network jitter never puts two calls into one server-side second.
+    SLACK = 1.05
+
+    def __init__(self, rate: float) -> None:
+        self.interval = self.SLACK / rate
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def wait(self, **_: Any) -> None:
+        with self._lock:
+            now = time.monotonic()
+            delay = self._next - now
+            if delay > 0:
+                time.sleep(delay)
+                now = time.monotonic()
+            self._next = now + self.interval
+
+
+_pacers: dict[tuple[str, str], Pacer] = {}
+_pacers_lock = threading.Lock()
+
+
+def pacer_for(account_id: str, region: str) -> Pacer:
+    """One pacer per scope and process, shared by consecutive runs in the same worker."""
+    with _pacers_lock:
+        pacer = _pacers.get((account_id, region))
+        if pacer is None or pacer.interval != Pacer.SLACK / settings.KMSDASH_LOOKUP_RATE_PER_SECOND:
+            pacer = _pacers[(account_id, region)] = Pacer(settings.KMSDASH_LOOKUP_RATE_PER_SECOND)
+        return pacer
+
+
+def cloudtrail_client(source: Source, region: str) -> Any:
+    cloudtrail = aws.client("cloudtrail", region, source=source)
+    # before-send fires for every HTTP attempt, retries included.
+    cloudtrail.meta.events.register("before-send.cloudtrail.LookupEvents", pacer_for(source.account_id, region).wait)
+    return cloudtrail
+
+
+@dataclass
+class Window:
+    start: datetime
+    end: datetime
+
+
+def plan_windows(
+    high_watermark: datetime | None, now: datetime, *, since: datetime | None = None, until: datetime | None = None
+) -> Iterator[Window]:
+    """The windows to read, oldest first.
+
+    Scheduled runs: from the checkpoint (minus the overlap) up to now - settle. The checkpoint is
+    re-read after each window, so callers pass it in again (see `ingest_lookup`). With since/until,
+    exactly that range, in max-window pieces.
+    """
+    max_window = timedelta(minutes=settings.KMSDASH_LOOKUP_MAX_WINDOW_MINUTES)
+    if since is not None or until is not None:
+        start = since or now - timedelta(days=settings.KMSDASH_LOOKUP_INITIAL_DAYS)
+        end = min(until or now, now)
+        while start < end:
+            yield Window(start, min(start + max_window, end))
+            start = min(start + max_window, end)
+        return
+    overlap = timedelta(minutes=settings.KMSDASH_LOOKUP_OVERLAP_MINUTES)
+    limit = now - timedelta(minutes=settings.KMSDASH_LOOKUP_SETTLE_MINUTES)
+    if high_watermark is None:
+        start = now - timedelta(days=settings.KMSDASH_LOOKUP_INITIAL_DAYS)
+    else:
+        start = high_watermark - overlap
+    end = min(start + max_window, limit)
+    if end <= start or (high_watermark is not None and end <= high_watermark):
+        return
+    yield Window(start, end)
+
+
+def read_window(cloudtrail: Any, window: Window) -> Iterator[list[dict[str, Any]]]:
+    """The pages of one window, every call with the same parameters."""
+    params = {
+        "LookupAttributes": KMS_LOOKUP,
+        "StartTime": window.start,
+        "EndTime": window.end,
+        "MaxResults": PAGE_SIZE,
+    }
+    token = None
+    while True:
+        response = cloudtrail.lookup_events(**params, **({"NextToken": token} if token else {}))
+        yield response.get("Events", [])
+        token = response.get("NextToken")
+        if not token:
+            return
+
+
+@dataclass
+class WindowResult:
+    window: Window
+    run: IngestRun
+    counts: Counts
+
+
+def ingest_window(source: Source, region: str, cloudtrail: Any, window: Window) -> WindowResult:
+    """Read one window whole, then advance the checkpoint (never backwards, never past a gap)."""
+    run = start_run(
+        IngestRun.Kind.LOOKUP,
+        account_id=source.account_id,
+        region=region,
+        window_start=window.start,
+        window_end=window.end,
+    )
+    location = f"lookup:{source.account_id}:{region}"
+    ingestor = Ingestor(run)
+    pages = restarts = 0
+    try:
+        while True:
+            try:
+                for events in read_window(cloudtrail, window):
+                    pages += 1
+                    for event in events:
+                        ingestor.add(event.get("CloudTrailEvent") or "", location=location)
+                break
+            except ClientError as exc:
+                if _code(exc) != "InvalidNextTokenException" or restarts >= MAX_WINDOW_RESTARTS:
+                    raise
+                restarts += 1
+                logger.warning("lookup window restarted after an invalid NextToken",
+                               extra={"account_id": source.account_id, "region": region, "restart": restarts})
+        ingestor.flush()
+    except BaseException as exc:
+        try:
+            ingestor.flush()
+            IngestRun.objects.filter(pk=run.pk).update(pages=pages)
+            finish_run(run, ingestor.counts, status=IngestRun.Status.FAILED, error=_describe(exc))
+        except Exception:  # e.g. the database went away: the original error matters more
+            logger.exception("could not record the failed lookup window")
+        if isinstance(exc, ClientError):
+            if _code(exc) in THROTTLING_CODES:
+                raise Throttled(_describe(exc)) from exc
+            raise WindowFailed(_describe(exc)) from exc
+        raise
+    with transaction.atomic():
+        IngestRun.objects.filter(pk=run.pk).update(pages=pages)
+        finish_run(run, ingestor.counts)
+        advance_checkpoint(source.account_id, region, window)
+    return WindowResult(window, run, ingestor.counts)
+
+
+def advance_checkpoint(account_id: str, region: str, window: Window) -> None:
+    """Move the checkpoint to window.end if the window starts at or before it (no gap), or create it."""
+    checkpoint = (
+        Checkpoint.objects.select_for_update()
+        .filter(kind=IngestRun.Kind.LOOKUP, account_id=account_id, region=region)
+        .first()
+    )
+    if checkpoint is None:
+        Checkpoint.objects.create(
+            kind=IngestRun.Kind.LOOKUP, account_id=account_id, region=region, high_watermark=window.end
+        )
+    elif window.start <= checkpoint.high_watermark < window.end:
+        checkpoint.high_watermark = window.end
+        checkpoint.save(update_fields=["high_watermark", "updated_at"])
+
+
+def high_watermark(account_id: str, region: str) -> datetime | None:
+    return (
+        Checkpoint.objects.filter(kind=IngestRun.Kind.LOOKUP, account_id=account_id, region=region)
+        .values_list("high_watermark", flat=True)
+        .first()
+    )
+
+
+def ingest_lookup(
+    source: Source,
+    region: str,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    now: datetime | None = None,
+    budget_seconds: float | None = None,
+) -> list[WindowResult]:
+    """Read every window due for (source, region), oldest first, within a time budget.
+
+    The caller holds the scope's run lock. A failed window raises (its ledger row says why) and
+    leaves the checkpoint where the last complete window put it.
+    """
+    now = now or timezone.now()
+    if budget_seconds is None:
+        budget_seconds = settings.CELERY_TASK_SOFT_TIME_LIMIT / 2
+    deadline = time.monotonic() + budget_seconds
+    cloudtrail = cloudtrail_client(source, region)
+    results: list[WindowResult] = []
+    if since is not None or until is not None:
+        for window in plan_windows(None, now, since=since, until=until):
+            results.append(ingest_window(source, region, cloudtrail, window))
+        return results
+    while time.monotonic() < deadline:
+        window = next(plan_windows(high_watermark(source.account_id, region), now), None)
+        if window is None:
+            break
+        results.append(ingest_window(source, region, cloudtrail, window))
+    return results
+
+
+def _code(exc: ClientError) -> str:
+    return exc.response.get("Error", {}).get("Code", "")
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:2000]

@@ -1,0 +1,217 @@
+"""CloudTrail log files in S3 for one (source, region).
+
+Each pass lists the day folders `[prefix/]AWSLogs/[org-id/]<account>/CloudTrail/<region>/YYYY/MM/DD/`
+from the day of the last complete pass, KMSDASH_S3_LOOKBACK_DAYS further back (CloudTrail
+redelivers late files for up to 30 days, and a file's name carries its delivery time, never its
+events' times), up to today. The ledger (ProcessedObject: bucket, key, ETag) makes a re-run skip
+what it already read; a rewritten object has a new ETag and is read again, its events deduplicated.
+
+An object is streamed (bounded memory whatever its size) through iter_file_records. A truncated or
+corrupt object is tried KMSDASH_OBJECT_ATTEMPTS times, then quarantined and not marked processed;
+the other objects still land.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    EndpointConnectionError,
+    IncompleteReadError,
+    ReadTimeoutError,
+    ResponseStreamingError,
+)
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from audits.ingest import Counts, Ingestor, finish_run, start_run
+from audits.models import Checkpoint, IngestRun, ProcessedObject, Quarantine, Source
+from audits.sources.files import FileError, iter_file_records
+from kmsdash import aws
+
+logger = logging.getLogger(__name__)
+
+# Reading an object can fail half-way for reasons that a second read fixes.
+STREAM_ERRORS = (
+    ConnectionClosedError,
+    EndpointConnectionError,
+    IncompleteReadError,
+    ReadTimeoutError,
+    ResponseStreamingError,
+)
+UNREADABLE = "Unreadable log file"
+SKIPPED_FOLDERS = ("/CloudTrail-Digest/", "/CloudTrail-Insight/")
+
+
+@dataclass
+class S3Result:
+    run: IngestRun
+    counts: Counts = field(default_factory=Counts)
+    listed: int = 0
+    processed: int = 0
+    skipped: int = 0
+    quarantined_files: int = 0
+    deferred: int = 0
+
+
+def day_prefix(source: Source, region: str, day: date) -> str:
+    base = f"{source.s3_prefix.strip('/')}/" if source.s3_prefix.strip("/") else ""
+    org = f"{source.org_id}/" if source.org_id else ""
+    return f"{base}AWSLogs/{org}{source.account_id}/CloudTrail/{region}/{day:%Y/%m/%d}/"
+
+
+def days_to_list(
+    last_pass: datetime | None, now: datetime, *, since: datetime | None = None, until: datetime | None = None
+) -> list[date]:
+    if since is not None or until is not None:
+        first = (since or now - timedelta(days=settings.KMSDASH_S3_INITIAL_DAYS)).date()
+        last = min(until or now, now).date()
+    else:
+        anchor = last_pass if last_pass is not None else now - timedelta(days=settings.KMSDASH_S3_INITIAL_DAYS)
+        first = anchor.date() - timedelta(days=settings.KMSDASH_S3_LOOKBACK_DAYS)
+        last = now.date()
+    return [first + timedelta(days=n) for n in range((last - first).days + 1)]
+
+
+def list_objects(s3: Any, bucket: str, prefix: str) -> Iterator[dict[str, Any]]:
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            key = obj["Key"]
+            if key.endswith("/") or any(folder in f"/{key}" for folder in SKIPPED_FOLDERS):
+                continue
+            yield obj
+
+
+def object_location(bucket: str, key: str, etag: str) -> str:
+    return f"s3://{bucket}/{key}#{etag}"
+
+
+def ingest_object(s3: Any, bucket: str, obj: dict[str, Any], ingestor: Ingestor, result: S3Result) -> None:
+    key, etag = obj["Key"], obj["ETag"].strip('"')
+    location = object_location(bucket, key, etag)
+    if obj.get("Size", 0) > settings.KMSDASH_MAX_COMPRESSED_BYTES:
+        ingestor.quarantine(location=location,
+                            reason=f"{UNREADABLE}: {obj['Size']} bytes, over the {settings.KMSDASH_MAX_COMPRESSED_BYTES}"
+                                   "-byte limit")
+        result.quarantined_files += 1
+        return
+    error: BaseException | None = None
+    for _ in range(settings.KMSDASH_OBJECT_ATTEMPTS):
+        records = 0
+        try:
+            # IfMatch: read exactly the version that was listed; a rewrite is read on the next pass.
+            body = s3.get_object(Bucket=bucket, Key=key, IfMatch=obj["ETag"])["Body"]
+            try:
+                for record in iter_file_records(body, name=key):
+                    ingestor.add(record, location=location)
+                    records += 1
+            finally:
+                body.close()
+            ingestor.flush()
+        except (FileError, *STREAM_ERRORS) as exc:
+            error = exc
+            continue
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "NoSuchKey", "404", "412"):
+                result.deferred += 1  # changed or deleted since it was listed
+                return
+            raise
+        # Only now that its records are committed is the object done.
+        ProcessedObject.objects.get_or_create(bucket=bucket, key=key, etag=etag, defaults={"records": records})
+        result.processed += 1
+        return
+    if isinstance(error, FileError):
+        ingestor.quarantine(location=location, reason=f"{UNREADABLE} after {settings.KMSDASH_OBJECT_ATTEMPTS} "
+                                                      f"attempts: {error}")
+        ingestor.flush()
+        result.quarantined_files += 1
+    else:
+        logger.warning("S3 object deferred after read errors", extra={"bucket": bucket, "key": key})
+        result.deferred += 1
+
+
+def last_pass(account_id: str, region: str) -> datetime | None:
+    return (
+        Checkpoint.objects.filter(kind=IngestRun.Kind.S3, account_id=account_id, region=region)
+        .values_list("high_watermark", flat=True)
+        .first()
+    )
+
+
+def ingest_s3(
+    source: Source,
+    region: str,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    now: datetime | None = None,
+) -> S3Result:
+    """One pass over (source, region)'s log files. The caller holds the scope's run lock."""
+    now = now or timezone.now()
+    bucket = source.s3_bucket
+    days = days_to_list(last_pass(source.account_id, region), now, since=since, until=until)
+    run = start_run(
+        IngestRun.Kind.S3,
+        account_id=source.account_id,
+        region=region,
+        window_start=datetime.combine(days[0], datetime.min.time(), tzinfo=UTC) if days else None,
+        window_end=now,
+    )
+    result = S3Result(run=run)
+    ingestor = Ingestor(run)
+    try:
+        s3 = aws.client("s3", region, source=source)
+        for day in days:
+            prefix = day_prefix(source, region, day)
+            listed = list(list_objects(s3, bucket, prefix))
+            result.listed += len(listed)
+            done = set(
+                ProcessedObject.objects.filter(bucket=bucket, key__startswith=prefix).values_list("key", "etag")
+            )
+            given_up = set(
+                Quarantine.objects.filter(
+                    location__startswith=f"s3://{bucket}/{prefix}", reason__startswith=UNREADABLE
+                ).values_list("location", flat=True)
+            )
+            for obj in listed:
+                etag = obj["ETag"].strip('"')
+                if (obj["Key"], etag) in done or object_location(bucket, obj["Key"], etag) in given_up:
+                    result.skipped += 1
+                    continue
+                ingest_object(s3, bucket, obj, ingestor, result)
+        ingestor.flush()
+    except BaseException as exc:
+        try:
+            ingestor.flush()
+            _close(run, result, ingestor.counts, IngestRun.Status.FAILED, f"{type(exc).__name__}: {exc}"[:2000])
+        except Exception:
+            logger.exception("could not record the failed S3 pass")
+        raise
+    result.counts = ingestor.counts
+    if result.deferred:
+        _close(run, result, ingestor.counts, IngestRun.Status.FAILED,
+               f"{result.deferred} object(s) could not be read and will be retried")
+        return result
+    with transaction.atomic():
+        _close(run, result, ingestor.counts, IngestRun.Status.SUCCEEDED, "")
+        if since is None and until is None:
+            checkpoint, created = Checkpoint.objects.select_for_update().get_or_create(
+                kind=IngestRun.Kind.S3, account_id=source.account_id, region=region,
+                defaults={"high_watermark": now},
+            )
+            if not created and checkpoint.high_watermark < now:
+                checkpoint.high_watermark = now
+                checkpoint.save(update_fields=["high_watermark", "updated_at"])
+    return result
+
+
+def _close(run: IngestRun, result: S3Result, counts: Counts, status: str, error: str) -> None:
+    IngestRun.objects.filter(pk=run.pk).update(files=result.processed)
+    finish_run(run, counts, status=status, error=error)

@@ -1,0 +1,64 @@
+"""Celery tasks for CloudTrail ingestion: thin wrappers around audits.services.
+
+Messages carry only (account, region); every bit of progress lives in the database (checkpoint,
+ledger, processed objects), so a lost, duplicated or redelivered message is harmless. acks_late
+and reject_on_worker_lost are global settings: a task whose worker dies is delivered again and
+re-reads its window from the start.
+
+Database connections: Celery's Django fixup closes every connection before and after each task
+(task_prerun/task_postrun), which also covers a database restart between tasks.
+"""
+
+from __future__ import annotations
+
+from botocore.exceptions import ConnectionClosedError, EndpointConnectionError, ReadTimeoutError
+from celery import shared_task
+from django.db import InterfaceError, OperationalError
+
+from audits.models import IngestRun
+from audits.sources.lookup import Throttled
+
+# Transient only: an AccessDenied or a validation error would fail the same way again.
+TRANSIENT = (
+    ConnectionClosedError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+    OperationalError,
+    InterfaceError,
+    Throttled,
+)
+RETRY = {"autoretry_for": TRANSIENT, "retry_backoff": True, "retry_jitter": True, "max_retries": 5}
+
+
+@shared_task(ignore_result=True)
+def schedule_lookup() -> int:
+    from audits.services import scopes
+
+    pairs = scopes(IngestRun.Kind.LOOKUP)
+    for account_id, region in pairs:
+        ingest_lookup_task.delay(account_id, region)
+    return len(pairs)
+
+
+@shared_task(ignore_result=True)
+def schedule_s3() -> int:
+    from audits.services import scopes
+
+    pairs = scopes(IngestRun.Kind.S3)
+    for account_id, region in pairs:
+        ingest_s3_task.delay(account_id, region)
+    return len(pairs)
+
+
+@shared_task(**RETRY)
+def ingest_lookup_task(account_id: str, region: str) -> str:
+    from audits.services import run_scope
+
+    return run_scope(IngestRun.Kind.LOOKUP, account_id, region).status
+
+
+@shared_task(**RETRY)
+def ingest_s3_task(account_id: str, region: str) -> str:
+    from audits.services import run_scope
+
+    return run_scope(IngestRun.Kind.S3, account_id, region).status

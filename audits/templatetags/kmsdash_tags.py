@@ -1,0 +1,85 @@
+"""Display helpers for text that comes from AWS records, which an attacker may have chosen."""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from urllib.parse import urlencode
+
+from django import template
+from django.urls import NoReverseMatch, reverse
+
+register = template.Library()
+
+CLIP = 256
+
+# Bidi embeddings, overrides and isolates, the marks, and invisible separators: each can make
+# displayed text read differently from what is stored.
+_INVISIBLE = {0x061C, 0x200B, 0x200C, 0x200D, 0x200E, 0x200F, 0x2028, 0x2029, 0xFEFF}
+_INVISIBLE |= set(range(0x202A, 0x202F)) | set(range(0x2060, 0x206A))
+
+
+def _marker(char: str) -> str:
+    return f"⟨U+{ord(char):04X}⟩"
+
+
+def _hidden(char: str, keep: str) -> bool:
+    if char in keep:
+        return False
+    return ord(char) in _INVISIBLE or unicodedata.category(char) == "Cc"
+
+
+_SUSPECT = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
+
+
+@register.filter(is_safe=False)
+def visible(value: object, keep: str = "") -> str:
+    """Control and bidi characters as visible ⟨U+XXXX⟩ markers; `keep` lists characters to leave."""
+    text = "" if value is None else str(value)
+    if not _SUSPECT.search(text):
+        return text
+    return "".join(_marker(c) if _hidden(c, keep) else c for c in text)
+
+
+@register.filter(is_safe=False)
+def visible_lines(value: object) -> str:
+    """`visible`, keeping line breaks: for pretty-printed text in <pre>."""
+    return visible(value, "\n")
+
+
+@register.filter(is_safe=False)
+def clip(value: object, length: int = CLIP) -> str:
+    """For lists: cut at `length` characters (the full value is in the detail), then `visible`."""
+    text = "" if value is None else str(value)
+    if len(text) > length:
+        text = text[: length - 1] + "…"
+    return visible(text)
+
+
+@register.filter
+def key_url(key: str) -> str:
+    """The key's detail page; keys no URL can carry (e.g. a line break) go to the explorer instead."""
+    try:
+        return reverse("audits:key_detail", args=[key])
+    except NoReverseMatch:
+        return f"{reverse('audits:events')}?{urlencode({'key': key})}"
+
+
+@register.filter
+def short_key(key: str) -> str:
+    """A key ARN as its key id (account and region have their own columns), else the value itself."""
+    text = "" if key is None else str(key)
+    if text.startswith("arn:") and ":key/" in text:
+        return clip(text.rsplit(":key/", 1)[1], 64)
+    return clip(text, 64)
+
+
+@register.filter(is_safe=False)
+def tojson(value: object) -> str:
+    """JSON for a data-* attribute (autoescaping then escapes it for the attribute).
+
+    Chart data travels in an attribute rather than a json_script block because htmx drops every
+    <script> element from swapped fragments (htmx-config allowScriptTags: false).
+    """
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)

@@ -1,0 +1,171 @@
+"""Server time of the analysts' pages over a large PostgreSQL database.
+
+    python bench/pages_bench.py --events 10000000 --requests 30
+
+Loads synthetic KMS events through the real ingestion path (audits.ingest) into a dedicated
+database (created if missing, reused and topped up if already loaded), then times each page with
+the Django test client logged in as an analyst and prints p50/p95 per page.
+
+The database URL defaults to the local server; set KMSDASH_BENCH_DATABASE_URL to use another.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import statistics
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlparse
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+CHUNK = 250_000  # events per generator seed: the unit of loading and of resuming
+TARGETS_MS = {"overview": 150, "keys": 150, "key detail": 150, "explorer": 300}
+
+
+def ensure_database(url: str) -> None:
+    import psycopg
+
+    parsed = urlparse(url)
+    name = parsed.path.lstrip("/")
+    admin = parsed._replace(path="/postgres").geturl()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def load_chunk(args: tuple[int, str]) -> int:
+    """Ingest chunk `seed` (CHUNK events over the 90 days before `end`); runs in a worker process."""
+    seed, end = args
+    from django.db import connections
+
+    from audits import synthetic
+    from audits.ingest import finish_run, ingest_records, start_run
+    from audits.models import IngestRun
+
+    connections.close_all()  # never share the parent's connection
+    start = datetime.fromisoformat(end) - timedelta(days=90)
+    run = start_run(IngestRun.Kind.FILES)
+    counts = ingest_records(synthetic.generate_records(CHUNK, seed=seed, start=start, days=90), run=run)
+    finish_run(run, counts)
+    return counts.events_new
+
+
+def load(events: int, workers: int) -> None:
+    from django.db import connection
+
+    from audits.models import IngestRun
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM audits_event")
+        have = cursor.fetchone()[0]
+    chunks = -(-events // CHUNK)
+    done = have // CHUNK
+    print(f"events present: {have:,}; target {chunks * CHUNK:,} ({chunks} chunks of {CHUNK:,})", flush=True)
+    if done >= chunks:
+        return
+    # All chunks share one time span: the end of the first load, kept in the ledger.
+    first = IngestRun.objects.order_by("id").values_list("started_at", flat=True).first()
+    end = (first or datetime.now(UTC)).replace(minute=0, second=0, microsecond=0).isoformat()
+    started = time.perf_counter()
+    loaded = 0
+    connection.close()
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(workers) as pool:
+        for new in pool.imap_unordered(load_chunk, [(seed, end) for seed in range(done, chunks)]):
+            loaded += new
+            rate = loaded / (time.perf_counter() - started)
+            print(f"  +{new:,} events ({loaded:,} this run, {rate:,.0f}/s)", flush=True)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")
+    print(f"loaded {loaded:,} events in {time.perf_counter() - started:,.0f} s", flush=True)
+
+
+def measure(requests: int) -> dict[str, tuple[float, float]]:
+    from django.contrib.auth.models import Group, User
+    from django.test import Client
+    from django.urls import reverse
+
+    from audits import selectors
+    from audits.filters import EventFilter
+
+    user, _ = User.objects.get_or_create(username="bench-analyst")
+    user.groups.add(Group.objects.get(name="analyst"))
+    client = Client()
+    client.force_login(user)
+
+    top = selectors.overview(EventFilter(), top=1).top_keys[0]
+    principal = selectors.key_principals(EventFilter(key=top["key"]), limit=1)[0]["principal"]
+    pages = {
+        "overview": reverse("audits:overview"),
+        "overview 90d": reverse("audits:overview") + "?period=90d",
+        "keys": reverse("audits:keys"),
+        "keys 90d sorted by failures": reverse("audits:keys") + "?period=90d&sort=-failed",
+        "key detail": reverse("audits:key_detail", args=[top["key"]]),
+        "key detail 90d": reverse("audits:key_detail", args=[top["key"]]) + "?period=90d",
+        "explorer": reverse("audits:events") + f"?key={top['key']}&error=any",
+        "explorer by principal, after hours": reverse("audits:events") + f"?principal={principal}&after_hours=1",
+        "explorer unfiltered": reverse("audits:events"),
+        "critical": reverse("audits:critical"),
+    }
+    results = {}
+    for name, url in pages.items():
+        for _ in range(2):  # warm caches and connections
+            assert client.get(url).status_code == 200, url
+        times = []
+        for _ in range(requests):
+            started = time.perf_counter()
+            response = client.get(url)
+            times.append((time.perf_counter() - started) * 1000)
+            assert response.status_code == 200
+        cuts = statistics.quantiles(times, n=20, method="inclusive")
+        results[name] = (statistics.median(times), cuts[18])
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=10_000_000)
+    parser.add_argument("--requests", type=int, default=30)
+    parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2)))
+    parser.add_argument("--skip-load", action="store_true")
+    parser.add_argument("--load-only", action="store_true")
+    args = parser.parse_args()
+
+    url = os.environ.get("KMSDASH_BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/kmsdash_pages_bench")
+    ensure_database(url)
+    os.environ["DATABASE_URL"] = url
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kmsdash.settings")
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+    from django.db import connection
+
+    call_command("migrate", verbosity=0)
+    if not args.skip_load:
+        load(args.events, args.workers)
+    if args.load_only:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM audits_event")
+        events = cursor.fetchone()[0]
+        cursor.execute("SELECT count(*) FROM audits_dailyrollup")
+        rollups = cursor.fetchone()[0]
+        cursor.execute("SELECT pg_size_pretty(pg_database_size(current_database()))")
+        size = cursor.fetchone()[0]
+    print(f"\n{events:,} events, {rollups:,} rollup rows, database {size}; {args.requests} requests per page\n")
+    print(f"{'page':40} {'p50 ms':>8} {'p95 ms':>8}  target p95")
+    for name, (p50, p95) in measure(args.requests).items():
+        target = TARGETS_MS.get(name)
+        verdict = "" if target is None else f"{'ok' if p95 <= target else 'MISSED'} (<= {target})"
+        print(f"{name:40} {p50:8.1f} {p95:8.1f}  {verdict}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,309 @@
+"""Estimated cost per key and day: what Cost Explorer cannot tell.
+
+    key-months  customer managed keys, $1/month prorated hourly (each multi-region replica is a
+                key of its own), plus $1/month for each of the first two rotations; nothing for
+                AWS managed keys or keys pending deletion.
+    requests    CloudTrail rollup counts x the price for the key's type; the monthly free tier
+                (20,000 symmetric requests per account, all regions) is used up day by day from
+                the first of the month, shared within a day in proportion to each key's requests.
+
+Decisions, all visible in the reconciliation with Cost Explorer:
+- Failed requests are counted: AWS prices KMS per request and names no exception for errors.
+- A cross-account request is billed to the calling account (AWS pricing, note 2). The key
+  owner's copy of it (principal = the caller's account id) is charged to the caller, and skipped
+  when the caller's own trail is read too, so the request is not counted twice.
+- A key missing from the inventory is taken to be a symmetric customer managed key ("assumed"),
+  charged a key-month from the first day it is seen in the month.
+- The inventory's current state stands for the whole period (a key pending deletion today is
+  not charged for earlier days either).
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+
+from django.db.models import Sum
+
+from audits.models import DailyRollup, Source
+
+from .prices import free_tier_eligible, prices, request_price_name
+from .selectors import DayCost, days_between, month_start
+
+ZERO = Decimal(0)
+KEY_ARN_RE = re.compile(r"^arn:aws[a-z-]*:kms:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):key/[A-Za-z0-9-]+$")
+ACCOUNT_RE = re.compile(r"^\d{12}$")
+NOT_BILLED_STATES = frozenset({"PendingDeletion", "PendingReplicaDeletion"})
+
+
+@dataclass(frozen=True)
+class KeyFacts:
+    arn: str
+    account_id: str
+    region: str
+    customer_managed: bool = True
+    key_spec: str = "SYMMETRIC_DEFAULT"
+    key_state: str = "Enabled"
+    creation_date: datetime | None = None
+    rotations: int = 0
+    last_used_at: datetime | None = None
+    assumed: bool = False
+
+    @classmethod
+    def assumed_for(cls, arn: str) -> KeyFacts | None:
+        match = KEY_ARN_RE.match(arn)
+        if match is None:
+            return None
+        return cls(arn=arn, account_id=match["account"], region=match["region"], assumed=True)
+
+    @property
+    def billed_monthly(self) -> bool:
+        return self.customer_managed and self.key_state not in NOT_BILLED_STATES
+
+    def monthly_charge(self, table: dict[str, Decimal]) -> Decimal:
+        if not self.billed_monthly:
+            return ZERO
+        rotations = min(self.rotations, int(table["billable_rotations"]))
+        return table["key_month"] + rotations * table["rotation_month"]
+
+    def key_month_cost(self, day: date, table: dict[str, Decimal]) -> Decimal:
+        """The key-month charge for one UTC day, prorated by the hours the key existed that day."""
+        monthly = self.monthly_charge(table)
+        if not monthly:
+            return ZERO
+        day_start = datetime.combine(day, time.min, tzinfo=UTC)
+        day_end = day_start + timedelta(days=1)
+        hours = Decimal(24)
+        if self.creation_date is not None:
+            if self.creation_date >= day_end:
+                return ZERO
+            if self.creation_date > day_start:
+                hours = Decimal(int((day_end - self.creation_date).total_seconds() // 3600))
+        days_in_month = calendar.monthrange(day.year, day.month)[1]
+        return monthly * hours / (24 * days_in_month)
+
+
+def load_key_facts() -> dict[str, KeyFacts]:
+    """Key facts from the inventory (imported here: costs works, with assumptions, without it)."""
+    from inventory.models import Key
+
+    facts = {}
+    for key in Key.objects.all().iterator(chunk_size=2000):
+        facts[key.arn] = KeyFacts(
+            arn=key.arn,
+            account_id=key.account_id,
+            region=key.region,
+            customer_managed=key.key_manager == "CUSTOMER",
+            key_spec=key.key_spec or "SYMMETRIC_DEFAULT",
+            key_state=key.key_state,
+            creation_date=key.creation_date,
+            rotations=key.rotations or 0,
+            last_used_at=getattr(key, "last_used_at", None),
+        )
+    return facts
+
+
+@dataclass
+class RequestLine:
+    """Requests of one (day, charged account, region, key, operation, principal, service)."""
+
+    day: date
+    account_id: str
+    region: str
+    key: str
+    operation: str
+    principal: str
+    service: str
+    requests: int
+    price_name: str
+    gross: Decimal = ZERO
+    cost: Decimal = ZERO  # after the free tier
+    assumed: bool = False
+
+
+@dataclass
+class KeyCost:
+    key: str
+    account_id: str
+    region: str
+    key_months: Decimal = ZERO
+    requests: int = 0
+    request_cost: Decimal = ZERO
+    assumed: bool = False
+    in_inventory: bool = True
+
+    @property
+    def total(self) -> Decimal:
+        return self.key_months + self.request_cost
+
+
+@dataclass
+class Estimate:
+    start: date
+    end: date
+    lines: list[RequestLine] = field(default_factory=list)
+    # (day, account) -> key-month charges attributed that day
+    key_months: dict[tuple[date, str], Decimal] = field(default_factory=lambda: defaultdict(Decimal))
+    keys: dict[str, KeyCost] = field(default_factory=dict)
+
+    def attributed_by_day(self) -> dict[date, Decimal]:
+        totals: dict[date, Decimal] = defaultdict(Decimal)
+        for (day, _account), amount in self.key_months.items():
+            totals[day] += amount
+        for line in self.lines:
+            totals[line.day] += line.cost
+        return totals
+
+    def per_key(self) -> list[KeyCost]:
+        return sorted(self.keys.values(), key=lambda k: (-k.total, k.key))
+
+    def drivers(self, by: str, limit: int = 10) -> list[tuple[str, int, Decimal]]:
+        """Top (label, requests, estimated request cost) by key, principal, service or operation."""
+        totals: dict[str, list] = defaultdict(lambda: [0, ZERO])
+        for line in self.lines:
+            entry = totals[getattr(line, by)]
+            entry[0] += line.requests
+            entry[1] += line.cost
+        ranked = sorted(totals.items(), key=lambda item: (-item[1][1], -item[1][0], item[0]))
+        return [(label, n, cost) for label, (n, cost) in ranked[:limit]]
+
+
+def _rollup_groups(start: date, end: date):
+    """(day, account, region, key, operation, principal, service, requests), errors and hours summed."""
+    return (
+        DailyRollup.objects.filter(day__gte=start, day__lte=end)
+        .values_list("day", "account_id", "region", "key", "operation", "principal", "service")
+        .annotate(requests=Sum("count"))
+        .order_by("day")
+    )
+
+
+def estimate(start: date, end: date, *, facts: dict[str, KeyFacts] | None = None) -> Estimate:
+    """Attribute KMS spend to keys for the UTC days start .. end (both included)."""
+    table = prices()
+    facts = load_key_facts() if facts is None else facts
+    result = Estimate(start, end)
+    # The free tier is monthly: count from the first of start's month even if the page starts later.
+    first = month_start(start)
+    groups = list(_rollup_groups(first, end))
+    watched = set(Source.objects.values_list("account_id", flat=True)) | {g[1] for g in groups}
+
+    first_seen: dict[str, date] = {}
+    assumed_cache: dict[str, KeyFacts | None] = {}
+    lines: list[RequestLine] = []
+    for day, account, region, key, operation, principal, service, requests in groups:
+        if principal != account and ACCOUNT_RE.match(principal):
+            # The key owner's copy of a cross-account call: billed to the caller.
+            if principal in watched:
+                continue
+            account = principal
+        known = facts.get(key)
+        if known is None and key not in assumed_cache:
+            assumed_cache[key] = KeyFacts.assumed_for(key)
+        key_facts = known or assumed_cache[key]
+        if known is None and key_facts is not None:
+            first_seen.setdefault(key, day)
+        price_name = request_price_name(key_facts.key_spec if key_facts else "", operation)
+        gross = table[price_name] * requests
+        lines.append(RequestLine(day, account, region, key, operation, principal, service, requests, price_name,
+                                 gross, gross, known is None))
+
+    _apply_free_tier(lines, table["free_requests_per_month"])
+    result.lines = [line for line in lines if line.day >= start]
+
+    for line in result.lines:
+        cost = _key_cost(result, facts, line.key)
+        cost.requests += line.requests
+        cost.request_cost += line.cost
+
+    billed = [f for f in facts.values() if f.billed_monthly]
+    billed += [f for arn, day in first_seen.items() if (f := KeyFacts.assumed_for(arn)) is not None]
+    for key_facts in billed:
+        for day in days_between(start, end):
+            if key_facts.assumed and day < first_seen[key_facts.arn]:
+                continue
+            amount = key_facts.key_month_cost(day, table)
+            if amount:
+                result.key_months[(day, key_facts.account_id)] += amount
+                _key_cost(result, facts, key_facts.arn).key_months += amount
+    return result
+
+
+def _key_cost(result: Estimate, facts: dict[str, KeyFacts], key: str) -> KeyCost:
+    cost = result.keys.get(key)
+    if cost is None:
+        known = facts.get(key)
+        match = KEY_ARN_RE.match(key)
+        cost = KeyCost(
+            key=key,
+            account_id=known.account_id if known else (match["account"] if match else ""),
+            region=known.region if known else (match["region"] if match else ""),
+            assumed=known is None,
+            in_inventory=known is not None,
+        )
+        result.keys[key] = cost
+    return cost
+
+
+def _apply_free_tier(lines: list[RequestLine], allowance: Decimal) -> None:
+    """Spend each account's monthly free requests day by day, shared within a day pro rata."""
+    by_day: dict[tuple[str, date, date], list[RequestLine]] = defaultdict(list)
+    for line in lines:
+        if free_tier_eligible(line.price_name):
+            by_day[(line.account_id, month_start(line.day), line.day)].append(line)
+    left: dict[tuple[str, date], Decimal] = defaultdict(lambda: allowance)
+    for (account, month, _day), day_lines in sorted(by_day.items()):
+        eligible = sum(line.requests for line in day_lines)
+        free = min(left[(account, month)], Decimal(eligible))
+        if not eligible or not free:
+            continue
+        left[(account, month)] -= free
+        share = free / eligible
+        for line in day_lines:
+            line.cost = line.gross * (1 - share)
+
+
+@dataclass
+class ReconciledDay:
+    day: date
+    actual: Decimal
+    attributed: Decimal
+    estimated: bool
+    has_actual: bool
+
+    @property
+    def unattributed(self) -> Decimal:
+        return self.actual - self.attributed
+
+
+@dataclass
+class Reconciliation:
+    days: list[ReconciledDay]
+
+    @property
+    def actual(self) -> Decimal:
+        return sum((d.actual for d in self.days if d.has_actual), ZERO)
+
+    @property
+    def attributed(self) -> Decimal:
+        return sum((d.attributed for d in self.days if d.has_actual), ZERO)
+
+    @property
+    def unattributed(self) -> Decimal:
+        return self.actual - self.attributed
+
+    @property
+    def attributed_share(self) -> Decimal | None:
+        """Attributed as a percentage of actual, over the days Cost Explorer has figures for."""
+        return self.attributed / self.actual * 100 if self.actual else None
+
+
+def reconcile(result: Estimate, actual_days: list[DayCost]) -> Reconciliation:
+    attributed = result.attributed_by_day()
+    return Reconciliation([
+        ReconciledDay(d.day, d.total, attributed.get(d.day, ZERO), d.estimated, d.has_data) for d in actual_days
+    ])

@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand, CommandError
+
+from audits.models import Source
+from inventory import findings, services
+from kmsdash.locks import run_lock
+
+
+class Command(BaseCommand):
+    help = "Read the KMS key inventory (keys, aliases, policies, grants, tags, trails) and recompute findings."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--account-id", help="Only this configured account.")
+        parser.add_argument("--region", help="Only this region (required when no account is configured).")
+
+    def handle(self, *args, account_id=None, region=None, **options):
+        sources = Source.objects.filter(enabled=True)
+        if account_id:
+            sources = sources.filter(account_id=account_id)
+        scopes = [(s, r) for s in sources for r in (s.regions or []) if not region or r == region]
+        if not Source.objects.exists():
+            # No account configured: the default credential chain's own account.
+            if not region:
+                raise CommandError("No account is configured: give --region to read the default account.")
+            scopes = [(None, region)]
+        if not scopes:
+            raise CommandError("Nothing to read: no enabled account/region matches.")
+        failures = 0
+        for source, scope_region in scopes:
+            name = f"inventory:{source.account_id if source else 'default'}:{scope_region}"
+            with run_lock(name) as acquired:
+                if not acquired:
+                    self.stderr.write(f"{name}: already running, skipped")
+                    continue
+                try:
+                    run = services.ingest_keys(source, scope_region)
+                except Exception as exc:  # noqa: BLE001 - one scope failing does not stop the others
+                    failures += 1
+                    self.stderr.write(f"{name}: failed: {type(exc).__name__}: {exc}")
+                    continue
+            self.stdout.write(
+                f"{run.account_id} {run.region}: {run.keys} keys, {run.aliases} aliases, {run.grants} grants, "
+                f"{run.policy_changes} policy changes, {run.state_changes} state changes, "
+                f"{run.events_reattributed} events re-attributed"
+            )
+        counts = findings.recompute()
+        self.stdout.write(f"findings: {counts['opened']} opened, {counts['held']} held, {counts['resolved']} resolved")
+        if failures:
+            raise CommandError(f"{failures} account/region(s) failed")

@@ -1,0 +1,138 @@
+"""Reads for pages and reports: the inventory, who can and who does use a key, findings."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.db.models import Count, Max, Min, Q, Sum
+from django.utils import timezone
+
+from audits.models import DailyRollup
+
+from . import policy as pol
+from .models import Alias, Finding, Key
+
+
+def alias_names() -> dict[str, str]:
+    """Key ARN -> the name to show for it: its shortest alias (alphabetical among equals)."""
+    names: dict[str, str] = {}
+    rows = Alias.objects.filter(key__isnull=False).values_list("key__arn", "name")
+    for arn, name in rows:
+        current = names.get(arn)
+        if current is None or (len(name), name) < (len(current), current):
+            names[arn] = name
+    return names
+
+
+def resolve_key(key: str) -> Key | None:
+    """A key by ARN, bare key id, alias name or alias ARN."""
+    found = Key.objects.filter(Q(arn=key) | Q(key_id=key)).order_by("arn").first()
+    if found is None:
+        alias = Alias.objects.filter(Q(arn=key) | Q(name=key)).select_related("key").order_by("arn").first()
+        found = alias.key if alias is not None else None
+    return found
+
+
+def policy_statements(key: Key, findings: list[Finding]) -> list[dict]:
+    """The key policy statement by statement, each with the finding kinds that point at it."""
+    flagged: dict[int, list[str]] = {}
+    for finding in findings:
+        for statement in (finding.evidence or {}).get("statements", []):
+            flagged.setdefault(statement.get("index"), []).append(finding.kind)
+    return [
+        {"index": s.index, "sid": s.sid, "text": s.text(), "kinds": sorted(set(flagged.get(s.index, [])))}
+        for s in pol.statements(key.policy)
+    ]
+
+
+def who_can_use(key: Key) -> list[dict]:
+    """Principals named by Allow statements that grant use, and grantees of grants."""
+    rows: dict[str, dict] = {}
+    for principal, statement in pol.who_can_use(key.policy):
+        entry = rows.setdefault(principal, {"principal": principal, "via": []})
+        entry["via"].append(f"policy statement {statement.sid or statement.index + 1}")
+    for grant in key.grants.all():
+        if grant.grantee_principal:
+            entry = rows.setdefault(grant.grantee_principal, {"principal": grant.grantee_principal, "via": []})
+            entry["via"].append(f"grant {grant.name or grant.grant_id}")
+    return sorted(rows.values(), key=lambda r: r["principal"])
+
+
+def who_does_use(key: Key, *, days: int = 90, limit: int = 50) -> list[dict]:
+    since = timezone.now().date() - timedelta(days=days)
+    return list(
+        DailyRollup.objects.filter(key=key.arn, day__gte=since)
+        .exclude(principal="")
+        .values("principal")
+        .annotate(
+            calls=Sum("count"),
+            failed=Sum("count", filter=~Q(error_code="")),
+            first_seen=Min("first_seen"),
+            last_seen=Max("last_seen"),
+            operations=Count("operation", distinct=True),
+        )
+        .order_by("-calls", "principal")[:limit]
+    )
+
+
+def multi_region_partners(key: Key) -> list[dict]:
+    arns = ([key.primary_arn] if key.primary_arn else []) + list(key.replica_arns or [])
+    known = {k.arn: k for k in Key.objects.filter(arn__in=arns)}
+    return [
+        {
+            "arn": arn,
+            "region": arn.split(":")[3] if arn.count(":") >= 5 else "",
+            "role": "primary" if arn == key.primary_arn else "replica",
+            "known": arn in known,
+            "is_self": arn == key.arn,
+        }
+        for arn in arns
+    ]
+
+
+def key_panel(key: Key) -> dict:
+    findings = list(Finding.objects.open().filter(key=key.arn).order_by("kind"))
+    return {
+        "key": key,
+        "aliases": list(key.aliases.order_by("name").values_list("name", flat=True)),
+        "grants": list(key.grants.all()),
+        "tags": sorted((key.tags or {}).items()),
+        "partners": multi_region_partners(key),
+        "findings": findings,
+        "statements": policy_statements(key, findings),
+        "policy_versions": list(key.policy_versions.order_by("-version")[:10]),
+        "state_versions": list(key.state_versions.order_by("-first_seen_at", "-id")[:10]),
+        "who_can": who_can_use(key),
+        "who_does": who_does_use(key),
+        "context_violations": [f for f in findings if f.kind == Finding.Kind.ENCRYPTION_CONTEXT_VIOLATION],
+    }
+
+
+SEVERITY_ORDER = ["critical", "high", "medium", "low", "info"]
+
+
+def findings(*, kind: str = "", severity: str = "", account: str = "", status: str = "open"):
+    qs = Finding.objects.all()
+    if status == "open":
+        qs = qs.open()
+    elif status == "accepted":
+        qs = qs.filter(resolved_at__isnull=True, accepted_at__isnull=False)
+    elif status == "resolved":
+        qs = qs.filter(resolved_at__isnull=False)
+    if kind:
+        qs = qs.filter(kind=kind)
+    if severity:
+        qs = qs.filter(severity=severity)
+    if account:
+        qs = qs.filter(account_id=account)
+    return qs.select_related("accepted_by").order_by("kind", "account_id", "key", "subject")
+
+
+def finding_counts() -> dict[str, int]:
+    return dict(Finding.objects.open().values_list("kind").annotate(n=Count("id")).order_by())
+
+
+def finding_accounts() -> list[str]:
+    return list(
+        Finding.objects.exclude(account_id="").values_list("account_id", flat=True).distinct().order_by("account_id")
+    )

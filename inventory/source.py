@@ -1,0 +1,316 @@
+"""Reads one (account, region) from the KMS and CloudTrail APIs into plain snapshots.
+
+Only this module talks to AWS for the inventory. Every list call is paginated, every call goes
+through a per-operation client-side rate limit kept under the API's own quota (the quota is per
+account and region, shared with everything else the account runs, so we take a fraction of it),
+and optional fields are read defensively because older APIs and the emulator omit them.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from botocore.exceptions import ClientError
+from django.conf import settings
+
+# Requests per second we allow ourselves per operation (AWS quotas: GetKeyLastUsage 5,
+# ListGrants 100, ListKeys/ListAliases 500, GetKeyPolicy/GetKeyRotationStatus 1000, ...).
+DEFAULT_RATES: dict[str, float] = {
+    "ListKeys": 100,
+    "ListAliases": 100,
+    "DescribeKey": 400,
+    "GetKeyRotationStatus": 200,
+    "ListKeyRotations": 50,
+    "GetKeyPolicy": 200,
+    "ListGrants": 50,
+    "ListResourceTags": 400,
+    "GetKeyLastUsage": 4,
+    "DescribeTrails": 5,
+    "GetEventSelectors": 5,
+    # 2 per second per account and region, shared with the CloudTrail ingestion.
+    "LookupEvents": 1,
+}
+SELECTOR_CHANGE_DAYS = 90
+SELECTOR_CHANGE_PAGES = 4
+
+# Errors that mean "this key, not this run": it vanished, or this call does not apply to it.
+SKIP_KEY_ERRORS = {"NotFoundException", "KMSInvalidStateException"}
+NOT_APPLICABLE_ERRORS = {
+    "UnsupportedOperationException",
+    "AccessDeniedException",
+    "NotFoundException",
+    "KMSInvalidStateException",
+    "ValidationException",
+    "UnknownOperationException",
+    "InvalidAction",
+}
+
+
+def rates() -> dict[str, float]:
+    return {**DEFAULT_RATES, **getattr(settings, "KMSDASH_KMS_RATE_LIMITS", {})}
+
+
+class RateLimiter:
+    """At most `rate` calls per second per operation, spaced evenly (thread-safe)."""
+
+    def __init__(self, per_operation: dict[str, float] | None = None) -> None:
+        self.rates = per_operation or rates()
+        self._next: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def wait(self, operation: str) -> None:
+        rate = self.rates.get(operation)
+        if not rate:
+            return
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next.get(operation, now))
+            self._next[operation] = start + 1.0 / rate
+        if start > now:
+            time.sleep(start - now)
+
+
+def error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+@dataclass
+class KeySnapshot:
+    metadata: dict[str, Any]
+    rotation_enabled: bool | None = None
+    rotation_period_days: int | None = None
+    rotations: int = 0
+    policy: str | None = None
+    grants: list[dict[str, Any]] = field(default_factory=list)
+    tags: dict[str, str] = field(default_factory=dict)
+    last_used_at: datetime | None = None
+    last_used_operation: str = ""
+
+    @property
+    def arn(self) -> str:
+        return self.metadata["Arn"]
+
+    @property
+    def customer_managed(self) -> bool:
+        return self.metadata.get("KeyManager") == "CUSTOMER"
+
+    @property
+    def can_rotate(self) -> bool:
+        """Only symmetric keys with KMS-generated material outside custom key stores rotate automatically."""
+        m = self.metadata
+        return (
+            m.get("KeySpec", m.get("CustomerMasterKeySpec")) == "SYMMETRIC_DEFAULT"
+            and m.get("Origin") == "AWS_KMS"
+            and not m.get("CustomKeyStoreId")
+        )
+
+
+def _pascal(value: Any) -> Any:
+    """CloudTrail's requestParameters spell API fields in camelCase: readWriteType -> ReadWriteType."""
+    if isinstance(value, dict):
+        return {(k[:1].upper() + k[1:] if isinstance(k, str) else k): _pascal(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_pascal(v) for v in value]
+    return value
+
+
+@dataclass
+class RegionSnapshot:
+    account_id: str
+    region: str
+    keys: list[KeySnapshot]
+    aliases: list[dict[str, Any]]
+    trails: list[dict[str, Any]]
+
+
+class InventoryReader:
+    def __init__(self, kms, cloudtrail=None, limiter: RateLimiter | None = None, page_size: int | None = None) -> None:
+        self.kms = kms
+        self.cloudtrail = cloudtrail
+        self.limiter = limiter or RateLimiter()
+        # Each API's maximum page unless told otherwise (smaller pages only cost more calls).
+        self.page_size = page_size or getattr(settings, "KMSDASH_KMS_PAGE_SIZE", None)
+
+    def _limit(self, maximum: int) -> int:
+        return min(self.page_size, maximum) if self.page_size else maximum
+
+    def _call(self, operation: str, method: str, **kwargs) -> dict[str, Any]:
+        self.limiter.wait(operation)
+        return getattr(self.kms, method)(**kwargs)
+
+    def _pages(self, operation: str, method: str, field_name: str, **kwargs):
+        marker = None
+        while True:
+            params = dict(kwargs)
+            if marker:
+                params["Marker"] = marker
+            page = self._call(operation, method, **params)
+            yield from page.get(field_name) or []
+            marker = page.get("NextMarker")
+            if not page.get("Truncated") or not marker:
+                return
+
+    def _optional(self, operation: str, method: str, **kwargs) -> dict[str, Any] | None:
+        try:
+            return self._call(operation, method, **kwargs)
+        except ClientError as exc:
+            if error_code(exc) in NOT_APPLICABLE_ERRORS:
+                return None
+            raise
+
+    def read(self, account_id: str, region: str, *, skip_last_usage: Collection[str] = ()) -> RegionSnapshot:
+        """Everything about the keys of one (account, region). GetKeyLastUsage (5 requests/s) is
+        not asked about keys in `skip_last_usage`: CloudTrail already shows them in use."""
+        key_ids = [k["KeyId"] for k in self._pages("ListKeys", "list_keys", "Keys", Limit=self._limit(1000))]
+        aliases = list(self._pages("ListAliases", "list_aliases", "Aliases", Limit=self._limit(100)))
+        keys = []
+        for key_id in key_ids:
+            snapshot = self.read_key(key_id, skip_last_usage=skip_last_usage)
+            if snapshot is not None:
+                keys.append(snapshot)
+        trails = self.read_trails(region)
+        described = {t["TrailARN"] for t in trails}
+        changes = [t for t in self.read_selector_changes(region) if t["TrailARN"] not in described]
+        return RegionSnapshot(account_id, region, keys, aliases, trails + changes)
+
+    def read_key(self, key_id: str, *, skip_last_usage: Collection[str] = ()) -> KeySnapshot | None:
+        try:
+            metadata = self._call("DescribeKey", "describe_key", KeyId=key_id)["KeyMetadata"]
+        except ClientError as exc:
+            if error_code(exc) in SKIP_KEY_ERRORS:
+                return None
+            raise
+        snap = KeySnapshot(metadata=metadata)
+        arn = snap.arn
+        pending = metadata.get("KeyState") in ("PendingDeletion", "PendingReplicaDeletion")
+        if snap.customer_managed and snap.can_rotate and not pending:
+            status = self._optional("GetKeyRotationStatus", "get_key_rotation_status", KeyId=arn)
+            if status is not None:
+                snap.rotation_enabled = bool(status.get("KeyRotationEnabled"))
+                snap.rotation_period_days = status.get("RotationPeriodInDays")
+            try:
+                snap.rotations = sum(
+                    1
+                    for _ in self._pages(
+                        "ListKeyRotations", "list_key_rotations", "Rotations", KeyId=arn, Limit=self._limit(1000)
+                    )
+                )
+            except ClientError as exc:
+                if error_code(exc) not in NOT_APPLICABLE_ERRORS:
+                    raise
+        policy = self._optional("GetKeyPolicy", "get_key_policy", KeyId=arn, PolicyName="default")
+        if policy is not None:
+            snap.policy = policy.get("Policy") or ""
+        try:
+            snap.grants = list(self._pages("ListGrants", "list_grants", "Grants", KeyId=arn, Limit=self._limit(100)))
+        except ClientError as exc:
+            if error_code(exc) not in NOT_APPLICABLE_ERRORS:
+                raise
+        if snap.customer_managed:
+            try:
+                tags = self._pages("ListResourceTags", "list_resource_tags", "Tags", KeyId=arn, Limit=self._limit(50))
+                snap.tags = {str(t.get("TagKey", "")): str(t.get("TagValue", "")) for t in tags}
+            except ClientError as exc:
+                if error_code(exc) not in NOT_APPLICABLE_ERRORS:
+                    raise
+            if arn not in skip_last_usage and hasattr(self.kms, "get_key_last_usage"):
+                usage = self._optional("GetKeyLastUsage", "get_key_last_usage", KeyId=arn)
+                last = (usage or {}).get("KeyLastUsage") or {}
+                if isinstance(last.get("Timestamp"), datetime):
+                    snap.last_used_at = last["Timestamp"]
+                    snap.last_used_operation = str(last.get("Operation", ""))
+        return snap
+
+    def read_trails(self, region: str) -> list[dict[str, Any]]:
+        """Trails whose home is this region, with their event selectors."""
+        if self.cloudtrail is None:
+            return []
+        self.limiter.wait("DescribeTrails")
+        try:
+            trails = self.cloudtrail.describe_trails(includeShadowTrails=False).get("trailList") or []
+        except ClientError as exc:
+            if error_code(exc) in NOT_APPLICABLE_ERRORS:
+                return []
+            raise
+        found = []
+        for trail in trails:
+            if trail.get("HomeRegion", region) != region or not trail.get("TrailARN"):
+                continue
+            self.limiter.wait("GetEventSelectors")
+            try:
+                selectors = self.cloudtrail.get_event_selectors(TrailName=trail["TrailARN"])
+            except ClientError as exc:
+                if error_code(exc) in NOT_APPLICABLE_ERRORS or error_code(exc) == "TrailNotFoundException":
+                    continue
+                raise
+            trail = dict(trail)
+            trail["EventSelectors"] = selectors.get("EventSelectors")
+            trail["AdvancedEventSelectors"] = selectors.get("AdvancedEventSelectors") or []
+            found.append(trail)
+        return found
+
+    def read_selector_changes(self, region: str) -> list[dict[str, Any]]:
+        """The latest successful PutEventSelectors per trail from CloudTrail's event history.
+
+        It covers trails the inventory cannot describe (another account's organisation trail, no
+        cloudtrail:GetEventSelectors permission). Bounded: 90 days, a few pages.
+        """
+        if self.cloudtrail is None:
+            return []
+        end = datetime.now(UTC)
+        params: dict[str, Any] = {
+            "LookupAttributes": [{"AttributeKey": "EventName", "AttributeValue": "PutEventSelectors"}],
+            "StartTime": end - timedelta(days=SELECTOR_CHANGE_DAYS),
+            "EndTime": end,
+            "MaxResults": 50,
+        }
+        latest: dict[str, dict[str, Any]] = {}
+        for _ in range(SELECTOR_CHANGE_PAGES):
+            self.limiter.wait("LookupEvents")
+            try:
+                page = self.cloudtrail.lookup_events(**params)
+            except ClientError as exc:
+                if error_code(exc) in NOT_APPLICABLE_ERRORS or error_code(exc).startswith("InvalidNextToken"):
+                    break
+                raise
+            for event in page.get("Events") or []:  # newest first
+                try:
+                    record = json.loads(event.get("CloudTrailEvent") or "{}")
+                except ValueError:
+                    continue
+                if not isinstance(record, dict) or record.get("errorCode"):
+                    continue
+                request = record.get("requestParameters") or {}
+                response = record.get("responseElements") or {}
+                name = str(request.get("trailName") or "")
+                arn = str(response.get("trailARN") or "")
+                if not arn and name.startswith("arn:"):
+                    arn = name
+                if not arn and name:
+                    arn = f"arn:aws:cloudtrail:{region}:{record.get('recipientAccountId', '')}:trail/{name}"
+                if not arn or arn in latest:
+                    continue
+                identity = record.get("userIdentity") or {}
+                latest[arn] = {
+                    "TrailARN": arn,
+                    "Name": arn.rsplit("/", 1)[-1],
+                    "HomeRegion": region,
+                    "EventSelectors": _pascal(request.get("eventSelectors")),
+                    "AdvancedEventSelectors": _pascal(request.get("advancedEventSelectors")) or [],
+                    "change": {
+                        "event_id": str(record.get("eventID", "")),
+                        "event_time": str(record.get("eventTime", "")),
+                        "principal": str(identity.get("arn") or identity.get("principalId") or ""),
+                    },
+                }
+            token = page.get("NextToken")
+            if not token:
+                break
+            params["NextToken"] = token
+        return list(latest.values())

@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.utils import timezone
+
+from . import selectors
+from .roles import ADMIN, role_required
+
+
+@role_required(ADMIN)
+def health(request: HttpRequest) -> HttpResponse:
+    now = timezone.now()
+    scopes = selectors.ingestion_health(now)
+    context = {
+        "now": now,
+        "scopes": scopes,
+        "warnings": sum(scope.warning for scope in scopes),
+        "lag_warning_minutes": int(selectors.LAG_WARNING.total_seconds() // 60),
+        "quarantine_recent": selectors.recent_quarantine_count(now),
+        "quarantine_days": selectors.QUARANTINE_RECENT.days,
+        "sources": selectors.sources(),
+    }
+    template = "kmsdash/health.html#status" if request.htmx else "kmsdash/health.html"
+    return render(request, template, context)
+
+
+@role_required(ADMIN)
+def exports(request: HttpRequest) -> HttpResponse:
+    page = Paginator(selectors.export_audits().select_related("user"), 50).get_page(request.GET.get("page"))
+    return render(request, "kmsdash/exports.html", {"page": page})

@@ -1,0 +1,218 @@
+"""The dashboard in a real browser: login, htmx filters, charts, the raw drawer, the CSV download,
+and hostile CloudTrail text on every page doing nothing at all."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from audits.ingest import finish_run, ingest_records, start_run
+from audits.models import Event
+from audits.synthetic import generate_records, identity_role, identity_user, kms_record
+from kmsdash.models import ExportAudit
+
+from .browser_support import chromium, log_in, new_page, screenshot  # noqa: F401  (chromium is a fixture)
+from .security_support import make_user
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+ACCOUNT = "111122223333"
+KEY = f"arn:aws:kms:us-east-1:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+PASSWORD = "matrix-password-not-secret"  # what security_support.make_user sets
+
+UA_IMG = "<img src=x onerror=alert(1)>"
+UA_SVG = '"><svg/onload=alert(1)>'
+UA_HTMX = 'x" hx-get="/events/export.csv" hx-trigger="load'
+ERROR_SCRIPT = "</script><script>alert(1)</script>"
+ERROR_LINK = '<a href="javascript:alert(1)">x</a>'
+ERROR_MATHJAX = "$\\href{javascript:alert(1)}{x}$"
+CONTEXT = {"<b>x</b>": "<script>alert(1)</script>", "__proto__": "<img src=x onerror=alert(1)>"}
+SESSION = "=1+1\u202egnp"
+ROLE = "app\u202eevil"
+
+
+def hostile_records(now: datetime) -> list[dict]:
+    def record(minutes: int, **fields) -> dict:
+        base = {
+            "event_name": "Decrypt",
+            "event_time": now - timedelta(minutes=minutes),
+            "key_arn": KEY,
+            "identity": identity_role(ACCOUNT, ROLE, SESSION),
+            "region": "us-east-1",
+            "recipient_account_id": ACCOUNT,
+        }
+        base.update(fields)
+        return kms_record(**base)
+
+    return [
+        record(30, user_agent=UA_IMG, encryption_context=CONTEXT),
+        record(40, user_agent=UA_SVG, error_code="AccessDenied", error_message=ERROR_SCRIPT),
+        record(50, user_agent=UA_HTMX, error_code=ERROR_LINK, error_message=UA_IMG),
+        record(60, event_name="DisableKey", error_code=ERROR_MATHJAX, error_message=ERROR_LINK),
+        record(70, event_name="ScheduleKeyDeletion", identity=identity_user(ACCOUNT, "=HYPERLINK(\"http://evil\")")),
+    ]
+
+
+@pytest.fixture
+def world(chromium):
+    from costs.models import CostRecord
+    from inventory.models import Finding, Key
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    run = start_run("files")
+    records = hostile_records(now) + list(generate_records(400, seed=2, start=now - timedelta(days=6), days=6))
+    finish_run(run, ingest_records(records, run=run))
+    Key.objects.create(
+        arn=KEY, key_id=KEY.rsplit("/", 1)[1], account_id=ACCOUNT, region="us-east-1", key_manager="CUSTOMER",
+        key_state="Enabled", description='<iframe srcdoc="<script>parent.alert(1)</script>">', last_seen_at=now,
+        tags={"team": UA_IMG, "<b>owner</b>": ERROR_LINK},
+        policy='{"Statement": [{"Effect": "Allow", "Principal": {"AWS": "<img src=x onerror=alert(1)>"}, "Action": "kms:*"}]}',
+    )
+    Finding.objects.create(
+        fingerprint="f" * 64, kind=Finding.Kind.ROTATION_DISABLED, severity=Finding.Severity.HIGH, key=KEY,
+        subject=UA_SVG, account_id=ACCOUNT, region="us-east-1", summary=f"Rotation is off {ERROR_SCRIPT}",
+        evidence={"note": UA_IMG}, first_seen_at=now, last_seen_at=now,
+    )
+    for days_ago in range(1, 8):
+        for usage_type, amount in (("us-east-1-KMS-Requests", "0.12"), (UA_IMG, "-1.50"), ("us-east-1-KMS-Keys", "1.00")):
+            CostRecord.objects.create(
+                day=(now - timedelta(days=days_ago)).date(), account_id=ACCOUNT, usage_type=usage_type,
+                usage_class="symmetric", region="us-east-1", metric="UnblendedCost", amount=Decimal(amount),
+                usage_quantity=Decimal("1000"), estimated=days_ago < 3, fetched_at=now,
+            )
+    make_user("boss", ("admin",))
+    make_user("ana", ("analyst",))
+    return {"now": now, "event": Event.objects.get(user_agent=UA_IMG)}
+
+
+def wait_for_charts(page) -> None:
+    page.wait_for_selector(".js-plotly-plot .main-svg", state="attached")
+
+
+def test_an_analyst_filters_the_overview_and_events_with_htmx_and_opens_the_raw_drawer(chromium, live_server, world):
+    context, page, watchdog = new_page(chromium, live_server.url)
+    try:
+        log_in(page, "ana", PASSWORD)
+        page.goto("/")
+        wait_for_charts(page)
+        first_charts = page.locator(".js-plotly-plot .main-svg").count()
+        assert first_charts >= 1
+
+        # Changing the period swaps #results through htmx and pushes the new URL.
+        page.select_option("select[name=period]", index=0)
+        page.wait_for_url(lambda url: "period=" in url)
+        wait_for_charts(page)
+        assert page.evaluate("performance.getEntriesByType('navigation').length") == 1  # no full reload
+        watchdog.assert_clean(page, "overview after a period change")
+
+        page.goto("/events/")
+        page.fill("input[name=operation]", "DisableKey")
+        page.press("input[name=operation]", "Enter")
+        page.wait_for_url(lambda url: "operation=DisableKey" in url)
+        page.wait_for_function("document.querySelectorAll('#results tbody tr').length >= 1")
+        operations = page.locator("#results tbody tr td:nth-child(2)").all_inner_texts()
+        assert operations and set(operations) == {"DisableKey"}
+        assert parse_qs(urlsplit(page.url).query)["operation"] == ["DisableKey"]
+
+        # The raw drawer shows the record as text.
+        page.goto(f"/events/?q={UA_IMG}")
+        page.click("#results button:has-text('Raw')")
+        page.wait_for_selector("#drawer pre.raw")
+        raw = page.inner_text("#drawer pre.raw")
+        assert "<script>alert(1)</script>" in raw and "<img src=x onerror=alert(1)>" in raw
+        screenshot(page, "events-drawer")
+        watchdog.assert_clean(page, "events with the raw drawer open")
+
+        # An analyst is not offered the export.
+        assert page.locator("a:has-text('Export CSV')").count() == 0
+    finally:
+        context.close()
+
+
+def test_an_admin_downloads_the_filtered_export(chromium, live_server, world, tmp_path):
+    context, page, watchdog = new_page(chromium, live_server.url, accept_downloads=True)
+    try:
+        log_in(page, "boss", PASSWORD)
+        page.goto("/events/?error=any")
+        with page.expect_download() as download_info:
+            page.click("a:has-text('Export CSV')")
+        download = download_info.value
+        assert download.suggested_filename.startswith("kms-events-") and download.suggested_filename.endswith(".csv")
+        path = tmp_path / download.suggested_filename
+        download.save_as(path)
+        body = path.read_bytes()
+        rows = list(csv.DictReader(io.StringIO(body.decode("utf-8"), newline="")))
+        expected = Event.objects.exclude(error_code="").count()
+        assert len(rows) == expected >= 4
+        assert all(row["error_code"] for row in rows)
+        assert {row["session_name"] for row in rows if row["session_name"].startswith("'")} == {"'" + SESSION}
+        audit = ExportAudit.objects.get()
+        assert audit.status == ExportAudit.Status.COMPLETED and audit.rows == expected
+        assert audit.filters["error"] == "any"
+        watchdog.assert_clean(page, "events page after the download")
+    finally:
+        context.close()
+
+
+PAGES = [
+    ("overview", "/", True),
+    ("events", "/events/", False),
+    ("keys", "/keys/", False),
+    ("key-detail", f"/keys/{KEY}/", True),
+    ("critical", "/critical/", False),
+    ("findings", "/findings/", False),
+    ("costs", "/costs/", True),
+    ("health", "/health/", False),
+    ("exports", "/exports/", False),
+    ("admin-events", "/admin/audits/event/", False),
+]
+
+
+def test_hostile_cloudtrail_text_is_inert_on_every_page(chromium, live_server, world):
+    context, page, watchdog = new_page(chromium, live_server.url, accept_downloads=True)
+    try:
+        log_in(page, "boss", PASSWORD)
+        # An export audit row with a hostile filter, for the exports page.
+        assert page.request.get(f"/events/export.csv?principal={UA_IMG}").ok
+        for name, path, charts in PAGES:
+            page.goto(path)
+            page.wait_for_load_state("networkidle")
+            if charts:
+                wait_for_charts(page)
+            if name == "key-detail":
+                page.wait_for_selector("#inventory-panel h2")
+            screenshot(page, name)
+            watchdog.assert_clean(page, name)
+        page.goto(f"/admin/audits/event/{world['event'].pk}/change/")
+        assert "<script>alert(1)</script>" in page.inner_text("body")
+        watchdog.assert_clean(page, "admin event page")
+        # The injected hx-get never fired: no export besides the one asked for above.
+        assert ExportAudit.objects.count() == 1
+    finally:
+        context.close()
+
+
+def test_htmx_fragments_with_hostile_text_stay_inert_after_a_swap(chromium, live_server, world):
+    context, page, watchdog = new_page(chromium, live_server.url)
+    try:
+        log_in(page, "boss", PASSWORD)
+        page.goto("/events/")
+        page.fill("input[name=q]", "<")
+        page.press("input[name=q]", "Enter")
+        page.wait_for_url(lambda url: "q=%3C" in url)
+        page.wait_for_function("document.querySelectorAll('#results tbody tr').length >= 2")
+        text = page.inner_text("#results")
+        assert UA_IMG in text and UA_SVG.strip() in text
+        for row in page.locator("#results button:has-text('Raw')").all()[:3]:
+            row.click()
+            page.wait_for_selector("#drawer pre.raw")
+            page.click("#drawer button:has-text('Close')")
+            page.wait_for_selector("#drawer pre.raw", state="detached")
+        watchdog.assert_clean(page, "events after an htmx swap")
+    finally:
+        context.close()

