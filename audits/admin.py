@@ -88,9 +88,9 @@ class EventAdmin(ReadOnlyAdmin):
         "error_code",
         "after_hours",
     ]
-    list_filter = ["event_name", "region", "after_hours"]
+    # Exact-match search only, and no list filters or date hierarchy: each of those would scan
+    # the whole (large) event table. The dashboard's pages are the way to browse events.
     search_fields = ["=event_id", "=key", "=principal"]
-    date_hierarchy = "event_time"
     exclude = ["raw"]
     readonly_fields = ["raw_record"]
     show_full_result_count = False

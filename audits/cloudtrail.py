@@ -14,9 +14,10 @@ key
        it names. Events about no key at all (ListKeys, ListAliases) keep key ''.
 principal
     AssumedRole: `sessionContext.sessionIssuer.arn` (the role; the session name goes to
-    session_name); IAMUser, Root, FederatedUser, IdentityCenterUser: `arn`; AWSAccount:
-    `accountId`; AWSService, or no type but an `invokedBy` (KMS's own DeleteKey/RotateKey):
-    the `invokedBy` value. Other types: `arn`, else `principalId`, else `accountId`.
+    session_name); IAMUser, Root, FederatedUser, IdentityCenterUser: `arn` (without one:
+    `principalId`, else the Identity Center user `onBehalfOf.userId`); AWSAccount: `accountId`;
+    AWSService, or no type but an `invokedBy` (KMS's own DeleteKey/RotateKey): the `invokedBy`
+    value. Other types: `arn`, else `principalId`, else `accountId`.
 service
     `userIdentity.invokedBy` when present (`s3.amazonaws.com`, `AWS Internal`, ...).
 failed
@@ -294,22 +295,23 @@ def parse_record(record: dict[str, Any], hours: BusinessHours = DEFAULT_HOURS) -
 
 def key_of(resources: list[Any], request: dict[str, Any], response: dict[str, Any], region: str, account: str) -> str:
     """The key an event is about, by the rules in the module docstring, in their order."""
+    # Every field a rule may read is type-checked, whichever rule decides.
+    key_id = _text(request, "keyId", "requestParameters.").strip()
+    metadata = _object(response, "keyMetadata", "responseElements.")
+    created = _text(metadata, "arn", "responseElements.keyMetadata.")
     # 1. The resources[] entry typed AWS::KMS::Key; an untyped key ARN from older records.
-    untyped = ""
+    typed = untyped = ""
     for index, resource in enumerate(resources):
         if not isinstance(resource, dict):
             raise ParseError(f"resources[{index}] is not an object")
         arn = _text(resource, "ARN", f"resources[{index}].")
         kind = _text(resource, "type", f"resources[{index}].")
-        if not arn:
-            continue
-        if kind == "AWS::KMS::Key":
-            return arn
-        if not kind and not untyped and KEY_ARN_RE.match(arn):
-            untyped = arn
-    if untyped:
-        return untyped
-    key_id = _text(request, "keyId", "requestParameters.").strip()
+        if arn and kind == "AWS::KMS::Key":
+            typed = typed or arn
+        elif arn and not kind and KEY_ARN_RE.match(arn):
+            untyped = untyped or arn
+    if typed or untyped:
+        return typed or untyped
     # 2. requestParameters.keyId when it is a key ARN.
     if KEY_ARN_RE.match(key_id):
         return key_id
@@ -317,8 +319,6 @@ def key_of(resources: list[Any], request: dict[str, Any], response: dict[str, An
     if KEY_ID_RE.match(key_id) and REGION_RE.match(region) and ACCOUNT_RE.match(account):
         return f"arn:{partition_of(region)}:kms:{region}:{account}:key/{key_id}"
     # 4. responseElements.keyMetadata.arn (CreateKey, ReplicateKey).
-    metadata = _object(response, "keyMetadata", "responseElements.")
-    created = _text(metadata, "arn", "responseElements.keyMetadata.")
     if created:
         return created
     # 5. Whatever identifier was given (an alias name or alias ARN), shown as such until the
@@ -339,17 +339,20 @@ def principal_of(identity: dict[str, Any]) -> tuple[str, str, str]:
     kind = _text(identity, "type", "userIdentity.")
     invoked_by = _text(identity, "invokedBy", "userIdentity.")
     arn = _text(identity, "arn", "userIdentity.")
+    principal_id = _text(identity, "principalId", "userIdentity.")
+    account = _text(identity, "accountId", "userIdentity.")
+    context = _object(identity, "sessionContext", "userIdentity.")
+    issuer = _object(context, "sessionIssuer", "userIdentity.sessionContext.")
+    role_arn = _text(issuer, "arn", "userIdentity.sessionContext.sessionIssuer.")
+    # IdentityCenterUser records carry no arn, only the Identity Center user they act for.
+    behalf_of = _object(identity, "onBehalfOf", "userIdentity.")
+    user_id = _text(behalf_of, "userId", "userIdentity.onBehalfOf.")
     if kind == "AssumedRole":
-        context = _object(identity, "sessionContext", "userIdentity.")
-        issuer = _object(context, "sessionIssuer", "userIdentity.sessionContext.")
-        role_arn = _text(issuer, "arn", "userIdentity.sessionContext.sessionIssuer.")
         # arn:aws:sts::<account>:assumed-role/<role>/<session>
         session = arn.split("/", 2)[2] if arn.count("/") >= 2 else ""
         return role_arn or arn, kind, session
-    principal_id = _text(identity, "principalId", "userIdentity.")
     if kind in _ARN_IDENTITY_TYPES:
-        return arn or principal_id, kind, ""
-    account = _text(identity, "accountId", "userIdentity.")
+        return arn or principal_id or user_id, kind, ""
     if kind == "AWSAccount":
         return account, kind, ""
     if kind == "AWSService" or (not kind and invoked_by):
@@ -435,14 +438,18 @@ def _object(obj: dict[str, Any], name: str, where: str = "") -> dict[str, Any]:
 
 
 def _check_depth(record: dict[str, Any]) -> None:
-    # Iterative, so that the check itself cannot exhaust the stack.
-    stack: list[tuple[Any, int]] = [(record, 1)]
-    while stack:
-        value, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            raise ParseError(f"record nested deeper than {MAX_DEPTH} levels")
-        children = value.values() if isinstance(value, dict) else value
-        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    # Level by level and without recursion, so that the check itself cannot exhaust the stack.
+    level: list[Any] = [record]
+    for _ in range(MAX_DEPTH):
+        level = [
+            child
+            for value in level
+            for child in (value.values() if type(value) is dict else value)
+            if type(child) is dict or type(child) is list
+        ]
+        if not level:
+            return
+    raise ParseError(f"record nested deeper than {MAX_DEPTH} levels")
 
 
 def _clean_text(value: str) -> str:
@@ -452,4 +459,7 @@ def _clean_text(value: str) -> str:
 
 def _shown(value: Any) -> str:
     """A bounded, storable rendering of a bad value for a ParseError reason."""
-    return _clean_text(repr(value)[:60])
+    if isinstance(value, str):
+        return _clean_text(repr(value[:60]))
+    # Never repr() anything else: a deeply nested list raises RecursionError, a huge int ValueError.
+    return f"of type {type(value).__name__}"

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import wraps
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
+from django.db.models import Max, Q
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
@@ -27,6 +29,7 @@ from .models import Event
 
 EXPORT_PERMISSION = "kmsdash.export_audit_csv"
 KIND = "events"
+PAGE_ROWS = 2000
 
 # (CSV header, Event field)
 COLUMNS = (
@@ -75,29 +78,48 @@ def export_permission_required(view: Callable[..., HttpResponse]) -> Callable[..
     return wrapped
 
 
-def audit_filters(event_filter: EventFilter, as_of: datetime) -> dict[str, str]:
-    return {**event_filter.as_params(), "as_of": as_of.isoformat()}
+@dataclass(frozen=True)
+class Snapshot:
+    """What an export covers, fixed when it starts: events up to this time, already stored then."""
+
+    as_of: datetime
+    last_id: int
+
+    @classmethod
+    def now(cls) -> Snapshot:
+        return cls(as_of=timezone.now(), last_id=Event.objects.aggregate(last=Max("id"))["last"] or 0)
 
 
-def event_rows(event_filter: EventFilter, as_of: datetime) -> Iterator[tuple[Any, ...]]:
-    """The selected events up to `as_of`, oldest first, as CSV cells.
+def audit_filters(event_filter: EventFilter, snapshot: Snapshot) -> dict[str, Any]:
+    return {**event_filter.as_params(), "as_of": snapshot.as_of.isoformat(), "last_id": snapshot.last_id}
 
-    The upper bound is fixed when the export starts: events written while it streams (the
-    ingestion keeps running) can't make the file disagree with its audit row.
+
+def event_rows(event_filter: EventFilter, snapshot: Snapshot) -> Iterator[list[Any]]:
+    """The selected events of the snapshot, oldest first, as CSV cells.
+
+    Read in keyset pages of PAGE_ROWS: the first bytes leave after one small query whatever the
+    export's size (a server-side cursor outside a transaction is materialised whole by PostgreSQL
+    before the first row), and no cursor stays open across the download. Events stored while it
+    streams (ingestion keeps running, and late CloudTrail events carry old times) are past
+    `last_id`, so the file always matches its audit row and a re-run of the same snapshot.
     """
-    rows = (
-        event_filter.events()
-        .filter(event_time__lte=as_of)
-        .order_by("event_time", "id")
-        .values_list(*_FIELDS)
-        .iterator(chunk_size=2000)
-    )
-    for row in rows:
-        row = list(row)
-        row[_TIME] = row[_TIME].astimezone(UTC).isoformat().replace("+00:00", "Z")
-        context = row[_CONTEXT]
-        row[_CONTEXT] = "" if context is None else json.dumps(context, ensure_ascii=False, sort_keys=True)
-        yield row
+    selected = event_filter.events().filter(event_time__lte=snapshot.as_of, id__lte=snapshot.last_id)
+    after: tuple[datetime, int] | None = None
+    while True:
+        page = selected
+        if after is not None:
+            # The leading range lets the (event_time, id) index start at the cursor.
+            page = page.filter(event_time__gte=after[0]).filter(Q(event_time__gt=after[0]) | Q(id__gt=after[1]))
+        rows = list(page.order_by("event_time", "id").values_list("id", *_FIELDS)[:PAGE_ROWS])
+        for row in rows:
+            cells = list(row[1:])
+            cells[_TIME] = cells[_TIME].astimezone(UTC).isoformat().replace("+00:00", "Z")
+            context = cells[_CONTEXT]
+            cells[_CONTEXT] = "" if context is None else json.dumps(context, ensure_ascii=False, sort_keys=True)
+            yield cells
+        if len(rows) < PAGE_ROWS:
+            return
+        after = (rows[-1][1 + _TIME], rows[-1][0])
 
 
 def export_filename(as_of: datetime) -> str:
@@ -105,8 +127,8 @@ def export_filename(as_of: datetime) -> str:
     return f"kms-events-{as_of.astimezone(UTC):%Y%m%dT%H%M%SZ}.csv"
 
 
-def stream_export(event_filter: EventFilter, as_of: datetime, audit: ExportAudit) -> Iterator[bytes]:
-    return audited_csv(HEADER, event_rows(event_filter, as_of), audit)
+def stream_export(event_filter: EventFilter, snapshot: Snapshot, audit: ExportAudit) -> Iterator[bytes]:
+    return audited_csv(HEADER, event_rows(event_filter, snapshot), audit)
 
 
 @require_GET
@@ -116,11 +138,11 @@ def events_export(request: HttpRequest) -> HttpResponse:
     event_filter = EventFilter.from_querydict(request.GET)
     if event_filter.errors:
         return HttpResponseBadRequest("\n".join(event_filter.errors), content_type="text/plain; charset=utf-8")
-    as_of = timezone.now()
-    audit = start_export_audit(user=request.user, kind=KIND, filters=audit_filters(event_filter, as_of))
+    snapshot = Snapshot.now()
+    audit = start_export_audit(user=request.user, kind=KIND, filters=audit_filters(event_filter, snapshot))
     response = StreamingHttpResponse(
-        stream_export(event_filter, as_of, audit), content_type="text/csv; charset=utf-8"
+        stream_export(event_filter, snapshot, audit), content_type="text/csv; charset=utf-8"
     )
-    response["Content-Disposition"] = f'attachment; filename="{export_filename(as_of)}"'
+    response["Content-Disposition"] = f'attachment; filename="{export_filename(snapshot.as_of)}"'
     response["X-Content-Type-Options"] = "nosniff"
     return response

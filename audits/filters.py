@@ -23,7 +23,19 @@ from django.db.models import Q, QuerySet
 from .cloudtrail import ACCOUNT_RE, KEY_ID_RE, LIMITS, REGION_RE
 from .models import DailyRollup, Event
 
-PARAMS = ("key", "principal", "service", "operation", "error", "after_hours", "account", "region", "since", "until", "q")
+PARAMS = (
+    "key",
+    "principal",
+    "service",
+    "operation",
+    "error",
+    "after_hours",
+    "account",
+    "region",
+    "since",
+    "until",
+    "q",
+)
 
 ERROR_ANY = "any"
 ERROR_NONE = "none"

@@ -139,8 +139,10 @@ class Ingestor:
 
     def _add_quarantine(self, location: str, reason: str, raw: Any) -> None:
         text, truncated = bounded_text(raw)
+        reason, _ = bounded_text(reason, 4096)
+        location, _ = bounded_text(location, 2048)
         self._quarantine.append(
-            Quarantine(run=self.run, location=location[:2048], reason=reason, raw=text, raw_truncated=truncated)
+            Quarantine(run=self.run, location=location, reason=reason, raw=text, raw_truncated=truncated)
         )
         self._pending.quarantined += 1
         self.counts.quarantined += 1

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from django.core.exceptions import EmptyResultSet, FullResultSet
 from django.core.paginator import Page, Paginator
+from django.db import connections
 from django.db.models import Count, Max, Min, Q, QuerySet, Sum
 from django.utils import timezone
 
@@ -52,6 +54,88 @@ def _sum(condition: Q | None = None) -> Sum:
     return Sum("count", filter=condition, default=0)
 
 
+# --- one scan, several groupings -----------------------------------------------------------------
+
+# Aggregates over DailyRollup rows, as SQL that PostgreSQL and SQLite both accept.
+MEASURES = {
+    "calls": "SUM(count)",
+    "failed": "SUM(CASE WHEN error_code <> '' THEN count ELSE 0 END)",
+    "after_hours_calls": "SUM(CASE WHEN after_hours THEN count ELSE 0 END)",
+    "encrypt": "SUM(CASE WHEN operation = 'Encrypt' THEN count ELSE 0 END)",
+    "decrypt": "SUM(CASE WHEN operation = 'Decrypt' THEN count ELSE 0 END)",
+    "generate": "SUM(CASE WHEN operation LIKE 'GenerateDataKey%%' THEN count ELSE 0 END)",
+    "last_used": "MAX(last_seen)",
+}
+
+
+def grouped(qs: QuerySet[DailyRollup], sets: list[tuple[str, ...]], measures: list[str]) -> list[list[dict]]:
+    """For each grouping set, the rows of `qs` summed by those columns: [[{col..., measure...}], ...].
+
+    On PostgreSQL this is ONE scan of the rollups (GROUP BY GROUPING SETS), which matters when
+    a period holds hundreds of thousands of rollup rows; elsewhere, one GROUP BY per set.
+    """
+    compiler = qs.query.get_compiler(using=qs.db)
+    try:
+        where, params = compiler.compile(qs.query.where)
+    except EmptyResultSet:  # e.g. qs.none(): nothing can match
+        return [[] for _ in sets]
+    except FullResultSet:  # no condition at all
+        where, params = "", []
+    where = f"WHERE {where}" if where else ""
+    table = DailyRollup._meta.db_table
+    columns = list(dict.fromkeys(c for group in sets for c in group))
+    aggregates = ", ".join(f"{MEASURES[m]} AS {m}" for m in measures)
+    connection = connections[qs.db]
+    results: list[list[dict]] = [[] for _ in sets]
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            # GROUPING(c1..cn) has bit (n-1-i) set when column i is not grouped in that row's set.
+            masks = {
+                sum(1 << (len(columns) - 1 - i) for i, c in enumerate(columns) if c not in group): n
+                for n, group in enumerate(sets)
+            }
+            groups = ", ".join("(" + ", ".join(group) + ")" for group in sets)
+            cursor.execute(
+                f"SELECT GROUPING({', '.join(columns)}), {', '.join(columns)}, {aggregates} "
+                f"FROM {table} {where} GROUP BY GROUPING SETS ({groups})",
+                params,
+            )
+            for row in cursor.fetchall():
+                n = masks[row[0]]
+                values = dict(zip(columns, row[1 : 1 + len(columns)], strict=True))
+                record = {c: values[c] for c in sets[n]}
+                record.update(zip(measures, row[1 + len(columns) :], strict=True))
+                results[n].append(record)
+        else:
+            for n, group in enumerate(sets):
+                cursor.execute(
+                    f"SELECT {', '.join(group)}, {aggregates} FROM {table} {where} GROUP BY {', '.join(group)}",
+                    params,
+                )
+                for row in cursor.fetchall():
+                    record = dict(zip(group, row[: len(group)], strict=True))
+                    record.update(zip(measures, row[len(group) :], strict=True))
+                    results[n].append(record)
+    for rows in results:
+        for row in rows:
+            _convert(row)
+    return results
+
+
+def _convert(row: dict) -> None:
+    """Raw SQL returns the driver's types (SQLite: text dates, 0/1, text times): make them the ORM's."""
+    for name, value in row.items():
+        if name == "day" and isinstance(value, str):
+            row[name] = date.fromisoformat(value)
+        elif name == "after_hours":
+            row[name] = bool(value)
+        elif name == "last_used":
+            if isinstance(value, str):
+                row[name] = datetime.fromisoformat(value).replace(tzinfo=UTC)
+        elif name in MEASURES:
+            row[name] = int(value or 0)
+
+
 # --- overview ------------------------------------------------------------------------------------
 
 
@@ -61,52 +145,46 @@ class Overview:
     calls_per_day: list[dict[str, Any]]  # {day, operation, calls}
     failures_per_day: list[dict[str, Any]]  # {day, error_code, calls}
     top_keys: list[dict[str, Any]]
-    critical_days: list[tuple[date, int]]  # newest first
 
 
 def overview(f: EventFilter, *, top: int = 10) -> Overview:
-    """Everything the overview shows, in three passes over the period's rollups.
+    """Everything the overview shows, from one pass over the period's rollups.
 
-    The first pass groups by the few low-cardinality dimensions (day, operation, error,
-    after-hours) and Python derives the totals and both charts from that small result.
+    The pass groups by the low-cardinality dimensions (day, operation, error, after-hours), by
+    key and by principal; the totals and both charts are derived from the small first grouping.
     """
+    by_day, by_key, by_principal = grouped(
+        f.rollups(),
+        [("day", "operation", "error_code", "after_hours"), ("key", "account_id", "region"), ("principal",)],
+        ["calls", "failed", "after_hours_calls"],
+    )
     calls = failed = after_hours = critical = 0
     per_operation: Counter[tuple[date, str]] = Counter()
     per_error: Counter[tuple[date, str]] = Counter()
-    critical_days: Counter[date] = Counter()
-    rows = f.rollups().values_list("day", "operation", "error_code", "after_hours").annotate(calls=_sum())
-    for day, operation, error_code, late, n in rows.order_by():
+    for row in by_day:
+        day, operation, n = row["day"], row["operation"], row["calls"]
         calls += n
         per_operation[(day, operation)] += n
-        if error_code:
+        if row["error_code"]:
             failed += n
-            per_error[(day, error_code)] += n
-        if late:
+            per_error[(day, row["error_code"])] += n
+        if row["after_hours"]:
             after_hours += n
         if operation in CRITICAL_EVENT_NAMES:
             critical += n
-            critical_days[day] += n
-    keys = list(
-        f.rollups()
-        .exclude(key="")
-        .values("key", "account_id", "region")
-        .annotate(calls=_sum(), failed=_sum(FAILED), after_hours=_sum(AFTER_HOURS))
-        .order_by("-calls", "key")
-    )
-    principals = f.rollups().exclude(principal="").values("principal").distinct().count()
+    keys = sorted((row for row in by_key if row["key"]), key=lambda row: (-row["calls"], row["key"]))
     return Overview(
         totals={
             "calls": calls,
             "failed": failed,
             "after_hours": after_hours,
             "critical": critical,
-            "principals": principals,
+            "principals": sum(1 for row in by_principal if row["principal"]),
             "keys": len(keys),
         },
         calls_per_day=[{"day": d, "operation": o, "calls": n} for (d, o), n in sorted(per_operation.items())],
         failures_per_day=[{"day": d, "error_code": e, "calls": n} for (d, e), n in sorted(per_error.items())],
         top_keys=with_aliases(keys[:top]),
-        critical_days=sorted(critical_days.items(), reverse=True),
     )
 
 
@@ -127,43 +205,40 @@ def calls_per_day(f: EventFilter) -> list[dict[str, Any]]:
     return list(f.rollups().values("day", "operation").annotate(calls=_sum()).order_by("day", "operation"))
 
 
-def latest_critical(f: EventFilter, limit: int = 10, *, days: list[tuple[date, int]] | None = None) -> list[Event]:
-    return list(critical_events(f, need=limit, days=days)[:limit])
+def latest_critical(f: EventFilter, limit: int = 10) -> list[Event]:
+    return list(critical_events(f, need=limit)[:limit])
 
 
-def critical_events(
-    f: EventFilter, *, before: datetime | None = None, need: int = 50, days: list[tuple[date, int]] | None = None
-) -> QuerySet[Event]:
-    """Critical events (CRITICAL_EVENT_NAMES) under `f`, newest first, enough for `need` rows before `before`.
+# Look-back windows tried in turn before reading the whole period.
+CRITICAL_WINDOWS = (timedelta(days=1), timedelta(days=7), timedelta(days=31))
 
-    Critical events can be rare among millions of Decrypts, so the rollups say from which day on
-    the newest `need` of them lie, and the events are read from that day only.
+
+def critical_events(f: EventFilter, *, cursor: tuple[datetime, int] | None = None, need: int = 50) -> QuerySet[Event]:
+    """Critical events (CRITICAL_EVENT_NAMES) under `f`, newest first.
+
+    Bounded to the shortest recent window (before `cursor`, if any) that holds `need` of them,
+    so that a page reads a day of events rather than a whole period of Decrypts.
     """
     if f.operation and f.operation not in CRITICAL_EVENT_NAMES:
         return Event.objects.none()
     operations = [f.operation] if f.operation else CRITICAL
-    rollups = f.rollups().filter(operation__in=operations)
-    if days is None:
-        days = list(rollups.values("day").annotate(calls=_sum()).order_by("-day").values_list("day", "calls"))
-    # The newest day may be cut by the cursor or a date-time `until`: its rollup count may include
-    # later events, so it never counts towards `need`.
-    partial_day = f.last_day if f.until and not f.until.is_date else None
-    if before is not None:
-        partial_day = before.astimezone(UTC).date()
-    qs = f.events().filter(event_name__in=operations)
-    seen = found = 0
-    for day, calls in days:
-        if partial_day and day > partial_day:
-            continue
-        found += calls
-        seen += 0 if day == partial_day else calls
-        if seen >= need:
-            qs = qs.filter(event_time__gte=datetime(day.year, day.month, day.day, tzinfo=UTC))
+    qs = f.events().filter(event_name__in=operations).only(*LIST_FIELDS).order_by("-event_time", "-id")
+    after_cursor = _after(cursor) if cursor else Q()
+    anchor = cursor[0] if cursor else (f.end or timezone.now())
+    for span in CRITICAL_WINDOWS:
+        lower = anchor - span
+        if f.start and lower <= f.start:
             break
-    else:
-        if found == 0:
-            return Event.objects.none()
-    return qs.only(*LIST_FIELDS).order_by("-event_time", "-id")
+        recent = qs.filter(event_time__gte=lower)
+        if recent.filter(after_cursor)[:need].count() >= need:
+            return recent
+    return qs
+
+
+def _after(cursor: tuple[datetime, int]) -> Q:
+    """Rows after `cursor` in (event_time desc, id desc) order."""
+    when, pk = cursor
+    return Q(event_time__lt=when) | Q(event_time=when, id__lt=pk)
 
 
 @dataclass(frozen=True)
@@ -203,13 +278,13 @@ def freshness(now: datetime | None = None) -> Freshness:
     for kind, account_id, region in _scopes():
         runs = IngestRun.objects.filter(kind=kind, account_id=account_id, region=region).order_by("-started_at")
         last = runs.exclude(status__in=[IngestRun.Status.RUNNING, IngestRun.Status.SKIPPED]).first()
-        last_success = (
-            runs.filter(status=IngestRun.Status.SUCCEEDED).values_list("finished_at", flat=True).first()
-        )
+        last_success = runs.filter(status=IngestRun.Status.SUCCEEDED).values_list("finished_at", flat=True).first()
         failed = last is not None and last.status == IngestRun.Status.FAILED
         if failed or last_success is None or last_success < now - STALE_AFTER:
             problems.append(
-                SourceLag(kind, account_id, region, last.status if last else "", last_success, last.error if last else "")
+                SourceLag(
+                    kind, account_id, region, last.status if last else "", last_success, last.error if last else ""
+                )
             )
     return Freshness(newest, problems)
 
@@ -227,47 +302,42 @@ def _scopes() -> list[tuple[str, str, str]]:
 
 # --- keys ----------------------------------------------------------------------------------------
 
-KEY_SORTS = {
-    "calls": "calls",
-    "encrypt": "encrypt",
-    "decrypt": "decrypt",
-    "generate": "generate",
-    "other": "other",
-    "principals": "principals",
-    "services": "services",
-    "failed": "failed",
-    "after_hours": "after_hours",
-    "last_used": "last_used",
-    "key": "key",
-    "account": "account_id",
-    "region": "region",
-}
+KEY_SORTS = (
+    "calls",
+    "encrypt",
+    "decrypt",
+    "generate",
+    "other",
+    "principals",
+    "services",
+    "failed",
+    "after_hours_calls",
+    "last_used",
+    "key",
+    "account_id",
+    "region",
+)
+_KEY = ("key", "account_id", "region")
 
 
-def keys_table(f: EventFilter, *, sort: str = "-calls") -> QuerySet:
+def keys_table(f: EventFilter, *, sort: str = "-calls") -> list[dict[str, Any]]:
     """One row per key: calls by operation family, principals, services, failures, last use."""
-    descending = sort.startswith("-")
-    column = KEY_SORTS.get(sort.lstrip("-"), "calls")
-    generate = Q(operation__startswith="GenerateDataKey")
-    named = Q(operation__in=["Encrypt", "Decrypt"]) | generate
-    return (
-        f.rollups()
-        .exclude(key="")
-        .values("key", "account_id", "region")
-        .annotate(
-            calls=_sum(),
-            encrypt=_sum(Q(operation="Encrypt")),
-            decrypt=_sum(Q(operation="Decrypt")),
-            generate=_sum(generate),
-            other=_sum(~named),
-            principals=Count("principal", distinct=True, filter=~Q(principal="")),
-            services=Count("service", distinct=True, filter=~Q(service="")),
-            failed=_sum(FAILED),
-            after_hours=_sum(AFTER_HOURS),
-            last_used=Max("last_seen"),
-        )
-        .order_by(f"-{column}" if descending else column, "key")
+    rows, by_principal, by_service = grouped(
+        f.rollups().exclude(key=""),
+        [_KEY, (*_KEY, "principal"), (*_KEY, "service")],
+        ["calls", "encrypt", "decrypt", "generate", "failed", "after_hours_calls", "last_used"],
     )
+    principals = Counter(tuple(r[c] for c in _KEY) for r in by_principal if r["principal"])
+    services = Counter(tuple(r[c] for c in _KEY) for r in by_service if r["service"])
+    for row in rows:
+        scope = tuple(row[c] for c in _KEY)
+        row["other"] = row["calls"] - row["encrypt"] - row["decrypt"] - row["generate"]
+        row["principals"] = principals[scope]
+        row["services"] = services[scope]
+    column = sort.lstrip("-") if sort.lstrip("-") in KEY_SORTS else "calls"
+    rows.sort(key=lambda row: row["key"])
+    rows.sort(key=lambda row: (row[column] is not None, row[column]), reverse=sort.startswith("-"))
+    return rows
 
 
 def keys_page(f: EventFilter, *, sort: str = "-calls", page: int | str = 1, per_page: int = 50) -> Page:
@@ -293,7 +363,7 @@ def with_aliases(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def resolve_key(key: str) -> str | None:
-    """The key ARN the rollups know for a key ARN, bare key id, or other identifier; None if unknown."""
+    """The key ARN for a key ARN, bare key id or other identifier, from the rollups, else the inventory."""
     key = key.strip()
     if not key:
         return None
@@ -304,12 +374,21 @@ def resolve_key(key: str) -> str | None:
                 arn = f"arn:aws:kms:{region}:{source.account_id}:key/{key}"
                 if DailyRollup.objects.filter(key=arn).exists():
                     return arn
-        return (
-            DailyRollup.objects.filter(key__endswith=f":key/{key}").values_list("key", flat=True).first()
-        )
+        found = DailyRollup.objects.filter(key__endswith=f":key/{key}").values_list("key", flat=True).first()
+        return found or _inventory_arn(key)
     if DailyRollup.objects.filter(key=key).exists():
         return key
-    return None
+    return _inventory_arn(key)
+
+
+def _inventory_arn(key: str) -> str | None:
+    """A key the inventory knows (by ARN, id or alias) though no call to it was recorded."""
+    try:
+        from inventory.selectors import resolve_key as inventory_key
+    except ImportError:
+        return None
+    found = inventory_key(key)
+    return found.arn if found is not None else None
 
 
 # --- key detail ----------------------------------------------------------------------------------
@@ -377,9 +456,7 @@ def context_sample(f: EventFilter, *, size: int = SAMPLE_SIZE, limit: int = TOP)
     Neither is a rollup dimension (contexts are unbounded), so they are counted over a bounded
     sample read through the (key, event_time) index.
     """
-    rows = list(
-        f.events().order_by("-event_time", "-id").values_list("encryption_context", "s3_bucket")[:size]
-    )
+    rows = list(f.events().order_by("-event_time", "-id").values_list("encryption_context", "s3_bucket")[:size])
     pairs: Counter[tuple[str, str]] = Counter()
     buckets: Counter[str] = Counter()
     for context, bucket in rows:
@@ -432,11 +509,8 @@ def events_page(qs: QuerySet[Event], cursor: str | None = None, per_page: int = 
     """
     qs = qs.only(*LIST_FIELDS).order_by("-event_time", "-id")
     if cursor:
-        when, pk = decode_cursor(cursor)
-        qs = qs.filter(Q(event_time__lt=when) | Q(event_time=when, id__lt=pk))
+        qs = qs.filter(_after(decode_cursor(cursor)))
     rows = list(qs[: per_page + 1])
     more = len(rows) > per_page
     rows = rows[:per_page]
     return EventPage(rows, encode_cursor(rows[-1]) if more else None)
-
-

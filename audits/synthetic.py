@@ -231,15 +231,30 @@ def generate_records(
         for account in accounts
         for region in regions
     }
+    # As in real accounts, each key mostly serves one workload (an application role, often through
+    # an AWS service); everyone else makes up the tail.
+    owners = {
+        key: (rng.choice(_ROLES), rng.choice((*_SERVICES, None, None)))
+        for account_keys in keys.values()
+        for key in account_keys
+    }
     span = days * 86400
     for _ in range(n):
         account = rng.choice(accounts)
         region = rng.choice(regions)
         key = rng.choice(keys[(account, region)])
         event_name = rng.choices(names, weights)[0]
-        roll = rng.random()
+        roll = rng.random() if rng.random() < 0.2 else None
         context = None
-        if roll < 0.25:
+        if roll is None:
+            role, service = owners[key]
+            if service:
+                identity = identity_role(account, role, "AWSService", invoked_by=service)
+            else:
+                identity = identity_role(account, role, f"{role}-{rng.randrange(20)}")
+            if service == "s3.amazonaws.com":
+                context = {"aws:s3:arn": f"arn:aws:s3:::bucket-{account[-4:]}-{rng.randrange(3)}/obj"}
+        elif roll < 0.25:
             service = rng.choice(_SERVICES)
             identity = identity_role(account, rng.choice(_ROLES), "AWSService", invoked_by=service)
             if service == "s3.amazonaws.com":

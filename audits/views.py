@@ -71,7 +71,7 @@ def overview(request: HttpRequest) -> HttpResponse:
         calls_figure=charts.calls_by_operation(data.calls_per_day),
         failures_figure=charts.failures_by_error(data.failures_per_day),
         top_keys=data.top_keys,
-        critical=selectors.latest_critical(figures, days=data.critical_days),
+        critical=selectors.latest_critical(figures),
         freshness=selectors.freshness(),
         critical_url=f"{reverse('audits:critical')}?{figures.querystring()}",
     )
@@ -92,9 +92,7 @@ def keys(request: HttpRequest) -> HttpResponse:
         return "?" + urlencode({**params, "sort": sort, **changes})
 
     # Clicking the sorted column flips its direction; a new column starts with the largest first.
-    sort_urls = {
-        column: url(sort=column if sort == f"-{column}" else f"-{column}") for column in selectors.KEY_SORTS
-    }
+    sort_urls = {column: url(sort=column if sort == f"-{column}" else f"-{column}") for column in selectors.KEY_SORTS}
     context = _context(
         f,
         period,
@@ -179,10 +177,10 @@ def critical(request: HttpRequest) -> HttpResponse:
     f, period = period_filter(request, "30d")
     cursor = request.GET.get("cursor") or None
     try:
-        before = selectors.decode_cursor(cursor)[0] if cursor else None
+        position = selectors.decode_cursor(cursor) if cursor else None
     except selectors.BadCursor:
-        before = None
-    qs = selectors.critical_events(f, before=before, need=PER_PAGE + 1)
+        position = None  # reported by _event_list, which shows the first page
+    qs = selectors.critical_events(f, cursor=position, need=PER_PAGE + 1)
     page, cursor_error = _event_list(request, f, qs)
     params = _period_params(f, period)
     context = _context(

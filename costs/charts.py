@@ -9,7 +9,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from .estimate import Reconciliation
+from .estimate import Reconciliation, TagCost
 from .models import UsageClass
 from .selectors import DayCost
 
@@ -81,6 +81,27 @@ def reconciliation_figure(recon: Reconciliation) -> dict[str, Any]:
             "margin": {"l": 56, "r": 16, "t": 16, "b": 40},
             "xaxis": {"type": "date"},
             "yaxis": {"tickprefix": "$"},
+            "legend": {"orientation": "h", "y": -0.2},
+        },
+    }
+
+
+def tag_figure(rows: list[TagCost]) -> dict[str, Any]:
+    """Estimated cost per tag value, largest at the top."""
+    shown = list(reversed(rows[:15]))
+    return {
+        "data": [
+            {"type": "bar", "orientation": "h", "name": "Key-months", "y": [plot_text(r.value) for r in shown],
+             "x": [_number(r.key_months) for r in shown]},
+            {"type": "bar", "orientation": "h", "name": "Requests", "y": [plot_text(r.value) for r in shown],
+             "x": [_number(r.request_cost) for r in shown]},
+        ],
+        "layout": {
+            "barmode": "stack",
+            "height": 80 + 28 * max(len(shown), 1),
+            "margin": {"l": 200, "r": 16, "t": 8, "b": 32},
+            "xaxis": {"tickprefix": "$"},
+            "yaxis": {"type": "category", "automargin": True},
             "legend": {"orientation": "h", "y": -0.2},
         },
     }

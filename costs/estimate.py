@@ -52,6 +52,7 @@ class KeyFacts:
     rotations: int = 0
     last_used_at: datetime | None = None
     assumed: bool = False
+    tags: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def assumed_for(cls, arn: str) -> KeyFacts | None:
@@ -103,6 +104,7 @@ def load_key_facts() -> dict[str, KeyFacts]:
             creation_date=key.creation_date,
             rotations=key.rotations or 0,
             last_used_at=getattr(key, "last_used_at", None),
+            tags=key.tags if isinstance(key.tags, dict) else {},
         )
     return facts
 
@@ -141,6 +143,31 @@ class KeyCost:
         return self.key_months + self.request_cost
 
 
+UNTAGGED = "(untagged)"
+NOT_IN_INVENTORY = "(not in the inventory)"
+
+
+@dataclass
+class TagCost:
+    value: str
+    keys: int = 0
+    key_months: Decimal = ZERO
+    request_cost: Decimal = ZERO
+
+    @property
+    def total(self) -> Decimal:
+        return self.key_months + self.request_cost
+
+
+def tag_keys(facts: dict[str, KeyFacts]) -> list[str]:
+    """Tag keys present on inventory keys, the most used first."""
+    counts: dict[str, int] = defaultdict(int)
+    for key_facts in facts.values():
+        for name in key_facts.tags:
+            counts[name] += 1
+    return sorted(counts, key=lambda name: (-counts[name], name))
+
+
 @dataclass
 class Estimate:
     start: date
@@ -157,6 +184,21 @@ class Estimate:
         for line in self.lines:
             totals[line.day] += line.cost
         return totals
+
+    def by_tag(self, tag_key: str, facts: dict[str, KeyFacts]) -> list[TagCost]:
+        """Estimated cost per value of one key tag (cost allocation by team, cost centre...)."""
+        groups: dict[str, TagCost] = {}
+        for cost in self.keys.values():
+            known = facts.get(cost.key)
+            if known is None:
+                value = NOT_IN_INVENTORY
+            else:
+                value = known.tags.get(tag_key, UNTAGGED)
+            group = groups.setdefault(value, TagCost(value))
+            group.keys += 1
+            group.key_months += cost.key_months
+            group.request_cost += cost.request_cost
+        return sorted(groups.values(), key=lambda g: (-g.total, g.value))
 
     def per_key(self) -> list[KeyCost]:
         return sorted(self.keys.values(), key=lambda k: (-k.total, k.key))
@@ -300,6 +342,35 @@ class Reconciliation:
     def attributed_share(self) -> Decimal | None:
         """Attributed as a percentage of actual, over the days Cost Explorer has figures for."""
         return self.attributed / self.actual * 100 if self.actual else None
+
+
+@dataclass
+class ReconciledAccount:
+    account_id: str
+    actual: Decimal
+    attributed: Decimal
+
+    @property
+    def unattributed(self) -> Decimal:
+        return self.actual - self.attributed
+
+
+def reconcile_accounts(result: Estimate, actual_days: list[DayCost]) -> list[ReconciledAccount]:
+    """Per account, over the days Cost Explorer has figures for: actual versus attributed."""
+    covered = {d.day for d in actual_days if d.has_data}
+    actual: dict[str, Decimal] = defaultdict(Decimal)
+    attributed: dict[str, Decimal] = defaultdict(Decimal)
+    for day in actual_days:
+        for account, amount in day.by_account.items():
+            actual[account] += amount
+    for (day, account), amount in result.key_months.items():
+        if day in covered:
+            attributed[account] += amount
+    for line in result.lines:
+        if line.day in covered:
+            attributed[line.account_id] += line.cost
+    accounts = sorted(set(actual) | set(attributed))
+    return [ReconciledAccount(a, actual[a], attributed[a]) for a in accounts]
 
 
 def reconcile(result: Estimate, actual_days: list[DayCost]) -> Reconciliation:

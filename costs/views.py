@@ -6,6 +6,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.vary import vary_on_headers
 
 from kmsdash.csvexport import audited_csv, start_export_audit
 from kmsdash.roles import FINANCE, role_required
@@ -17,6 +18,7 @@ from .services import utc_today
 
 @require_GET
 @role_required(FINANCE)
+@vary_on_headers("HX-Request")
 def overview(request: HttpRequest) -> HttpResponse:
     form = PeriodForm(request.GET)
     if not form.is_valid():
@@ -41,12 +43,21 @@ def overview(request: HttpRequest) -> HttpResponse:
         "figure_json": json.dumps(charts.daily_figure(days, series, by, names)),
         "series_totals": [(charts.series_label(by, label, names), sum(values)) for label, values in series.items()],
     }
-    if request.htmx:
+    # htmx names the element it will swap: render just that fragment.
+    fragment = request.htmx.target if request.htmx and not request.htmx.history_restore_request else None
+    if fragment == "daily-chart":
         return render(request, "costs/overview.html#daily-chart", context)
 
-    today = utc_today()
     facts = estimate.load_key_facts()
     result = estimate.estimate(since, until, facts=facts)
+    tags = estimate.tag_keys(facts)
+    tag = request.GET.get("tag") if request.GET.get("tag") in tags else (tags[0] if tags else "")
+    by_tag = result.by_tag(tag, facts) if tag else []
+    context.update(tags=tags, tag=tag, by_tag=by_tag, tag_figure_json=json.dumps(charts.tag_figure(by_tag)))
+    if fragment == "by-tag":
+        return render(request, "costs/overview.html#by-tag", context)
+
+    today = utc_today()
     recon = estimate.reconcile(result, days)
     context.update(
         summary=selectors.month_summary(today),
@@ -54,6 +65,7 @@ def overview(request: HttpRequest) -> HttpResponse:
         days=days,
         recon=recon,
         recon_figure=charts.reconciliation_figure(recon),
+        recon_accounts=estimate.reconcile_accounts(result, days),
         per_key=selectors.label_keys(result.per_key()[:25]),
         drivers={
             "Keys": selectors.label_drivers(result.drivers("key"), aliases=selectors.alias_names()),

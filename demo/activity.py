@@ -302,7 +302,7 @@ class _Generator:
             service = "ec2.amazonaws.com"
             identity = identity_role(account, "ec2-autoscaling", f"{spec.resource}-{self.hexid(6)}",
                                      invoked_by=service)
-            operation = rng.choices(("Decrypt", "GenerateDataKeyWithoutPlaintext", "CreateGrant"), (70, 25, 5))[0]
+            operation = rng.choices(("Decrypt", "GenerateDataKeyWithoutPlaintext", "CreateGrant"), (70, 28, 2))[0]
             context = {"aws:ebs:id": f"vol-0{self.hexid(16)}"}
             ip = agent = service
         elif spec.workload == "lambda":
@@ -376,10 +376,10 @@ class _Generator:
         whole = int(jittered)
         return whole + (1 if self.rng.random() < jittered - whole else 0)
 
-    def traffic(self, events_per_day: float) -> Iterator[dict[str, Any]]:
+    def traffic(self, events_per_day: float, *, with_stories: bool = True) -> Iterator[dict[str, Any]]:
         timeline, rng = self.timeline, self.rng
         slot = timeline.start.replace(minute=0, second=0, microsecond=0)
-        spikes = {spike.alias: (spike, *timeline.spike(spike)) for spike in SPIKES}
+        spikes = {spike.alias: (spike, *timeline.spike(spike)) for spike in SPIKES} if with_stories else {}
         while slot < timeline.end:
             for key in self.keys:
                 expected = self.hourly_volume(key, slot, events_per_day)
@@ -551,29 +551,29 @@ class _Generator:
 
 
 def generate_activity(keys: Sequence[DemoKey], *, end: datetime, days: int = 30,
-                      events_per_day: float = DEFAULT_EVENTS_PER_DAY,
-                      seed: int = 2026) -> list[dict[str, Any]]:
+                      events_per_day: float = DEFAULT_EVENTS_PER_DAY, seed: int = 2026,
+                      start: datetime | None = None, stories: bool = True) -> list[dict[str, Any]]:
     """Every CloudTrail record of the demo month for `keys`, oldest first.
 
     `events_per_day` is the average of the ordinary traffic; the stories add a few hundred events.
     Records carry their recipient account: a cross-account call yields two records.
+    With `start` (instead of `days`) and stories=False: the ordinary traffic of any window, for
+    keeping a running demo alive minute by minute.
     """
-    if end.tzinfo is None:
-        end = end.replace(tzinfo=UTC)
-    end = end.astimezone(UTC)
-    timeline = Timeline(start=end - timedelta(days=days), end=end)
+    end = _utc(end)
+    timeline = Timeline(start=_utc(start) if start else end - timedelta(days=days), end=end)
     generator = _Generator(keys, timeline, seed, scale=events_per_day / DEFAULT_EVENTS_PER_DAY)
-    records = list(generator.traffic(events_per_day))
-    records.extend(record for record in generator.stories() if timeline.start <= _time(record) < timeline.end)
+    records = list(generator.traffic(events_per_day, with_stories=stories))
+    if stories:
+        records.extend(r for r in generator.stories() if timeline.start <= _time(r) < timeline.end)
     records.sort(key=lambda record: (record["eventTime"], record["eventID"]))
     return records
+
+
+def _utc(when: datetime) -> datetime:
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 def _time(record: dict[str, Any]) -> datetime:
     return datetime.strptime(record["eventTime"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
 
-
-def is_critical(record: dict[str, Any]) -> bool:
-    from audits.cloudtrail import CRITICAL_EVENT_NAMES
-
-    return record["eventName"] in CRITICAL_EVENT_NAMES

@@ -240,7 +240,7 @@ def _other_service_record(rng: random.Random, account: str, region: str, when: d
     }
 
 
-def log_files(records: Iterable[dict[str, Any]], *, now: datetime, file_minutes: int = 60,
+def log_files(records: Iterable[dict[str, Any]], *, now: datetime, file_minutes: int = 120,
               seed: int = 0) -> list[tuple[str, str, bytes]]:
     """(account, S3 key, gzip body) of the CloudTrail log files holding `records`.
 
@@ -347,6 +347,30 @@ def cost_activity(keys: Sequence[DemoKey], records: Iterable[dict[str, Any]]) ->
     return activity
 
 
+def backfill_activity(activity: dict[tuple, dict[str, int]], *, since: date,
+                      growth: float = 0.9) -> dict[tuple, dict[str, int]]:
+    """Extend daily activity back to `since`: each earlier day repeats the first seeded week's same
+    weekday, a little lower (`growth`), so month-over-month comparisons have something to compare."""
+    days = sorted({date.fromisoformat(day) for day, _, _ in activity})
+    first = days[0]
+    # The first and last days are partial (the month starts and ends mid-day): copy whole days.
+    whole = days[1:-1] or days
+    by_weekday = {day.weekday(): day for day in reversed(whole[:7])}
+    filled = dict(activity)
+    day = since
+    while day < first:
+        source = by_weekday.get(day.weekday(), whole[(day - since).days % len(whole)])
+        for (when, account, region), entry in activity.items():
+            if when == source.isoformat():
+                filled[(day.isoformat(), account, region)] = {
+                    "requests": round(entry["requests"] * growth),
+                    "asymmetric_requests": round(entry["asymmetric_requests"] * growth),
+                    "keys": entry["keys"],
+                }
+        day += timedelta(days=1)
+    return filled
+
+
 def push_costs(emulator: Emulator, keys: Sequence[DemoKey], records: Sequence[dict[str, Any]], *,
                now: datetime) -> int:
     """What Cost Explorer would bill for the month, from the same activity (costs.demo prices it)."""
@@ -358,10 +382,41 @@ def push_costs(emulator: Emulator, keys: Sequence[DemoKey], records: Sequence[di
     activity = cost_activity(keys, records)
     if not activity:
         return 0
-    start = min(date.fromisoformat(day) for day, _, _ in activity)
-    rows = demo_dataset(start, now.date(), activity, today=now.date())
+    # Cost Explorer remembers further back than the seeded trail: bill the whole previous month.
+    first_month = (now.date().replace(day=1) - timedelta(days=1)).replace(day=1)
+    activity = backfill_activity(activity, since=first_month)
+    rows = demo_dataset(first_month, now.date(), activity, today=now.date())
     emulator.control("ce/dataset", {"rows": rows})
     return len(rows)
+
+
+# --- A running demo ------------------------------------------------------------------------------
+def find_keys(emulator: Emulator, specs: Sequence[KeySpec] = KEYS) -> list[DemoKey]:
+    """The world's keys as the emulator holds them, found again by their aliases."""
+    keys = []
+    for account, region in dict.fromkeys((spec.account, spec.region) for spec in specs):
+        kms = emulator.client("kms", account, region)
+        targets = {alias["AliasName"]: alias.get("TargetKeyId") for page in kms.get_paginator("list_aliases").paginate()
+                   for alias in page["Aliases"]}
+        for spec in specs:
+            if (spec.account, spec.region) == (account, region) and targets.get(spec.alias_name):
+                keys.append(DemoKey(spec, f"arn:aws:kms:{region}:{account}:key/{targets[spec.alias_name]}"))
+    return keys
+
+
+def push_live(emulator: Emulator, keys: Sequence[DemoKey], *, start: datetime, end: datetime,
+              events_per_day: float = 3000) -> int:
+    """The ordinary traffic of [start, end) delivered as CloudTrail would: a log file per account
+    and region, and its management events and failures to LookupEvents."""
+    seed = int(start.timestamp())
+    records = generate_activity(keys, start=start, end=end, events_per_day=events_per_day, seed=seed, stories=False)
+    if not records:
+        return 0
+    minutes = max(1, int((end - start).total_seconds() // 60))
+    files = log_files(records, now=end, file_minutes=minutes, seed=seed)
+    upload(emulator, {account: trail_bucket(account) for account in {key.spec.account for key in keys}}, files)
+    push_lookup_events(emulator, lookup_records(records, now=end))
+    return len(records)
 
 
 # --- kmsdash's own rows ------------------------------------------------------------------------
@@ -401,7 +456,7 @@ def context_rules(keys: Sequence[DemoKey]) -> int:
 
 # --- All of it ----------------------------------------------------------------------------------
 def seed_world(endpoint: str, *, now: datetime | None = None, days: int = 30, events_per_day: float = 3000,
-               seed: int = 2026, file_minutes: int = 60, specs: Sequence[KeySpec] = KEYS) -> SeedResult:
+               seed: int = 2026, file_minutes: int = 120, specs: Sequence[KeySpec] = KEYS) -> SeedResult:
     """Build the demo world in the emulator at `endpoint` (AWS side only; no database writes)."""
     now = (now or datetime.now(UTC)).astimezone(UTC)
     emulator = Emulator(endpoint)

@@ -75,14 +75,19 @@ def _is_management(record: dict[str, Any]) -> bool:
 @control("cloudtrail/events")
 def _add_events(request) -> dict[str, Any]:
     records = request.get_json(force=True).get("records", [])
-    stored = skipped = 0
+    stored = skipped = invalid = 0
     with STORE.lock:
         for record in records:
+            try:
+                scope_of = (record["recipientAccountId"], record["awsRegion"])
+                key = (-_epoch(record["eventTime"]), str(record["eventID"]))
+            except (KeyError, TypeError, ValueError, AttributeError):
+                invalid += 1  # Event history only holds events it could place in time and scope.
+                continue
             if not _is_management(record):
                 skipped += 1
                 continue
-            scope = STORE.scope(record["recipientAccountId"], record["awsRegion"])
-            key = (-_epoch(record["eventTime"]), record["eventID"])
+            scope = STORE.scope(*scope_of)
             index = bisect.bisect_left(scope.keys, key)
             if index < len(scope.keys) and scope.keys[index] == key:
                 scope.records[index] = record
@@ -91,7 +96,7 @@ def _add_events(request) -> dict[str, Any]:
                 scope.keys.insert(index, key)
                 scope.records.insert(index, record)
             stored += 1
-    return {"stored": stored, "skipped": skipped}
+    return {"stored": stored, "skipped": skipped, "invalid": invalid}
 
 
 @control("cloudtrail/invalidate-tokens")
@@ -99,6 +104,16 @@ def _invalidate_tokens(request) -> dict[str, Any]:
     with STORE.lock:
         STORE.invalidate_tokens = int(request.get_json(force=True).get("count", 1))
     return {"ok": True}
+
+
+def _identity(record: dict[str, Any]) -> dict[str, Any]:
+    identity = record.get("userIdentity")
+    return identity if isinstance(identity, dict) else {}
+
+
+def _resources(record: dict[str, Any]) -> list[dict[str, Any]]:
+    resources = record.get("resources")
+    return [r for r in resources if isinstance(r, dict)] if isinstance(resources, list) else []
 
 
 def _username(identity: dict[str, Any]) -> str:
@@ -114,8 +129,8 @@ def _matches(record: dict[str, Any], attribute: tuple[str, str] | None) -> bool:
     if attribute is None:
         return True
     name, value = attribute
-    identity = record.get("userIdentity") or {}
-    resources = record.get("resources") or []
+    identity = _identity(record)
+    resources = _resources(record)
     if name == "EventId":
         return record.get("eventID") == value
     if name == "EventName":
@@ -136,7 +151,7 @@ def _matches(record: dict[str, Any], attribute: tuple[str, str] | None) -> bool:
 
 
 def _event(record: dict[str, Any]) -> dict[str, Any]:
-    identity = record.get("userIdentity") or {}
+    identity = _identity(record)
     event: dict[str, Any] = {
         "EventId": record["eventID"],
         "EventName": record.get("eventName", ""),
@@ -146,7 +161,7 @@ def _event(record: dict[str, Any]) -> dict[str, Any]:
         "Username": _username(identity),
         "Resources": [
             {"ResourceType": r.get("type", ""), "ResourceName": r.get("ARN", "")}
-            for r in record.get("resources") or []
+            for r in _resources(record)
         ],
         "CloudTrailEvent": json.dumps(record),
     }

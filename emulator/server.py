@@ -17,6 +17,7 @@ their own control routes with `control(path)`.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
 import time
@@ -199,6 +200,8 @@ class EmulatorServer:
     """The emulator in a background thread of this process (tests) or in the foreground (demo)."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        # One line per request drowns test output and the demo's console.
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
         load_addons()
         self._server = make_server(host, port, EmulatorApp(), threaded=True, request_handler=MotoRequestHandler)
         self._thread: threading.Thread | None = None

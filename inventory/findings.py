@@ -52,11 +52,11 @@ TOP_PRINCIPALS = 20
 
 
 def context_days() -> int:
-    return int(getattr(settings, "KMSDASH_EC_RULE_DAYS", 30))
+    return int(settings.KMSDASH_EC_RULE_DAYS)
 
 
 def context_max_events() -> int:
-    return int(getattr(settings, "KMSDASH_EC_RULE_MAX_EVENTS", 200_000))
+    return int(settings.KMSDASH_EC_RULE_MAX_EVENTS)
 
 
 @dataclass
@@ -374,12 +374,11 @@ def recompute(now: datetime | None = None) -> dict[str, int]:
     facts = {fact.fingerprint: fact for fact in current_facts(now)}
     counts = {"opened": 0, "held": 0, "resolved": 0}
     with transaction.atomic():
-        stored = {
-            f.fingerprint: f
-            for f in Finding.objects.select_for_update().filter(
-                Q(fingerprint__in=list(facts)) | Q(resolved_at__isnull=True)
-            )
-        }
+        stored = {f.fingerprint: f for f in Finding.objects.select_for_update().filter(resolved_at__isnull=True)}
+        returning = [fp for fp in facts if fp not in stored]
+        for start in range(0, len(returning), 500):  # bounded IN lists
+            for f in Finding.objects.select_for_update().filter(fingerprint__in=returning[start : start + 500]):
+                stored[f.fingerprint] = f
         for fingerprint, fact in facts.items():
             finding = stored.get(fingerprint)
             values = {

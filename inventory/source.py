@@ -12,6 +12,7 @@ import json
 import threading
 import time
 from collections.abc import Collection
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -136,6 +137,7 @@ class InventoryReader:
         self.limiter = limiter or RateLimiter()
         # Each API's maximum page unless told otherwise (smaller pages only cost more calls).
         self.page_size = page_size or getattr(settings, "KMSDASH_KMS_PAGE_SIZE", None)
+        self.threads = max(1, int(getattr(settings, "KMSDASH_KMS_READ_THREADS", 4)))
 
     def _limit(self, maximum: int) -> int:
         return min(self.page_size, maximum) if self.page_size else maximum
@@ -169,11 +171,11 @@ class InventoryReader:
         not asked about keys in `skip_last_usage`: CloudTrail already shows them in use."""
         key_ids = [k["KeyId"] for k in self._pages("ListKeys", "list_keys", "Keys", Limit=self._limit(1000))]
         aliases = list(self._pages("ListAliases", "list_aliases", "Aliases", Limit=self._limit(100)))
-        keys = []
-        for key_id in key_ids:
-            snapshot = self.read_key(key_id, skip_last_usage=skip_last_usage)
-            if snapshot is not None:
-                keys.append(snapshot)
+        # Keys are read a few at a time: each needs several calls, and latency, not the (limited)
+        # request rate, is what makes a large account slow. Clients and the limiter are thread-safe.
+        with ThreadPoolExecutor(max_workers=self.threads) as pool:
+            read = pool.map(lambda key_id: self.read_key(key_id, skip_last_usage=skip_last_usage), key_ids)
+            keys = [snapshot for snapshot in read if snapshot is not None]
         trails = self.read_trails(region)
         described = {t["TrailARN"] for t in trails}
         changes = [t for t in self.read_selector_changes(region) if t["TrailARN"] not in described]

@@ -31,11 +31,16 @@ def client_config(max_attempts: int = 5) -> Config:
     )
 
 
-def session_for(source: Source | None = None) -> boto3.Session:
-    """A session with the default credential chain, then AssumeRole into source.role_arn if set."""
+def session_for(source: Source | None = None, *, region: str | None = None) -> boto3.Session:
+    """A session with the default credential chain, then AssumeRole into source.role_arn if set.
+
+    `region` is where the AssumeRole call goes (regional STS); without it, the configured region,
+    else us-east-1, so that a host with no AWS region configured still works.
+    """
     if source is None or not source.role_arn:
         return boto3.Session()
     base = botocore.session.Session()
+    base.set_config_variable("region", region or base.get_config_variable("region") or "us-east-1")
     extra_args: dict[str, Any] = {"RoleSessionName": ROLE_SESSION_NAME}
     if source.external_id:
         extra_args["ExternalId"] = source.external_id
@@ -55,4 +60,4 @@ def session_for(source: Source | None = None) -> boto3.Session:
 
 
 def client(service: str, region: str, *, source: Source | None = None, max_attempts: int = 5) -> Any:
-    return session_for(source).client(service, region_name=region, config=client_config(max_attempts))
+    return session_for(source, region=region).client(service, region_name=region, config=client_config(max_attempts))

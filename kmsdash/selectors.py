@@ -80,22 +80,21 @@ def ingestion_health(now: datetime | None = None) -> list[ScopeHealth]:
         .annotate(
             last_run_id=Subquery(same_scope.values("id")[:1]),
             last_failure_id=Subquery(same_scope.filter(status=IngestRun.Status.FAILED).values("id")[:1]),
-            last_success_at=Subquery(
-                same_scope.filter(status=IngestRun.Status.SUCCEEDED).values("finished_at")[:1]
-            ),
+            last_success_at=Subquery(same_scope.filter(status=IngestRun.Status.SUCCEEDED).values("finished_at")[:1]),
         )
     )
     rows = {(r["kind"], r["account_id"], r["region"]): r for r in per_scope}
     run_ids = {r[name] for r in rows.values() for name in ("last_run_id", "last_failure_id") if r[name]}
     runs = IngestRun.objects.in_bulk(run_ids)
-    watermarks = {
-        (c.kind, c.account_id, c.region): c.high_watermark for c in Checkpoint.objects.all()
-    }
+    watermarks = {(c.kind, c.account_id, c.region): c.high_watermark for c in Checkpoint.objects.all()}
 
     scopes = set(rows) | set(watermarks)
-    for source in Source.objects.filter(enabled=True, lookup_enabled=True):
+    for source in Source.objects.filter(enabled=True):
         for region in source.regions or []:
-            scopes.add((IngestRun.Kind.LOOKUP.value, source.account_id, region))
+            if source.lookup_enabled:
+                scopes.add((IngestRun.Kind.LOOKUP.value, source.account_id, region))
+            if source.has_s3:
+                scopes.add((IngestRun.Kind.S3.value, source.account_id, region))
 
     health = []
     for scope in sorted(scopes):

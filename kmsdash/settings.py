@@ -240,6 +240,11 @@ KMSDASH_IDLE_KEY_DAYS = envint("KMSDASH_IDLE_KEY_DAYS", 90)
 # Cost Explorer bills $0.01 a request: runs stop being started once a UTC day's requests reach this.
 KMSDASH_CE_DAILY_REQUEST_BUDGET = envint("KMSDASH_CE_DAILY_REQUEST_BUDGET", 200)
 
+# --- Inventory and findings -------------------------------------------------------------------
+# Encryption-context rules are checked against the events of the last N days (at most M events a key).
+KMSDASH_EC_RULE_DAYS = envint("KMSDASH_EC_RULE_DAYS", 30)
+KMSDASH_EC_RULE_MAX_EVENTS = envint("KMSDASH_EC_RULE_MAX_EVENTS", 200_000)
+
 # Demo mode: set by the run script when no AWS credentials are configured; the banner says so.
 KMSDASH_DEMO = envbool("KMSDASH_DEMO", "False")
 

@@ -8,6 +8,8 @@ from django.utils import timezone
 from . import selectors
 from .roles import ADMIN, role_required
 
+SNAPSHOT_KEYS = ("as_of", "last_id")
+
 
 @role_required(ADMIN)
 def health(request: HttpRequest) -> HttpResponse:
@@ -28,5 +30,10 @@ def health(request: HttpRequest) -> HttpResponse:
 
 @role_required(ADMIN)
 def exports(request: HttpRequest) -> HttpResponse:
-    page = Paginator(selectors.export_audits().select_related("user"), 50).get_page(request.GET.get("page"))
-    return render(request, "kmsdash/exports.html", {"page": page})
+    page = Paginator(selectors.export_audits(), 50).get_page(request.GET.get("page"))
+    # The snapshot bounds are bookkeeping; the filter is what the person asked for.
+    rows = [
+        (export, {name: value for name, value in export.filters.items() if name not in SNAPSHOT_KEYS})
+        for export in page
+    ]
+    return render(request, "kmsdash/exports.html", {"page": page, "rows": rows})

@@ -9,6 +9,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
+# Local settings (see .env.example); the environment given on the command line wins.
+if [ -f .env ]; then
+    while IFS= read -r line; do
+        case "$line" in '' | '#'*) continue ;; esac
+        name=${line%%=*}
+        [[ $line == *=* && $name =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || die ".env: not NAME=value: $line"
+        if [ -z "${!name+set}" ]; then export "$line"; fi
+    done < .env
+fi
 
 PORT=${KMSDASH_PORT:-8000}
 EMULATOR_PORT=${KMSDASH_EMULATOR_PORT:-5055}
@@ -81,6 +90,8 @@ if [ "$KMSDASH_DEMO" = True ]; then
     # The first passes read the whole seeded month from S3, and two days of LookupEvents.
     export KMSDASH_S3_INITIAL_DAYS=${KMSDASH_S3_INITIAL_DAYS:-31}
     export KMSDASH_LOOKUP_INITIAL_DAYS=${KMSDASH_LOOKUP_INITIAL_DAYS:-2}
+    # Fewer, longer LookupEvents windows for that first catch-up: it is paced at 2 requests/s.
+    export KMSDASH_LOOKUP_MAX_WINDOW_MINUTES=${KMSDASH_LOOKUP_MAX_WINDOW_MINUTES:-720}
 else
     export KMSDASH_VAR_DIR=${KMSDASH_VAR_DIR:-$PWD/var}
 fi
@@ -94,7 +105,8 @@ stop_all() {
     trap - EXIT INT TERM
     if [ ${#PIDS[@]} -gt 0 ]; then
         say "Stopping"
-        for pid in "${PIDS[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
+        # The leaders first (Celery's worker then stops its own pool cleanly), then whatever is left.
+        for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
         for _ in $(seq 50); do
             alive=0
             for pid in "${PIDS[@]}"; do kill -0 -- "-$pid" 2>/dev/null && alive=1; done
@@ -151,7 +163,10 @@ fi
 say "Starting the Celery worker and beat (logs in $LOGS)"
 start worker celery -A kmsdash worker --loglevel INFO
 start beat celery -A kmsdash beat --loglevel INFO --schedule "$KMSDASH_VAR_DIR/celerybeat-schedule"
-if [ "$KMSDASH_DEMO" != True ]; then
+if [ "$KMSDASH_DEMO" = True ]; then
+    # New synthetic activity every minute, which the scheduled tasks pick up every 5 minutes.
+    start live python manage.py demo_live --endpoint "$AWS_ENDPOINT_URL"
+else
     # Real AWS: don't wait for the schedule, queue one pass of every source now.
     for task in inventory.tasks.schedule_inventory audits.tasks.schedule_lookup audits.tasks.schedule_s3 \
                 costs.tasks.ingest_costs; do

@@ -34,7 +34,8 @@ document.addEventListener("securitypolicyviolation", function (e) {
 """
 
 
-@pytest.fixture(scope="session")
+# Module scope: playwright's loop (and the flag below) must not outlive the browser tests.
+@pytest.fixture(scope="module")
 def chromium():
     if not os.path.exists(CHROMIUM):
         pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")

@@ -120,13 +120,23 @@ def seed_world() -> dict[str, object]:
     ]
     finish_run(run, ingest_records(records, run=run))
     Key.objects.create(
-        arn=KEY, key_id=KEY.rsplit("/", 1)[1], account_id=ACCOUNT, region="us-east-1", key_manager="CUSTOMER",
-        key_state="Enabled", last_seen_at=now,
+        arn=KEY,
+        key_id=KEY.rsplit("/", 1)[1],
+        account_id=ACCOUNT,
+        region="us-east-1",
+        key_manager="CUSTOMER",
+        key_state="Enabled",
+        last_seen_at=now,
     )
     finding = Finding.objects.create(
-        fingerprint="f" * 64, kind=Finding.Kind.ROTATION_DISABLED, severity=Finding.Severity.LOW, key=KEY,
-        account_id=ACCOUNT, region="us-east-1", summary="Rotation is off", first_seen_at=now, last_seen_at=now,
+        fingerprint="f" * 64,
+        kind=Finding.Kind.ROTATION_DISABLED,
+        severity=Finding.Severity.LOW,
+        key=KEY,
+        account_id=ACCOUNT,
+        region="us-east-1",
+        summary="Rotation is off",
+        first_seen_at=now,
+        last_seen_at=now,
     )
     return {"key": KEY, "event": Event.objects.order_by("id").first().pk, "finding": finding.pk}
-
-

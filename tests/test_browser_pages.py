@@ -16,8 +16,11 @@ from audits.models import Event
 from audits.synthetic import generate_records, identity_role, identity_user, kms_record
 from kmsdash.models import ExportAudit
 
-from .browser_support import chromium, log_in, new_page, screenshot  # noqa: F401  (chromium is a fixture)
+from . import browser_support
+from .browser_support import log_in, new_page, screenshot
 from .security_support import make_user
+
+chromium = browser_support.chromium  # the module's browser, a fixture
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -54,7 +57,7 @@ def hostile_records(now: datetime) -> list[dict]:
         record(40, user_agent=UA_SVG, error_code="AccessDenied", error_message=ERROR_SCRIPT),
         record(50, user_agent=UA_HTMX, error_code=ERROR_LINK, error_message=UA_IMG),
         record(60, event_name="DisableKey", error_code=ERROR_MATHJAX, error_message=ERROR_LINK),
-        record(70, event_name="ScheduleKeyDeletion", identity=identity_user(ACCOUNT, "=HYPERLINK(\"http://evil\")")),
+        record(70, event_name="ScheduleKeyDeletion", identity=identity_user(ACCOUNT, '=HYPERLINK("http://evil")')),
     ]
 
 
@@ -68,22 +71,47 @@ def world(chromium):
     records = hostile_records(now) + list(generate_records(400, seed=2, start=now - timedelta(days=6), days=6))
     finish_run(run, ingest_records(records, run=run))
     Key.objects.create(
-        arn=KEY, key_id=KEY.rsplit("/", 1)[1], account_id=ACCOUNT, region="us-east-1", key_manager="CUSTOMER",
-        key_state="Enabled", description='<iframe srcdoc="<script>parent.alert(1)</script>">', last_seen_at=now,
+        arn=KEY,
+        key_id=KEY.rsplit("/", 1)[1],
+        account_id=ACCOUNT,
+        region="us-east-1",
+        key_manager="CUSTOMER",
+        key_state="Enabled",
+        description='<iframe srcdoc="<script>parent.alert(1)</script>">',
+        last_seen_at=now,
         tags={"team": UA_IMG, "<b>owner</b>": ERROR_LINK},
         policy='{"Statement": [{"Effect": "Allow", "Principal": {"AWS": "<img src=x onerror=alert(1)>"}, "Action": "kms:*"}]}',
     )
     Finding.objects.create(
-        fingerprint="f" * 64, kind=Finding.Kind.ROTATION_DISABLED, severity=Finding.Severity.HIGH, key=KEY,
-        subject=UA_SVG, account_id=ACCOUNT, region="us-east-1", summary=f"Rotation is off {ERROR_SCRIPT}",
-        evidence={"note": UA_IMG}, first_seen_at=now, last_seen_at=now,
+        fingerprint="f" * 64,
+        kind=Finding.Kind.ROTATION_DISABLED,
+        severity=Finding.Severity.HIGH,
+        key=KEY,
+        subject=UA_SVG,
+        account_id=ACCOUNT,
+        region="us-east-1",
+        summary=f"Rotation is off {ERROR_SCRIPT}",
+        evidence={"note": UA_IMG},
+        first_seen_at=now,
+        last_seen_at=now,
     )
     for days_ago in range(1, 8):
-        for usage_type, amount in (("us-east-1-KMS-Requests", "0.12"), (UA_IMG, "-1.50"), ("us-east-1-KMS-Keys", "1.00")):
+        for usage_type, amount in (
+            ("us-east-1-KMS-Requests", "0.12"),
+            (UA_IMG, "-1.50"),
+            ("us-east-1-KMS-Keys", "1.00"),
+        ):
             CostRecord.objects.create(
-                day=(now - timedelta(days=days_ago)).date(), account_id=ACCOUNT, usage_type=usage_type,
-                usage_class="symmetric", region="us-east-1", metric="UnblendedCost", amount=Decimal(amount),
-                usage_quantity=Decimal("1000"), estimated=days_ago < 3, fetched_at=now,
+                day=(now - timedelta(days=days_ago)).date(),
+                account_id=ACCOUNT,
+                usage_type=usage_type,
+                usage_class="symmetric",
+                region="us-east-1",
+                metric="UnblendedCost",
+                amount=Decimal(amount),
+                usage_quantity=Decimal("1000"),
+                estimated=days_ago < 3,
+                fetched_at=now,
             )
     make_user("boss", ("admin",))
     make_user("ana", ("analyst",))
@@ -214,5 +242,22 @@ def test_htmx_fragments_with_hostile_text_stay_inert_after_a_swap(chromium, live
             page.click("#drawer button:has-text('Close')")
             page.wait_for_selector("#drawer pre.raw", state="detached")
         watchdog.assert_clean(page, "events after an htmx swap")
+    finally:
+        context.close()
+
+
+def test_the_watchdog_notices_an_injection_and_the_policy_blocks_it(chromium, live_server, world):
+    context, page, watchdog = new_page(chromium, live_server.url)
+    try:
+        page.goto("/accounts/login/")
+        watchdog.assert_clean(page, "login page")
+        # What a missing escape would produce: the policy blocks the handler, and it is seen.
+        page.evaluate("document.body.insertAdjacentHTML('beforeend', '<img src=x onerror=\"window.__pwned=1\">')")
+        page.wait_for_function("window.__csp.length > 0")
+        assert page.evaluate("window.__pwned || null") is None
+        violations = page.evaluate("window.__csp")
+        assert violations[0]["directive"].startswith("script-src")
+        with pytest.raises(AssertionError, match="csp violations"):
+            watchdog.assert_clean(page, "after an injection")
     finally:
         context.close()

@@ -27,7 +27,9 @@ FIXTURE = Path(__file__).parent / "fixtures" / "kms_cloudtrail_examples.json"
 EXAMPLES = [example["record"] for example in json.loads(FIXTURE.read_text())]
 
 FIELDS = sorted({name for rec in EXAMPLES for name in rec} | {"vpcEndpointId", "errorMessage", "brandNewField"})
-IDENTITY_FIELDS = ["type", "arn", "accountId", "principalId", "invokedBy", "sessionContext", "sessionIssuer"]
+IDENTITY_FIELDS = [
+    "type", "arn", "accountId", "principalId", "invokedBy", "sessionContext", "sessionIssuer", "onBehalfOf"
+]
 
 # Any character at all, NUL and lone surrogates included.
 ANY_TEXT = st.text(st.characters(exclude_categories=()), max_size=30)
@@ -106,6 +108,7 @@ IDENTITY = st.fixed_dictionaries(
         "accountId": mostly(st.sampled_from(["111122223333", "444455556666"])),
         "principalId": mostly(STRINGS),
         "sessionContext": mostly(st.fixed_dictionaries({"sessionIssuer": mostly(ISSUER)})),
+        "onBehalfOf": mostly(st.fixed_dictionaries({}, optional={"userId": mostly(STRINGS)})),
     },
 )
 RESOURCE = st.fixed_dictionaries({}, optional={"ARN": mostly(STRINGS), "type": mostly(STRINGS), "accountId": JSON})

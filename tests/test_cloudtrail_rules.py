@@ -123,6 +123,14 @@ def test_the_key_is_the_resource_typed_as_a_kms_key_over_every_other_source():
     assert event.key == KEY
 
 
+def test_of_several_typed_keys_the_first_is_the_events_key():
+    # ReEncrypt lists "the source KMS key and the destination KMS key, in that order"
+    # (https://docs.aws.amazon.com/kms/latest/developerguide/ct-reencrypt.html).
+    event = parse(eventName="ReEncrypt", resources=[typed(KEY), typed(OTHER_KEY)])
+
+    assert event.key == KEY
+
+
 def test_an_untyped_resource_key_arn_counts_when_no_resource_is_typed():
     # Records older than the resources[].type field: the ARN of the key actually used.
     assert parse(resources=[untyped(KEY)], requestParameters={"keyId": "alias/app"}).key == KEY
@@ -236,6 +244,24 @@ def test_users_root_federated_and_identity_center_users_are_their_arn(kind, arn)
     event = parse(userIdentity={"type": kind, "principalId": "AIDAEXAMPLE", "arn": arn, "accountId": OWNER})
 
     assert (event.principal, event.principal_type, event.session_name, event.service) == (arn, kind, "", "")
+
+
+def test_an_identity_center_user_without_an_arn_is_the_user_it_acts_for():
+    identity = {
+        "type": "IdentityCenterUser",
+        "accountId": OWNER,
+        "onBehalfOf": {
+            "userId": "544894e8-80c1-707f-60e3-3ba6510dfac1",
+            "identityStoreArn": f"arn:aws:identitystore::{OWNER}:identitystore/d-9067230000",
+        },
+        "credentialId": "EXAMPLEVHULjJdTUdPJfofVa1sufHDoj7aYcOYcxFVllWR_Whr1fEXAMPLE",
+    }
+
+    event = parse(userIdentity=identity)
+
+    assert (event.principal, event.principal_type) == ("544894e8-80c1-707f-60e3-3ba6510dfac1", "IdentityCenterUser")
+    with pytest.raises(ParseError, match="onBehalfOf"):
+        parse(userIdentity={**identity, "onBehalfOf": "someone"})
 
 
 def test_a_user_without_an_arn_is_its_principal_id():
@@ -572,6 +598,9 @@ _node = DEEP
 for _ in range(100_000):
     _node["a"] = {}
     _node = _node["a"]
+DEEP_LIST: list = []
+for _ in range(100_000):
+    DEEP_LIST = [DEEP_LIST]
 
 
 @pytest.mark.parametrize(
@@ -583,6 +612,8 @@ for _ in range(100_000):
         ({"eventVersion": 1.08}, "eventVersion"),
         ({"eventVersion": "one"}, "eventVersion"),
         ({"eventVersion": ""}, "eventVersion"),
+        ({"eventVersion": DEEP_LIST}, "eventVersion"),
+        ({"eventVersion": 10**5000}, "eventVersion"),
         ({"eventSource": DROP}, "eventSource"),
         ({"eventSource": 7}, "eventSource"),
         ({"eventID": DROP}, "eventID"),
@@ -612,6 +643,8 @@ for _ in range(100_000):
         ({"resources": KEY}, "resources"),
         ({"resources": [KEY]}, "resources[0]"),
         ({"resources": [{"ARN": 1, "type": "AWS::KMS::Key"}]}, "resources[0].ARN"),
+        ({"resources": [typed(KEY), "x"]}, "resources[1]"),
+        ({"resources": [typed(KEY), {"ARN": KEY, "type": 7}]}, "resources[1].type"),
         ({"requestParameters": {"encryptionContext": "Department=Engineering"}}, "encryptionContext"),
         ({"requestParameters": {"encryptionContext": ["a"]}}, "encryptionContext"),
         ({"requestParameters": {"encryptionContext": {"n": 1}}}, "encryptionContext"),
@@ -643,6 +676,77 @@ def test_a_malformed_record_raises_parse_error_naming_the_problem(fields, reason
     with pytest.raises(ParseError, match=reason.replace("[", r"\[").replace("]", r"\]")) as caught:
         parse_record(record(**fields), hours)
     assert "\x00" not in str(caught.value) and len(str(caught.value)) < 200
+
+
+def nested(levels: int) -> dict | list:
+    value: dict | list = {"leaf": "x"}
+    for level in range(levels - 1):
+        value = [value] if level % 2 else {"a": value}
+    return value
+
+
+def test_nesting_is_accepted_up_to_64_levels_and_refused_beyond():
+    # The record object is the first level.
+    assert parse(additionalEventData=nested(63)).event_name == "Decrypt"
+    with pytest.raises(ParseError, match="nested deeper than 64"):
+        parse(additionalEventData=nested(64))
+
+
+def all_paths(value, prefix=()):
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return
+    for step, child in items:
+        yield (*prefix, step)
+        yield from all_paths(child, (*prefix, step))
+
+
+RICH_RECORD = record(
+    userIdentity=assumed_role(invokedBy="s3.amazonaws.com"),
+    requestParameters={"keyId": KEY, "encryptionContext": {"aws:s3:arn": "arn:aws:s3:::b/o"}},
+    responseElements={"keyMetadata": {"arn": KEY}},
+    resources=[typed(KEY)],
+    errorCode="AccessDenied",
+    errorMessage="denied",
+    sharedEventID="s",
+    vpcEndpointId="vpce-1",
+)
+
+
+# Every path the rules read in RICH_RECORD, whichever rule decides; the rest is kept only in the raw record.
+READ_PATHS = {
+    *[(name,) for name in RICH_RECORD if name != "managementEvent"],
+    *[("userIdentity", name) for name in ("type", "invokedBy", "arn", "principalId", "accountId", "sessionContext")],
+    ("userIdentity", "sessionContext", "sessionIssuer"),
+    ("userIdentity", "sessionContext", "sessionIssuer", "arn"),
+    ("requestParameters", "keyId"),
+    ("requestParameters", "encryptionContext"),
+    ("requestParameters", "encryptionContext", "aws:s3:arn"),
+    ("responseElements", "keyMetadata"),
+    ("responseElements", "keyMetadata", "arn"),
+    ("resources", 0),
+    ("resources", 0, "ARN"),
+    ("resources", 0, "type"),
+}
+
+
+@pytest.mark.parametrize("path", list(all_paths(RICH_RECORD)), ids=lambda path: ".".join(map(str, path)))
+@pytest.mark.parametrize("hostile", [DEEP_LIST, 10**5000], ids=["deep-list", "huge-int"])
+def test_a_hostile_value_anywhere_in_a_record_raises_parse_error(path, hostile):
+    rec = copy.deepcopy(RICH_RECORD)
+    parent = rec
+    for step in path[:-1]:
+        parent = parent[step]
+    parent[path[-1]] = hostile
+
+    if hostile is DEEP_LIST or path in READ_PATHS:
+        with pytest.raises(ParseError):
+            parse_record(rec)
+    else:
+        parse_record(rec)  # a number where the parser never looks is harmless
 
 
 @pytest.mark.parametrize("value", [None, [], "record", 42])

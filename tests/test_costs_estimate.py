@@ -164,6 +164,9 @@ def test_the_estimate_reconciles_with_cost_explorer_and_says_by_how_much_it_diff
     assert recon.actual == first.actual + second.actual
     assert recon.unattributed == recon.actual - recon.attributed
     assert Decimal("50") < recon.attributed_share < Decimal("60")
+    [account] = est.reconcile_accounts(result, daily_costs(day, other))
+    assert account.account_id == A and account.actual == recon.actual
+    assert q(account.attributed) == q(recon.attributed) and q(account.unattributed) == q(recon.unattributed)
 
 
 def test_drivers_rank_keys_principals_and_services_by_estimated_request_cost():

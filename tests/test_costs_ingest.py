@@ -236,3 +236,42 @@ def test_cost_explorer_serves_only_the_filtered_service(aws, clock):
                                "service": "Amazon Simple Storage Service"})
     assert services.ingest_costs().rows == 0
     assert CostRecord.objects.count() == 0
+
+
+def test_the_emulator_answers_like_cost_explorer(aws):
+    from botocore.exceptions import ClientError
+
+    from kmsdash.aws import client
+
+    aws.control("ce/dataset", {"rows": [row("2026-11-01", A, "us-east-1-KMS-Requests", "0.1", estimated=False),
+                                        row("2026-11-01", B, "us-east-1-KMS-Keys", "0.2", estimated=True),
+                                        row("2026-11-02", A, "us-east-1-KMS-Requests", "0.3", estimated=False)],
+                               "page_size": 1})
+    ce = client("ce", "us-east-1", max_attempts=1)
+    base = {"TimePeriod": {"Start": "2026-11-01", "End": "2026-11-03"}, "Granularity": "DAILY",
+            "Metrics": ["UnblendedCost", "UsageQuantity"]}
+    first = ce.get_cost_and_usage(**base)
+    assert first["ResultsByTime"][0]["Total"]["UnblendedCost"] == {"Amount": "0.3", "Unit": "USD"}
+    assert first["ResultsByTime"][0]["Estimated"] is True and first["ResultsByTime"][0]["Groups"] == []
+    second = ce.get_cost_and_usage(**base, NextPageToken=first["NextPageToken"])
+    assert second["ResultsByTime"][0]["TimePeriod"] == {"Start": "2026-11-02", "End": "2026-11-03"}
+    assert "NextPageToken" not in second
+
+    grouped = ce.get_cost_and_usage(**base, GroupBy=[{"Type": "DIMENSION", "Key": "LINKED_ACCOUNT"}],
+                                     Filter={"Not": {"Dimensions": {"Key": "USAGE_TYPE",
+                                                                    "Values": ["us-east-1-KMS-Keys"]}}})
+    assert grouped["ResultsByTime"][0]["Total"] == {}
+    assert [g["Keys"] for g in grouped["ResultsByTime"][0]["Groups"]] == [[A]]
+    assert grouped["ResultsByTime"][0]["Estimated"] is False
+
+    def error_of(**params):
+        with pytest.raises(ClientError) as caught:
+            ce.get_cost_and_usage(**params)
+        return caught.value.response["Error"]["Code"]
+
+    changed = dict(base, Metrics=["BlendedCost"])
+    assert error_of(**changed, NextPageToken=first["NextPageToken"]) == "RequestChangedException"
+    assert error_of(**base, NextPageToken="not-a-token") == "InvalidNextTokenException"
+    three = [{"Type": "DIMENSION", "Key": k} for k in ("USAGE_TYPE", "LINKED_ACCOUNT", "REGION")]
+    assert error_of(**base, GroupBy=three) == "ValidationException"
+    assert error_of(**dict(base, TimePeriod={"Start": "2026-11-03", "End": "2026-11-03"})) == "ValidationException"

@@ -121,7 +121,7 @@ def test_the_chart_switch_returns_only_the_chart_fragment_for_htmx(client):
     login(client, "finance")
     cost(date(2026, 11, 2), "us-east-1-KMS-Keys", "0.0333333333")
     cost(date(2026, 11, 2), "eu-west-1-KMS-Requests", "0.40", estimated=False)
-    response = client.get(OVERVIEW, {"by": "region"}, headers={"HX-Request": "true"})
+    response = client.get(OVERVIEW, {"by": "region"}, headers={"HX-Request": "true", "HX-Target": "daily-chart"})
     body = response.content.decode()
     assert response.status_code == 200
     assert body.lstrip().startswith('<section class="panel" id="daily-chart">') and "<html" not in body
@@ -159,7 +159,8 @@ def test_rendering_the_pages_never_calls_cost_explorer(client, aws):
     login(client, "finance")
     cost(date(2026, 11, 2), "us-east-1-KMS-Keys", "0.0333333333")
     assert client.get(OVERVIEW).status_code == 200
-    assert client.get(OVERVIEW, {"by": "account"}, headers={"HX-Request": "true"}).status_code == 200
+    htmx = {"HX-Request": "true", "HX-Target": "daily-chart"}
+    assert client.get(OVERVIEW, {"by": "account"}, headers=htmx).status_code == 200
     assert aws.requests("GetCostAndUsage") == []
 
 
@@ -182,3 +183,35 @@ def test_the_csv_export_streams_the_daily_table_safely_and_is_audited(client):
     assert (audit.kind, audit.user, audit.status, audit.rows) == ("costs", user, "completed", 2)
     assert audit.filters == {"since": "2026-11-01", "until": "2026-11-20"}
     assert audit.sha256 == hashlib.sha256(body).hexdigest()
+
+
+def test_htmx_history_restores_get_the_whole_page_and_responses_vary_on_htmx(client):
+    login(client, "finance")
+    response = client.get(OVERVIEW, {"by": "account"},
+                          headers={"HX-Request": "true", "HX-Target": "daily-chart", "HX-History-Restore-Request": "true"})
+    assert "<html" in response.content.decode()
+    assert "HX-Request" in response["Vary"]
+
+
+def test_estimated_cost_is_allocated_by_key_tag_with_hostile_values_kept_as_text(client):
+    from inventory.models import Key
+
+    login(client, "finance")
+    for n, tags in enumerate([{"team": HOSTILE}, {"team": "payments", "env": "prod"}, {}]):
+        Key.objects.create(arn=f"arn:aws:kms:us-east-1:{A}:key/0000000{n}-0000-0000-0000-000000000000",
+                           key_id=f"0000000{n}-0000-0000-0000-000000000000", account_id=A, region="us-east-1",
+                           key_manager="CUSTOMER", key_spec="SYMMETRIC_DEFAULT", key_state="Enabled",
+                           creation_date=datetime(2025, 1, 1, tzinfo=UTC), tags=tags, last_seen_at=timezone.now())
+    htmx = {"HX-Request": "true", "HX-Target": "by-tag"}
+    response = client.get(OVERVIEW, {"since": "2026-11-01", "until": "2026-11-30", "tag": "team"}, headers=htmx)
+    body = response.content.decode()
+    assert body.lstrip().startswith('<section class="panel" id="by-tag">') and "<html" not in body
+    assert "<img src=x" not in body and "&lt;img src=x onerror=alert(1)&gt;" in body
+    fig = figure(body, "cost-tag-figure")
+    key_months = dict(zip(fig["data"][0]["y"], fig["data"][0]["x"], strict=True))
+    assert set(key_months) == {"&lt;img src=x onerror=alert(1)&gt;", "payments", "(untagged)"}
+    assert key_months["payments"] == pytest.approx(1.0)  # a whole November for one key
+    assert '<option value="team" selected>' in body and '<option value="env">' in body
+    # An unknown tag falls back to the most used one.
+    fallback = client.get(OVERVIEW, {"tag": "nope"}, headers=htmx).content.decode()
+    assert '<option value="team" selected>' in fallback

@@ -1,10 +1,13 @@
-"""The seed_demo command: the emulator seeded, the Sources registered, one demo user per role."""
+"""The demo commands: seed_demo (emulator, Sources, one user per role) and the live traffic of a running demo."""
 
 from __future__ import annotations
 
+import gzip
 import io
+import json
 import socket
 import stat
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -12,7 +15,7 @@ from django.core.management import CommandError, call_command
 
 from audits.models import Source
 from demo.activity import ACCOUNTS, REGIONS
-from demo.seed import EXTERNAL_ID, reader_role_arn, trail_bucket
+from demo.seed import EXTERNAL_ID, Emulator, find_keys, push_live, reader_role_arn, seed_world, trail_bucket
 
 pytestmark = pytest.mark.emulator
 
@@ -63,3 +66,38 @@ def unused_tcp_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def test_a_running_demo_gets_new_ordinary_traffic_for_the_time_that_passed(aws):
+    world = seed_world(aws.url, days=1, events_per_day=100)
+    emulator = Emulator(aws.url)
+    keys = find_keys(emulator)
+    assert sorted(keys, key=lambda k: k.arn) == sorted(world.keys, key=lambda k: k.arn)
+
+    def log_objects() -> dict[tuple[str, str], str]:
+        return {
+            (account, item["Key"]): item["Key"]
+            for account in ACCOUNTS
+            for page in emulator.client("s3", account).get_paginator("list_objects_v2").paginate(
+                Bucket=trail_bucket(account), Prefix=f"AWSLogs/{account}/CloudTrail/")
+            for item in page.get("Contents", [])
+        }
+
+    before = log_objects()
+    end = datetime.now(UTC).replace(microsecond=0)
+    start = end - timedelta(hours=1)
+    delivered = push_live(emulator, keys, start=start, end=end, events_per_day=20000)
+    assert delivered > 0
+
+    new_records = []
+    for account, key in set(log_objects()) - set(before):
+        body = emulator.client("s3", account).get_object(Bucket=trail_bucket(account), Key=key)["Body"].read()
+        records = json.loads(gzip.decompress(body))["Records"]
+        new_records += [r for r in records if r["eventSource"] == "kms.amazonaws.com"]
+    assert len(new_records) == delivered
+    window = (f"{start:%Y-%m-%dT%H:%M:%SZ}", f"{end:%Y-%m-%dT%H:%M:%SZ}")
+    assert all(window[0] <= r["eventTime"] < window[1] for r in new_records)
+    # Ordinary traffic only: no key-management story, nothing on the disabled or deleted keys.
+    assert not {r["eventName"] for r in new_records} & {"DisableKey", "ScheduleKeyDeletion", "CreateKey"}
+    retired = {k.arn for k in keys if k.spec.state != "Enabled"}
+    assert not [r for r in new_records if r.get("resources") and r["resources"][0]["ARN"] in retired]

@@ -27,7 +27,8 @@ def test_the_entry_points_are_executable(script):
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 @pytest.mark.parametrize(("target", "script"), [("run", "scripts/run.sh"), ("test", "scripts/test.sh")])
 def test_make_targets_call_the_scripts(target, script):
-    result = subprocess.run(["make", "-n", target], cwd=ROOT, capture_output=True, text=True, check=True)
+    result = subprocess.run(["make", "-n", "--no-print-directory", target], cwd=ROOT, capture_output=True,
+                            text=True, check=True)
     assert result.stdout.strip() == script
 
 

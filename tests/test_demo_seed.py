@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import urllib.request
+from datetime import UTC, datetime, timedelta
 
 import boto3
 import pytest
@@ -19,7 +20,8 @@ from tests.conftest import Emulator
 pytestmark = pytest.mark.emulator
 
 LOG_KEY_RE = re.compile(
-    r"^AWSLogs/(\d{12})/CloudTrail/([a-z0-9-]+)/\d{4}/\d{2}/\d{2}/\1_CloudTrail_\2_\d{8}T\d{4}Z_[A-Za-z0-9]{16}\.json\.gz$"
+    r"^AWSLogs/(\d{12})/CloudTrail/([a-z0-9-]+)/\d{4}/\d{2}/\d{2}/"
+    r"\1_CloudTrail_\2_\d{8}T\d{4}Z_[A-Za-z0-9]{16}\.json\.gz$"
 )
 SMALL = {"days": 3, "events_per_day": 150}
 
@@ -144,3 +146,18 @@ def test_lookup_events_serves_the_recent_key_management_events_to_the_key_owner(
                 served.extend((account, region, event["EventName"]) for event in page["Events"])
     assert len(served) == seeded.lookup_events
     assert CRITICAL_EVENT_NAMES & {name for _, _, name in served}
+
+
+def test_cost_explorer_bills_both_accounts_from_the_previous_month_on(seeded):
+    assert seeded.cost_rows > 0
+    today = datetime.now(UTC).date()
+    first = (today.replace(day=1) - timedelta(days=1)).replace(day=1)
+    result = boto3.client("ce", region_name="us-east-1").get_cost_and_usage(
+        TimePeriod={"Start": first.isoformat(), "End": (first + timedelta(days=3)).isoformat()},
+        Granularity="DAILY",
+        Metrics=["UnblendedCost"],
+        GroupBy=[{"Type": "DIMENSION", "Key": "LINKED_ACCOUNT"}, {"Type": "DIMENSION", "Key": "USAGE_TYPE"}],
+    )
+    groups = [group["Keys"] for day in result["ResultsByTime"] for group in day["Groups"]]
+    assert {account for account, _ in groups} == set(ACCOUNTS)
+    assert {usage_type for _, usage_type in groups} >= {f"{region}-KMS-Keys" for region in REGIONS}

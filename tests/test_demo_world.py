@@ -6,7 +6,7 @@ import gzip
 import json
 import re
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from django.db.models import Count, Sum
@@ -15,7 +15,7 @@ from audits.cloudtrail import CRITICAL_EVENT_NAMES, s3_context_names_object
 from audits.ingest import ingest_records, start_run
 from audits.models import DailyRollup, Event, IngestRun
 from demo.activity import ACCOUNTS, KEYS, REGIONS, generate_activity, placeholder_keys
-from demo.seed import log_files, lookup_records
+from demo.seed import backfill_activity, cost_activity, log_files, lookup_records
 
 # The ingested month is shared by the module (see `ingested`); each test still runs in a transaction.
 pytestmark = pytest.mark.django_db
@@ -201,3 +201,41 @@ def test_lookup_events_get_the_last_two_days_of_management_events_and_failures(m
     assert all(r["readOnly"] is False or r.get("errorCode") for r in recent)
     expected = [r for r in month if r["eventTime"] >= since and (r["readOnly"] is False or r.get("errorCode"))]
     assert [r["eventID"] for r in recent] == [r["eventID"] for r in expected]
+
+
+def test_costs_count_each_request_once_for_the_key_owner(month):
+    keys = placeholder_keys()
+    activity = cost_activity(keys, month)
+    owned = {k.arn: k.spec.account for k in keys}
+    # Every request in the owner's copy, none of the callers' copies, no KMS service events.
+    expected = sum(
+        1 for r in month
+        if r.get("resources") and owned[r["resources"][0]["ARN"]] == r["recipientAccountId"]
+        and r["eventType"] == "AwsApiCall"
+    )
+    assert sum(e["requests"] + e["asymmetric_requests"] for e in activity.values()) == expected
+    assert expected < len(month)
+    assert {account for _, account, _ in activity} == set(ACCOUNTS)
+    # Sign/Verify on the RSA key are billed as asymmetric requests, in its own account and region.
+    signing = next(k for k in keys if k.spec.alias == "data-signing")
+    asymmetric = {(a, r) for (_, a, r), e in activity.items() if e["asymmetric_requests"]}
+    assert asymmetric == {(signing.spec.account, signing.spec.region)}
+    # The key pending deletion is not billed: ap-southeast-2 of the data account bills one key, not two.
+    assert {e["keys"] for (_, a, r), e in activity.items() if (a, r) == ("444455556666", "ap-southeast-2")} == {1}
+
+
+def test_costs_reach_back_to_the_previous_month_a_little_lower(month):
+    activity = cost_activity(placeholder_keys(), month)
+    first = min(date.fromisoformat(day) for day, _, _ in activity)
+    since = date(2026, 10, 1)
+    filled = backfill_activity(activity, since=since)
+    days = {date.fromisoformat(day) for day, _, _ in filled}
+    assert days == {since + timedelta(days=n) for n in range((max(days) - since).days + 1)}
+    for (day, account, region), entry in filled.items():
+        when = date.fromisoformat(day)
+        if when >= first:
+            assert entry == activity[(day, account, region)]
+            continue
+        template = next(d for d in sorted(days) if first < d <= first + timedelta(days=7) and
+                        d.weekday() == when.weekday())
+        assert entry["requests"] == round(activity[(template.isoformat(), account, region)]["requests"] * 0.9)

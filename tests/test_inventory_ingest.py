@@ -269,3 +269,39 @@ def test_the_scheduled_task_fans_out_per_account_and_region(aws, monkeypatch):
         (REGION, "succeeded"),
     ]
     assert Key.objects.count() == 2
+
+
+def test_grants_and_tags_are_read_across_pages_and_rotations_are_counted(aws, settings):
+    settings.KMSDASH_KMS_PAGE_SIZE = 2
+    kms = kms_in(MAIN)
+    key = kms.create_key(Tags=[{"TagKey": f"t{i}", "TagValue": str(i)} for i in range(5)])["KeyMetadata"]
+    for i in range(5):
+        kms.create_grant(KeyId=key["KeyId"], GranteePrincipal=f"arn:aws:iam::{MAIN}:role/r{i}", Operations=["Decrypt"])
+    kms.enable_key_rotation(KeyId=key["KeyId"])
+    kms.rotate_key_on_demand(KeyId=key["KeyId"])
+    kms.rotate_key_on_demand(KeyId=key["KeyId"])
+    kms.rotate_key_on_demand(KeyId=key["KeyId"])
+
+    run = services.ingest_keys(source_for(MAIN), REGION)
+
+    stored = Key.objects.get(arn=key["Arn"])
+    assert stored.tags == {f"t{i}": str(i) for i in range(5)}
+    assert run.grants == 5 and stored.grants.count() == 5
+    assert stored.rotations == 3
+    assert len(aws.requests("TrentService.ListGrants")) == 3
+    assert len(aws.requests("TrentService.ListResourceTags")) == 3
+    assert len(aws.requests("TrentService.ListKeyRotations")) == 2
+
+
+def test_a_revoked_grant_and_a_deleted_alias_disappear_on_the_next_run(aws):
+    kms = kms_in(MAIN)
+    key = kms.create_key()["KeyMetadata"]
+    kms.create_alias(AliasName="alias/temp", TargetKeyId=key["KeyId"])
+    grant = kms.create_grant(KeyId=key["KeyId"], GranteePrincipal=f"arn:aws:iam::{MAIN}:role/r", Operations=["Decrypt"])
+    source = source_for(MAIN)
+    services.ingest_keys(source, REGION)
+    assert Grant.objects.count() == 1 and Alias.objects.filter(name="alias/temp").exists()
+    kms.revoke_grant(KeyId=key["KeyId"], GrantId=grant["GrantId"])
+    kms.delete_alias(AliasName="alias/temp")
+    services.ingest_keys(source, REGION)
+    assert Grant.objects.count() == 0 and not Alias.objects.filter(name="alias/temp").exists()

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from inventory import policy as pol
 
 ACCOUNT = "111122223333"
@@ -146,3 +149,46 @@ def test_advanced_selectors_excluding_kms_or_reads_are_blind_and_a_plain_one_is_
     ]
     data_only = [{"Name": "d", "FieldSelectors": [{"Field": "eventCategory", "Equals": ["Data"]}]}]
     assert pol.trail_kms_gaps(None, data_only) == ["no management events"]
+
+
+restricting_keys = st.sampled_from(sorted(pol.RESTRICTING_CONDITION_KEYS))
+account_ids = st.from_regex(r"\A\d{12}\Z", fullmatch=True)
+star_principals = st.sampled_from(["*", {"AWS": "*"}, {"AWS": ["*"]}, {"AWS": ["arn:aws:iam::111122223333:root", "*"]}])
+
+
+@given(principal=star_principals, key=restricting_keys, value=account_ids, upper=st.booleans())
+def test_any_restricting_condition_makes_a_star_statement_not_public_and_removing_it_does(principal, key, value, upper):
+    key = key.upper() if upper else key
+    restricted = allow(principal, Condition={"StringEquals": {key: value}})
+    assert pol.public_statements(doc(restricted)) == []
+    unrestricted = allow(principal)
+    assert len(pol.public_statements(doc(unrestricted))) == 1
+
+
+selectors = st.fixed_dictionaries(
+    {
+        "ReadWriteType": st.sampled_from(["All", "ReadOnly", "WriteOnly"]),
+        "IncludeManagementEvents": st.booleans(),
+        "ExcludeManagementEventSources": st.lists(
+            st.sampled_from(["kms.amazonaws.com", "rdsdata.amazonaws.com"]), unique=True
+        ),
+    }
+)
+
+
+@given(others=st.lists(selectors, max_size=4), position=st.integers(min_value=0, max_value=4))
+def test_one_selector_logging_all_management_events_is_enough_whatever_the_others(others, position):
+    full = {"ReadWriteType": "All", "IncludeManagementEvents": True, "ExcludeManagementEventSources": []}
+    mixed = others[:position] + [full] + others[position:]
+    assert pol.trail_kms_gaps(mixed, []) == []
+
+
+@given(others=st.lists(selectors, min_size=1, max_size=4))
+def test_without_an_all_events_selector_that_keeps_kms_the_trail_is_blind(others):
+    sees_kms = any(
+        s["IncludeManagementEvents"]
+        and s["ReadWriteType"] != "WriteOnly"
+        and "kms.amazonaws.com" not in s["ExcludeManagementEventSources"]
+        for s in others
+    )
+    assert (pol.trail_kms_gaps(others, []) == []) == sees_kms

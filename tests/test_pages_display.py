@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import re
-from html import unescape
 from datetime import timedelta
+from html import unescape
 
 import pytest
 from django.urls import reverse
@@ -14,27 +14,18 @@ from audits import charts
 from audits.models import Event
 from audits.templatetags.kmsdash_tags import clip, visible
 
-from .test_pages_support import (  # noqa: F401 (fixtures)
-    HOSTILE_ERROR,
-    HOSTILE_ROLE,
-    HOSTILE_UA,
-    K1,
-    NOW,
-    analyst,
-    frozen,
-    ingest,
-    record,
-)
+from .test_pages_support import HOSTILE_ERROR, HOSTILE_ROLE, HOSTILE_UA, K1, NOW, ingest, record
 
+pytest_plugins = ["tests.test_pages_support"]
 pytestmark = pytest.mark.django_db
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
-HTML_CONTEXT_VALUE = '<svg/onload=alert(2)>'
+HTML_CONTEXT_VALUE = "<svg/onload=alert(2)>"
 SCRIPT_TAG = re.compile(r"<script(?![^>]*(?:type=\"application/json\"|src=))", re.I)
 
 
 @pytest.fixture
-def hostile(frozen):
+def hostile(pages_now):
     ingest(
         [
             record(
@@ -72,8 +63,8 @@ def assert_inert(html: str) -> None:
     ],
 )
 @pytest.mark.parametrize("htmx", [False, True])
-def test_hostile_strings_are_escaped_on_pages_and_fragments(analyst, hostile, url_name, args, params, htmx):
-    response = analyst.get(reverse(url_name, args=args), params, **(HTMX if htmx else {}))
+def test_hostile_strings_are_escaped_on_pages_and_fragments(pages_analyst, hostile, url_name, args, params, htmx):
+    response = pages_analyst.get(reverse(url_name, args=args), params, **(HTMX if htmx else {}))
     assert response.status_code == 200
     html = response.content.decode()
     assert_inert(html)
@@ -87,8 +78,8 @@ def test_hostile_strings_are_escaped_on_pages_and_fragments(analyst, hostile, ur
         assert "evil⟨U+202E⟩txt.exe" in html
 
 
-def test_the_drawer_escapes_the_raw_record_and_shows_bidi_controls(analyst, hostile):
-    html = analyst.get(reverse("audits:event_raw", args=[hostile.pk]), **HTMX).content.decode()
+def test_the_drawer_escapes_the_raw_record_and_shows_bidi_controls(pages_analyst, hostile):
+    html = pages_analyst.get(reverse("audits:event_raw", args=[hostile.pk]), **HTMX).content.decode()
     assert_inert(html)
     assert "&lt;img src=x onerror=alert(1)&gt;" in html
     assert "&lt;/script&gt;&lt;script&gt;alert(1)&lt;/script&gt;" in html
@@ -96,10 +87,10 @@ def test_the_drawer_escapes_the_raw_record_and_shows_bidi_controls(analyst, host
     assert "evil⟨U+202E⟩txt.exe" in html
 
 
-def test_chart_data_cannot_break_out_of_its_attribute_and_labels_are_plain_text(analyst, frozen):
+def test_chart_data_cannot_break_out_of_its_attribute_and_labels_are_plain_text(pages_analyst, pages_now):
     ingest([record("Decrypt", error_code=HOSTILE_ERROR[:60])])
     for headers in ({}, HTMX):
-        html = analyst.get(reverse("audits:overview"), **headers).content.decode()
+        html = pages_analyst.get(reverse("audits:overview"), **headers).content.decode()
         attribute = re.search(r'id="fig-failures" data-figure-json="([^"]*)"', html).group(1)
         assert "<" not in attribute and ">" not in attribute
         names = [trace["name"] for trace in json.loads(unescape(attribute))["data"]]
@@ -145,16 +136,26 @@ def test_clip_truncates_long_fields_for_lists():
     assert clip("short") == "short"
 
 
-def test_a_huge_user_agent_is_truncated_in_the_list_and_whole_in_the_drawer(analyst, frozen):
+def test_a_huge_user_agent_is_truncated_in_the_list_and_whole_in_the_drawer(pages_analyst, pages_now):
     agent = "A" * 1000
     ingest([record(user_agent=agent)])
-    listing = analyst.get(reverse("audits:events")).content.decode()
+    listing = pages_analyst.get(reverse("audits:events")).content.decode()
     assert agent not in listing and "A" * 255 + "…" in listing
     event = Event.objects.get()
-    assert agent in analyst.get(reverse("audits:event_raw", args=[event.pk])).content.decode()
+    assert agent in pages_analyst.get(reverse("audits:event_raw", args=[event.pk])).content.decode()
 
 
-def test_a_key_that_no_url_can_carry_links_to_the_explorer_instead(analyst, frozen):
+def test_a_key_that_no_url_can_carry_links_to_the_explorer_instead(pages_analyst, pages_now):
     ingest([record(key=None, request_parameters={"keyId": "alias/bad\nname"})])
-    html = analyst.get(reverse("audits:events")).content.decode()
+    html = pages_analyst.get(reverse("audits:events")).content.decode()
     assert "/events/?key=alias%2Fbad%0Aname" in html
+
+
+def test_hostile_text_in_attributes_cannot_open_a_new_element_or_attribute(pages_analyst, pages_now):
+    key = 'alias/x"><svg/onload=alert(1)>'
+    agent = 'x" hx-get="/events/export.csv" hx-trigger="load'
+    ingest([record(key=None, request_parameters={"keyId": key}, user_agent=agent)])
+    for name in ("audits:events", "audits:overview", "audits:keys"):
+        html = pages_analyst.get(reverse(name)).content.decode()
+        assert "<svg" not in html and 'hx-get="/events/export.csv"' not in html
+        assert 'title="alias/x&quot;&gt;&lt;svg/onload=alert(1)&gt;"' in html

@@ -3,16 +3,18 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.db.models import Sum
+from django.db.models import Max, Q, Sum
 from django.http import QueryDict
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from audits.filters import EventFilter
 from audits.models import Event
+from audits.selectors import grouped
 
-from .test_pages_support import A, B, K1, K2, NOW, ingest, record, volume
+from .test_pages_support import K1, K2, NOW, A, B, ingest, record, volume
 
+pytest_plugins = ["tests.test_pages_support"]
 pytestmark = pytest.mark.django_db
 
 
@@ -55,8 +57,15 @@ def test_a_date_until_covers_the_whole_day_and_a_date_time_until_is_inclusive():
 
 @pytest.mark.parametrize(
     "query",
-    ["account=12345", "region=US East", "since=yesterday", "until=2026-13-01", "after_hours=maybe",
-     "since=2026-11-05&until=2026-11-01", "q=" + "x" * 300],
+    [
+        "account=12345",
+        "region=US East",
+        "since=yesterday",
+        "until=2026-13-01",
+        "after_hours=maybe",
+        "since=2026-11-05&until=2026-11-01",
+        "q=" + "x" * 300,
+    ],
 )
 def test_an_invalid_value_is_reported_and_matches_nothing(query):
     ingest([record()])
@@ -73,8 +82,12 @@ def test_each_filter_selects_exactly_the_matching_events():
             record("Decrypt", key=K1, user_agent="Boto3/1.34", source_ip="198.51.100.7"),
             record("Encrypt", key=K2, region="eu-west-1", error_code="AccessDenied", error_message="no"),
             record("Decrypt", key=K1, when=old, role="batch"),
-            record("GenerateDataKey", key=f"arn:aws:kms:us-east-1:{B}:key/33333333-3333-4333-8333-333333333333",
-                   account=B, when=NOW.replace(hour=2)),
+            record(
+                "GenerateDataKey",
+                key=f"arn:aws:kms:us-east-1:{B}:key/33333333-3333-4333-8333-333333333333",
+                account=B,
+                when=NOW.replace(hour=2),
+            ),
         ]
     )
     names = lambda query: sorted(parse(query).events().values_list("event_name", flat=True))  # noqa: E731
@@ -136,3 +149,28 @@ def test_rollups_and_events_agree_under_every_day_granular_filter(loaded, query)
     f = EventFilter.from_querydict(query)
     expected = 0 if f.errors else f.events().count()
     assert (f.rollups().aggregate(n=Sum("count"))["n"] or 0) == expected
+
+
+@settings(max_examples=25, deadline=None)
+@given(query=QUERIES)
+def test_one_scan_groupings_equal_the_orm_group_bys(loaded, query):
+    f = EventFilter.from_querydict(query)
+    sets = [("day", "operation", "error_code", "after_hours"), ("key", "account_id", "region"), ("principal",)]
+    results = grouped(f.rollups(), sets, ["calls", "failed", "after_hours_calls", "last_used"])
+    for group, rows in zip(sets, results, strict=True):
+        expected = {
+            tuple(row[c] for c in group): (row["calls"], row["failed"], row["late"], row["last"])
+            for row in f.rollups()
+            .values(*group)
+            .annotate(
+                calls=Sum("count"),
+                failed=Sum("count", filter=~Q(error_code=""), default=0),
+                late=Sum("count", filter=Q(after_hours=True), default=0),
+                last=Max("last_seen"),
+            )
+        }
+        got = {
+            tuple(row[c] for c in group): (row["calls"], row["failed"], row["after_hours_calls"], row["last_used"])
+            for row in rows
+        }
+        assert got == expected

@@ -1,4 +1,8 @@
-"""Data and users for the analysts' pages tests: records go through the real ingestion path."""
+"""Data, users and fixtures for the analysts' pages tests (loaded by them as a pytest plugin).
+
+Records go through the real ingestion path. Fixture names carry a prefix because a plugin's
+fixtures are visible to the whole session.
+"""
 
 from __future__ import annotations
 
@@ -48,7 +52,7 @@ def volume(n=400, seed=7):
 
 
 @pytest.fixture
-def frozen():
+def pages_now():
     with time_machine.travel(NOW, tick=False):
         yield NOW
 
@@ -61,12 +65,6 @@ def make_user(username: str, *groups: str) -> User:
 
 
 @pytest.fixture
-def analyst(client):
+def pages_analyst(client):
     client.force_login(make_user("ana", "analyst"))
-    return client
-
-
-@pytest.fixture
-def admin_client(client):
-    client.force_login(make_user("root", "admin"))
     return client

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import json
 import re
-from html import unescape
 from collections import Counter
 from datetime import datetime, timedelta
+from html import unescape
 
 import pytest
 import time_machine
@@ -13,22 +13,9 @@ from django.urls import reverse
 from audits.cloudtrail import CRITICAL_EVENT_NAMES, BusinessHours
 from audits.models import Event, IngestRun, Source
 
-from .test_pages_support import (  # noqa: F401 (fixtures)
-    A,
-    B,
-    K1,
-    K2,
-    K3,
-    NOW,
-    admin_client,
-    analyst,
-    frozen,
-    ingest,
-    make_user,
-    record,
-    volume,
-)
+from .test_pages_support import K1, K2, K3, NOW, A, B, ingest, make_user, record, volume
 
+pytest_plugins = ["tests.test_pages_support"]
 pytestmark = pytest.mark.django_db
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
@@ -62,13 +49,13 @@ def test_pages_need_the_analyst_role(client, name):
 # --- overview ----------------------------------------------------------------------------------
 
 
-def test_overview_figures_equal_independent_counts_of_the_records(analyst, frozen):
+def test_overview_figures_equal_independent_counts_of_the_records(pages_analyst, pages_now):
     records = volume(500) + [record("ScheduleKeyDeletion", when=NOW - timedelta(hours=2), error_code="AccessDenied")]
     ingest(records)
     since = (NOW - timedelta(days=6)).date()
     hours = BusinessHours.from_settings()
     in_period = [r for r in records if r["eventTime"][:10] >= since.isoformat()]
-    html = analyst.get(reverse("audits:overview"), {"period": "7d"}).content.decode()
+    html = pages_analyst.get(reverse("audits:overview"), {"period": "7d"}).content.decode()
 
     def n(value: int) -> str:
         return f"{value:,}"
@@ -94,7 +81,7 @@ def test_overview_figures_equal_independent_counts_of_the_records(analyst, froze
     assert sum(sum(t["y"]) for t in failures["data"]) == sum(1 for r in in_period if r.get("errorCode"))
 
 
-def test_overview_filters_by_account_and_lists_the_latest_critical_events(analyst, frozen):
+def test_overview_filters_by_account_and_lists_the_latest_critical_events(pages_analyst, pages_now):
     ingest(
         [
             record("Decrypt"),
@@ -102,47 +89,61 @@ def test_overview_filters_by_account_and_lists_the_latest_critical_events(analys
             record("PutKeyPolicy", when=NOW - timedelta(days=2), error_code="AccessDenied", error_message="denied"),
         ]
     )
-    html = analyst.get(reverse("audits:overview"), {"period": "7d", "account": A}).content.decode()
+    html = pages_analyst.get(reverse("audits:overview"), {"period": "7d", "account": A}).content.decode()
     assert figure(html, "KMS calls") == "2"
     assert "PutKeyPolicy" in html and "failed: AccessDenied" in html
     assert "DisableKey" not in html
-    html = analyst.get(reverse("audits:overview"), {"period": "7d"}).content.decode()
+    html = pages_analyst.get(reverse("audits:overview"), {"period": "7d"}).content.decode()
     assert html.index("DisableKey") < html.index("PutKeyPolicy")  # newest first
 
 
-def test_overview_says_when_data_was_updated_and_warns_about_failed_or_lagging_sources(analyst, frozen):
-    html = analyst.get(reverse("audits:overview")).content.decode()
+def test_overview_says_when_data_was_updated_and_warns_about_failed_or_lagging_sources(pages_analyst, pages_now):
+    html = pages_analyst.get(reverse("audits:overview")).content.decode()
     assert "No ingestion run has succeeded yet" in html
     ingest([record()])
-    html = analyst.get(reverse("audits:overview")).content.decode()
+    html = pages_analyst.get(reverse("audits:overview")).content.decode()
     assert "Data updated now" in html and "Some sources are behind" not in html
     Source.objects.create(account_id=B, regions=["eu-west-1", "us-east-1"])
     lookup = IngestRun.Kind.LOOKUP
     with time_machine.travel(NOW - timedelta(hours=3), tick=False):
-        IngestRun.objects.create(kind=lookup, account_id=B, region="eu-west-1", status="succeeded", finished_at=NOW - timedelta(hours=3))
-        IngestRun.objects.create(kind=lookup, account_id=B, region="us-east-1", status="succeeded", finished_at=NOW - timedelta(hours=3))
-    IngestRun.objects.create(kind=lookup, account_id=B, region="eu-west-1", status="failed", finished_at=NOW, error="AccessDenied <b>boom</b>")
+        IngestRun.objects.create(
+            kind=lookup, account_id=B, region="eu-west-1", status="succeeded", finished_at=NOW - timedelta(hours=3)
+        )
+        IngestRun.objects.create(
+            kind=lookup, account_id=B, region="us-east-1", status="succeeded", finished_at=NOW - timedelta(hours=3)
+        )
+    IngestRun.objects.create(
+        kind=lookup,
+        account_id=B,
+        region="eu-west-1",
+        status="failed",
+        finished_at=NOW,
+        error="AccessDenied <b>boom</b>",
+    )
     IngestRun.objects.create(kind=lookup, account_id=B, region="us-east-1", status="running")
-    html = analyst.get(reverse("audits:overview")).content.decode()
+    html = pages_analyst.get(reverse("audits:overview")).content.decode()
     assert "Some sources are behind" in html
-    assert re.search(rf"LookupEvents {B} eu-west-1:\s+last run failed \(AccessDenied &lt;b&gt;boom&lt;/b&gt;\);\s+last success 3\xa0hours ago", html)
+    assert re.search(
+        rf"LookupEvents {B} eu-west-1:\s+last run failed \(AccessDenied &lt;b&gt;boom&lt;/b&gt;\);\s+last success 3\xa0hours ago",
+        html,
+    )
     assert re.search(rf"LookupEvents {B} us-east-1:\s+last success 3\xa0hours ago", html)
     IngestRun.objects.create(kind=lookup, account_id=B, region="us-east-1", status="succeeded", finished_at=NOW)
-    html = analyst.get(reverse("audits:overview")).content.decode()
+    html = pages_analyst.get(reverse("audits:overview")).content.decode()
     assert f"{B} us-east-1" not in html and f"{B} eu-west-1" in html
 
 
-def test_overview_htmx_request_returns_only_the_results_fragment(analyst, frozen):
+def test_overview_htmx_request_returns_only_the_results_fragment(pages_analyst, pages_now):
     ingest([record()])
-    response = analyst.get(reverse("audits:overview"), {"period": "24h"}, **HTMX)
+    response = pages_analyst.get(reverse("audits:overview"), {"period": "24h"}, **HTMX)
     html = response.content.decode()
     assert html.lstrip().startswith('<section id="results">')
     assert "<html" not in html and "filterbar" not in html
     assert "whole UTC days" in html  # 24 h is day-granular on rollups, and the page says so
 
 
-def test_an_empty_period_shows_empty_states(analyst, frozen):
-    html = analyst.get(reverse("audits:overview")).content.decode()
+def test_an_empty_period_shows_empty_states(pages_analyst, pages_now):
+    html = pages_analyst.get(reverse("audits:overview")).content.decode()
     assert "No events in this period." in html
     assert figure(html, "KMS calls") == "0"
 
@@ -150,12 +151,18 @@ def test_an_empty_period_shows_empty_states(analyst, frozen):
 # --- keys --------------------------------------------------------------------------------------
 
 
-def test_keys_page_counts_per_key_and_operation_family(analyst, frozen):
+def test_keys_page_counts_per_key_and_operation_family(pages_analyst, pages_now):
     ingest(
-        [record("Encrypt"), record("Decrypt"), record("Decrypt", role="other"), record("GenerateDataKeyWithoutPlaintext"),
-         record("DescribeKey", error_code="AccessDenied"), record("Decrypt", key=K2, region="eu-west-1")]
+        [
+            record("Encrypt"),
+            record("Decrypt"),
+            record("Decrypt", role="other"),
+            record("GenerateDataKeyWithoutPlaintext"),
+            record("DescribeKey", error_code="AccessDenied"),
+            record("Decrypt", key=K2, region="eu-west-1"),
+        ]
     )
-    response = analyst.get(reverse("audits:keys"))
+    response = pages_analyst.get(reverse("audits:keys"))
     rows = {row["key"]: row for row in response.context["page"].object_list}
     assert set(rows) == {K1, K2}
     k1 = rows[K1]
@@ -163,17 +170,17 @@ def test_keys_page_counts_per_key_and_operation_family(analyst, frozen):
     assert (k1["principals"], k1["failed"]) == (2, 1)
     html = response.content.decode()
     assert html.index(K1) < html.index(K2)  # most calls first
-    response = analyst.get(reverse("audits:keys"), {"sort": "calls"})
+    response = pages_analyst.get(reverse("audits:keys"), {"sort": "calls"})
     assert [r["key"] for r in response.context["page"].object_list] == [K2, K1]
 
 
-def test_keys_page_paginates_and_htmx_gets_only_the_table(analyst, frozen):
+def test_keys_page_paginates_and_htmx_gets_only_the_table(pages_analyst, pages_now):
     keys = [f"arn:aws:kms:us-east-1:{A}:key/{i:08d}-0000-4000-8000-000000000000" for i in range(55)]
     ingest([record(key=key) for key in keys])
-    first = analyst.get(reverse("audits:keys"), {"sort": "key"})
+    first = pages_analyst.get(reverse("audits:keys"), {"sort": "key"})
     assert len(first.context["page"].object_list) == 50
     assert "page=2" in first.context["next_url"]
-    second = analyst.get(reverse("audits:keys") + first.context["next_url"], **HTMX)
+    second = pages_analyst.get(reverse("audits:keys") + first.context["next_url"], **HTMX)
     html = second.content.decode()
     assert html.lstrip().startswith('<section id="keys-table">') and "<html" not in html
     seen = [r["key"] for r in first.context["page"].object_list + second.context["page"].object_list]
@@ -183,42 +190,57 @@ def test_keys_page_paginates_and_htmx_gets_only_the_table(analyst, frozen):
 # --- key detail --------------------------------------------------------------------------------
 
 
-def test_key_detail_by_arn_and_by_bare_key_id(analyst, frozen):
+def test_key_detail_by_arn_and_by_bare_key_id(pages_analyst, pages_now):
     ingest(
         [
-            record("Decrypt", encryption_context={"aws:s3:arn": "arn:aws:s3:::reports-bucket/a.csv"},
-                   identity={"type": "AssumedRole", "invokedBy": "s3.amazonaws.com",
-                             "arn": f"arn:aws:sts::{A}:assumed-role/app/s1", "accountId": A}),
+            record(
+                "Decrypt",
+                encryption_context={"aws:s3:arn": "arn:aws:s3:::reports-bucket/a.csv"},
+                identity={
+                    "type": "AssumedRole",
+                    "invokedBy": "s3.amazonaws.com",
+                    "arn": f"arn:aws:sts::{A}:assumed-role/app/s1",
+                    "accountId": A,
+                },
+            ),
             record("Encrypt", encryption_context={"tenant": "t-1"}, error_code="AccessDenied"),
             record("CreateGrant", when=NOW - timedelta(days=1)),
         ]
     )
-    by_arn = analyst.get(reverse("audits:key_detail", args=[K1]))
+    by_arn = pages_analyst.get(reverse("audits:key_detail", args=[K1]))
     assert by_arn.status_code == 200
     html = by_arn.content.decode()
     assert "reports-bucket" in html and "tenant" in html and "t-1" in html
     assert "s3.amazonaws.com" in html and "AccessDenied" in html and "CreateGrant" in html
     assert figure(html, "Calls") == "3" and figure(html, "Failed") == "1"
-    by_id = analyst.get(reverse("audits:key_detail", args=["11111111-1111-4111-8111-111111111111"]))
+    by_id = pages_analyst.get(reverse("audits:key_detail", args=["11111111-1111-4111-8111-111111111111"]))
     assert by_id.status_code == 200 and by_id.context["arn"] == K1
-    assert analyst.get(reverse("audits:key_detail", args=["99999999-1111-4111-8111-111111111111"])).status_code == 404
-    explorer = analyst.get(by_arn.context["events_url"])
+    assert (
+        pages_analyst.get(reverse("audits:key_detail", args=["99999999-1111-4111-8111-111111111111"])).status_code
+        == 404
+    )
+    explorer = pages_analyst.get(by_arn.context["events_url"])
     assert {e.event_name for e in explorer.context["page"].events} == {"Decrypt", "Encrypt", "CreateGrant"}
 
 
-def test_key_detail_principals_have_counts_and_first_and_last_seen(analyst, frozen):
+def test_key_detail_principals_have_counts_and_first_and_last_seen(pages_analyst, pages_now):
     early, late = NOW - timedelta(days=2, hours=3), NOW - timedelta(minutes=30)
-    ingest([record(when=early, role="app"), record(when=late, role="app", error_code="Throttling"),
-            record(role="other")])
-    response = analyst.get(reverse("audits:key_detail", args=[K1]))
+    ingest(
+        [record(when=early, role="app"), record(when=late, role="app", error_code="Throttling"), record(role="other")]
+    )
+    response = pages_analyst.get(reverse("audits:key_detail", args=[K1]))
     app = next(p for p in response.context["principals"] if p["principal"].endswith("role/app"))
     assert (app["calls"], app["failed"]) == (2, 1)
     assert app["first_seen"] == early and app["last_seen"] == late
+    link = re.search(r'href="([^"]*principal=[^"]*role%2Fapp)"', response.content.decode()).group(1)
+    explorer = pages_analyst.get(unescape(link))
+    assert len(explorer.context["page"].events) == 2
+    assert {e.principal for e in explorer.context["page"].events} == {app["principal"]}
 
 
-def test_key_detail_loads_the_inventory_panel_only_when_that_url_exists(analyst, frozen):
+def test_key_detail_loads_the_inventory_panel_only_when_that_url_exists(pages_analyst, pages_now):
     ingest([record()])
-    response = analyst.get(reverse("audits:key_detail", args=[K1]))
+    response = pages_analyst.get(reverse("audits:key_detail", args=[K1]))
     html = response.content.decode()
     if response.context["panel_url"]:
         assert f'hx-get="{response.context["panel_url"]}" hx-trigger="load"' in html
@@ -229,7 +251,7 @@ def test_key_detail_loads_the_inventory_panel_only_when_that_url_exists(analyst,
 # --- events explorer ---------------------------------------------------------------------------
 
 
-def test_keyset_pagination_returns_every_event_exactly_once(analyst, frozen):
+def test_keyset_pagination_returns_every_event_exactly_once(pages_analyst, pages_now):
     same_time = NOW - timedelta(hours=3)
     records = volume(120) + [record(when=same_time) for _ in range(60)]  # ties on event_time
     ingest(records)
@@ -237,7 +259,7 @@ def test_keyset_pagination_returns_every_event_exactly_once(analyst, frozen):
     url = reverse("audits:events")
     pages = 0
     while url:
-        response = analyst.get(url, **HTMX)
+        response = pages_analyst.get(url, **HTMX)
         seen += [e.pk for e in response.context["page"].events]
         next_url = response.context["next_url"]
         url = reverse("audits:events") + next_url if next_url else None
@@ -249,24 +271,24 @@ def test_keyset_pagination_returns_every_event_exactly_once(analyst, frozen):
     assert sorted(times, key=lambda t: order[t[1]]) == sorted(times, reverse=True)
 
 
-def test_explorer_keeps_filters_in_every_link_and_pages_within_them(analyst, frozen):
+def test_explorer_keeps_filters_in_every_link_and_pages_within_them(pages_analyst, pages_now):
     ingest([record("Decrypt", error_code="AccessDenied") for _ in range(55)] + [record("Encrypt") for _ in range(10)])
-    response = analyst.get(reverse("audits:events"), {"error": "AccessDenied", "key": K1})
+    response = pages_analyst.get(reverse("audits:events"), {"error": "AccessDenied", "key": K1})
     assert "error=AccessDenied" in response.context["next_url"] and "key=" in response.context["next_url"]
-    second = analyst.get(reverse("audits:events") + response.context["next_url"])
+    second = pages_analyst.get(reverse("audits:events") + response.context["next_url"])
     assert len(second.context["page"].events) == 5
     assert all(e.error_code == "AccessDenied" for e in second.context["page"].events)
 
 
-def test_a_forged_cursor_shows_the_first_page_with_a_message(analyst, frozen):
+def test_a_forged_cursor_shows_the_first_page_with_a_message(pages_analyst, pages_now):
     ingest([record()])
-    response = analyst.get(reverse("audits:events"), {"cursor": "not-a-cursor"})
+    response = pages_analyst.get(reverse("audits:events"), {"cursor": "not-a-cursor"})
     assert response.status_code == 200
     assert "cursor is not valid" in response.content.decode()
     assert len(response.context["page"].events) == 1
 
 
-def test_only_admins_see_the_export_link_with_the_same_filters(client, frozen):
+def test_only_admins_see_the_export_link_with_the_same_filters(client, pages_now):
     ingest([record()])
     client.force_login(make_user("ana3", "analyst"))
     assert "Export CSV" not in client.get(reverse("audits:events"), {"key": K1}).content.decode()
@@ -276,34 +298,37 @@ def test_only_admins_see_the_export_link_with_the_same_filters(client, frozen):
     assert "error=any" in response.context["export_url"] and "Export CSV" in response.content.decode()
 
 
-def test_the_drawer_shows_the_whole_raw_record(analyst, frozen):
+def test_the_drawer_shows_the_whole_raw_record(pages_analyst, pages_now):
     ingest([record(request_parameters={"keyId": K1, "grantTokens": ["g1"]})])
     event = Event.objects.get()
-    response = analyst.get(reverse("audits:event_raw", args=[event.pk]), **HTMX)
+    response = pages_analyst.get(reverse("audits:event_raw", args=[event.pk]), **HTMX)
     html = response.content.decode()
     assert "<html" not in html and '<pre class="raw">' in html
     assert "&quot;grantTokens&quot;: [" in html and event.event_id in html
-    assert analyst.get(reverse("audits:event_raw", args=[event.pk + 1000])).status_code == 404
+    assert pages_analyst.get(reverse("audits:event_raw", args=[event.pk + 1000])).status_code == 404
 
 
 # --- critical events ---------------------------------------------------------------------------
 
 
-def test_critical_page_lists_only_critical_events_with_failures_marked(analyst, frozen):
+def test_critical_page_lists_only_critical_events_with_failures_marked(pages_analyst, pages_now):
     ingest(
-        [record("Decrypt"), record("ScheduleKeyDeletion", source_ip="192.0.2.9", session="ops-jane"),
-         record("DisableKey", error_code="AccessDenied", error_message="not allowed")]
+        [
+            record("Decrypt"),
+            record("ScheduleKeyDeletion", source_ip="192.0.2.9", session="ops-jane"),
+            record("DisableKey", error_code="AccessDenied", error_message="not allowed"),
+        ]
     )
-    response = analyst.get(reverse("audits:critical"))
+    response = pages_analyst.get(reverse("audits:critical"))
     assert {e.event_name for e in response.context["page"].events} == {"ScheduleKeyDeletion", "DisableKey"}
     html = response.content.decode()
     assert "Failed: AccessDenied" in html and "192.0.2.9" in html and "ops-jane" in html
-    only = analyst.get(reverse("audits:critical"), {"operation": "DisableKey"})
+    only = pages_analyst.get(reverse("audits:critical"), {"operation": "DisableKey"})
     assert [e.event_name for e in only.context["page"].events] == ["DisableKey"]
-    assert analyst.get(reverse("audits:critical"), {"operation": "Decrypt"}).context["page"].events == []
+    assert pages_analyst.get(reverse("audits:critical"), {"operation": "Decrypt"}).context["page"].events == []
 
 
-def test_critical_pagination_reaches_rare_events_spread_over_many_days(analyst, frozen):
+def test_critical_pagination_reaches_rare_events_spread_over_many_days(pages_analyst, pages_now):
     # 70 critical events: one per day for 60 days, and 10 within the latest hour, among plain traffic.
     critical = [record("CreateGrant", when=NOW - timedelta(days=d, hours=1)) for d in range(60)]
     critical += [record("RetireGrant", when=NOW - timedelta(minutes=m + 1)) for m in range(10)]
@@ -312,8 +337,53 @@ def test_critical_pagination_reaches_rare_events_spread_over_many_days(analyst, 
     seen: list[int] = []
     url = reverse("audits:critical") + "?period=90d"
     while url:
-        response = analyst.get(url)
+        response = pages_analyst.get(url)
         seen += [e.pk for e in response.context["page"].events]
         url = reverse("audits:critical") + response.context["next_url"] if response.context["next_url"] else None
     assert len(seen) == len(set(seen)) == volume_critical
     assert volume_critical >= 70
+
+
+def test_a_key_only_the_inventory_knows_opens_by_alias_and_shows_its_name(pages_analyst, pages_now):
+    from inventory.models import Alias, Key
+
+    ingest([record(key=K2, region="eu-west-1")])
+    unused = Key.objects.create(arn=K1, key_id=K1.rsplit("/", 1)[1], account_id=A, region="us-east-1", last_seen_at=NOW)
+    Alias.objects.create(
+        arn=f"arn:aws:kms:us-east-1:{A}:alias/payments",
+        name="alias/payments",
+        account_id=A,
+        region="us-east-1",
+        key=unused,
+        last_seen_at=NOW,
+    )
+    response = pages_analyst.get(reverse("audits:key_detail", args=["alias/payments"]))
+    assert response.status_code == 200 and response.context["arn"] == K1
+    html = response.content.decode()
+    assert '<h1 class="mono">alias/payments</h1>' in html and figure(html, "Calls") == "0"
+    keys = pages_analyst.get(reverse("audits:keys")).content.decode()
+    assert "alias/payments" not in keys  # K1 has no calls
+    used = Key.objects.create(arn=K2, key_id=K2.rsplit("/", 1)[1], account_id=A, region="eu-west-1", last_seen_at=NOW)
+    Alias.objects.create(
+        arn=f"arn:aws:kms:eu-west-1:{A}:alias/web",
+        name="alias/web",
+        account_id=A,
+        region="eu-west-1",
+        key=used,
+        last_seen_at=NOW,
+    )
+    keys = pages_analyst.get(reverse("audits:keys")).content.decode()
+    assert "alias/web" in keys
+
+
+def test_critical_pagination_is_exact_when_many_events_share_a_timestamp(pages_analyst, pages_now):
+    same = NOW - timedelta(hours=2)
+    ingest([record("CreateGrant", when=same) for _ in range(120)] + [record("Decrypt", when=same)])
+    pages, seen, url = [], [], reverse("audits:critical")
+    while url:
+        response = pages_analyst.get(url)
+        pages.append(len(response.context["page"].events))
+        seen += [e.pk for e in response.context["page"].events]
+        url = reverse("audits:critical") + response.context["next_url"] if response.context["next_url"] else None
+    assert pages == [50, 50, 20]
+    assert len(set(seen)) == 120

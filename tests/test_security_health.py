@@ -19,16 +19,18 @@ A, B = "111122223333", "444455556666"
 
 def run(kind="lookup", account=A, region="us-east-1", *, minutes_ago: float, status="succeeded", error="", new=0):
     started = NOW - timedelta(minutes=minutes_ago)
-    item = IngestRun.objects.create(kind=kind, account_id=account, region=region, status=status, error=error,
-                                    events_new=new)
+    item = IngestRun.objects.create(
+        kind=kind, account_id=account, region=region, status=status, error=error, events_new=new
+    )
     finished = started + timedelta(seconds=20) if status != "running" else None
     IngestRun.objects.filter(pk=item.pk).update(started_at=started, finished_at=finished)
     return item
 
 
 def checkpoint(kind="lookup", account=A, region="us-east-1", *, minutes_ago: float):
-    return Checkpoint.objects.create(kind=kind, account_id=account, region=region,
-                                     high_watermark=NOW - timedelta(minutes=minutes_ago))
+    return Checkpoint.objects.create(
+        kind=kind, account_id=account, region=region, high_watermark=NOW - timedelta(minutes=minutes_ago)
+    )
 
 
 def by_scope(now=NOW):
@@ -86,9 +88,15 @@ def test_without_a_checkpoint_lag_is_measured_from_the_last_success():
 def test_a_configured_source_that_never_ran_is_flagged_and_manual_imports_never_lag():
     Source.objects.create(account_id=B, regions=["eu-west-1", "us-east-1"])
     Source.objects.create(account_id="999988887777", regions=["us-east-1"], enabled=False)
+    Source.objects.create(account_id="222233334444", regions=["us-east-1"], lookup_enabled=False, s3_bucket="trail")
     run(kind="files", account="", region="", minutes_ago=60 * 24 * 9)
     scopes = by_scope()
-    assert set(scopes) == {("lookup", B, "eu-west-1"), ("lookup", B, "us-east-1"), ("files", "", "")}
+    assert set(scopes) == {
+        ("lookup", B, "eu-west-1"),
+        ("lookup", B, "us-east-1"),
+        ("s3", "222233334444", "us-east-1"),
+        ("files", "", ""),
+    }
     assert scopes[("lookup", B, "eu-west-1")].last_run is None and scopes[("lookup", B, "eu-west-1")].warning
     assert not scopes[("files", "", "")].warning
 
@@ -115,7 +123,9 @@ def test_the_page_shows_state_errors_escaped_quarantine_and_sources(admin_client
     checkpoint(minutes_ago=45)
     run(account=B, minutes_ago=4)
     checkpoint(account=B, minutes_ago=7)
-    Source.objects.create(account_id=A, name="<b>prod</b>", regions=["us-east-1"], role_arn="arn:aws:iam::111122223333:role/kmsdash")
+    Source.objects.create(
+        account_id=A, name="<b>prod</b>", regions=["us-east-1"], role_arn="arn:aws:iam::111122223333:role/kmsdash"
+    )
     for days_ago in (1, 2, 30):
         item = Quarantine.objects.create(location="s3://bucket/x.json.gz", reason="truncated gzip")
         Quarantine.objects.filter(pk=item.pk).update(created_at=NOW - timedelta(days=days_ago))
@@ -128,6 +138,7 @@ def test_the_page_shows_state_errors_escaped_quarantine_and_sources(admin_client
     assert "45 min" in html and "7 min" in html
     assert "failing" in html
     assert "Quarantined in the last 7 days: <strong>2</strong>" in html
+    assert 'href="/admin/audits/quarantine/"' in html
     assert "&lt;b&gt;prod&lt;/b&gt;" in html and "arn:aws:iam::111122223333:role/kmsdash" in html
 
 

@@ -100,3 +100,32 @@ def test_csrf_is_enforced_for_htmx_posts_and_the_page_gives_htmx_the_token():
     token = page.split('"X-CSRFToken": "', 1)[1].split('"', 1)[0]
     response = client.post(reverse("logout"), headers={"HX-Request": "true", "X-CSRFToken": token})
     assert response.status_code == 302
+
+
+def test_a_session_cookie_replayed_after_logout_is_worthless(client, settings):
+    from django.contrib.auth.models import Group
+    from django.test import Client
+
+    get_user_model().objects.get(username="alice").groups.add(Group.objects.get_or_create(name="admin")[0])
+    assert logged_in(login(client, "alice", PASSWORD))
+    stolen = client.cookies[settings.SESSION_COOKIE_NAME].value
+    assert client.get("/health/").status_code == 200
+    client.post(reverse("logout"))
+
+    replay = Client()
+    replay.cookies[settings.SESSION_COOKIE_NAME] = stolen
+    response = replay.get("/health/")
+    assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
+
+
+@pytest.mark.parametrize(
+    "target", ["https://evil.example/", "//evil.example/", "/\\evil.example", "javascript:alert(1)"]
+)
+def test_the_login_never_redirects_off_site(client, target):
+    response = client.post(reverse("login"), {"username": "alice", "password": PASSWORD, "next": target})
+    assert response.status_code == 302 and response["Location"] == "/"
+
+
+def test_the_login_follows_a_local_next(client):
+    response = client.post(reverse("login"), {"username": "alice", "password": PASSWORD, "next": "/events/?error=any"})
+    assert response["Location"] == "/events/?error=any"

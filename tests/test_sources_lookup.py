@@ -98,6 +98,21 @@ def test_events_of_other_regions_and_event_sources_are_not_read(aws, source):
     assert {c["region"] for c in aws.requests(TARGET)} == {REGION}
 
 
+def test_a_malformed_record_is_quarantined_and_the_window_still_completes(aws, source):
+    fed = make_records(4, end=now())
+    broken = fed[1] | {"userIdentity": "not an object"}
+    feed(aws, [fed[0], broken, *fed[2:]])
+
+    run_scope("lookup", ACCOUNT, REGION)
+
+    assert Event.objects.count() == 3
+    run = IngestRun.objects.get()
+    assert (run.status, run.quarantined) == ("succeeded", 1)
+    quarantined = run.quarantine.get()
+    assert quarantined.location == f"lookup:{ACCOUNT}:{REGION}" and "userIdentity" in quarantined.reason
+    assert Checkpoint.objects.exists()
+
+
 def test_throttling_is_retried_by_the_sdk_and_the_rate_stays_under_two_a_second(aws, source):
     fed = make_records(120, end=now())
     feed(aws, fed)

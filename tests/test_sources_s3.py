@@ -152,6 +152,18 @@ def test_a_changed_etag_is_read_again_without_double_counting(aws, s3, source):
     assert (second.events_new, second.duplicates) == (1, 5)
 
 
+def test_the_same_event_redelivered_in_another_object_is_stored_once(aws, s3, source):
+    fed = make_records(10)
+    put_log(s3, log_key(today()), fed[:7])
+    put_log(s3, log_key(today()), fed[4:])
+
+    run_scope("s3", ACCOUNT, REGION)
+
+    assert Event.objects.count() == 10
+    assert stored() == expected(fed)
+    assert IngestRun.objects.get().duplicates == 3
+
+
 def test_a_truncated_gzip_is_quarantined_after_retries_while_other_files_land(aws, s3, source):
     good = make_records(6)
     put_log(s3, log_key(today()), good)

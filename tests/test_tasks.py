@@ -140,3 +140,12 @@ def test_throttling_beyond_the_sdk_retries_is_retried_by_celery_and_then_complet
     assert result.state == "SUCCESS" and result.result == "done"
     assert list(IngestRun.objects.order_by("id").values_list("status", flat=True)) == ["failed", "succeeded"]
     assert len(aws.requests(TARGET)) == 6
+
+
+def test_workers_close_database_connections_around_every_task():
+    # Celery's Django fixup closes every connection on task_prerun and task_postrun in a worker,
+    # which is what survives a database restart between tasks; it must stay switched on.
+    from celery.fixups.django import DjangoFixup
+
+    fixup = next(f for f in app._fixups if isinstance(f, DjangoFixup))
+    assert fixup.worker_fixup.on_task_prerun and fixup.worker_fixup.on_task_postrun

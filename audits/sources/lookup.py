@@ -49,8 +49,8 @@ class Throttled(WindowFailed):
 class Pacer:
     """At most `rate` calls per second, spaced evenly, so no one-second interval holds more."""
 
-    # A little slack so that network jitter never puts two calls into one server-side second.
-    SLACK = 1.05
+    # Slack so that network and scheduling jitter never put three calls into one server-side second.
+    SLACK = 1.2
 
     def __init__(self, rate: float) -> None:
         self.interval = self.SLACK / rate

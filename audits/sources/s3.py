@@ -173,11 +173,13 @@ def ingest_s3(
             listed = list(list_objects(s3, bucket, prefix))
             result.listed += len(listed)
             done = set(
-                ProcessedObject.objects.filter(bucket=bucket, key__startswith=prefix).values_list("key", "etag")
+                ProcessedObject.objects.filter(bucket=bucket, key__in=[obj["Key"] for obj in listed])
+                .values_list("key", "etag")
             )
             given_up = set(
                 Quarantine.objects.filter(
-                    location__startswith=f"s3://{bucket}/{prefix}", reason__startswith=UNREADABLE
+                    location__in=[object_location(bucket, obj["Key"], obj["ETag"].strip('"')) for obj in listed],
+                    reason__startswith=UNREADABLE,
                 ).values_list("location", flat=True)
             )
             for obj in listed:

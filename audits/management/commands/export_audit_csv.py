@@ -6,9 +6,8 @@ import getpass
 import sys
 
 from django.core.management.base import BaseCommand, CommandError
-from django.utils import timezone
 
-from audits.exports import KIND, audit_filters, stream_export
+from audits.exports import KIND, Snapshot, audit_filters, stream_export
 from audits.filters import ERROR_ANY, EventFilter
 from kmsdash.csvexport import start_export_audit
 from kmsdash.models import ExportAudit
@@ -53,10 +52,10 @@ class Command(BaseCommand):
         # Open the destination first: a path that can't be written must not leave an audit row behind.
         output = open(options["output"], "wb") if options["output"] else sys.stdout.buffer
         try:
-            as_of = timezone.now()
-            audit = start_export_audit(user=None, kind=KIND, filters=audit_filters(event_filter, as_of), via="cli")
+            snapshot = Snapshot.now()
+            audit = start_export_audit(user=None, kind=KIND, filters=audit_filters(event_filter, snapshot), via="cli")
             ExportAudit.objects.filter(pk=audit.pk).update(username=_os_user())
-            for chunk in stream_export(event_filter, as_of, audit):
+            for chunk in stream_export(event_filter, snapshot, audit):
                 output.write(chunk)
             output.flush()
         finally:

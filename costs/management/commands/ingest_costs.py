@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from datetime import date
 
+from botocore.exceptions import BotoCoreError
 from django.core.management.base import BaseCommand, CommandError
 
 from costs import services
@@ -21,7 +22,7 @@ class Command(BaseCommand):
     def handle(self, *args, since: date | None = None, until: date | None = None, **options) -> None:
         try:
             run = services.ingest_costs(since=since, until=until, via="cli")
-        except (CostExplorerError, ValueError) as exc:
+        except (CostExplorerError, BotoCoreError, ValueError) as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(
             f"{run.rows} cost rows for {run.window_start} .. {run.window_end} (end excluded); "

@@ -21,20 +21,27 @@ class Command(BaseCommand):
     def add_arguments(self, parser) -> None:
         parser.add_argument("username")
         parser.add_argument(
-            "--role", dest="roles", action="append", choices=ROLES, required=True,
+            "--role",
+            dest="roles",
+            action="append",
+            choices=ROLES,
+            required=True,
             help="A role to hold; repeat for several. Roles not given are taken away.",
         )
         parser.add_argument(
-            "--password-env", metavar="VAR",
+            "--password-env",
+            metavar="VAR",
             help="Read the password from this environment variable instead of prompting.",
         )
         parser.add_argument(
-            "--skip-validation", action="store_true",
+            "--skip-validation",
+            action="store_true",
             help="Accept a password that fails the password validators (for the local demo only).",
         )
 
-    def handle(self, *args, username: str, roles: list[str], password_env: str | None, skip_validation: bool,
-               **options) -> None:
+    def handle(
+        self, *args, username: str, roles: list[str], password_env: str | None, skip_validation: bool, **options
+    ) -> None:
         roles = sorted(set(roles))
         password = self._password(password_env)
         User = get_user_model()
