@@ -72,7 +72,7 @@ class KeySpec:
     region: str
     alias: str  # without the "alias/" prefix
     description: str
-    workload: str  # s3, s3-bucket-key, dynamodb, secretsmanager, ebs, lambda, app, signing
+    workload: str  # s3, s3-bucket-key, dynamodb, secretsmanager, ebs, lambda, app, signing, none (unused)
     share: float  # relative traffic
     resource: str = ""  # bucket, table, secret, function or department the workload uses
     rotation: bool = True
@@ -82,6 +82,8 @@ class KeySpec:
     tags: dict[str, str] = field(default_factory=dict)
     # Callers from the other account (the key policy lets them in).
     cross_account_role: str = ""
+    # Keys predate the month; the emulator is told so, which lets "unused for 90 days" hold.
+    created_days_ago: int = 400
 
     @property
     def alias_name(self) -> str:
@@ -127,11 +129,12 @@ KEYS: tuple[KeySpec, ...] = (
     KeySpec(DATA, "us-east-1", "data-etl-secrets", "Secrets Manager: ETL credentials", "secretsmanager", 2,
             "data/etl/warehouse-login", tags=_tags("data", "prod", "restricted")),
     KeySpec(DATA, "us-east-1", "data-signing", "Release artifact signing", "signing", 1, "release-signer",
-            rotation=False, key_spec="RSA_2048", key_usage="SIGN_VERIFY", tags=_tags("platform", "prod", "internal")),
+            rotation=False, key_spec="RSA_2048", key_usage="SIGN_VERIFY", tags=_tags("platform", "prod", "internal"),
+            created_days_ago=20),
     # --- data, eu-west-1
     KeySpec(DATA, "eu-west-1", "data-eu-lake-s3", "EU data lake (SSE-KMS with S3 Bucket Key)", "s3-bucket-key", 1.0,
             "data-eu-lake", tags=_tags("data", "prod", "confidential")),
-    KeySpec(DATA, "eu-west-1", "data-eu-ebs", "EBS volumes of the EU Spark cluster", "ebs", 2, "spark-eu",
+    KeySpec(DATA, "eu-west-1", "data-eu-archive-2023", "2023 archive export (nothing reads it any more)", "none", 0,
             tags=_tags("data", "prod", "internal")),
     KeySpec(DATA, "eu-west-1", "data-eu-pipeline", "Lambda pipeline environment", "lambda", 2.5, "ingest-pipeline",
             tags=_tags("data", "prod", "internal")),
@@ -435,6 +438,8 @@ class _Generator:
         # Key lifecycle management by administrators over the month.
         for key in self.keys:
             spec = key.spec
+            if not spec.share:
+                continue  # the unused key: nobody touches it
             admin = identity_user(spec.account, ADMIN_USERS[spec.account][0])
             if spec.rotation:
                 yield self.record(key, timeline.at(27, 10, rng.randrange(60)), identity=admin,
@@ -480,7 +485,7 @@ class _Generator:
 
         # Annual rotation done by KMS itself: service events with no principal type.
         for key in self.keys:
-            if key.spec.rotation and key.spec.state == "Enabled" and rng.random() < 0.35:
+            if key.spec.rotation and key.spec.state == "Enabled" and key.spec.share and rng.random() < 0.35:
                 record = self.record(key, timeline.at(rng.randrange(1, 29), 4, rng.randrange(60)),
                                      identity={"accountId": key.spec.account, "invokedBy": "AWS Internal"},
                                      event_name="RotateKey", source_ip="AWS Internal", user_agent="AWS Internal",
@@ -541,7 +546,7 @@ class _Generator:
                 when += timedelta(seconds=rng.randrange(20, 60) / self.scale)
 
         # Grants for the EBS keys and a key policy change by an engineer in office hours.
-        for alias in ("prod-ebs", "data-eu-ebs"):
+        for alias in ("prod-ebs", "data-eu-pipeline"):
             key = keys.get(alias)
             if key:
                 yield self.record(key, timeline.at(15, 13, 20),

@@ -31,7 +31,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from .activity import ACCOUNTS, KEYS, OTHER_ACCOUNT, REGIONS, DemoKey, KeySpec, generate_activity
+from .activity import ACCOUNTS, KEYS, OTHER_ACCOUNT, PROD, REGIONS, DemoKey, KeySpec, generate_activity
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ EXTERNAL_ID = "kmsdash-demo"
 TRAIL_NAME = "management-events"
 LOOKUP_DAYS = 2
 TRAIL_REGION = "us-east-1"
+FOREIGN_ACCOUNT = "999988887777"  # a partner's account, not one kmsdash watches
 
 
 def reader_role_arn(account: str) -> str:
@@ -137,16 +138,26 @@ def key_policy(spec: KeySpec) -> str:
             "Action": ["kms:Decrypt", "kms:GenerateDataKey*", "kms:DescribeKey"],
             "Resource": "*",
         })
-    if spec.alias == "data-eu-pipeline":
-        # A shortcut someone took: anyone may decrypt. The findings page should flag it.
-        statements.append({
-            "Sid": "Temporary pipeline access",
-            "Effect": "Allow",
-            "Principal": {"AWS": "*"},
-            "Action": "kms:Decrypt",
-            "Resource": "*",
-        })
+    statements.extend(RISKY_STATEMENTS.get(spec.alias, []))
     return json.dumps({"Version": "2012-10-17", "Id": "key-default-1", "Statement": statements})
+
+
+# Policy statements someone added over time, each one a finding.
+RISKY_STATEMENTS: dict[str, list[dict[str, Any]]] = {
+    # A shortcut: anyone at all may decrypt.
+    "data-eu-pipeline": [{"Sid": "Temporary pipeline access", "Effect": "Allow", "Principal": {"AWS": "*"},
+                          "Action": "kms:Decrypt", "Resource": "*"}],
+    # Developers hold every KMS action on a production key.
+    "prod-eu-lambda": [{"Sid": "Developers", "Effect": "Allow",
+                        "Principal": {"AWS": f"arn:aws:iam::{PROD}:role/Developer"},
+                        "Action": "kms:*", "Resource": "*"}],
+    # An external auditor's account that kmsdash does not watch.
+    "prod-invoices-s3": [{"Sid": "External auditor", "Effect": "Allow",
+                          "Principal": {"AWS": f"arn:aws:iam::{FOREIGN_ACCOUNT}:root"},
+                          "Action": ["kms:Decrypt", "kms:DescribeKey"], "Resource": "*"}],
+}
+# Grants to an account kmsdash does not watch (a backup vendor).
+FOREIGN_GRANTS = {"prod-apac-backup": f"arn:aws:iam::{FOREIGN_ACCOUNT}:role/backup-vendor"}
 
 
 def create_key(emulator: Emulator, spec: KeySpec) -> DemoKey:
@@ -177,6 +188,9 @@ def create_key(emulator: Emulator, spec: KeySpec) -> DemoKey:
             Operations=["Decrypt"],
             Name=f"{spec.cross_account_role}-cross-account",
         )
+    if spec.alias in FOREIGN_GRANTS:
+        kms.create_grant(KeyId=key.key_id, GranteePrincipal=FOREIGN_GRANTS[spec.alias],
+                         Operations=["Decrypt", "GenerateDataKey"], Name="backup-vendor")
     if spec.state == "Disabled":
         kms.disable_key(KeyId=key.key_id)
     elif spec.state == "PendingDeletion":
@@ -184,8 +198,12 @@ def create_key(emulator: Emulator, spec: KeySpec) -> DemoKey:
     return key
 
 
-def create_keys(emulator: Emulator, specs: Sequence[KeySpec] = KEYS) -> list[DemoKey]:
-    return [create_key(emulator, spec) for spec in specs]
+def create_keys(emulator: Emulator, specs: Sequence[KeySpec] = KEYS, *, now: datetime) -> list[DemoKey]:
+    keys = [create_key(emulator, spec) for spec in specs]
+    for key in keys:
+        created = now - timedelta(days=key.spec.created_days_ago)
+        emulator.control("kms/key-dates", {"key_arn": key.arn, "creation_date": created.isoformat()})
+    return keys
 
 
 # --- CloudTrail --------------------------------------------------------------------------------
@@ -470,7 +488,7 @@ def seed_world(endpoint: str, *, now: datetime | None = None, days: int = 30, ev
         clock = time.perf_counter()
 
     accounts = list(dict.fromkeys(spec.account for spec in specs))
-    result.keys = create_keys(emulator, specs)
+    result.keys = create_keys(emulator, specs, now=now)
     result.buckets = buckets = create_trails(emulator, accounts)
     lap("aws resources")
 

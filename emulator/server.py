@@ -21,6 +21,7 @@ import logging
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -93,7 +94,8 @@ class Fault:
 class _State:
     lock: threading.Lock = field(default_factory=threading.Lock)
     faults: list[Fault] = field(default_factory=list)
-    requests: list[dict[str, Any]] = field(default_factory=list)
+    # Bounded: a long-running demo must not grow without limit.
+    requests: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=100_000))
 
 
 STATE = _State()
@@ -238,4 +240,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Run the copy of this module that the add-ons register with (emulator.server), not __main__.
+    from emulator.server import main as _main
+
+    _main()

@@ -128,8 +128,7 @@ start() {  # start NAME COMMAND...: in the background, output to var/.../log/NAM
 # --- the AWS side -------------------------------------------------------------------------------
 if [ "$KMSDASH_DEMO" = True ]; then
     say "Starting the AWS emulator on $AWS_ENDPOINT_URL"
-    # Imported rather than run with -m, so the add-ons register on the module the server uses.
-    start emulator python -c 'from emulator.server import main; main()' --host "$HOST" --port "$EMULATOR_PORT"
+    start emulator python -m emulator.server --host "$HOST" --port "$EMULATOR_PORT"
     python scripts/wait_for.py "$AWS_ENDPOINT_URL/_kmsdash/requests" --timeout 60 \
         || die "the emulator did not start; see $LOGS/emulator.log"
 fi
@@ -140,7 +139,7 @@ python manage.py migrate --no-input -v0
 if [ "$KMSDASH_DEMO" = True ]; then
     say "Seeding the emulator with a month of synthetic KMS activity"
     python manage.py seed_demo --endpoint "$AWS_ENDPOINT_URL" --credentials-file "$KMSDASH_VAR_DIR/credentials.txt"
-elif ! python manage.py shell -c 'from django.contrib.auth import get_user_model as m; import sys; sys.exit(not m().objects.exists())'; then
+elif ! python manage.py shell -v 0 -c 'from django.contrib.auth import get_user_model as m; import sys; sys.exit(not m().objects.exists())'; then
     # A real installation without any user yet: an admin with a one-time random password.
     password=$(python -c 'import secrets; print(secrets.token_urlsafe(12))')
     KMSDASH_ADMIN_PASSWORD=$password python manage.py create_user admin --role=admin --password-env=KMSDASH_ADMIN_PASSWORD

@@ -14,6 +14,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 
 from audits.models import Source
+from inventory.models import Finding
 from demo.activity import ACCOUNTS, REGIONS
 from demo.seed import EXTERNAL_ID, Emulator, find_keys, push_live, reader_role_arn, seed_world, trail_bucket
 
@@ -101,3 +102,31 @@ def test_a_running_demo_gets_new_ordinary_traffic_for_the_time_that_passed(aws):
     assert not {r["eventName"] for r in new_records} & {"DisableKey", "ScheduleKeyDeletion", "CreateKey"}
     retired = {k.arn for k in keys if k.spec.state != "Enabled"}
     assert not [r for r in new_records if r.get("resources") and r["resources"][0]["ARN"] in retired]
+
+
+@pytest.mark.django_db
+def test_the_demo_world_raises_every_finding_kind_once_ingested(aws, settings):
+    """The same steps as `make run`: seed, ingest the trail's S3 files, read the inventory."""
+    settings.KMSDASH_DEMO = True
+    settings.KMSDASH_S3_INITIAL_DAYS = 12
+    call_command("seed_demo", "--endpoint", aws.url, "--days", "10", "--events-per-day", "200", "--no-users",
+                 stdout=io.StringIO())
+    call_command("ingest_cloudtrail", "--source", "s3", stdout=io.StringIO())
+    call_command("ingest_keys", stdout=io.StringIO())
+
+    found = set(Finding.objects.values_list("kind", "key"))
+    arn = {key.spec.alias: key.arn for key in find_keys(Emulator(aws.url))}
+    assert {
+        ("policy-public", arn["data-eu-pipeline"]),
+        ("policy-wildcard-actions", arn["prod-eu-lambda"]),
+        ("policy-cross-account", arn["prod-invoices-s3"]),
+        ("grant-cross-account", arn["prod-apac-backup"]),
+        ("pending-deletion-in-use", arn["data-old-migration"]),
+        ("disabled-key-in-use", arn["prod-legacy-reports"]),
+        ("unused-key", arn["data-eu-archive-2023"]),
+        ("encryption-context-violation", arn["prod-payments-app"]),
+        ("rotation-disabled", arn["prod-ebs"]),
+    } <= found
+    assert "trail-excludes-kms" in {kind for kind, _ in found}
+    # Nothing unintended: only the story keys are unused or in use while disabled or deleted.
+    assert {key for kind, key in found if kind == "unused-key"} == {arn["data-eu-archive-2023"]}

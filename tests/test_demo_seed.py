@@ -114,8 +114,9 @@ def test_ingesting_the_bucket_objects_gives_back_every_seeded_event(seeded):
             ignored += counts.ignored
     assert new == seeded.records == Event.objects.count()
     assert ignored > 0  # the other services' events in the same files
-    assert set(Event.objects.values_list("key", flat=True).distinct()) >= {k.arn for k in seeded.keys
-                                                                            if k.spec.state == "Enabled"}
+    assert set(Event.objects.values_list("key", flat=True).distinct()) >= {
+        k.arn for k in seeded.keys if k.spec.state == "Enabled" and k.spec.share
+    }
 
 
 def test_each_account_has_a_trail_and_the_data_account_one_that_leaves_kms_out(seeded):
