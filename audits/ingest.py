@@ -20,12 +20,13 @@ import operator
 import time
 import zlib
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import OperationalError, connection, transaction
+from django.db import OperationalError, connection, connections, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -90,8 +91,21 @@ class Ingestor:
     their rollup increments and its quarantine rows. Only events actually inserted (not duplicates)
     increment rollups, so re-runs and concurrent runs never double count."""
 
-    def __init__(self, run: IngestRun, *, hours: BusinessHours | None = None, batch_size: int | None = None):
+    def __init__(
+        self,
+        run: IngestRun,
+        *,
+        hours: BusinessHours | None = None,
+        batch_size: int | None = None,
+        background_writes: bool = False,
+    ):
+        """background_writes: on PostgreSQL, outside a transaction, a full batch is written by one
+        writer thread (its own connection) while the next batch is parsed, so the database's work
+        overlaps the parsing. Batches still commit one at a time, in order; flush() waits for all."""
         self.run = run
+        self.background_writes = background_writes
+        self._writer: ThreadPoolExecutor | None = None
+        self._in_flight: Future | None = None
         self.hours = hours or BusinessHours.from_settings()
         self.batch_size = batch_size or settings.KMSDASH_INGEST_BATCH_SIZE
         self.max_record_bytes = settings.KMSDASH_MAX_RECORD_BYTES
@@ -131,7 +145,7 @@ class Ingestor:
             return
         self._events.append((event, self._compress(text)))
         if len(self._events) >= self.batch_size:
-            self.flush()
+            self._write(wait=False)
 
     def quarantine(self, *, location: str, reason: str, raw: str | bytes = "") -> None:
         """A whole file or page that could not be read; written with the next batch."""
@@ -147,7 +161,7 @@ class Ingestor:
         self._pending.quarantined += 1
         self.counts.quarantined += 1
         if len(self._quarantine) >= self.batch_size:
-            self.flush()
+            self._write(wait=False)
 
     def _compress(self, text: str) -> bytes:
         # Same format as rawcodec.encode, without serializing the record a second time.
@@ -158,17 +172,59 @@ class Ingestor:
     # -- writing -------------------------------------------------------------------------------
 
     def flush(self) -> None:
-        if not self._events and not self._quarantine and self._pending == Counts():
-            return
+        """Write everything buffered; when it returns, all of it is committed and counted."""
+        self._write(wait=True)
+
+    def _write(self, *, wait: bool) -> None:
         # Sorted, so that concurrent runs lock rows in the same order and cannot deadlock each other.
         rows = sorted(self._events, key=lambda item: (item[0].recipient_account_id, item[0].event_id))
-        pending = self._pending
+        batch = (rows, list(self._quarantine), self._pending)
+        self._events.clear()
+        self._quarantine.clear()
+        self._pending = Counts()
+        try:
+            self._collect()
+            if not (rows or batch[1] or batch[2] != Counts()):
+                return
+            if not wait and self._can_write_in_background():
+                if self._writer is None:
+                    self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-writer")
+                self._in_flight = self._writer.submit(self._write_batch, *batch)
+            else:
+                self._count(*self._write_batch(*batch))
+        finally:
+            if wait:
+                self._stop_writer()
+
+    def _can_write_in_background(self) -> bool:
+        return self.background_writes and connection.vendor == "postgresql" and not connection.in_atomic_block
+
+    def _collect(self) -> None:
+        """Wait for the batch being written in the background, if any; its errors surface here."""
+        if self._in_flight is not None:
+            in_flight, self._in_flight = self._in_flight, None
+            self._count(*in_flight.result())
+
+    def _stop_writer(self) -> None:
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            try:
+                self._collect()
+            finally:
+                writer.submit(connections.close_all).result()  # the writer thread's own connection
+                writer.shutdown()
+
+    def _count(self, inserted: int, duplicates: int) -> None:
+        self.counts.events_new += inserted
+        self.counts.duplicates += duplicates
+
+    def _write_batch(self, rows, quarantine: list[Quarantine], pending: Counts) -> tuple[int, int]:
         for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
             try:
                 with transaction.atomic():
                     inserted = write_events(rows)
-                    if self._quarantine:
-                        Quarantine.objects.bulk_create(self._quarantine)
+                    if quarantine:
+                        Quarantine.objects.bulk_create(quarantine)
                     duplicates = len(rows) - inserted
                     IngestRun.objects.filter(pk=self.run.pk).update(
                         records_read=F("records_read") + pending.records_read,
@@ -177,17 +233,13 @@ class Ingestor:
                         ignored=F("ignored") + pending.ignored,
                         quarantined=F("quarantined") + pending.quarantined,
                     )
-                break
+                return inserted, duplicates
             except OperationalError as exc:  # deadlock or serialization failure: the batch rolled back whole
                 if attempt == DEADLOCK_ATTEMPTS or "deadlock" not in str(exc).lower():
                     raise
                 logger.warning("ingest batch retried after %s", exc)
                 time.sleep(0.05 * attempt)
-        self.counts.events_new += inserted
-        self.counts.duplicates += duplicates
-        self._events.clear()
-        self._quarantine.clear()
-        self._pending = Counts()
+        raise AssertionError("unreachable")
 
 
 def ingest_records(records: Iterable[dict | str | bytes], *, run: IngestRun, location: str = "") -> Counts:

@@ -88,7 +88,7 @@ def grouped(qs: QuerySet[DailyRollup], sets: list[tuple[str, ...]], measures: li
     connection = connections[qs.db]
     results: list[list[dict]] = [[] for _ in sets]
     with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
+        if connection.vendor == "postgresql" and len(sets) > 1:
             # GROUPING(c1..cn) has bit (n-1-i) set when column i is not grouped in that row's set.
             masks = {
                 sum(1 << (len(columns) - 1 - i) for i, c in enumerate(columns) if c not in group): n
@@ -320,29 +320,59 @@ KEY_SORTS = (
 _KEY = ("key", "account_id", "region")
 
 
+REACH = ("principals", "services")
+_KEY_MEASURES = ["calls", "encrypt", "decrypt", "generate", "failed", "after_hours_calls", "last_used"]
+
+
 def keys_table(f: EventFilter, *, sort: str = "-calls") -> list[dict[str, Any]]:
-    """One row per key: calls by operation family, principals, services, failures, last use."""
-    rows, by_principal, by_service = grouped(
-        f.rollups().exclude(key=""),
-        [_KEY, (*_KEY, "principal"), (*_KEY, "service")],
-        ["calls", "encrypt", "decrypt", "generate", "failed", "after_hours_calls", "last_used"],
-    )
-    principals = Counter(tuple(r[c] for c in _KEY) for r in by_principal if r["principal"])
-    services = Counter(tuple(r[c] for c in _KEY) for r in by_service if r["service"])
-    for row in rows:
-        scope = tuple(row[c] for c in _KEY)
-        row["other"] = row["calls"] - row["encrypt"] - row["decrypt"] - row["generate"]
-        row["principals"] = principals[scope]
-        row["services"] = services[scope]
+    """One row per key: calls by operation family, failures, after-hours, last use, sorted.
+
+    Unique principals and services ("reach") cost a wider grouping: they are only counted here
+    when the table is sorted by them, otherwise by `add_reach` for the rows on show.
+    """
     column = sort.lstrip("-") if sort.lstrip("-") in KEY_SORTS else "calls"
+    rollups = f.rollups().exclude(key="")
+    if column in REACH:
+        rows, by_principal, by_service = grouped(
+            rollups, [_KEY, (*_KEY, "principal"), (*_KEY, "service")], _KEY_MEASURES
+        )
+        _count_reach(rows, by_principal, by_service)
+    else:
+        (rows,) = grouped(rollups, [_KEY], _KEY_MEASURES)
+    for row in rows:
+        row["other"] = row["calls"] - row["encrypt"] - row["decrypt"] - row["generate"]
     rows.sort(key=lambda row: row["key"])
     rows.sort(key=lambda row: (row[column] is not None, row[column]), reverse=sort.startswith("-"))
     return rows
 
 
+def add_reach(f: EventFilter, rows: list[dict[str, Any]]) -> None:
+    """Count unique principals and services of `rows` (keys) that lack them, through the key index."""
+    missing = [row for row in rows if "principals" not in row]
+    if not missing:
+        return
+    _, by_principal, by_service = grouped(
+        f.rollups().filter(key__in={row["key"] for row in missing}),
+        [_KEY, (*_KEY, "principal"), (*_KEY, "service")],
+        ["calls"],
+    )
+    _count_reach(missing, by_principal, by_service)
+
+
+def _count_reach(rows: list[dict[str, Any]], by_principal: list[dict], by_service: list[dict]) -> None:
+    principals = Counter(tuple(r[c] for c in _KEY) for r in by_principal if r["principal"])
+    services = Counter(tuple(r[c] for c in _KEY) for r in by_service if r["service"])
+    for row in rows:
+        scope = tuple(row[c] for c in _KEY)
+        row["principals"] = principals[scope]
+        row["services"] = services[scope]
+
+
 def keys_page(f: EventFilter, *, sort: str = "-calls", page: int | str = 1, per_page: int = 50) -> Page:
     result = Paginator(keys_table(f, sort=sort), per_page).get_page(page)
-    result.object_list = with_aliases(list(result.object_list))
+    rows = list(result.object_list)
+    add_reach(f, rows)
+    result.object_list = with_aliases(rows)
     return result
 
 

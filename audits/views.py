@@ -10,9 +10,10 @@ from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from kmsdash.roles import ADMIN, ANALYST, has_role, role_required
+from kmsdash.roles import ANALYST, role_required
 
 from . import charts, rawcodec, selectors
+from .exports import may_export
 from .filters import Bound, EventFilter
 from .models import Event
 
@@ -150,7 +151,7 @@ def events(request: HttpRequest) -> HttpResponse:
     f = EventFilter.from_querydict(request.GET)
     page, cursor_error = _event_list(request, f, f.events())
     export_url = None
-    if has_role(request.user, ADMIN):
+    if may_export(request.user):
         export_url = f"{reverse('audits:events_export')}?{f.querystring()}"
     context = _context(
         f,

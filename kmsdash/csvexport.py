@@ -23,6 +23,10 @@ FORMULA_TRIGGERS = frozenset("=+-@\t\r\n\0")
 
 def neutralize(value: Any) -> Any:
     """Make one cell inert for spreadsheets; numbers and dates pass through unchanged."""
+    if type(value) is str:  # the common case first: exports are millions of cells
+        if value and (value[0] in FORMULA_TRIGGERS or value.lstrip()[:1] in FORMULA_TRIGGERS):
+            return "'" + value
+        return value
     if value is None:
         return ""
     if isinstance(value, bool):

@@ -8,6 +8,7 @@ urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
+    path("start/", views.start, name="start"),
     path("health/", views.health, name="health"),
     path("exports/", views.exports, name="exports"),
     path("costs/", include("costs.urls")),

@@ -2,13 +2,23 @@ from __future__ import annotations
 
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import redirect, render
 from django.utils import timezone
 
 from . import selectors
-from .roles import ADMIN, role_required
+from .roles import ADMIN, ANALYST, FINANCE, has_role, role_required
 
 SNAPSHOT_KEYS = ("as_of", "last_id")
+
+
+def start(request: HttpRequest) -> HttpResponse:
+    """Where a login lands: the first page the user's roles open (finance cannot open the overview)."""
+    if has_role(request.user, ANALYST):
+        return redirect("audits:overview")
+    if has_role(request.user, FINANCE):
+        return redirect("costs:overview")
+    raise PermissionDenied
 
 
 @role_required(ADMIN)

@@ -58,7 +58,7 @@ MATRIX: dict[str, Route] = {
 # Open to anonymous users.
 PUBLIC = {"login"}
 # Any signed-in user, whatever the roles.
-SIGNED_IN = {"logout"}
+SIGNED_IN = {"logout", "start"}
 # The Django admin guards itself (is_staff) and is checked model by model below.
 ADMIN_NAMESPACE = "admin"
 

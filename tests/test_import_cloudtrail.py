@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import threading
 from datetime import UTC, datetime
 
 import pytest
@@ -119,3 +120,18 @@ def test_a_missing_path_is_fatal_and_imports_nothing(tmp_path):
     with pytest.raises(CommandError, match="No such file"):
         call_command("import_cloudtrail", str(tmp_path), str(tmp_path / "missing"))
     assert not Event.objects.exists() and not IngestRun.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_import_outside_a_transaction_writes_batches_in_the_background_with_the_same_result(tmp_path):
+    records = list(generate_records(2400, seed=4, start=T0, days=3))
+    write_log_files(records + records[:700], tmp_path, per_file=250)
+    out = io.StringIO()
+    call_command("import_cloudtrail", str(tmp_path), "--batch-size", "300", stdout=out)
+
+    assert "new KMS events: 2400" in out.getvalue() and "duplicates: 700" in out.getvalue()
+    assert Event.objects.count() == 2400
+    assert DailyRollup.objects.aggregate(n=Sum("count"))["n"] == 2400
+    run = IngestRun.objects.get()
+    assert (run.status, run.records_read, run.events_new, run.duplicates) == ("succeeded", 3100, 2400, 700)
+    assert not [t for t in threading.enumerate() if t.name.startswith("ingest-writer")]

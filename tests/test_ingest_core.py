@@ -306,3 +306,19 @@ def test_two_processes_ingesting_overlapping_records_at_once_count_each_event_on
     assert stored_rollups() == rollups_as_group_by()
     per_key = Counter(Event.objects.values_list("key", flat=True))
     assert dict(per_key) == dict(DailyRollup.objects.values("key").annotate(n=Sum("count")).values_list("key", "n"))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_background_writes_are_used_only_on_postgresql_outside_a_transaction_and_count_the_same():
+    records = list(generate_records(900, seed=5, start=T0, days=2))
+    run = start_run("files")
+    ingestor = Ingestor(run, batch_size=200, background_writes=True)
+    for record in records + records[:150]:
+        ingestor.add(record)
+    assert (ingestor._writer is not None) == (connection.vendor == "postgresql")
+    ingestor.flush()
+    assert ingestor._writer is None
+    assert ingestor.counts == Counts(records_read=1050, events_new=900, duplicates=150)
+    run.refresh_from_db()
+    assert (run.records_read, run.events_new, run.duplicates) == (1050, 900, 150)
+    assert stored_rollups() == rollups_as_group_by()

@@ -10,6 +10,7 @@ import pytest
 import time_machine
 from django.urls import reverse
 
+from audits import synthetic
 from audits.cloudtrail import CRITICAL_EVENT_NAMES, BusinessHours
 from audits.models import Event, IngestRun, Source
 
@@ -158,7 +159,11 @@ def test_keys_page_counts_per_key_and_operation_family(pages_analyst, pages_now)
             record("Decrypt"),
             record("Decrypt", role="other"),
             record("GenerateDataKeyWithoutPlaintext"),
-            record("DescribeKey", error_code="AccessDenied"),
+            record(
+                "DescribeKey",
+                error_code="AccessDenied",
+                identity=synthetic.identity_role(A, "app", "s1", invoked_by="rds.amazonaws.com"),
+            ),
             record("Decrypt", key=K2, region="eu-west-1"),
         ]
     )
@@ -167,11 +172,14 @@ def test_keys_page_counts_per_key_and_operation_family(pages_analyst, pages_now)
     assert set(rows) == {K1, K2}
     k1 = rows[K1]
     assert (k1["encrypt"], k1["decrypt"], k1["generate"], k1["other"], k1["calls"]) == (1, 2, 1, 1, 5)
-    assert (k1["principals"], k1["failed"]) == (2, 1)
+    assert (k1["principals"], k1["services"], k1["failed"]) == (2, 1, 1)
     html = response.content.decode()
     assert html.index(K1) < html.index(K2)  # most calls first
     response = pages_analyst.get(reverse("audits:keys"), {"sort": "calls"})
     assert [r["key"] for r in response.context["page"].object_list] == [K2, K1]
+    # Sorting by reach counts principals for every key, in another query: same figures.
+    by_reach = pages_analyst.get(reverse("audits:keys"), {"sort": "-principals"}).context["page"].object_list
+    assert [(r["key"], r["principals"], r["services"]) for r in by_reach] == [(K1, 2, 1), (K2, 1, 0)]
 
 
 def test_keys_page_paginates_and_htmx_gets_only_the_table(pages_analyst, pages_now):

@@ -26,7 +26,7 @@ def login(client, username: str, password: str, ip: str = "198.51.100.1", forwar
 
 
 def logged_in(response) -> bool:
-    return response.status_code == 302 and response["Location"] == "/"
+    return response.status_code == 302 and response["Location"] == "/start/"
 
 
 def fail(client, username: str, times: int, **where) -> None:
@@ -123,9 +123,29 @@ def test_a_session_cookie_replayed_after_logout_is_worthless(client, settings):
 )
 def test_the_login_never_redirects_off_site(client, target):
     response = client.post(reverse("login"), {"username": "alice", "password": PASSWORD, "next": target})
-    assert response.status_code == 302 and response["Location"] == "/"
+    assert response.status_code == 302 and response["Location"] == "/start/"
 
 
 def test_the_login_follows_a_local_next(client):
     response = client.post(reverse("login"), {"username": "alice", "password": PASSWORD, "next": "/events/?error=any"})
     assert response["Location"] == "/events/?error=any"
+
+
+@pytest.mark.parametrize(
+    ("roles", "landing"),
+    [(("analyst",), "/"), (("finance",), "/costs/"), (("admin",), "/"), (("analyst", "finance"), "/")],
+)
+def test_a_login_lands_on_the_first_page_the_users_roles_open(client, roles, landing):
+    from django.contrib.auth.models import Group
+
+    user = get_user_model().objects.create_user("landing", password="a-long-pass-phrase")
+    user.groups.set(Group.objects.filter(name__in=roles))
+    response = client.post(reverse("login"), {"username": "landing", "password": "a-long-pass-phrase"}, follow=True)
+    assert response.redirect_chain[-1][0] == landing
+    assert response.status_code == 200
+
+
+def test_a_user_without_a_role_lands_on_a_403_after_login(client):
+    get_user_model().objects.create_user("nobody", password="a-long-pass-phrase")
+    response = client.post(reverse("login"), {"username": "nobody", "password": "a-long-pass-phrase"}, follow=True)
+    assert response.status_code == 403

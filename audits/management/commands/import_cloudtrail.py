@@ -43,7 +43,8 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         files = collect_files(options["paths"])
         run = start_run(IngestRun.Kind.FILES)
-        ingestor = Ingestor(run, batch_size=options["batch_size"])
+        # A bulk import: let the database write one batch while the next is parsed.
+        ingestor = Ingestor(run, batch_size=options["batch_size"], background_writes=True)
         try:
             for path in files:
                 location = str(path)
