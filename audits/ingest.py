@@ -18,8 +18,7 @@ import json
 import logging
 import operator
 import time
-import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,7 +31,7 @@ from django.utils import timezone
 
 from . import rawcodec
 from .cloudtrail import BusinessHours, NormalizedEvent, NotKmsEvent, ParseError, loads_record, parse_record
-from .models import DailyRollup, Event, IngestRun, Quarantine
+from .models import DailyRollup, Event, IngestRun, KeyDay, OperationDay, PrincipalDay, Quarantine
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +41,6 @@ DEADLOCK_ATTEMPTS = 3
 # Staged and inserted columns: every normalized field, then the compressed raw record.
 EVENT_FIELDS = tuple(f.name for f in dataclasses.fields(NormalizedEvent))
 EVENT_COLUMNS = EVENT_FIELDS + ("raw",)
-ROLLUP_DIMS = ("day", "account_id", "region", "key", "operation", "principal", "service", "error_code", "after_hours")
 
 
 @dataclass
@@ -113,7 +111,6 @@ class Ingestor:
         self._pending = Counts()  # not yet written to the ledger row
         self._events: list[tuple[NormalizedEvent, bytes]] = []
         self._quarantine: list[Quarantine] = []
-        self._zdict = rawcodec._DICTS[rawcodec.CURRENT]
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -126,7 +123,7 @@ class Ingestor:
                 if len(record) > self.max_record_bytes:
                     raise ParseError(f"record larger than {self.max_record_bytes} bytes")
                 record = loads_record(record)
-            text = json.dumps(record, separators=(",", ":"), ensure_ascii=False)
+            text = rawcodec.dumps(record)
             original = text
             if len(text) > self.max_record_bytes:
                 raise ParseError(f"record larger than {self.max_record_bytes} bytes")
@@ -143,7 +140,7 @@ class Ingestor:
         except (ValueError, TypeError, RecursionError) as exc:  # e.g. nesting too deep, NaN, odd types
             self._add_quarantine(location, f"{type(exc).__name__}: {exc}", original)
             return
-        self._events.append((event, self._compress(text)))
+        self._events.append((event, rawcodec.encode_text(text)))
         if len(self._events) >= self.batch_size:
             self._write(wait=False)
 
@@ -162,12 +159,6 @@ class Ingestor:
         self.counts.quarantined += 1
         if len(self._quarantine) >= self.batch_size:
             self._write(wait=False)
-
-    def _compress(self, text: str) -> bytes:
-        # Same format as rawcodec.encode, without serializing the record a second time.
-        compressor = zlib.compressobj(level=6, wbits=-15, zdict=self._zdict)
-        data = text.encode("utf-8", "replace")
-        return bytes([rawcodec.CURRENT]) + compressor.compress(data) + compressor.flush()
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -295,7 +286,6 @@ def write_events(rows: list[tuple[NormalizedEvent, bytes]]) -> int:
 
 
 _EVENT_TABLE = Event._meta.db_table
-_ROLLUP_TABLE = DailyRollup._meta.db_table
 _STAGE_TABLE = "kmsdash_event_stage"
 _PG_TYPES = {
     "event_time": "timestamptz",
@@ -306,6 +296,65 @@ _PG_TYPES = {
 }
 
 
+@dataclass(frozen=True)
+class Summary:
+    """A table of event counts by some dimensions, increased by each batch's new events.
+
+    dims: (column, SQL over the inserted events, value of one NormalizedEvent on SQLite);
+    counts: (column, SQL condition on the events it counts or None for all, the same as a predicate).
+    Every summary also keeps first_seen and last_seen.
+    """
+
+    table: str
+    dims: tuple[tuple[str, str, Callable[[NormalizedEvent], Any]], ...]
+    counts: tuple[tuple[str, str | None, Callable[[NormalizedEvent], bool] | None], ...]
+
+    @property
+    def dim_columns(self) -> str:
+        return ", ".join(column for column, _, _ in self.dims)
+
+    @property
+    def count_columns(self) -> str:
+        return ", ".join(column for column, _, _ in self.counts)
+
+
+def _dim(column: str, field: str | None = None) -> tuple[str, str, Callable]:
+    return (column, field or column, operator.attrgetter(field or column))
+
+
+_DAY = ("day", "(event_time AT TIME ZONE 'UTC')::date", lambda event: event.event_time.date().isoformat())
+_ACCOUNT = _dim("account_id", "recipient_account_id")
+_ALL = (("count", None, None),)
+
+SUMMARIES = (
+    Summary(
+        DailyRollup._meta.db_table,
+        (_DAY, _ACCOUNT, _dim("region"), _dim("key"), _dim("operation", "event_name"), _dim("principal"),
+         _dim("service"), _dim("error_code"), _dim("after_hours")),
+        _ALL,
+    ),
+    Summary(
+        KeyDay._meta.db_table,
+        (_DAY, _ACCOUNT, _dim("region"), _dim("key")),
+        (
+            ("calls", None, None),
+            ("encrypt", "event_name = 'Encrypt'", lambda event: event.event_name == "Encrypt"),
+            ("decrypt", "event_name = 'Decrypt'", lambda event: event.event_name == "Decrypt"),
+            ("generate", "left(event_name, 15) = 'GenerateDataKey'",
+             lambda event: event.event_name.startswith("GenerateDataKey")),
+            ("failed", "error_code <> ''", lambda event: bool(event.error_code)),
+            ("after_hours_calls", "after_hours", lambda event: bool(event.after_hours)),
+        ),
+    ),
+    Summary(
+        OperationDay._meta.db_table,
+        (_DAY, _ACCOUNT, _dim("region"), _dim("operation", "event_name"), _dim("error_code"), _dim("after_hours")),
+        _ALL,
+    ),
+    Summary(PrincipalDay._meta.db_table, (_DAY, _ACCOUNT, _dim("region"), _dim("principal")), _ALL),
+)
+
+
 def _pg_stage_sql() -> str:
     columns = ", ".join(f"{name} {_PG_TYPES.get(name, 'text')}" for name in EVENT_COLUMNS)
     return f"CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGE_TABLE} ({columns}) ON COMMIT DELETE ROWS"
@@ -313,12 +362,22 @@ def _pg_stage_sql() -> str:
 
 def _pg_insert_sql() -> str:
     columns = ", ".join(EVENT_COLUMNS)
-    dims = (
-        "(event_time AT TIME ZONE 'UTC')::date, recipient_account_id, region, key, event_name, principal, "
-        "service, error_code, after_hours"
-    )
-    conflict = ", ".join(ROLLUP_DIMS)
-    table = _ROLLUP_TABLE
+    upserts = []
+    for n, summary in enumerate(SUMMARIES):
+        table, dims = summary.table, ", ".join(sql for _, sql, _ in summary.dims)
+        counts = ", ".join(f"count(*) FILTER (WHERE {condition})" if condition else "count(*)"
+                           for _, condition, _ in summary.counts)
+        added = ", ".join(f"{column} = {table}.{column} + EXCLUDED.{column}" for column, _, _ in summary.counts)
+        upserts.append(f"""
+        summary{n} AS (
+            INSERT INTO {table} ({summary.dim_columns}, {summary.count_columns}, first_seen, last_seen)
+            SELECT {dims}, {counts}, min(event_time), max(event_time) FROM inserted
+            GROUP BY {dims} ORDER BY {dims}
+            ON CONFLICT ({summary.dim_columns}) DO UPDATE SET {added},
+                first_seen = LEAST({table}.first_seen, EXCLUDED.first_seen),
+                last_seen = GREATEST({table}.last_seen, EXCLUDED.last_seen)
+            RETURNING 1
+        )""")
     return f"""
         WITH inserted AS (
             INSERT INTO {_EVENT_TABLE} ({columns})
@@ -326,18 +385,12 @@ def _pg_insert_sql() -> str:
             ON CONFLICT (recipient_account_id, event_id) DO NOTHING
             RETURNING event_time, recipient_account_id, region, key, event_name, principal, service,
                       error_code, after_hours
-        ), rolled AS (
-            INSERT INTO {table} ({conflict}, count, first_seen, last_seen)
-            SELECT {dims}, count(*), min(event_time), max(event_time) FROM inserted
-            GROUP BY {dims} ORDER BY {dims}
-            ON CONFLICT ({conflict}) DO UPDATE SET
-                count = {table}.count + EXCLUDED.count,
-                first_seen = LEAST({table}.first_seen, EXCLUDED.first_seen),
-                last_seen = GREATEST({table}.last_seen, EXCLUDED.last_seen)
-            RETURNING 1
-        )
-        SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM rolled)
+        ),{",".join(upserts)}
+        SELECT (SELECT count(*) FROM inserted), {", ".join(f"(SELECT count(*) FROM summary{n})" for n in range(len(SUMMARIES)))}
     """
+
+
+_PG_INSERT_SQL = _pg_insert_sql()
 
 
 def _write_postgresql(rows: list[tuple[NormalizedEvent, bytes]]) -> int:
@@ -352,8 +405,8 @@ def _write_postgresql(rows: list[tuple[NormalizedEvent, bytes]]) -> int:
                 if values[_CONTEXT_INDEX] is not None:
                     values[_CONTEXT_INDEX] = Jsonb(values[_CONTEXT_INDEX])
                 copy.write_row(values)
-        cursor.execute(_pg_insert_sql())
-        inserted, _ = cursor.fetchone()
+        cursor.execute(_PG_INSERT_SQL)
+        inserted = cursor.fetchone()[0]
         cursor.execute(f"TRUNCATE {_STAGE_TABLE}")
     return inserted
 
@@ -391,38 +444,35 @@ def _write_sqlite(rows: list[tuple[NormalizedEvent, bytes]]) -> int:
                 params,
             )
             new_keys.update((account, event_id) for account, event_id in cursor.fetchall())
-        groups: dict[tuple, list] = {}
-        for event, _ in rows:
-            if (event.recipient_account_id, event.event_id) not in new_keys:
-                continue
-            dims = (
-                event.event_time.date().isoformat(),
-                event.recipient_account_id,
-                event.region,
-                event.key,
-                event.event_name,
-                event.principal,
-                event.service,
-                event.error_code,
-                event.after_hours,
-            )
-            group = groups.get(dims)
-            if group is None:
-                groups[dims] = [1, event.event_time, event.event_time]
-            else:
-                group[0] += 1
-                group[1] = min(group[1], event.event_time)
-                group[2] = max(group[2], event.event_time)
-        if groups:
-            conflict = ", ".join(ROLLUP_DIMS)
-            cursor.executemany(
-                f"INSERT INTO {_ROLLUP_TABLE} ({conflict}, count, first_seen, last_seen) "
-                f"VALUES ({', '.join(['%s'] * (len(ROLLUP_DIMS) + 3))}) "
-                f"ON CONFLICT ({conflict}) DO UPDATE SET count = count + excluded.count, "
-                "first_seen = min(first_seen, excluded.first_seen), last_seen = max(last_seen, excluded.last_seen)",
-                [
-                    (*dims, count, _sqlite_time(first), _sqlite_time(last))
-                    for dims, (count, first, last) in sorted(groups.items())
-                ],
-            )
+        new = [event for event, _ in rows if (event.recipient_account_id, event.event_id) in new_keys]
+        for summary in SUMMARIES:
+            _upsert_sqlite(cursor, summary, new)
     return len(new_keys)
+
+
+def _upsert_sqlite(cursor, summary: Summary, events: list[NormalizedEvent]) -> None:
+    groups: dict[tuple, list] = {}
+    for event in events:
+        dims = tuple(value(event) for _, _, value in summary.dims)
+        group = groups.get(dims)
+        if group is None:
+            group = groups[dims] = [event.event_time, event.event_time] + [0] * len(summary.counts)
+        group[0] = min(group[0], event.event_time)
+        group[1] = max(group[1], event.event_time)
+        for i, (_, _, counts) in enumerate(summary.counts, start=2):
+            if counts is None or counts(event):
+                group[i] += 1
+    if not groups:
+        return
+    added = ", ".join(f"{column} = {column} + excluded.{column}" for column, _, _ in summary.counts)
+    width = len(summary.dims) + len(summary.counts) + 2
+    cursor.executemany(
+        f"INSERT INTO {summary.table} ({summary.dim_columns}, {summary.count_columns}, first_seen, last_seen) "
+        f"VALUES ({', '.join(['%s'] * width)}) "
+        f"ON CONFLICT ({summary.dim_columns}) DO UPDATE SET {added}, "
+        "first_seen = min(first_seen, excluded.first_seen), last_seen = max(last_seen, excluded.last_seen)",
+        [
+            (*dims, *counts, _sqlite_time(first), _sqlite_time(last))
+            for dims, (first, last, *counts) in sorted(groups.items())
+        ],
+    )

@@ -140,10 +140,89 @@ class DailyRollup(models.Model):
         ]
         indexes = [
             models.Index(fields=["key", "day"], name="rollup_key_day"),
+            models.Index(fields=["day"], name="rollup_day"),
         ]
 
     def __str__(self) -> str:
         return f"{self.day} {self.operation} {self.key} x{self.count}"
+
+
+# Summaries of DailyRollup without its widest dimensions (principal and service multiply its rows),
+# so that whole-period pages aggregate thousands of rows instead of millions. Each is written in
+# the same transaction as the rollups and always equals a GROUP BY over Event.
+
+
+class KeyDay(models.Model):
+    """Calls per UTC day and key, with the per-key figures of the keys page as columns."""
+
+    day = models.DateField()
+    account_id = models.CharField(max_length=12)
+    region = models.CharField(max_length=32)
+    key = models.CharField(max_length=2048)
+    calls = models.BigIntegerField()
+    encrypt = models.BigIntegerField()
+    decrypt = models.BigIntegerField()
+    generate = models.BigIntegerField(help_text="GenerateDataKey*")
+    failed = models.BigIntegerField()
+    after_hours_calls = models.BigIntegerField()
+    first_seen = models.DateTimeField()
+    last_seen = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["day", "account_id", "region", "key"], name="keyday_unique_dims"),
+        ]
+        indexes = [models.Index(fields=["key", "day"], name="keyday_key_day")]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.key} x{self.calls}"
+
+
+class OperationDay(models.Model):
+    """Calls per UTC day, operation, error code and after-hours flag: the overview's charts."""
+
+    day = models.DateField()
+    account_id = models.CharField(max_length=12)
+    region = models.CharField(max_length=32)
+    operation = models.CharField(max_length=64)
+    error_code = models.CharField(max_length=128)
+    after_hours = models.BooleanField()
+    count = models.BigIntegerField()
+    first_seen = models.DateTimeField()
+    last_seen = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["day", "account_id", "region", "operation", "error_code", "after_hours"],
+                name="operationday_unique_dims",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.operation} x{self.count}"
+
+
+class PrincipalDay(models.Model):
+    """Calls per UTC day and principal: unique principals of a period without scanning rollups."""
+
+    day = models.DateField()
+    account_id = models.CharField(max_length=12)
+    region = models.CharField(max_length=32)
+    principal = models.CharField(max_length=2048)
+    count = models.BigIntegerField()
+    first_seen = models.DateTimeField()
+    last_seen = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["day", "account_id", "region", "principal"], name="principalday_unique_dims"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.principal} x{self.count}"
 
 
 class IngestRun(models.Model):

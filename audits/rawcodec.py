@@ -4,6 +4,11 @@ A KMS record is 1-2 KB of JSON, most of it the same field names and values in ev
 zlib with a preset dictionary of that common text stores it in a fraction of the size that
 plain zlib reaches on such short inputs. The first byte names the dictionary, so it can evolve
 without rewriting stored rows.
+
+A dictionary trained on record skeletons (every field name and common value, with account ids,
+UUIDs, addresses, times and names blanked) saves only ~4% over version 1, because what is left
+is each record's own ids; dictionary text that would match a deployment's accounts and ARNs
+cannot be known in advance. So there is no version 2 yet.
 """
 
 from __future__ import annotations
@@ -31,12 +36,27 @@ _DICT_V1 = (
 ).encode()
 _DICTS = {1: _DICT_V1}
 CURRENT = 1
+# Level 6: levels 1-3 save 2 us of ~15 per record and store 8-57 bytes more.
+LEVEL = 6
+
+# One encoder for every record: json.dumps builds a new one per call.
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+def dumps(record: dict[str, Any]) -> str:
+    """The compact JSON text that encode() stores for a record."""
+    return _dumps(record)
 
 
 def encode(record: dict[str, Any]) -> bytes:
-    text = json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "replace")
-    compressor = zlib.compressobj(level=6, wbits=-15, zdict=_DICTS[CURRENT])
-    return bytes([CURRENT]) + compressor.compress(text) + compressor.flush()
+    return encode_text(_dumps(record))
+
+
+def encode_text(text: str | bytes) -> bytes:
+    """encode() for a record already serialised (by dumps(), or UTF-8 JSON as read)."""
+    data = text.encode("utf-8", "replace") if isinstance(text, str) else text
+    compressor = zlib.compressobj(level=LEVEL, wbits=-15, zdict=_DICTS[CURRENT])
+    return bytes([CURRENT]) + compressor.compress(data) + compressor.flush()
 
 
 def decode(blob: bytes | memoryview) -> dict[str, Any]:

@@ -1,6 +1,8 @@
 """Every read behind the analysts' pages.
 
-Figures come from DailyRollup, aggregated in SQL. Event is read only for lists of individual
+Figures come from DailyRollup, aggregated in SQL, or from its summaries (KeyDay, OperationDay,
+PrincipalDay) when the filter uses no dimension they lack: a period's summary rows are a few
+thousand where its rollups are millions. Event is read only for lists of individual
 calls (the explorer, critical events, the raw record) and for the few per-key details that
 rollups do not carry (encryption context, S3 bucket), always through an index and a LIMIT.
 """
@@ -22,7 +24,7 @@ from django.utils import timezone
 
 from .cloudtrail import CRITICAL_EVENT_NAMES, KEY_ID_RE
 from .filters import EventFilter
-from .models import DailyRollup, Event, IngestRun, Source
+from .models import DailyRollup, Event, IngestRun, KeyDay, OperationDay, PrincipalDay, Source
 
 CRITICAL = sorted(CRITICAL_EVENT_NAMES)
 FAILED = ~Q(error_code="")
@@ -66,13 +68,38 @@ MEASURES = {
     "generate": "SUM(CASE WHEN operation LIKE 'GenerateDataKey%%' THEN count ELSE 0 END)",
     "last_used": "MAX(last_seen)",
 }
+# The same measures over KeyDay, which holds them as columns.
+KEY_DAY_MEASURES = {
+    "calls": "SUM(calls)",
+    "failed": "SUM(failed)",
+    "after_hours_calls": "SUM(after_hours_calls)",
+    "encrypt": "SUM(encrypt)",
+    "decrypt": "SUM(decrypt)",
+    "generate": "SUM(generate)",
+    "last_used": "MAX(last_seen)",
+}
+
+# The filter fields each summary cannot answer (it does not keep that dimension).
+_NOT_IN = {
+    KeyDay: ("principal", "service", "operation", "error", "after_hours"),
+    OperationDay: ("key", "principal", "service"),
+    PrincipalDay: ("key", "service", "operation", "error", "after_hours"),
+}
 
 
-def grouped(qs: QuerySet[DailyRollup], sets: list[tuple[str, ...]], measures: list[str]) -> list[list[dict]]:
+def summary(f: EventFilter, model: type[KeyDay | OperationDay | PrincipalDay]) -> QuerySet | None:
+    """`model`'s rows under `f`, or None when `f` filters on a dimension `model` lacks."""
+    if any(getattr(f, name) not in ("", None) for name in _NOT_IN[model]):
+        return None
+    return f.rollups(model.objects.all())
+
+
+def grouped(qs: QuerySet, sets: list[tuple[str, ...]], measures: list[str]) -> list[list[dict]]:
     """For each grouping set, the rows of `qs` summed by those columns: [[{col..., measure...}], ...].
 
     On PostgreSQL this is ONE scan of the rollups (GROUP BY GROUPING SETS), which matters when
     a period holds hundreds of thousands of rollup rows; elsewhere, one GROUP BY per set.
+    `qs` is over DailyRollup or one of its summaries.
     """
     compiler = qs.query.get_compiler(using=qs.db)
     try:
@@ -82,9 +109,10 @@ def grouped(qs: QuerySet[DailyRollup], sets: list[tuple[str, ...]], measures: li
     except FullResultSet:  # no condition at all
         where, params = "", []
     where = f"WHERE {where}" if where else ""
-    table = DailyRollup._meta.db_table
+    table = qs.model._meta.db_table
     columns = list(dict.fromkeys(c for group in sets for c in group))
-    aggregates = ", ".join(f"{MEASURES[m]} AS {m}" for m in measures)
+    sql = KEY_DAY_MEASURES if qs.model is KeyDay else MEASURES
+    aggregates = ", ".join(f"{sql[m]} AS {m}" for m in measures)
     connection = connections[qs.db]
     results: list[list[dict]] = [[] for _ in sets]
     with connection.cursor() as cursor:
@@ -153,11 +181,18 @@ def overview(f: EventFilter, *, top: int = 10) -> Overview:
     The pass groups by the low-cardinality dimensions (day, operation, error, after-hours), by
     key and by principal; the totals and both charts are derived from the small first grouping.
     """
-    by_day, by_key, by_principal = grouped(
-        f.rollups(),
-        [("day", "operation", "error_code", "after_hours"), ("key", "account_id", "region"), ("principal",)],
-        ["calls", "failed", "after_hours_calls"],
-    )
+    by_operation, by_key, by_principal = summary(f, OperationDay), summary(f, KeyDay), summary(f, PrincipalDay)
+    if by_operation is not None and by_key is not None and by_principal is not None:
+        (by_day,) = grouped(by_operation, [("day", "operation", "error_code", "after_hours")], ["calls"])
+        (by_key,) = grouped(by_key.exclude(key=""), [_KEY], ["calls", "failed", "after_hours_calls"])
+        principals = by_principal.exclude(principal="").values("principal").distinct().count()
+    else:
+        by_day, by_key, by_principal = grouped(
+            f.rollups(),
+            [("day", "operation", "error_code", "after_hours"), _KEY, ("principal",)],
+            ["calls", "failed", "after_hours_calls"],
+        )
+        principals = sum(1 for row in by_principal if row["principal"])
     calls = failed = after_hours = critical = 0
     per_operation: Counter[tuple[date, str]] = Counter()
     per_error: Counter[tuple[date, str]] = Counter()
@@ -179,7 +214,7 @@ def overview(f: EventFilter, *, top: int = 10) -> Overview:
             "failed": failed,
             "after_hours": after_hours,
             "critical": critical,
-            "principals": sum(1 for row in by_principal if row["principal"]),
+            "principals": principals,
             "keys": len(keys),
         },
         calls_per_day=[{"day": d, "operation": o, "calls": n} for (d, o), n in sorted(per_operation.items())],
@@ -332,7 +367,10 @@ def keys_table(f: EventFilter, *, sort: str = "-calls") -> list[dict[str, Any]]:
     """
     column = sort.lstrip("-") if sort.lstrip("-") in KEY_SORTS else "calls"
     rollups = f.rollups().exclude(key="")
-    if column in REACH:
+    key_days = summary(f, KeyDay)
+    if column not in REACH and key_days is not None:
+        (rows,) = grouped(key_days.exclude(key=""), [_KEY], _KEY_MEASURES)
+    elif column in REACH:
         rows, by_principal, by_service = grouped(
             rollups, [_KEY, (*_KEY, "principal"), (*_KEY, "service")], _KEY_MEASURES
         )

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from audits.ingest import Ingestor, start_run
-from audits.models import DailyRollup, Event, IngestRun, Quarantine
+from audits.models import DailyRollup, Event, IngestRun, KeyDay, OperationDay, PrincipalDay, Quarantine
 from tests.test_ingest_core import rollups_as_group_by, stored_rollups
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)
@@ -27,13 +27,44 @@ BASE = base_records()
 
 
 def clear() -> None:
-    for model in (Event, DailyRollup, Quarantine, IngestRun):
+    for model in (Event, DailyRollup, KeyDay, OperationDay, PrincipalDay, Quarantine, IngestRun):
         model.objects.all().delete()
 
 
 def stored_events() -> set[tuple]:
     return set(Event.objects.values_list("recipient_account_id", "event_id", "event_time", "key", "principal",
                                          "event_name", "after_hours", "raw"))
+
+
+def summaries_as_group_by() -> dict:
+    """Every rollup summary recomputed from the stored events, in the summaries' own shape."""
+    tables: dict[str, dict] = {"key": {}, "operation": {}, "principal": {}}
+    for e in Event.objects.all():
+        where = (e.event_time.astimezone(UTC).date(), e.recipient_account_id, e.region)
+        generate = e.event_name.startswith("GenerateDataKey")
+        rows = (
+            ("key", (*where, e.key),
+             [1, e.event_name == "Encrypt", e.event_name == "Decrypt", generate, bool(e.error_code), e.after_hours]),
+            ("operation", (*where, e.event_name, e.error_code, e.after_hours), [1]),
+            ("principal", (*where, e.principal), [1]),
+        )
+        for table, dims, counts in rows:
+            first, last, *total = tables[table].get(dims, (e.event_time, e.event_time, *[0] * len(counts)))
+            tables[table][dims] = (min(first, e.event_time), max(last, e.event_time),
+                                   *(t + int(c) for t, c in zip(total, counts, strict=True)))
+    return tables
+
+
+def stored_summaries() -> dict:
+    return {
+        "key": {(r.day, r.account_id, r.region, r.key): (r.first_seen, r.last_seen, r.calls, r.encrypt, r.decrypt,
+                                                         r.generate, r.failed, r.after_hours_calls)
+                for r in KeyDay.objects.all()},
+        "operation": {(r.day, r.account_id, r.region, r.operation, r.error_code, r.after_hours):
+                      (r.first_seen, r.last_seen, r.count) for r in OperationDay.objects.all()},
+        "principal": {(r.day, r.account_id, r.region, r.principal): (r.first_seen, r.last_seen, r.count)
+                      for r in PrincipalDay.objects.all()},
+    }
 
 
 def ingest_in_runs(runs: list[list[dict]], batch_size: int) -> None:
@@ -67,6 +98,8 @@ def test_any_split_reordering_or_duplication_stores_what_one_clean_pass_stores(o
     assert stored_events() == clean_events
     assert stored_rollups() == clean_rollups
     assert stored_rollups() == rollups_as_group_by()
+    assert stored_summaries() == summaries_as_group_by()
+    assert sum(KeyDay.objects.values_list("calls", flat=True)) == len(BASE)
     runs_total = sum(IngestRun.objects.values_list("events_new", flat=True))
     duplicates = sum(IngestRun.objects.values_list("duplicates", flat=True))
     assert (runs_total, duplicates) == (len(BASE), len(repeats))

@@ -8,9 +8,10 @@ import pytest
 from django.db.models import Count, Sum
 from django.db.models.functions import TruncDate
 
-from audits.models import DailyRollup, Event
+from audits.models import DailyRollup, Event, KeyDay
 from inventory import services
 
+from .test_ingest_property import stored_summaries, summaries_as_group_by
 from .test_inventory_support import MAIN, OTHER, REGION, call, ingest, kms_in, role, source_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.emulator]
@@ -103,6 +104,8 @@ def test_rollups_always_equal_a_group_by_over_events_after_reattribution(aws):
         actual[(r.day, r.operation, r.error_code)] = actual.get((r.day, r.operation, r.error_code), 0) + r.count
     assert actual == expected
     assert not DailyRollup.objects.exclude(key=key["Arn"]).exists()
+    assert stored_summaries() == summaries_as_group_by()
+    assert set(KeyDay.objects.values_list("key", flat=True)) == {key["Arn"]}
 
 
 def test_an_alias_name_in_another_account_is_not_taken_for_ours(aws):

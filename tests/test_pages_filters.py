@@ -9,8 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from audits.filters import EventFilter
-from audits.models import Event
-from audits.selectors import grouped
+from audits import selectors
+from audits.models import DailyRollup, Event, KeyDay, OperationDay, PrincipalDay
+from audits.selectors import grouped, summary
 
 from .test_pages_support import K1, K2, NOW, A, B, ingest, record, volume
 
@@ -137,10 +138,10 @@ def loaded(django_db_setup, django_db_blocker):
         assert run.events_new == 600 and Event.objects.filter(key=K1).count() == 200
         yield
         Event.objects.all().delete()
-        from audits.models import DailyRollup, IngestRun
+        from audits.models import DailyRollup, IngestRun, KeyDay, OperationDay, PrincipalDay
 
-        DailyRollup.objects.all().delete()
-        IngestRun.objects.all().delete()
+        for model in (DailyRollup, KeyDay, OperationDay, PrincipalDay, IngestRun):
+            model.objects.all().delete()
 
 
 @settings(max_examples=60, deadline=None)
@@ -174,3 +175,53 @@ def test_one_scan_groupings_equal_the_orm_group_bys(loaded, query):
             for row in rows
         }
         assert got == expected
+
+
+SUMMARY_GROUPS = {
+    KeyDay: [("key", "account_id", "region"), ("day", "region")],
+    OperationDay: [("day", "operation", "error_code", "after_hours"), ("account_id",)],
+}
+
+
+@settings(max_examples=40, deadline=None)
+@given(query=QUERIES)
+def test_the_rollup_summaries_answer_every_filter_they_accept_as_the_rollups_do(loaded, query):
+    f = EventFilter.from_querydict(query)
+    measures = ["calls", "failed", "after_hours_calls", "last_used"]
+    for model, sets in SUMMARY_GROUPS.items():
+        qs = summary(f, model)
+        if qs is None:
+            assert any(getattr(f, name) for name in ("principal", "service", "key", "operation", "error")) or (
+                f.after_hours is not None
+            )
+            continue
+        for group, fast, slow in zip(sets, grouped(qs, sets, measures), grouped(f.rollups(), sets, measures),
+                                     strict=True):
+            def order(row, group=group):
+                return tuple(row[c] for c in group)
+
+            assert sorted(fast, key=order) == sorted(slow, key=order)
+    principals = summary(f, PrincipalDay)
+    if principals is not None:
+        assert set(principals.values_list("principal", flat=True)) == set(f.rollups().values_list("principal", flat=True))
+
+
+def test_the_overview_and_keys_from_summaries_equal_those_from_rollups(loaded):
+    f = EventFilter.from_querydict(QueryDict(f"account={A}"))
+    assert summary(f, KeyDay) is not None and summary(f, OperationDay) is not None
+    fast = selectors.overview(f, top=50)
+    assert fast.totals["calls"] == Event.objects.filter(recipient_account_id=A).count() > 0
+    assert fast.totals["principals"] == Event.objects.filter(recipient_account_id=A).exclude(principal="").values(
+        "principal").distinct().count()
+    keys = {row["key"]: row for row in selectors.keys_table(f)}
+    events = Event.objects.filter(recipient_account_id=A).exclude(key="")
+    assert set(keys) == set(events.values_list("key", flat=True))
+    for key, row in keys.items():
+        mine = events.filter(key=key)
+        assert row["calls"] == mine.count()
+        assert row["encrypt"] == mine.filter(event_name="Encrypt").count()
+        assert row["decrypt"] == mine.filter(event_name="Decrypt").count()
+        assert row["generate"] == mine.filter(event_name__startswith="GenerateDataKey").count()
+        assert row["failed"] == mine.exclude(error_code="").count()
+        assert row["after_hours_calls"] == mine.filter(after_hours=True).count()
+        assert row["last_used"] == mine.order_by("-event_time").values_list("event_time", flat=True).first()
