@@ -7,8 +7,9 @@ quarantine rows and the ledger's counters. So a duplicate, a re-run or a concurr
 same records can never count an event twice, and a crash mid-batch leaves nothing half-written.
 
 PostgreSQL: COPY into a temporary staging table, then one statement inserts the new events and
-upserts their rollups. SQLite: multi-row INSERT ... ON CONFLICT DO NOTHING RETURNING, rollups
-summed in Python from the returned keys and upserted.
+upserts their rollups and the rollups' narrower summaries (SUMMARIES). SQLite: multi-row INSERT ...
+ON CONFLICT DO NOTHING RETURNING, rollups and summaries summed in Python from the returned keys
+and upserted.
 """
 
 from __future__ import annotations
@@ -31,7 +32,17 @@ from django.utils import timezone
 
 from . import rawcodec
 from .cloudtrail import BusinessHours, NormalizedEvent, NotKmsEvent, ParseError, loads_record, parse_record
-from .models import DailyRollup, Event, IngestRun, KeyDay, OperationDay, PrincipalDay, Quarantine
+from .models import (
+    DailyRollup,
+    Event,
+    IngestRun,
+    KeyDay,
+    KeyPrincipalDay,
+    KeyServiceDay,
+    OperationDay,
+    PrincipalDay,
+    Quarantine,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -352,6 +363,8 @@ SUMMARIES = (
         _ALL,
     ),
     Summary(PrincipalDay._meta.db_table, (_DAY, _ACCOUNT, _dim("region"), _dim("principal")), _ALL),
+    Summary(KeyPrincipalDay._meta.db_table, (_DAY, _ACCOUNT, _dim("region"), _dim("key"), _dim("principal")), _ALL),
+    Summary(KeyServiceDay._meta.db_table, (_DAY, _ACCOUNT, _dim("region"), _dim("key"), _dim("service")), _ALL),
 )
 
 
@@ -378,6 +391,8 @@ def _pg_insert_sql() -> str:
                 last_seen = GREATEST({table}.last_seen, EXCLUDED.last_seen)
             RETURNING 1
         )""")
+    # Data-modifying CTEs run to completion whether read or not; reading them keeps that visible.
+    counted = ", ".join(f"(SELECT count(*) FROM summary{n})" for n in range(len(SUMMARIES)))
     return f"""
         WITH inserted AS (
             INSERT INTO {_EVENT_TABLE} ({columns})
@@ -386,7 +401,7 @@ def _pg_insert_sql() -> str:
             RETURNING event_time, recipient_account_id, region, key, event_name, principal, service,
                       error_code, after_hours
         ),{",".join(upserts)}
-        SELECT (SELECT count(*) FROM inserted), {", ".join(f"(SELECT count(*) FROM summary{n})" for n in range(len(SUMMARIES)))}
+        SELECT (SELECT count(*) FROM inserted), {counted}
     """
 
 

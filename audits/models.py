@@ -317,3 +317,53 @@ class Quarantine(models.Model):
 
     def __str__(self) -> str:
         return f"{self.location}: {self.reason[:80]}"
+
+
+class KeyPrincipalDay(models.Model):
+    """Calls per UTC day, key and principal: a key's unique principals without its rollups.
+
+    Its unique index leads with the key and holds every dimension, so the principals of a page
+    of keys are read from the index alone.
+    """
+
+    day = models.DateField()
+    account_id = models.CharField(max_length=12)
+    region = models.CharField(max_length=32)
+    key = models.CharField(max_length=2048)
+    principal = models.CharField(max_length=2048)
+    count = models.BigIntegerField()
+    first_seen = models.DateTimeField()
+    last_seen = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["key", "day", "account_id", "region", "principal"], name="keyprincipalday_unique_dims"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.key} {self.principal} x{self.count}"
+
+
+class KeyServiceDay(models.Model):
+    """Calls per UTC day, key and invoking service: a key's unique services without its rollups."""
+
+    day = models.DateField()
+    account_id = models.CharField(max_length=12)
+    region = models.CharField(max_length=32)
+    key = models.CharField(max_length=2048)
+    service = models.CharField(max_length=256)
+    count = models.BigIntegerField()
+    first_seen = models.DateTimeField()
+    last_seen = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["key", "day", "account_id", "region", "service"], name="keyserviceday_unique_dims"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.key} {self.service} x{self.count}"

@@ -1,5 +1,8 @@
 """The KMS usage report (kms_report command, and pages that show the same figures), from rollups only.
 
+Counts, principals and services come from the per-key summaries (KeyDay, KeyPrincipalDay,
+KeyServiceDay), whose dimensions are exactly the report's filters; operations from DailyRollup.
+
 Rollups are daily, so the range is whole UTC days: `since` and `until` are inclusive dates, and a
 date-time given for either is truncated to its UTC day.
 """
@@ -12,7 +15,7 @@ from typing import Any
 
 from django.db.models import Count, Q, Sum
 
-from .models import DailyRollup
+from .models import DailyRollup, KeyDay, KeyPrincipalDay, KeyServiceDay
 
 CSV_HEADER = ("key", "events", "failed", "after_hours", "operations", "principals", "services")
 
@@ -36,8 +39,9 @@ def as_utc_day(value: date | datetime | str | None) -> date | None:
     return value
 
 
-def report_rollups(*, since=None, until=None, account_id=None, region=None, key=None):
-    qs = DailyRollup.objects.all()
+def report_rollups(*, since=None, until=None, account_id=None, region=None, key=None, model=DailyRollup):
+    """Rows of DailyRollup (or of one of its summaries: `model`) in the report's scope."""
+    qs = model.objects.all()
     since, until = as_utc_day(since), as_utc_day(until)
     if since:
         qs = qs.filter(day__gte=since)
@@ -54,20 +58,17 @@ def report_rollups(*, since=None, until=None, account_id=None, region=None, key=
 
 def kms_report(*, since, until, account_id=None, region=None, key=None) -> dict[str, Any]:
     since_day, until_day = as_utc_day(since), as_utc_day(until)
-    qs = report_rollups(since=since_day, until=until_day, account_id=account_id, region=region, key=key)
-    failed = Q(error_code__gt="")
-    totals = qs.aggregate(
-        events=Sum("count", default=0),
-        failed=Sum("count", filter=failed, default=0),
-        after_hours=Sum("count", filter=Q(after_hours=True), default=0),
+    scope = {"since": since_day, "until": until_day, "account_id": account_id, "region": region, "key": key}
+    key_days = report_rollups(**scope, model=KeyDay)
+    totals = key_days.aggregate(
+        events=Sum("calls", default=0),
+        failed=Sum("failed", default=0),
+        after_hours=Sum("after_hours_calls", default=0),
         keys=Count("key", filter=Q(key__gt=""), distinct=True),
     )
-    keyed = qs.filter(key__gt="")
     per_key: dict[str, dict[str, Any]] = {}
-    for row in keyed.values("key").annotate(
-        events=Sum("count"),
-        failed=Sum("count", filter=failed, default=0),
-        after_hours=Sum("count", filter=Q(after_hours=True), default=0),
+    for row in key_days.filter(key__gt="").values("key").annotate(
+        events=Sum("calls"), failed=Sum("failed"), after_hours=Sum("after_hours_calls")
     ):
         per_key[row["key"]] = {
             "key": row["key"],
@@ -78,11 +79,13 @@ def kms_report(*, since, until, account_id=None, region=None, key=None) -> dict[
             "failed": row["failed"],
             "after_hours": row["after_hours"],
         }
+    keyed = report_rollups(**scope).filter(key__gt="")
     for row in keyed.values("key", "operation").annotate(n=Sum("count")).order_by("key", "operation"):
         per_key[row["key"]]["operations"][row["operation"]] = row["n"]
-    for field, target in (("principal", "principals"), ("service", "services")):
+    for model, field, target in ((KeyPrincipalDay, "principal", "principals"), (KeyServiceDay, "service", "services")):
         names: dict[str, set[str]] = defaultdict(set)
-        for key_arn, name in keyed.exclude(**{field: ""}).values_list("key", field).distinct():
+        rows = report_rollups(**scope, model=model).filter(key__gt="").exclude(**{field: ""})
+        for key_arn, name in rows.values_list("key", field).distinct():
             names[key_arn].add(name)
         for key_arn, values in names.items():
             per_key[key_arn][target] = sorted(values)

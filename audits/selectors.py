@@ -1,9 +1,9 @@
 """Every read behind the analysts' pages.
 
 Figures come from DailyRollup, aggregated in SQL, or from its summaries (KeyDay, OperationDay,
-PrincipalDay) when the filter uses no dimension they lack: a period's summary rows are a few
-thousand where its rollups are millions. Event is read only for lists of individual
-calls (the explorer, critical events, the raw record) and for the few per-key details that
+PrincipalDay, KeyPrincipalDay, KeyServiceDay) when the filter uses no dimension they lack: a
+period's summary rows are thousands where its rollups are millions. Event is read only for lists
+of individual calls (the explorer, critical events, the raw record) and for the few per-key details that
 rollups do not carry (encryption context, S3 bucket), always through an index and a LIMIT.
 """
 
@@ -24,7 +24,17 @@ from django.utils import timezone
 
 from .cloudtrail import CRITICAL_EVENT_NAMES, KEY_ID_RE
 from .filters import EventFilter
-from .models import DailyRollup, Event, IngestRun, KeyDay, OperationDay, PrincipalDay, Source
+from .models import (
+    DailyRollup,
+    Event,
+    IngestRun,
+    KeyDay,
+    KeyPrincipalDay,
+    KeyServiceDay,
+    OperationDay,
+    PrincipalDay,
+    Source,
+)
 
 CRITICAL = sorted(CRITICAL_EVENT_NAMES)
 FAILED = ~Q(error_code="")
@@ -84,10 +94,12 @@ _NOT_IN = {
     KeyDay: ("principal", "service", "operation", "error", "after_hours"),
     OperationDay: ("key", "principal", "service"),
     PrincipalDay: ("key", "service", "operation", "error", "after_hours"),
+    KeyPrincipalDay: ("service", "operation", "error", "after_hours"),
+    KeyServiceDay: ("principal", "operation", "error", "after_hours"),
 }
 
 
-def summary(f: EventFilter, model: type[KeyDay | OperationDay | PrincipalDay]) -> QuerySet | None:
+def summary(f: EventFilter, model: type) -> QuerySet | None:
     """`model`'s rows under `f`, or None when `f` filters on a dimension `model` lacks."""
     if any(getattr(f, name) not in ("", None) for name in _NOT_IN[model]):
         return None
@@ -389,11 +401,16 @@ def add_reach(f: EventFilter, rows: list[dict[str, Any]]) -> None:
     missing = [row for row in rows if "principals" not in row]
     if not missing:
         return
-    _, by_principal, by_service = grouped(
-        f.rollups().filter(key__in={row["key"] for row in missing}),
-        [_KEY, (*_KEY, "principal"), (*_KEY, "service")],
-        ["calls"],
-    )
+    keys = {row["key"] for row in missing}
+    principals, services = summary(f, KeyPrincipalDay), summary(f, KeyServiceDay)
+    if principals is not None and services is not None:
+        # DISTINCT rather than a sum: answered from the summaries' (key, day, ...) unique indexes alone.
+        by_principal = principals.filter(key__in=keys).values(*_KEY, "principal").distinct()
+        by_service = services.filter(key__in=keys).values(*_KEY, "service").distinct()
+    else:
+        _, by_principal, by_service = grouped(
+            f.rollups().filter(key__in=keys), [_KEY, (*_KEY, "principal"), (*_KEY, "service")], ["calls"]
+        )
     _count_reach(missing, by_principal, by_service)
 
 

@@ -12,36 +12,50 @@ For each: events/s, ratio to the baseline, peak RSS, stored bytes per event (all
 and their indexes: pg_total_relation_size; SQLite: dbstat).
 
 Output format, and the latest figures (2 cores shared with other jobs and the PostgreSQL server,
-default server settings: shared_buffers 128 MB; events/s are wall clock). Under heavier load
-(average 7-12) the same run gave 2,000-4,700 events/s with unchanged CPU per event.
+default server settings: shared_buffers 128 MB; events/s are wall clock and follow the machine's
+load, printed with each import; CPU per event is the steadier figure, though it too rises ~10%
+under contention). Under heavier load (average 7-12) the same run gave 2,000-4,700 events/s.
 
-    $ python bench/ingest_bench.py --events 500000          (2026-11-29, load average ~2)
-        generated 500000 events in 500 files (106 B/event gzipped) in 31.9s
-        baseline  decompress+json.loads          143,086 events/s  cpu 7 us/event
-        baseline  decompress+ijson (streaming)    89,293 events/s  cpu 11 us/event  (0.62x json.loads)
-        baseline  parse+COPY to a bare table      29,690 events/s  cpu 30 us/event
-        import    postgresql    10,892 events/s  ratio 0.37 of baseline  cpu 74 us/event (ratio 0.41)
-                  peak RSS 139 MiB  stored 1279 B/event (raw 297)  events 500000
-                  largest parts, B/event: audits_event (heap) 749, event_key_time 153, audits_dailyrollup 115,
+    $ python bench/ingest_bench.py --events 500000          (2026-11-29, load average ~3)
+        generated 500000 events in 500 files (106 B/event gzipped) in 39.6s
+        baseline  decompress+json.loads          130,896 events/s  cpu 8 us/event
+        baseline  decompress+ijson (streaming)    76,611 events/s  cpu 12 us/event  (0.59x json.loads)
+        baseline  parse+COPY to a bare table      23,530 events/s  cpu 33 us/event
+        import    postgresql     7,302 events/s  ratio 0.31 of baseline  cpu 84 us/event (ratio 0.40)
+                  peak RSS 147 MiB  stored 1334 B/event (raw 297)  events 500000
+                  largest parts, B/event: audits_event (heap) 749, event_key_time 153, audits_dailyrollup 117,
                   event_unique_per_account 100, event_principal_time 100, event_time_id 39
-        import    sqlite         6,135 events/s  ratio 0.18 of baseline  cpu 132 us/event (ratio 0.22)
-                  peak RSS 127 MiB  stored 1183 B/event (raw 297)  events 500000
-        With --events 100000: postgresql 11,668 events/s, peak RSS 131 MiB, 1383 B/event;
-        sqlite 9,200 events/s, peak RSS 126 MiB (memory does not grow with N).
+                  load average (1 min) 3.10 at start, 3.40 at end
+        import    sqlite         5,425 events/s  ratio 0.23 of baseline  cpu 153 us/event (ratio 0.22)
+                  peak RSS 127 MiB  stored 1200 B/event (raw 297)  events 500000
+        With --events 100000 (load ~3): postgresql 8,969-11,139 events/s, cpu 77-78 us/event,
+        1508 B/event (rollup tables are a larger share of fewer events); sqlite 5,116-7,222 events/s.
+        The same tree with the parser and codec as they were before the changes below, run right
+        after at the same load: postgresql 6,775 events/s, cpu 82 us/event; sqlite 4,619, cpu 149.
 
-    Where the time goes (PostgreSQL, per event): in the importing process ~75 us of CPU: ijson ~11,
-    parse_record ~30 (a third of it the nesting-depth walk), json.dumps ~9 and zlib with the rawcodec
-    dictionary ~16 for the raw record, COPY ~12. In the server, overlapped with that by the
-    background writer: the INSERT into audits_event with its five indexes (the random-keyed unique
-    (account, eventID) index costs most: ~25 us/row at 5000-row batches, measured against the same
-    rows into an unindexed copy; 20000-row batches halve that) and the rollup upsert. The import is
-    now bound by the Python CPU above. The baseline has no index, no rollups and no compression, so
-    0.5 of it, or 20,000 events/s, is out of reach with this parser and schema on 2 cores.
+    Where the time goes (PostgreSQL, per event). Per record, in isolation (min of 7 runs over 20000
+    records): json.dumps + parse_record + rawcodec = 34 us (was 37): parse_record 12.4 (was 14.6:
+    one regex search over all the columns instead of 17 substitutions, a recursive depth guard at
+    ~2 us, not ~3), json.dumps ~8 (one shared encoder), zlib with the rawcodec dictionary ~15.
+    Add ijson ~11 and the COPY rows built in the writer thread ~6. cProfile overstates the parser
+    (~2x); it is not a third of the CPU. zlib is near its floor for this format: a smaller window,
+    a primed compressor copied per record, Z_FILTERED or a 3-32 KiB dictionary trained on record
+    skeletons save nothing measurable; levels 1-3 save ~2 us and store 8-57 B more per event.
+    The main thread is on CPU for under half the wall time at load ~3 (it waits for a core, not
+    for the writer: its waits on the writer total ~0.3 s per 50,000 events), so on this machine
+    events/s is bound by Python CPU per event and by the other jobs. Deflate in the writer thread
+    (zlib releases the GIL) cut the main thread's CPU by a fifth but made it wait ~1.2 s per 50,000
+    events on the writer, whose 10,000 GIL re-acquisitions per batch queue behind the parser:
+    9,500 events/s against 10,900 (load ~2, two runs each). 20,000 events/s needs about half the
+    Python CPU per event, e.g. compression in a separate process, not more micro-optimisation.
 
     Where the bytes go: the raw record, compressed, ~300 B; the normalized columns ~450 B (ARNs for
     key and principal, event and request ids, user agent, encryption context); the four secondary
-    indexes ~400 B (the key and principal indexes repeat the long ARNs). 400 B/event would need fewer
-    indexes or columns, not a better write path.
+    indexes ~400 B (the key and principal indexes repeat the long ARNs); rollup tables 40-210 B
+    depending on N. A dictionary that knew the row's own columns (account, event and request ids,
+    key, principal, source IP, user agent) would store the raw record in ~172 B instead of ~297
+    (~252 B with only the never-updated ids); what a generic dictionary can save is used up.
+    400 B/event needs fewer or narrower columns and indexes (keys and principals as integer ids).
 """
 
 from __future__ import annotations
@@ -162,6 +176,7 @@ def child_import(directory: str) -> dict:
 
     call_command("migrate", verbosity=0)
     rss_before = peak_rss_mib()
+    load_before = os.getloadavg()[0]
     started = time.perf_counter()
     cpu_started = time.process_time()
     call_command("import_cloudtrail", directory, stdout=open(os.devnull, "w"))
@@ -200,6 +215,8 @@ def child_import(directory: str) -> dict:
         raw_avg = float(cursor.fetchone()[0] or 0)
     return {
         "vendor": connection.vendor,
+        # Wall-clock rates on a shared machine follow its load; CPU per event does not.
+        "load": (load_before, os.getloadavg()[0]),
         "events": events,
         "seconds": elapsed,
         "cpu_seconds": cpu,
@@ -268,6 +285,7 @@ def main() -> None:
             )
             top = ", ".join(f"{name} {size / result['events']:.0f}" for name, size in list(result["parts"].items())[:6])
             print(f"          largest parts, B/event: {top}")
+            print(f"          load average (1 min) {result['load'][0]:.2f} at start, {result['load'][1]:.2f} at end")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

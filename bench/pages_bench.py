@@ -158,9 +158,14 @@ def main() -> None:
         events = cursor.fetchone()[0]
         cursor.execute("SELECT count(*) FROM audits_dailyrollup")
         rollups = cursor.fetchone()[0]
+        summaries = []
+        for table in ("keyday", "operationday", "principalday", "keyprincipalday", "keyserviceday"):
+            cursor.execute(f"SELECT count(*) FROM audits_{table}")
+            summaries.append(f"{table} {cursor.fetchone()[0]:,}")
         cursor.execute("SELECT pg_size_pretty(pg_database_size(current_database()))")
         size = cursor.fetchone()[0]
-    print(f"\n{events:,} events, {rollups:,} rollup rows, database {size}; {args.requests} requests per page\n")
+    print(f"\n{events:,} events, {rollups:,} rollup rows, database {size}; {args.requests} requests per page")
+    print(f"summary rows: {', '.join(summaries)}\n")
     print(f"{'page':40} {'requests':>8} {'p50 ms':>8} {'p95 ms':>8}  target p95")
     for name, (count, p50, p95) in measure(args.requests).items():
         target = TARGETS_MS.get(name)

@@ -15,7 +15,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from audits.models import DailyRollup, Event, KeyDay, Source
+from audits.models import DailyRollup, Event, KeyDay, KeyPrincipalDay, KeyServiceDay, Source
 
 from .models import Alias, Grant, InventoryRun, Key, KeyStateVersion, PolicyVersion, Trail
 from .source import InventoryReader, KeySnapshot, RegionSnapshot
@@ -284,30 +284,33 @@ def _reattribute(alias: Alias) -> int:
         into.last_seen = max(into.last_seen, row.last_seen)
         into.save(update_fields=["count", "first_seen", "last_seen"])
         row.delete()
-    _merge_key_days(KeyDay.objects.select_for_update().filter(Q(key=alias.arn) | by_name).order_by("id"), target)
+    # The per-key summaries follow their rollups: rows under the alias join the key's rows.
+    for model, dims, counts in KEY_SUMMARIES:
+        rows = model.objects.select_for_update().filter(Q(key=alias.arn) | by_name).order_by("id")
+        _merge_key_rows(model, rows, target, dims, counts)
     return moved
 
 
-KEY_DAY_COUNTS = ("calls", "encrypt", "decrypt", "generate", "failed", "after_hours_calls")
+KEY_SUMMARIES = (
+    (KeyDay, ("day", "account_id", "region"), ("calls", "encrypt", "decrypt", "generate", "failed",
+                                               "after_hours_calls")),
+    (KeyPrincipalDay, ("day", "account_id", "region", "principal"), ("count",)),
+    (KeyServiceDay, ("day", "account_id", "region", "service"), ("count",)),
+)
 
 
-def _merge_key_days(rows, target: str) -> None:
-    """The per-key daily summary follows its rollups: rows under the alias join the key's rows."""
+def _merge_key_rows(model, rows, target: str, dims: tuple[str, ...], counts: tuple[str, ...]) -> None:
     for row in rows:
-        into = (
-            KeyDay.objects.select_for_update()
-            .filter(key=target, day=row.day, account_id=row.account_id, region=row.region)
-            .first()
-        )
+        into = model.objects.select_for_update().filter(key=target, **{n: getattr(row, n) for n in dims}).first()
         if into is None:
             row.key = target
             row.save(update_fields=["key"])
             continue
-        for name in KEY_DAY_COUNTS:
+        for name in counts:
             setattr(into, name, getattr(into, name) + getattr(row, name))
         into.first_seen = min(into.first_seen, row.first_seen)
         into.last_seen = max(into.last_seen, row.last_seen)
-        into.save(update_fields=[*KEY_DAY_COUNTS, "first_seen", "last_seen"])
+        into.save(update_fields=[*counts, "first_seen", "last_seen"])
         row.delete()
 
 

@@ -13,7 +13,16 @@ from django.db.models import Count, Sum
 
 from audits.cloudtrail import CRITICAL_EVENT_NAMES, s3_context_names_object
 from audits.ingest import ingest_records, start_run
-from audits.models import DailyRollup, Event, IngestRun
+from audits.models import (
+    DailyRollup,
+    Event,
+    IngestRun,
+    KeyDay,
+    KeyPrincipalDay,
+    KeyServiceDay,
+    OperationDay,
+    PrincipalDay,
+)
 from demo.activity import ACCOUNTS, KEYS, REGIONS, generate_activity, placeholder_keys
 from demo.seed import backfill_activity, cost_activity, log_files, lookup_records
 
@@ -40,9 +49,9 @@ def ingested(month, django_db_setup, django_db_blocker):
     with django_db_blocker.unblock():
         counts = ingest_records(month, run=start_run(IngestRun.Kind.FILES))
         yield counts
-        Event.objects.all().delete()
-        DailyRollup.objects.all().delete()
-        IngestRun.objects.all().delete()
+        # Module-scoped data outlives the per-test rollback: remove every table ingestion wrote.
+        for model in (Event, DailyRollup, KeyDay, OperationDay, PrincipalDay, KeyPrincipalDay, KeyServiceDay, IngestRun):
+            model.objects.all().delete()
 
 
 def test_the_world_has_twenty_keys_in_two_accounts_and_three_regions():

@@ -9,7 +9,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from audits.ingest import Ingestor, start_run
-from audits.models import DailyRollup, Event, IngestRun, KeyDay, OperationDay, PrincipalDay, Quarantine
+from audits.models import (
+    DailyRollup,
+    Event,
+    IngestRun,
+    KeyDay,
+    KeyPrincipalDay,
+    KeyServiceDay,
+    OperationDay,
+    PrincipalDay,
+    Quarantine,
+)
 from tests.test_ingest_core import rollups_as_group_by, stored_rollups
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)
@@ -27,7 +37,8 @@ BASE = base_records()
 
 
 def clear() -> None:
-    for model in (Event, DailyRollup, KeyDay, OperationDay, PrincipalDay, Quarantine, IngestRun):
+    for model in (Event, DailyRollup, KeyDay, OperationDay, PrincipalDay, KeyPrincipalDay, KeyServiceDay, Quarantine,
+                  IngestRun):
         model.objects.all().delete()
 
 
@@ -38,7 +49,7 @@ def stored_events() -> set[tuple]:
 
 def summaries_as_group_by() -> dict:
     """Every rollup summary recomputed from the stored events, in the summaries' own shape."""
-    tables: dict[str, dict] = {"key": {}, "operation": {}, "principal": {}}
+    tables: dict[str, dict] = {"key": {}, "operation": {}, "principal": {}, "key principal": {}, "key service": {}}
     for e in Event.objects.all():
         where = (e.event_time.astimezone(UTC).date(), e.recipient_account_id, e.region)
         generate = e.event_name.startswith("GenerateDataKey")
@@ -47,6 +58,8 @@ def summaries_as_group_by() -> dict:
              [1, e.event_name == "Encrypt", e.event_name == "Decrypt", generate, bool(e.error_code), e.after_hours]),
             ("operation", (*where, e.event_name, e.error_code, e.after_hours), [1]),
             ("principal", (*where, e.principal), [1]),
+            ("key principal", (*where, e.key, e.principal), [1]),
+            ("key service", (*where, e.key, e.service), [1]),
         )
         for table, dims, counts in rows:
             first, last, *total = tables[table].get(dims, (e.event_time, e.event_time, *[0] * len(counts)))
@@ -64,6 +77,10 @@ def stored_summaries() -> dict:
                       (r.first_seen, r.last_seen, r.count) for r in OperationDay.objects.all()},
         "principal": {(r.day, r.account_id, r.region, r.principal): (r.first_seen, r.last_seen, r.count)
                       for r in PrincipalDay.objects.all()},
+        "key principal": {(r.day, r.account_id, r.region, r.key, r.principal): (r.first_seen, r.last_seen, r.count)
+                          for r in KeyPrincipalDay.objects.all()},
+        "key service": {(r.day, r.account_id, r.region, r.key, r.service): (r.first_seen, r.last_seen, r.count)
+                        for r in KeyServiceDay.objects.all()},
     }
 
 
@@ -103,3 +120,22 @@ def test_any_split_reordering_or_duplication_stores_what_one_clean_pass_stores(o
     runs_total = sum(IngestRun.objects.values_list("events_new", flat=True))
     duplicates = sum(IngestRun.objects.values_list("duplicates", flat=True))
     assert (runs_total, duplicates) == (len(BASE), len(repeats))
+
+
+@pytest.mark.django_db
+def test_the_backfill_migrations_rebuild_the_summaries_ingestion_keeps():
+    from importlib import import_module
+
+    from django.db import connection
+
+    clear()
+    ingest_in_runs([BASE], batch_size=7)
+    kept = stored_summaries()
+    assert all(kept.values())
+    for model in (KeyDay, OperationDay, PrincipalDay, KeyPrincipalDay, KeyServiceDay):
+        model.objects.all().delete()
+    with connection.cursor() as cursor:
+        for name in ("0003_backfill_rollup_summaries", "0005_backfill_key_reach_summaries"):
+            for statement in import_module(f"audits.migrations.{name}").BACKFILL:
+                cursor.execute(statement)
+    assert stored_summaries() == kept == summaries_as_group_by()

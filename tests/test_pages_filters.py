@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from audits.filters import EventFilter
 from audits import selectors
-from audits.models import DailyRollup, Event, KeyDay, OperationDay, PrincipalDay
+from audits.models import DailyRollup, Event, KeyDay, KeyPrincipalDay, KeyServiceDay, OperationDay, PrincipalDay
 from audits.selectors import grouped, summary
 
 from .test_pages_support import K1, K2, NOW, A, B, ingest, record, volume
@@ -138,9 +138,9 @@ def loaded(django_db_setup, django_db_blocker):
         assert run.events_new == 600 and Event.objects.filter(key=K1).count() == 200
         yield
         Event.objects.all().delete()
-        from audits.models import DailyRollup, IngestRun, KeyDay, OperationDay, PrincipalDay
+        from audits.models import IngestRun
 
-        for model in (DailyRollup, KeyDay, OperationDay, PrincipalDay, IngestRun):
+        for model in (DailyRollup, KeyDay, OperationDay, PrincipalDay, KeyPrincipalDay, KeyServiceDay, IngestRun):
             model.objects.all().delete()
 
 
@@ -203,7 +203,8 @@ def test_the_rollup_summaries_answer_every_filter_they_accept_as_the_rollups_do(
             assert sorted(fast, key=order) == sorted(slow, key=order)
     principals = summary(f, PrincipalDay)
     if principals is not None:
-        assert set(principals.values_list("principal", flat=True)) == set(f.rollups().values_list("principal", flat=True))
+        everyone = set(f.rollups().values_list("principal", flat=True))
+        assert set(principals.values_list("principal", flat=True)) == everyone
 
 
 def test_the_overview_and_keys_from_summaries_equal_those_from_rollups(loaded):
@@ -213,7 +214,9 @@ def test_the_overview_and_keys_from_summaries_equal_those_from_rollups(loaded):
     assert fast.totals["calls"] == Event.objects.filter(recipient_account_id=A).count() > 0
     assert fast.totals["principals"] == Event.objects.filter(recipient_account_id=A).exclude(principal="").values(
         "principal").distinct().count()
-    keys = {row["key"]: row for row in selectors.keys_table(f)}
+    table = selectors.keys_table(f)
+    selectors.add_reach(f, table)
+    keys = {row["key"]: row for row in table}
     events = Event.objects.filter(recipient_account_id=A).exclude(key="")
     assert set(keys) == set(events.values_list("key", flat=True))
     for key, row in keys.items():
@@ -225,3 +228,5 @@ def test_the_overview_and_keys_from_summaries_equal_those_from_rollups(loaded):
         assert row["failed"] == mine.exclude(error_code="").count()
         assert row["after_hours_calls"] == mine.filter(after_hours=True).count()
         assert row["last_used"] == mine.order_by("-event_time").values_list("event_time", flat=True).first()
+        assert row["principals"] == mine.exclude(principal="").values("principal").distinct().count()
+        assert row["services"] == mine.exclude(service="").values("service").distinct().count()
