@@ -30,7 +30,7 @@ from .models import Event
 
 EXPORT_PERMISSION = "kmsdash.export_audit_csv"
 KIND = "events"
-PAGE_ROWS = 5000
+PAGE_ROWS = 2000
 
 # (CSV header, Event field)
 COLUMNS = (
@@ -95,8 +95,8 @@ def audit_filters(event_filter: EventFilter, snapshot: Snapshot) -> dict[str, An
 
 class IsoUtcText(Func):
     """A datetime column as the export writes it, computed by the database: ISO 8601 in UTC with
-    a Z, microseconds only when there are some (as `datetime.isoformat`). Loading and formatting
-    a datetime per row in Python costs more than writing the whole CSV row."""
+    a Z, microseconds only when there are some (as `datetime.isoformat`). Loading an aware
+    datetime and formatting it in Python took a third of the export's CPU."""
 
     arity = 1
     output_field = CharField()

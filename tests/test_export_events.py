@@ -13,13 +13,15 @@ from django.contrib.auth.models import Group, Permission
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.http import QueryDict
+from hypothesis import given
+from hypothesis import strategies as st
 
 from audits.exports import HEADER, PAGE_ROWS, Snapshot, stream_export
 from audits.filters import EventFilter
 from audits.ingest import finish_run, ingest_records, start_run
 from audits.models import Event
 from audits.synthetic import generate_records, identity_role, identity_user, kms_record
-from kmsdash.csvexport import start_export_audit
+from kmsdash.csvexport import neutralize, neutralize_text, start_export_audit
 from kmsdash.models import ExportAudit
 
 pytestmark = pytest.mark.django_db
@@ -200,6 +202,54 @@ def test_formula_like_cells_are_neutralised_and_everything_else_is_kept_verbatim
     for row in (hostile, rtl):
         for value in row.values():
             assert value[:1] not in set("=+-@\t\r\n\0")
+
+
+def test_a_formula_behind_any_unicode_whitespace_is_neutralised_in_any_text_column(admin_client):
+    ingest(
+        [
+            record(event_id="e-nbsp", user_agent="\u00a0=cmd|' /C calc'!A0"),
+            record(event_id="e-emsp", identity=identity_role(ACCOUNT, "app", "\u2003@SUM(1)")),
+            record(event_id="e-last", error_code="AccessDenied", error_message="\x1c-2+3"),
+            record(event_id="e-plain", user_agent="\u00a0plain", error_code="X", error_message="a=b"),
+        ]
+    )
+    rows = {row["event_id"]: row for row in parse(download(admin_client)[1])}
+    assert rows["e-nbsp"]["user_agent"] == "'\u00a0=cmd|' /C calc'!A0"
+    assert rows["e-emsp"]["session_name"] == "'\u2003@SUM(1)"
+    assert rows["e-last"]["error_message"] == "'\x1c-2+3"
+    assert rows["e-plain"]["user_agent"] == "\u00a0plain" and rows["e-plain"]["error_message"] == "a=b"
+
+
+@given(st.text(st.sampled_from("=+-@\t\r\n\0 \x0b\x1c\x85\u00a0\u2003\u3000\u200ba'{") | st.characters()))
+def test_the_text_fast_path_neutralises_exactly_like_neutralize(value):
+    assert neutralize_text(value) == neutralize(value)
+
+
+def test_the_text_fast_path_agrees_after_every_kind_of_leading_whitespace():
+    spaces = [chr(code) for code in range(0x110000) if chr(code).isspace()]
+    for first in [*spaces, "=", "a", "\u200b"]:
+        for rest in ["=1", "+1", "-1", "@a", "\t", "\0", "a", " =1", "", "\u200b=1"]:
+            value = first + rest
+            assert neutralize_text(value) == neutralize(value), repr(value)
+
+
+def test_times_keep_their_microseconds_and_contexts_are_written_with_sorted_keys(admin_client):
+    common = {"recipient_account_id": ACCOUNT, "event_name": "Decrypt", "region": "us-east-1", "raw": b""}
+    Event.objects.create(
+        event_id="e-micro",
+        event_time=T0.replace(microsecond=123456),
+        # jsonb stores keys shortest first; the export must not depend on the backend's order.
+        encryption_context={"bb": "2", "a": "1", "ccc": {"z": None, "y": ["é", 1]}},
+        **common,
+    )
+    Event.objects.create(event_id="e-null", event_time=T0 + timedelta(seconds=1), encryption_context=None, **common)
+    Event.objects.create(event_id="e-empty", event_time=T0 + timedelta(seconds=2), encryption_context={}, **common)
+    micro, null, empty = parse(download(admin_client)[1])
+    assert micro["event_time"] == "2026-11-02T10:00:00.123456Z"
+    assert micro["encryption_context"] == '{"a": "1", "bb": "2", "ccc": {"y": ["é", 1], "z": null}}'
+    assert micro["read_only"] == "" and micro["after_hours"] == "false"
+    assert null["event_time"] == "2026-11-02T10:00:01Z" and null["encryption_context"] == ""
+    assert empty["encryption_context"] == "{}"
 
 
 def test_the_file_is_utf8_with_crlf_line_ends(admin_client):
