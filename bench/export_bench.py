@@ -42,70 +42,19 @@ with the load, CPU per row does not):
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.loading import ensure_database, load  # noqa: E402
+
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/kmsdash_export_bench"
-CHUNK = 250_000  # events per generator seed: the unit of loading and of resuming
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
-
-
-def ensure_database(url: str) -> None:
-    import psycopg
-
-    parsed = urlparse(url)
-    name = parsed.path.lstrip("/")
-    admin = parsed._replace(path="/postgres").geturl()
-    with psycopg.connect(admin, autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-            conn.execute(f'CREATE DATABASE "{name}"')
-
-
-def load_chunk(args: tuple[int, str]) -> int:
-    seed, end = args
-    from django.db import connections
-
-    from audits import synthetic
-    from audits.ingest import finish_run, ingest_records, start_run
-    from audits.models import IngestRun
-
-    connections.close_all()  # never share the parent's connection
-    start = datetime.fromisoformat(end) - timedelta(days=90)
-    run = start_run(IngestRun.Kind.FILES)
-    counts = ingest_records(synthetic.generate_records(CHUNK, seed=seed, start=start, days=90), run=run)
-    finish_run(run, counts)
-    return counts.events_new
-
-
-def load(events: int, workers: int) -> None:
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM audits_event")
-        have = cursor.fetchone()[0]
-    chunks = -(-events // CHUNK)
-    done = have // CHUNK
-    print(f"events present: {have:,}; target {chunks * CHUNK:,}", flush=True)
-    if done >= chunks:
-        return
-    end = datetime(2026, 11, 1, tzinfo=UTC).isoformat()
-    started = time.perf_counter()
-    connection.close()
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
-        for new in pool.imap_unordered(load_chunk, [(seed, end) for seed in range(done, chunks)]):
-            print(f"  +{new:,} events", flush=True)
-    with connection.cursor() as cursor:
-        cursor.execute("VACUUM ANALYZE audits_event")
-    print(f"loaded in {time.perf_counter() - started:,.0f} s", flush=True)
 
 
 def rss_mib() -> float:
