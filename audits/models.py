@@ -265,6 +265,16 @@ class IngestRun(models.Model):
         return f"{self.kind} {self.account_id or '-'} {self.region or '-'} {self.status}"
 
 
+class CheckpointQuerySet(models.QuerySet):
+    def watermark(self, kind: str, account_id: str, region: str):
+        """How far `kind` has read (account_id, region), or None before its first pass."""
+        return (
+            self.filter(kind=kind, account_id=account_id, region=region)
+            .values_list("high_watermark", flat=True)
+            .first()
+        )
+
+
 class Checkpoint(models.Model):
     """How far a source has read an (account, region): moves only after a whole window committed."""
 
@@ -273,6 +283,8 @@ class Checkpoint(models.Model):
     region = models.CharField(max_length=32)
     high_watermark = models.DateTimeField()
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = CheckpointQuerySet.as_manager()
 
     class Meta:
         constraints = [

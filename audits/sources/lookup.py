@@ -208,14 +208,6 @@ def advance_checkpoint(account_id: str, region: str, window: Window) -> None:
         checkpoint.save(update_fields=["high_watermark", "updated_at"])
 
 
-def high_watermark(account_id: str, region: str) -> datetime | None:
-    return (
-        Checkpoint.objects.filter(kind=IngestRun.Kind.LOOKUP, account_id=account_id, region=region)
-        .values_list("high_watermark", flat=True)
-        .first()
-    )
-
-
 def ingest_lookup(
     source: Source,
     region: str,
@@ -241,7 +233,8 @@ def ingest_lookup(
             results.append(ingest_window(source, region, cloudtrail, window))
         return results
     while time.monotonic() < deadline:
-        window = next(plan_windows(high_watermark(source.account_id, region), now), None)
+        watermark = Checkpoint.objects.watermark(IngestRun.Kind.LOOKUP, source.account_id, region)
+        window = next(plan_windows(watermark, now), None)
         if window is None:
             break
         results.append(ingest_window(source, region, cloudtrail, window))

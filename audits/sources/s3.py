@@ -97,9 +97,8 @@ def ingest_object(s3: Any, bucket: str, obj: dict[str, Any], ingestor: Ingestor,
     key, etag = obj["Key"], obj["ETag"].strip('"')
     location = object_location(bucket, key, etag)
     if obj.get("Size", 0) > settings.KMSDASH_MAX_COMPRESSED_BYTES:
-        ingestor.quarantine(location=location,
-                            reason=f"{UNREADABLE}: {obj['Size']} bytes, over the {settings.KMSDASH_MAX_COMPRESSED_BYTES}"
-                                   "-byte limit")
+        limit = settings.KMSDASH_MAX_COMPRESSED_BYTES
+        ingestor.quarantine(location=location, reason=f"{UNREADABLE}: {obj['Size']} bytes, over the {limit}-byte limit")
         result.quarantined_files += 1
         return
     error: BaseException | None = None
@@ -137,14 +136,6 @@ def ingest_object(s3: Any, bucket: str, obj: dict[str, Any], ingestor: Ingestor,
         result.deferred += 1
 
 
-def last_pass(account_id: str, region: str) -> datetime | None:
-    return (
-        Checkpoint.objects.filter(kind=IngestRun.Kind.S3, account_id=account_id, region=region)
-        .values_list("high_watermark", flat=True)
-        .first()
-    )
-
-
 def ingest_s3(
     source: Source,
     region: str,
@@ -156,7 +147,8 @@ def ingest_s3(
     """One pass over (source, region)'s log files. The caller holds the scope's run lock."""
     now = now or timezone.now()
     bucket = source.s3_bucket
-    days = days_to_list(last_pass(source.account_id, region), now, since=since, until=until)
+    watermark = Checkpoint.objects.watermark(IngestRun.Kind.S3, source.account_id, region)
+    days = days_to_list(watermark, now, since=since, until=until)
     run = start_run(
         IngestRun.Kind.S3,
         account_id=source.account_id,
