@@ -432,11 +432,9 @@ def keys_page(f: EventFilter, *, sort: str = "-calls", page: int | str = 1, per_
 
 
 def alias_names() -> dict[str, str]:
-    """Key ARN -> alias, from the inventory when it is installed and has run."""
-    try:
-        from inventory.selectors import alias_names as inventory_aliases
-    except ImportError:
-        return {}
+    """Key ARN -> alias, from the inventory (empty until it has run)."""
+    from inventory.selectors import alias_names as inventory_aliases  # inventory builds on audits
+
     return inventory_aliases()
 
 
@@ -468,10 +466,8 @@ def resolve_key(key: str) -> str | None:
 
 def _inventory_arn(key: str) -> str | None:
     """A key the inventory knows (by ARN, id or alias) though no call to it was recorded."""
-    try:
-        from inventory.selectors import resolve_key as inventory_key
-    except ImportError:
-        return None
+    from inventory.selectors import resolve_key as inventory_key
+
     found = inventory_key(key)
     return found.arn if found is not None else None
 

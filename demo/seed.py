@@ -392,11 +392,8 @@ def backfill_activity(activity: dict[tuple, dict[str, int]], *, since: date,
 def push_costs(emulator: Emulator, keys: Sequence[DemoKey], records: Sequence[dict[str, Any]], *,
                now: datetime) -> int:
     """What Cost Explorer would bill for the month, from the same activity (costs.demo prices it)."""
-    try:
-        from costs.demo import demo_dataset
-    except ImportError:
-        log.warning("costs.demo is not available: no Cost Explorer data seeded")
-        return 0
+    from costs.demo import demo_dataset
+
     activity = cost_activity(keys, records)
     if not activity:
         return 0
@@ -452,10 +449,8 @@ def register_sources(buckets: dict[str, str]) -> None:
 
 def context_rules(keys: Sequence[DemoKey]) -> int:
     """The company's encryption-context convention on its application keys, for the findings page."""
-    try:
-        from inventory.models import EncryptionContextRule
-    except ImportError:
-        return 0
+    from inventory.models import EncryptionContextRule
+
     count = 0
     for key in keys:
         if key.spec.workload != "app":

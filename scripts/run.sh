@@ -150,12 +150,9 @@ fi
 
 # --- first ingestion, in the foreground, so the first page already has data -----------------
 if [ "$KMSDASH_DEMO" = True ]; then
-    available=$(python manage.py help --commands)
     for command in ingest_cloudtrail ingest_keys ingest_costs; do
-        if grep -qx "$command" <<<"$available"; then
-            say "First ingestion: $command"
-            python manage.py "$command" || say "$command failed; the scheduled runs will try again"
-        fi
+        say "First ingestion: $command"
+        python manage.py "$command" || say "$command failed; the scheduled runs will try again"
     done
 fi
 
