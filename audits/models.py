@@ -101,25 +101,41 @@ class Event(models.Model):
         return bool(self.error_code)
 
 
-class DailyRollup(models.Model):
+class DayScope(models.Model):
+    """The UTC day and the (recipient account, region) that every rollup and summary row counts in."""
+
+    day = models.DateField()
+    account_id = models.CharField(max_length=12)  # recipient account
+    region = models.CharField(max_length=32)
+
+    class Meta:
+        abstract = True
+
+
+class DailyCount(DayScope):
+    """How many events a row counts, and the first and last of them."""
+
+    count = models.BigIntegerField()
+    first_seen = models.DateTimeField()
+    last_seen = models.DateTimeField()
+
+    class Meta:
+        abstract = True
+
+
+class DailyRollup(DailyCount):
     """Event counts per UTC day and every dimension the pages filter or group by.
 
     `count` only ever grows by the number of events actually inserted, in the same transaction,
     so duplicates and re-runs leave it unchanged; it always equals a GROUP BY over Event.
     """
 
-    day = models.DateField()
-    account_id = models.CharField(max_length=12)  # recipient account
-    region = models.CharField(max_length=32)
     key = models.CharField(max_length=2048)
     operation = models.CharField(max_length=64)
     principal = models.CharField(max_length=2048)
     service = models.CharField(max_length=256)
     error_code = models.CharField(max_length=128)
     after_hours = models.BooleanField()
-    count = models.BigIntegerField()
-    first_seen = models.DateTimeField()
-    last_seen = models.DateTimeField()
 
     class Meta:
         constraints = [
@@ -152,12 +168,9 @@ class DailyRollup(models.Model):
 # the same transaction as the rollups and always equals a GROUP BY over Event.
 
 
-class KeyDay(models.Model):
+class KeyDay(DayScope):
     """Calls per UTC day and key, with the per-key figures of the keys page as columns."""
 
-    day = models.DateField()
-    account_id = models.CharField(max_length=12)
-    region = models.CharField(max_length=32)
     key = models.CharField(max_length=2048)
     calls = models.BigIntegerField()
     encrypt = models.BigIntegerField()
@@ -178,18 +191,12 @@ class KeyDay(models.Model):
         return f"{self.day} {self.key} x{self.calls}"
 
 
-class OperationDay(models.Model):
+class OperationDay(DailyCount):
     """Calls per UTC day, operation, error code and after-hours flag: the overview's charts."""
 
-    day = models.DateField()
-    account_id = models.CharField(max_length=12)
-    region = models.CharField(max_length=32)
     operation = models.CharField(max_length=64)
     error_code = models.CharField(max_length=128)
     after_hours = models.BooleanField()
-    count = models.BigIntegerField()
-    first_seen = models.DateTimeField()
-    last_seen = models.DateTimeField()
 
     class Meta:
         constraints = [
@@ -203,16 +210,10 @@ class OperationDay(models.Model):
         return f"{self.day} {self.operation} x{self.count}"
 
 
-class PrincipalDay(models.Model):
+class PrincipalDay(DailyCount):
     """Calls per UTC day and principal: unique principals of a period without scanning rollups."""
 
-    day = models.DateField()
-    account_id = models.CharField(max_length=12)
-    region = models.CharField(max_length=32)
     principal = models.CharField(max_length=2048)
-    count = models.BigIntegerField()
-    first_seen = models.DateTimeField()
-    last_seen = models.DateTimeField()
 
     class Meta:
         constraints = [
@@ -331,21 +332,15 @@ class Quarantine(models.Model):
         return f"{self.location}: {self.reason[:80]}"
 
 
-class KeyPrincipalDay(models.Model):
+class KeyPrincipalDay(DailyCount):
     """Calls per UTC day, key and principal: a key's unique principals without its rollups.
 
     Its unique index leads with the key and holds every dimension, so the principals of a page
     of keys are read from the index alone.
     """
 
-    day = models.DateField()
-    account_id = models.CharField(max_length=12)
-    region = models.CharField(max_length=32)
     key = models.CharField(max_length=2048)
     principal = models.CharField(max_length=2048)
-    count = models.BigIntegerField()
-    first_seen = models.DateTimeField()
-    last_seen = models.DateTimeField()
 
     class Meta:
         constraints = [
@@ -358,17 +353,11 @@ class KeyPrincipalDay(models.Model):
         return f"{self.day} {self.key} {self.principal} x{self.count}"
 
 
-class KeyServiceDay(models.Model):
+class KeyServiceDay(DailyCount):
     """Calls per UTC day, key and invoking service: a key's unique services without its rollups."""
 
-    day = models.DateField()
-    account_id = models.CharField(max_length=12)
-    region = models.CharField(max_length=32)
     key = models.CharField(max_length=2048)
     service = models.CharField(max_length=256)
-    count = models.BigIntegerField()
-    first_seen = models.DateTimeField()
-    last_seen = models.DateTimeField()
 
     class Meta:
         constraints = [
