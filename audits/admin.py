@@ -7,6 +7,8 @@ import json
 from django.contrib import admin
 from django.utils.html import format_html
 
+from kmsdash.admin import ReadOnlyAdmin
+
 from . import rawcodec
 from .models import Checkpoint, DailyRollup, Event, IngestRun, ProcessedObject, Quarantine, Source
 
@@ -16,19 +18,6 @@ class SourceAdmin(admin.ModelAdmin):
     list_display = ["account_id", "name", "regions", "lookup_enabled", "s3_bucket", "enabled", "updated_at"]
     list_filter = ["enabled", "lookup_enabled"]
     search_fields = ["account_id", "name", "s3_bucket"]
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Viewable by staff with the view permission; no one adds, edits or deletes through the admin."""
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(IngestRun)

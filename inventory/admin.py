@@ -1,5 +1,7 @@
 from django.contrib import admin
 
+from kmsdash.admin import ReadOnlyAdmin
+
 from .models import (
     Alias,
     EncryptionContextRule,
@@ -18,19 +20,6 @@ class EncryptionContextRuleAdmin(admin.ModelAdmin):
     list_display = ("name", "key_arn", "alias_pattern", "account_id", "enabled")
     list_filter = ("enabled",)
     search_fields = ("name", "key_arn", "alias_pattern", "account_id")
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Written by the inventory from AWS: viewing only."""
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(Key)

@@ -3,13 +3,9 @@ from django.contrib import admin
 from .models import ExportAudit
 
 
-@admin.register(ExportAudit)
-class ExportAuditAdmin(admin.ModelAdmin):
-    list_display = ["created_at", "username", "kind", "via", "status", "rows", "sha256"]
-    list_filter = ["kind", "status", "via"]
-    search_fields = ["username", "sha256"]
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Evidence, not configuration: viewable by staff; nobody adds, edits or deletes it here."""
 
-    # An audit trail nobody can rewrite.
     def has_add_permission(self, request):
         return False
 
@@ -18,3 +14,10 @@ class ExportAuditAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+@admin.register(ExportAudit)
+class ExportAuditAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "username", "kind", "via", "status", "rows", "sha256"]
+    list_filter = ["kind", "status", "via"]
+    search_fields = ["username", "sha256"]

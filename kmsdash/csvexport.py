@@ -29,24 +29,17 @@ RISKY_FIRST_CHARACTERS = FORMULA_TRIGGERS | frozenset(c for c in map(chr, range(
 
 def neutralize(value: Any) -> Any:
     """Make one cell inert for spreadsheets; numbers and dates pass through unchanged."""
-    if type(value) is str:  # the common case first: exports are millions of cells
-        if value and (value[0] in FORMULA_TRIGGERS or value.lstrip()[:1] in FORMULA_TRIGGERS):
-            return "'" + value
-        return value
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float | Decimal):
-        return value
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, date):
-        return value.isoformat()
-    text = str(value)
-    if text and (text[0] in FORMULA_TRIGGERS or text.lstrip()[:1] in FORMULA_TRIGGERS):
-        return "'" + text
-    return text
+    if type(value) is not str:  # the common case, str, goes straight to the check
+        if value is None:
+            return ""
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, int | float | Decimal):
+            return value
+        if isinstance(value, datetime | date):
+            return value.isoformat()
+        value = str(value)
+    return neutralize_text(value)
 
 
 def neutralize_text(value: str) -> str:
@@ -72,36 +65,14 @@ def csv_lines(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Iterator[
 def audited_csv(
     header: Sequence[str], rows: Iterable[Sequence[Any]], audit: ExportAudit, chunk_rows: int = 500
 ) -> Iterator[bytes]:
-    """Stream UTF-8 CSV bytes, then record the row count and SHA-256 on `audit`.
+    """Stream UTF-8 CSV bytes of rows of any cells (each neutralised), then complete `audit`.
 
-    The audit row is completed in `finally`: a client that disconnects mid-stream leaves an
-    'aborted' row with the rows and hash of what was actually sent.
+    The audit row is completed when the stream ends: a client that disconnects mid-stream leaves
+    an 'aborted' row with the rows and hash of what was actually sent.
     """
-    digest = hashlib.sha256()
-    count = -1  # the header is not a row
-    status = ExportAudit.Status.ABORTED
-    buffer: list[str] = []
-    try:
-        for line in csv_lines(header, rows):
-            buffer.append(line)
-            count += 1
-            if len(buffer) >= chunk_rows:
-                data = "".join(buffer).encode("utf-8")
-                buffer.clear()
-                digest.update(data)
-                yield data
-        if buffer:
-            data = "".join(buffer).encode("utf-8")
-            digest.update(data)
-            yield data
-        status = ExportAudit.Status.COMPLETED
-    except Exception:
-        status = ExportAudit.Status.FAILED
-        raise
-    finally:
-        ExportAudit.objects.filter(pk=audit.pk).update(
-            status=status, rows=max(count, 0), sha256=digest.hexdigest(), finished_at=timezone.now()
-        )
+    cells = ([neutralize(cell) for cell in row] for row in rows)
+    pages = iter(lambda: list(itertools.islice(cells, chunk_rows)), [])
+    return audited_csv_pages(header, pages, audit)
 
 
 def audited_csv_pages(
