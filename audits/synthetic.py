@@ -124,6 +124,7 @@ def kms_record(
     request_parameters: dict[str, Any] | None = None,
     response_elements: dict[str, Any] | None = None,
     event_id: str | None = None,
+    request_id: str | None = None,
     read_only: bool | None = None,
     shared_event_id: str | None = None,
     vpc_endpoint_id: str | None = None,
@@ -157,7 +158,7 @@ def kms_record(
         record["errorMessage"] = error_message
     record["requestParameters"] = request_parameters or None
     record["responseElements"] = response_elements
-    record["requestID"] = str(uuid.uuid4())
+    record["requestID"] = request_id or str(uuid.uuid4())
     record["eventID"] = event_id or str(uuid.uuid4())
     record["readOnly"] = event_name in READ_ONLY_EVENT_NAMES if read_only is None else read_only
     if key_arn and key_arn.startswith("arn:"):
@@ -285,6 +286,7 @@ def generate_records(
             error_message=error_message,
             encryption_context=context,
             event_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+            request_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
         )
 
 

@@ -148,3 +148,10 @@ def test_memory_stays_bounded_whatever_the_file_size(tmp_path):
     assert count == 4_000
     assert size > 5_000_000
     assert peak < 2_500_000, peak
+
+
+def test_the_synthetic_generator_gives_the_same_records_for_the_same_seed():
+    start = datetime(2026, 10, 1, tzinfo=UTC)
+    first = list(generate_records(300, seed=5, start=start))
+    assert first == list(generate_records(300, seed=5, start=start))
+    assert first != list(generate_records(300, seed=6, start=start))
