@@ -42,6 +42,7 @@ class _Scope:
     keys: list[tuple[float, str]] = field(default_factory=list)
     records: list[dict[str, Any]] = field(default_factory=list)
     calls: deque[float] = field(default_factory=deque)
+    throttled: int = 0
 
 
 @dataclass
@@ -104,6 +105,13 @@ def _invalidate_tokens(request) -> dict[str, Any]:
     with STORE.lock:
         STORE.invalidate_tokens = int(request.get_json(force=True).get("count", 1))
     return {"ok": True}
+
+
+@control("cloudtrail/throttled")
+def _throttled(request) -> dict[str, int]:
+    """LookupEvents calls answered with ThrottlingException, per "account/region"."""
+    with STORE.lock:
+        return {f"{account}/{region}": scope.throttled for (account, region), scope in STORE.scopes.items()}
 
 
 def _identity(record: dict[str, Any]) -> dict[str, Any]:
@@ -208,6 +216,7 @@ def lookup_events(call: Call):
         while scope.calls and scope.calls[0] <= now - 1.0:
             scope.calls.popleft()
         if len(scope.calls) >= RATE_PER_SECOND:
+            scope.throttled += 1
             return aws_error("ThrottlingException", "Rate exceeded")
         scope.calls.append(now)
 

@@ -139,7 +139,8 @@ def test_throttling_beyond_the_sdk_retries_is_retried_by_celery_and_then_complet
 
     assert result.state == "SUCCESS" and result.result == "done"
     assert list(IngestRun.objects.order_by("id").values_list("status", flat=True)) == ["failed", "succeeded"]
-    assert len(aws.requests(TARGET)) == 6
+    # Beyond the five injected faults, a call bunched by machine load may meet the 2/s limit.
+    assert len(aws.requests(TARGET)) - aws.control("cloudtrail/throttled").get(f"{ACCOUNT}/us-east-1", 0) == 6
 
 
 def test_workers_close_database_connections_around_every_task():
