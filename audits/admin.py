@@ -9,7 +9,6 @@ from django.utils.html import format_html
 
 from kmsdash.admin import ReadOnlyAdmin
 
-from . import rawcodec
 from .models import Checkpoint, DailyRollup, Event, IngestRun, ProcessedObject, Quarantine, Source
 
 
@@ -80,14 +79,15 @@ class EventAdmin(ReadOnlyAdmin):
     # Exact-match search only, and no list filters or date hierarchy: each of those would scan
     # the whole (large) event table. The dashboard's pages are the way to browse events.
     search_fields = ["=event_id", "=key", "=principal"]
-    exclude = ["raw"]
+    exclude = ["raw_block", "raw_index"]
     readonly_fields = ["raw_record"]
     show_full_result_count = False
 
     @admin.display(description="raw record")
     def raw_record(self, obj: Event) -> str:
         try:
-            text = json.dumps(rawcodec.decode(obj.raw), indent=2, sort_keys=True, ensure_ascii=False)
+            record = obj.raw_record()
+            text = "(none kept)" if record is None else json.dumps(record, indent=2, sort_keys=True, ensure_ascii=False)
         except Exception as exc:  # a damaged blob must not break the page
             text = f"(cannot decode: {type(exc).__name__})"
         # format_html escapes the text: attacker-chosen fields stay inert.

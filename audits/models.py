@@ -10,6 +10,9 @@ from __future__ import annotations
 from django.core.validators import RegexValidator
 from django.db import models
 
+from . import rawcodec
+from .fields import HashedTextField, HashText
+
 account_id_validator = RegexValidator(r"^\d{12}$", "An AWS account id is 12 digits.")
 
 
@@ -59,8 +62,8 @@ class Event(models.Model):
     event_time = models.DateTimeField()
     event_name = models.CharField(max_length=64)
     region = models.CharField(max_length=32)
-    key = models.CharField(max_length=2048, blank=True, help_text="Key ARN, else the alias or id given, else ''.")
-    principal = models.CharField(max_length=2048, blank=True)
+    key = HashedTextField(max_length=2048, blank=True, help_text="Key ARN, else the alias or id given, else ''.")
+    principal = HashedTextField(max_length=2048, blank=True)
     principal_type = models.CharField(max_length=32, blank=True)
     session_name = models.CharField(max_length=256, blank=True)
     service = models.CharField(max_length=256, blank=True, help_text="userIdentity.invokedBy")
@@ -78,8 +81,14 @@ class Event(models.Model):
     vpc_endpoint_id = models.CharField(max_length=128, blank=True)
     s3_bucket = models.CharField(max_length=256, blank=True, help_text="Bucket named by an aws:s3:arn context.")
     after_hours = models.BooleanField(default=False)
-    # The whole record, zlib-compressed with a preset dictionary (audits/rawcodec.py).
-    raw = models.BinaryField()
+    # The whole record, in a block compressed with the other records of its batch. No index and
+    # no constraint: the block is only ever read through its event, and both are written in one
+    # transaction. NULL only for rows made by hand (tests); ingestion always keeps the record.
+    raw_block = models.ForeignKey(
+        "RawBlock", null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False,
+        related_name="+",
+    )
+    raw_index = models.PositiveIntegerField(default=0)
 
     objects = EventQuerySet.as_manager()
 
@@ -89,8 +98,9 @@ class Event(models.Model):
         ]
         indexes = [
             models.Index(fields=["event_time", "id"], name="event_time_id"),
-            models.Index(fields=["key", "event_time"], name="event_key_time"),
-            models.Index(fields=["principal", "event_time"], name="event_principal_time"),
+            # On the hash of the ARN (audits/fields.py): a quarter of the size of the ARN itself.
+            models.Index(HashText("key"), "event_time", name="event_key_time"),
+            models.Index(HashText("principal"), "event_time", name="event_principal_time"),
         ]
 
     def __str__(self) -> str:
@@ -99,6 +109,22 @@ class Event(models.Model):
     @property
     def failed(self) -> bool:
         return bool(self.error_code)
+
+    def raw_record(self) -> dict | None:
+        """The record as it arrived (re-serialised compactly), or None when none was kept."""
+        if self.raw_block_id is None:
+            return None
+        block = RawBlock.objects.filter(pk=self.raw_block_id).values_list("data", flat=True).first()
+        return None if block is None else rawcodec.record_at(block, self.raw_index)
+
+
+class RawBlock(models.Model):
+    """The raw records of up to rawcodec.BLOCK_RECORDS events of one batch, compressed together."""
+
+    data = models.BinaryField()
+
+    def __str__(self) -> str:
+        return f"raw block {self.pk}"
 
 
 class DayScope(models.Model):

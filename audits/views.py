@@ -12,7 +12,7 @@ from django.views.decorators.http import require_GET
 
 from kmsdash.roles import ANALYST, role_required
 
-from . import charts, rawcodec, selectors
+from . import charts, selectors
 from .exports import may_export
 from .filters import Bound, EventFilter
 from .models import Event
@@ -168,7 +168,8 @@ def events(request: HttpRequest) -> HttpResponse:
 @role_required(ANALYST)
 def event_raw(request: HttpRequest, pk: int) -> HttpResponse:
     event = get_object_or_404(Event, pk=pk)
-    raw = json.dumps(rawcodec.decode(event.raw), indent=2, ensure_ascii=False)
+    record = event.raw_record()
+    raw = "(no raw record kept)" if record is None else json.dumps(record, indent=2, ensure_ascii=False)
     return render(request, "audits/events.html#drawer", {"event": event, "raw": raw})
 
 

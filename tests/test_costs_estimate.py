@@ -188,7 +188,7 @@ def s3_event(bucket_arn, when, *, n=1):
         Event.objects.create(recipient_account_id=A, event_id=str(uuid.uuid4()), event_time=when,
                              event_name="GenerateDataKey", region="us-east-1", key=KEY1,
                              principal=ROLE, service="s3.amazonaws.com",
-                             encryption_context={"aws:s3:arn": bucket_arn}, s3_bucket=bucket, raw=b"")
+                             encryption_context={"aws:s3:arn": bucket_arn}, s3_bucket=bucket)
 
 
 def test_buckets_whose_contexts_name_objects_are_bucket_key_savings():

@@ -234,7 +234,7 @@ def test_the_text_fast_path_agrees_after_every_kind_of_leading_whitespace():
 
 
 def test_times_keep_their_microseconds_and_contexts_are_written_with_sorted_keys(admin_client):
-    common = {"recipient_account_id": ACCOUNT, "event_name": "Decrypt", "region": "us-east-1", "raw": b""}
+    common = {"recipient_account_id": ACCOUNT, "event_name": "Decrypt", "region": "us-east-1"}
     Event.objects.create(
         event_id="e-micro",
         event_time=T0.replace(microsecond=123456),

@@ -31,7 +31,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from audits.ingest import Counts, Ingestor, finish_run, start_run
+from audits.ingest import Counts, Ingestor, bulk_gc, finish_run, start_run
 from audits.models import Checkpoint, IngestRun, ProcessedObject, Quarantine, Source
 from audits.sources.files import FileError, iter_file_records
 from kmsdash import aws
@@ -136,6 +136,7 @@ def ingest_object(s3: Any, bucket: str, obj: dict[str, Any], ingestor: Ingestor,
         result.deferred += 1
 
 
+@bulk_gc()
 def ingest_s3(
     source: Source,
     region: str,

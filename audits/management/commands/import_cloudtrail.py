@@ -10,7 +10,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from audits.ingest import Ingestor, finish_run, start_run
+from audits.ingest import Ingestor, bulk_gc, finish_run, start_run
 from audits.models import IngestRun
 from audits.sources.files import FileError, iter_file_records
 
@@ -40,6 +40,7 @@ class Command(BaseCommand):
         parser.add_argument("paths", nargs="+", help="Files, or directories searched recursively.")
         parser.add_argument("--batch-size", type=int, default=None)
 
+    @bulk_gc()
     def handle(self, *args, **options):
         files = collect_files(options["paths"])
         run = start_run(IngestRun.Kind.FILES)
