@@ -13,49 +13,43 @@ and their indexes: pg_total_relation_size; SQLite: dbstat).
 
 Output format, and the latest figures (2 cores shared with other jobs and the PostgreSQL server,
 default server settings: shared_buffers 128 MB; events/s are wall clock and follow the machine's
-load, printed with each import; CPU per event is the steadier figure, though it too rises ~10%
-under contention). Under heavier load (average 7-12) the same run gave 2,000-4,700 events/s.
+load; CPU per event is the steadier figure). The baseline parses with orjson, as the importer does.
 
-    $ python bench/ingest_bench.py --events 500000          (2026-11-29, load average ~3)
-        generated 500000 events in 500 files (106 B/event gzipped) in 39.6s
-        baseline  decompress+json.loads          130,896 events/s  cpu 8 us/event
-        baseline  decompress+ijson (streaming)    76,611 events/s  cpu 12 us/event  (0.59x json.loads)
-        baseline  parse+COPY to a bare table      23,530 events/s  cpu 33 us/event
-        import    postgresql     7,302 events/s  ratio 0.31 of baseline  cpu 84 us/event (ratio 0.40)
-                  peak RSS 147 MiB  stored 1334 B/event (raw 297)  events 500000
-                  largest parts, B/event: audits_event (heap) 749, event_key_time 153, audits_dailyrollup 117,
-                  event_unique_per_account 100, event_principal_time 100, event_time_id 39
-                  load average (1 min) 3.10 at start, 3.40 at end
-        import    sqlite         5,425 events/s  ratio 0.23 of baseline  cpu 153 us/event (ratio 0.22)
-                  peak RSS 127 MiB  stored 1200 B/event (raw 297)  events 500000
-        With --events 100000 (load ~3): postgresql 8,969-11,139 events/s, cpu 77-78 us/event,
-        1508 B/event (rollup tables are a larger share of fewer events); sqlite 5,116-7,222 events/s.
-        The same tree with the parser and codec as they were before the changes below, run right
-        after at the same load: postgresql 6,775 events/s, cpu 82 us/event; sqlite 4,619, cpu 149.
+    $ python bench/ingest_bench.py --events 500000          (2026-11-29, load average ~1)
+        generated 500000 events in 500 files (106 B/event gzipped) in 40.9s
+        baseline  decompress+orjson.loads        137,034 events/s  cpu 7 us/event
+                  decompress+json.loads          103,612 events/s  cpu 10 us/event
+                  decompress+iter_file_records    89,638 events/s  cpu 11 us/event  (0.65x orjson.loads)
+        baseline  parse+COPY to a bare table      35,332 events/s  cpu 24 us/event
+        import    postgresql    17,685 events/s  ratio 0.50 of baseline  cpu 54 us/event (ratio 0.44)
+                  peak RSS 223 MiB  stored 907 B/event (raw 81)  events 500000
+                  largest parts, B/event: audits_event (heap) 454, audits_dailyrollup 105,
+                  event_unique_per_account 100, audits_rawblock 81, event_principal_time 41, event_key_time 40
+        import    sqlite         7,029 events/s  ratio 0.20 of baseline  cpu 136 us/event (ratio 0.17)
+                  peak RSS 165 MiB  stored 908 B/event (raw 78)  events 500000
+    The same-run baseline moves between 35,000 and 46,500 events/s from run to run (so the ratio
+    between 0.35 and 0.50); the import between 16,100 and 17,700. With --events 100000: 16,096
+    events/s, peak RSS 221 MiB (flat), 1,074 B/event (rollups are a larger share of fewer events).
+    Before this round (zlib blob per record, ijson, default GC): 7,300-10,900 events/s, 1,334 B/event.
 
-    Where the time goes (PostgreSQL, per event). Per record, in isolation (min of 7 runs over 20000
-    records): json.dumps + parse_record + rawcodec = 34 us (was 37): parse_record 12.4 (was 14.6:
-    one regex search over all the columns instead of 17 substitutions, a recursive depth guard at
-    ~2 us, not ~3), json.dumps ~8 (one shared encoder), zlib with the rawcodec dictionary ~15.
-    Add ijson ~11 and the COPY rows built in the writer thread ~6. cProfile overstates the parser
-    (~2x); it is not a third of the CPU. zlib is near its floor for this format: a smaller window,
-    a primed compressor copied per record, Z_FILTERED or a 3-32 KiB dictionary trained on record
-    skeletons save nothing measurable; levels 1-3 save ~2 us and store 8-57 B more per event.
-    The main thread is on CPU for under half the wall time at load ~3 (it waits for a core, not
-    for the writer: its waits on the writer total ~0.3 s per 50,000 events), so on this machine
-    events/s is bound by Python CPU per event and by the other jobs. Deflate in the writer thread
-    (zlib releases the GIL) cut the main thread's CPU by a fifth but made it wait ~1.2 s per 50,000
-    events on the writer, whose 10,000 GIL re-acquisitions per batch queue behind the parser:
-    9,500 events/s against 10,900 (load ~2, two runs each). 20,000 events/s needs about half the
-    Python CPU per event, e.g. compression in a separate process, not more micro-optimisation.
+    Where the time goes (PostgreSQL, 100,000 events, 6.2-6.6 s wall): the parsing thread uses
+    ~40 us of CPU per event (gunzip + orjson ~7, the raw record's compact JSON ~4, parse_record
+    ~12-15, the rest Ingestor bookkeeping), the writer thread ~17 us (COPY rows, zstd of the raw
+    blocks ~7 in GIL-free C), and the PostgreSQL server ~30 us (EXPLAIN ANALYZE of one 20,000-event
+    batch: the event insert with its 5 indexes 310 ms, the six rollup/summary upserts 290 ms). The
+    parser waits ~1.7 s per 100,000 events on the writer: with two cores for three busy parties
+    the import is CPU-bound at ~100 us of CPU per event. Python's cyclic GC took a quarter of the
+    CPU with default thresholds (audits.ingest.bulk_gc raises them during bulk ingestion).
+    zstd level 3 instead of 6 would be ~8% faster and store 24 B/event more.
 
-    Where the bytes go: the raw record, compressed, ~300 B; the normalized columns ~450 B (ARNs for
-    key and principal, event and request ids, user agent, encryption context); the four secondary
-    indexes ~400 B (the key and principal indexes repeat the long ARNs); rollup tables 40-210 B
-    depending on N. A dictionary that knew the row's own columns (account, event and request ids,
-    key, principal, source IP, user agent) would store the raw record in ~172 B instead of ~297
-    (~252 B with only the never-updated ids); what a generic dictionary can save is used up.
-    400 B/event needs fewer or narrower columns and indexes (keys and principals as integer ids).
+    Where the bytes go (500k): the event row ~450 B (key and principal ARNs ~120, encryption
+    context ~46, event and request ids ~74, user agent, source IP, session, account ids, types),
+    the unique (account, event id) index 100, raw records 81 (zstd over blocks of 1,000 records of
+    a batch; one zlib blob per record was ~300), the key and principal indexes ~40 each (on
+    hashtext() of the ARN; on the ARN itself they were 153 and 100), the event-time index ~35, the
+    rollup and summary tables ~135 (the synthetic data has ~0.2 rollup rows per event). 400 B/event
+    needs the event row itself near 100 B: keys, principals, agents and other repeated text as
+    integer ids in dimension tables and the detail fields read from the raw record.
 """
 
 from __future__ import annotations
@@ -72,6 +66,8 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+
+import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -91,11 +87,11 @@ def generate(directory: Path, events: int, per_file: int) -> list[Path]:
     return write_log_files(generate_records(events, seed=1, start=START, days=30), directory, per_file=per_file)
 
 
-def baseline_parse(files: list[Path]) -> tuple[int, float, float]:
+def baseline_parse(files: list[Path], loads=orjson.loads) -> tuple[int, float, float]:
     count = 0
     started, cpu = time.perf_counter(), time.process_time()
     for path in files:
-        count += len(json.loads(gzip.decompress(path.read_bytes()))["Records"])
+        count += len(loads(gzip.decompress(path.read_bytes()))["Records"])
     return count, time.perf_counter() - started, time.process_time() - cpu
 
 
@@ -114,7 +110,8 @@ def baseline_ijson(files: list[Path]) -> tuple[int, float, float]:
 
 
 def baseline_copy(files: list[Path], url: str) -> tuple[int, float, float]:
-    """The floor for any loader: read, parse, and COPY the rows into a table with no index."""
+    """The floor for any loader: read, parse (orjson, as the importer), and COPY the rows and each
+    record's text into a table with no index."""
     import psycopg
 
     count = 0
@@ -127,7 +124,7 @@ def baseline_copy(files: list[Path], url: str) -> tuple[int, float, float]:
         started, cpu = time.perf_counter(), time.process_time()
         with conn.cursor() as cursor:
             for path in files:
-                records = json.loads(gzip.decompress(path.read_bytes()))["Records"]
+                records = orjson.loads(gzip.decompress(path.read_bytes()))["Records"]
                 with cursor.copy(
                     "COPY bench_bare (account, event_id, event_time, event_name, region, key, principal, "
                     "error_code, raw) FROM STDIN"
@@ -143,7 +140,7 @@ def baseline_copy(files: list[Path], url: str) -> tuple[int, float, float]:
                                 (r.get("resources") or [{}])[0].get("ARN", ""),
                                 r["userIdentity"].get("arn", ""),
                                 r.get("errorCode", ""),
-                                json.dumps(r),
+                                orjson.dumps(r).decode(),
                             )
                         )
                 count += len(records)
@@ -211,8 +208,7 @@ def child_import(directory: str) -> dict:
             prefixes = ("audits_", "event_", "rollup_", "run_", "checkpoint_", "processed_", "sqlite_autoindex_audits")
             tables = {name: size for name, size in sizes.items() if name.startswith(prefixes)}
             parts = tables
-        cursor.execute("SELECT avg(length(raw)) FROM audits_event")
-        raw_avg = float(cursor.fetchone()[0] or 0)
+        raw_avg = tables.get("audits_rawblock", 0) / max(events, 1)
     return {
         "vendor": connection.vendor,
         # Wall-clock rates on a shared machine follow its load; CPU per event does not.
@@ -259,10 +255,12 @@ def main() -> None:
               f"in {time.perf_counter() - started:.1f}s")
         n, seconds, cpu = baseline_parse(files)
         parse_rate = n / seconds
-        print(f"baseline  decompress+json.loads        {parse_rate:>9,.0f} events/s  cpu {cpu / n * 1e6:.0f} us/event")
+        print(f"baseline  decompress+orjson.loads      {parse_rate:>9,.0f} events/s  cpu {cpu / n * 1e6:.0f} us/event")
+        n, seconds, cpu = baseline_parse(files, json.loads)
+        print(f"          decompress+json.loads        {n / seconds:>9,.0f} events/s  cpu {cpu / n * 1e6:.0f} us/event")
         n, seconds, cpu = baseline_ijson(files)
-        print(f"baseline  decompress+ijson (streaming) {n / seconds:>9,.0f} events/s  cpu {cpu / n * 1e6:.0f} us/event"
-              f"  ({(n / seconds) / parse_rate:.2f}x json.loads)")
+        print(f"          decompress+iter_file_records {n / seconds:>9,.0f} events/s  cpu {cpu / n * 1e6:.0f} us/event"
+              f"  ({(n / seconds) / parse_rate:.2f}x orjson.loads)")
         recreate_pg_database(args.database_url)
         try:
             n, seconds, cpu = baseline_copy(files, args.database_url)
