@@ -10,6 +10,10 @@ PostgreSQL: COPY into a temporary staging table, then one statement inserts the 
 upserts their rollups and the rollups' narrower summaries (SUMMARIES). SQLite: multi-row INSERT ...
 ON CONFLICT DO NOTHING RETURNING, rollups and summaries summed in Python from the returned keys
 and upserted.
+
+Raw records are kept in RawBlock rows of up to rawcodec.BLOCK_RECORDS records each, zstd-compressed
+together in the same transaction; an event names its block and slot. A block holds only the records
+of the events its batch inserted, so re-runs and duplicates add no raw bytes.
 """
 
 from __future__ import annotations
