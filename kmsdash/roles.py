@@ -33,7 +33,8 @@ def has_role(user, *roles: str) -> bool:
 def role_required(*roles: str) -> Callable:
     """Allow users holding any of `roles` (or admin); 403 for everyone else who is logged in.
 
-    Anonymous users never get here: LoginRequiredMiddleware sends them to the login page.
+    Anonymous users never get here: kmsdash.middleware.HtmxLoginRequiredMiddleware sends them to the
+    login page (with HX-Redirect for htmx requests).
     """
 
     def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:

@@ -84,8 +84,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    # Deny by default: every view needs a login unless marked @login_not_required.
-    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    # Deny by default: every view needs a login unless marked @login_not_required (htmx-aware).
+    "kmsdash.middleware.HtmxLoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",

@@ -6,6 +6,7 @@ import io
 import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from urllib.parse import parse_qs, urlsplit
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
@@ -71,6 +72,24 @@ USERS: dict[str, tuple[tuple[str, ...], str]] = {
     "analyst+finance": ((ANALYST, FINANCE), ""),
     "exporter": ((), EXPORT_PERMISSION),
 }
+
+
+def sent_to_login(response, *, htmx: bool) -> str:
+    """The `next` of the login page `response` sends the browser to; fails if it does anything else.
+
+    A plain request gets a 302. An htmx request gets 200 + HX-Redirect, a full navigation for htmx: a
+    302 would be followed inside the XMLHttpRequest and the login form swapped into the fragment.
+    """
+    if htmx:
+        assert response.status_code == 200, response.status_code
+        assert not response.has_header("Location")
+        url = response["HX-Redirect"]
+    else:
+        assert response.status_code == 302, response.status_code
+        url = response["Location"]
+    parts = urlsplit(url)
+    assert (parts.scheme, parts.netloc, parts.path) == ("", "", LOGIN), url
+    return parse_qs(parts.query)["next"][0]
 
 
 def walk(patterns=None, prefix: str = "", namespace: str = ""):

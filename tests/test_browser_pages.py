@@ -261,3 +261,34 @@ def test_the_watchdog_notices_an_injection_and_the_policy_blocks_it(chromium, li
             watchdog.assert_clean(page, "after an injection")
     finally:
         context.close()
+
+
+def test_an_htmx_filter_after_the_session_expired_lands_on_the_login_page_not_inside_the_results(
+    chromium, live_server, world
+):
+    context, page, watchdog = new_page(chromium, live_server.url)
+    try:
+        log_in(page, "ana", PASSWORD)
+        page.goto("/events/")
+        page.wait_for_selector("#results")
+        context.clear_cookies()  # what an expired session looks like to the server
+        page.evaluate("window.__eventsPage = true")  # gone only if the whole window navigates
+
+        page.fill("input[name=operation]", "DisableKey")
+        page.press("input[name=operation]", "Enter")
+        page.wait_for_url(lambda url: urlsplit(url).path == "/accounts/login/")
+        # A whole new login page, not the events page with a login form swapped into #results.
+        page.wait_for_selector("input[name=username]")
+        assert page.evaluate("window.__eventsPage || null") is None
+        assert page.locator("input[name=operation]").count() == 0
+        assert page.locator("input[name=username]").count() == 1
+        # Back to the page the user was on after logging in again.
+        assert parse_qs(urlsplit(page.url).query)["next"] == ["/events/"]
+        watchdog.assert_clean(page, "login page after an expired htmx request")
+
+        page.fill("input[name=username]", "ana")
+        page.fill("input[name=password]", PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_url(lambda url: urlsplit(url).path == "/events/")
+    finally:
+        context.close()
