@@ -9,7 +9,7 @@ from django.utils.html import format_html
 
 from kmsdash.admin import ReadOnlyAdmin
 
-from .models import Checkpoint, DailyRollup, Event, IngestRun, ProcessedObject, Quarantine, Source
+from .models import BucketDay, Checkpoint, DailyRollup, Event, IngestRun, ProcessedObject, Quarantine, Source
 
 
 @admin.register(Source)
@@ -110,5 +110,14 @@ class DailyRollupAdmin(ReadOnlyAdmin):
     ]
     list_filter = ["operation", "region", "after_hours"]
     search_fields = ["=key", "=principal"]
+    date_hierarchy = "day"
+    show_full_result_count = False
+
+
+@admin.register(BucketDay)
+class BucketDayAdmin(ReadOnlyAdmin):
+    list_display = ["day", "account_id", "region", "key", "s3_bucket", "count", "object_calls"]
+    list_filter = ["region"]
+    search_fields = ["=s3_bucket", "=key"]
     date_hierarchy = "day"
     show_full_result_count = False

@@ -37,8 +37,17 @@ from django.db.models import F
 from django.utils import timezone
 
 from . import rawcodec
-from .cloudtrail import BusinessHours, NormalizedEvent, NotKmsEvent, ParseError, loads_record, parse_record
+from .cloudtrail import (
+    BusinessHours,
+    NormalizedEvent,
+    NotKmsEvent,
+    ParseError,
+    loads_record,
+    parse_record,
+    s3_context_names_object,
+)
 from .models import (
+    BucketDay,
     DailyRollup,
     Event,
     IngestRun,
@@ -364,13 +373,15 @@ class Summary:
     """A table of event counts by some dimensions, increased by each batch's new events.
 
     dims: (column, SQL over the inserted events, value of one NormalizedEvent on SQLite);
-    counts: (column, SQL condition on the events it counts or None for all, the same as a predicate).
+    counts: (column, SQL condition on the events it counts or None for all, the same as a predicate);
+    where: (SQL condition, the same as a predicate) on the events the summary counts at all, or None.
     Every summary also keeps first_seen and last_seen.
     """
 
     table: str
     dims: tuple[tuple[str, str, Callable[[NormalizedEvent], Any]], ...]
     counts: tuple[tuple[str, str | None, Callable[[NormalizedEvent], bool] | None], ...]
+    where: tuple[str, Callable[[NormalizedEvent], bool]] | None = None
 
     @property
     def dim_columns(self) -> str:
@@ -388,6 +399,13 @@ def _dim(column: str, field: str | None = None) -> tuple[str, str, Callable]:
 _DAY = ("day", "(event_time AT TIME ZONE 'UTC')::date", lambda event: event.event_time.date().isoformat())
 _ACCOUNT = _dim("account_id", "recipient_account_id")
 _ALL = (("count", None, None),)
+
+# audits.cloudtrail.s3_context_names_object in SQL: `aws:s3:arn` is a string with a '/' somewhere
+# after its first ':s3:::' (LIKE finds one after any ':s3:::', so after the first one too).
+S3_OBJECT_SQL = (
+    "jsonb_typeof(encryption_context -> 'aws:s3:arn') = 'string' "
+    "AND encryption_context ->> 'aws:s3:arn' LIKE '%:s3:::%/%'"
+)
 
 SUMMARIES = (
     Summary(
@@ -417,6 +435,16 @@ SUMMARIES = (
     Summary(PrincipalDay._meta.db_table, (_DAY, _ACCOUNT, _dim("region"), _dim("principal")), _ALL),
     Summary(KeyPrincipalDay._meta.db_table, (_DAY, _ACCOUNT, _dim("region"), _dim("key"), _dim("principal")), _ALL),
     Summary(KeyServiceDay._meta.db_table, (_DAY, _ACCOUNT, _dim("region"), _dim("key"), _dim("service")), _ALL),
+    # Only the events that name a bucket: the others would add a row per key and day for nothing.
+    Summary(
+        BucketDay._meta.db_table,
+        (_DAY, _ACCOUNT, _dim("region"), _dim("key"), _dim("s3_bucket")),
+        (
+            ("count", None, None),
+            ("object_calls", S3_OBJECT_SQL, lambda event: s3_context_names_object(event.encryption_context)),
+        ),
+        where=("s3_bucket <> ''", lambda event: event.s3_bucket != ""),
+    ),
 )
 
 
@@ -433,10 +461,11 @@ def _pg_insert_sql() -> str:
         counts = ", ".join(f"count(*) FILTER (WHERE {condition})" if condition else "count(*)"
                            for _, condition, _ in summary.counts)
         added = ", ".join(f"{column} = {table}.{column} + EXCLUDED.{column}" for column, _, _ in summary.counts)
+        where = f"WHERE {summary.where[0]}" if summary.where else ""
         upserts.append(f"""
         summary{n} AS (
             INSERT INTO {table} ({summary.dim_columns}, {summary.count_columns}, first_seen, last_seen)
-            SELECT {dims}, {counts}, min(event_time), max(event_time) FROM inserted
+            SELECT {dims}, {counts}, min(event_time), max(event_time) FROM inserted {where}
             GROUP BY {dims} ORDER BY {dims}
             ON CONFLICT ({summary.dim_columns}) DO UPDATE SET {added},
                 first_seen = LEAST({table}.first_seen, EXCLUDED.first_seen),
@@ -451,7 +480,7 @@ def _pg_insert_sql() -> str:
             SELECT {columns} FROM {_STAGE_TABLE} ORDER BY recipient_account_id, event_id
             ON CONFLICT (recipient_account_id, event_id) DO NOTHING
             RETURNING event_time, recipient_account_id, region, key, event_name, principal, service,
-                      error_code, after_hours, raw_block_id, raw_index
+                      error_code, after_hours, s3_bucket, encryption_context, raw_block_id, raw_index
         ),{",".join(upserts)}
         SELECT new.blocks, new.indexes, {counted}
         FROM (SELECT array_agg(raw_block_id) AS blocks, array_agg(raw_index) AS indexes FROM inserted) AS new
@@ -521,6 +550,8 @@ def _write_sqlite(rows: list[tuple[NormalizedEvent, bytes]], slots: list[tuple[i
 
 
 def _upsert_sqlite(cursor, summary: Summary, events: list[NormalizedEvent]) -> None:
+    if summary.where:
+        events = [event for event in events if summary.where[1](event)]
     groups: dict[tuple, list] = {}
     for event in events:
         dims = tuple(value(event) for _, _, value in summary.dims)

@@ -394,3 +394,26 @@ class KeyServiceDay(DailyCount):
 
     def __str__(self) -> str:
         return f"{self.day} {self.key} {self.service} x{self.count}"
+
+
+class BucketDay(DailyCount):
+    """Calls per UTC day, key and S3 bucket (events whose `aws:s3:arn` context names one), for the
+    Bucket Key savings without scanning events.
+
+    `object_calls` counts the calls whose context names an object rather than the bucket: made
+    without an S3 Bucket Key (audits.cloudtrail.s3_context_names_object).
+    """
+
+    key = models.CharField(max_length=2048)
+    s3_bucket = models.CharField(max_length=256)
+    object_calls = models.BigIntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["day", "account_id", "region", "key", "s3_bucket"], name="bucketday_unique_dims"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.s3_bucket} {self.key} x{self.count}"

@@ -54,6 +54,10 @@ def measure(requests: int) -> dict[str, tuple[int, float, float]]:
         ("overview 90d", reverse("audits:overview") + "?period=90d", 3),
         ("keys 7d", reverse("audits:keys") + "?period=7d", 5),
         ("key detail 90d", key_url + "?period=90d", 5),
+        # Filters the summaries cannot answer: the pages fall back to the full rollup table.
+        ("overview by principal", reverse("audits:overview") + f"?principal={principal}", 5),
+        ("overview failed only", reverse("audits:overview") + "?error=any", 5),
+        ("keys by principal", reverse("audits:keys") + f"?principal={principal}", 5),
     ]
     results = {}
     for name, url, count in pages:

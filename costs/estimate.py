@@ -27,11 +27,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
-from django.db.models import Sum
+from django.db.models import Case, F, Sum, Value, When
+from django.db.models.functions import Length
+from django.db.models.lookups import In
 
 from audits.models import DailyRollup, Source
 
-from .prices import free_tier_eligible, prices, request_price_name
+from .prices import DATA_KEY_PAIR_OPERATIONS, free_tier_eligible, prices, request_price_name
 from .selectors import DayCost, days_between, month_start
 
 ZERO = Decimal(0)
@@ -111,17 +113,14 @@ def load_key_facts() -> dict[str, KeyFacts]:
 
 @dataclass
 class RequestLine:
-    """Requests of one (day, charged account, region, key, operation, principal, service)."""
+    """Requests of one (day, charged account, region, key, price)."""
 
     day: date
     account_id: str
     region: str
     key: str
-    operation: str
-    principal: str
-    service: str
-    requests: int
     price_name: str
+    requests: int
     gross: Decimal = ZERO
     cost: Decimal = ZERO  # after the free tier
     assumed: bool = False
@@ -176,6 +175,8 @@ class Estimate:
     # (day, account) -> key-month charges attributed that day
     key_months: dict[tuple[date, str], Decimal] = field(default_factory=lambda: defaultdict(Decimal))
     keys: dict[str, KeyCost] = field(default_factory=dict)
+    # "key", "principal", "service" -> {label: [requests, request cost]}
+    driver_totals: dict[str, dict[str, list]] = field(default_factory=dict)
 
     def attributed_by_day(self) -> dict[date, Decimal]:
         totals: dict[date, Decimal] = defaultdict(Decimal)
@@ -204,24 +205,57 @@ class Estimate:
         return sorted(self.keys.values(), key=lambda k: (-k.total, k.key))
 
     def drivers(self, by: str, limit: int = 10) -> list[tuple[str, int, Decimal]]:
-        """Top (label, requests, estimated request cost) by key, principal, service or operation."""
-        totals: dict[str, list] = defaultdict(lambda: [0, ZERO])
-        for line in self.lines:
-            entry = totals[getattr(line, by)]
-            entry[0] += line.requests
-            entry[1] += line.cost
-        ranked = sorted(totals.items(), key=lambda item: (-item[1][1], -item[1][0], item[0]))
+        """Top (label, requests, estimated request cost) by key, principal or calling service."""
+        ranked = sorted(self.driver_totals[by].items(), key=lambda item: (-item[1][1], -item[1][0], item[0]))
         return [(label, n, cost) for label, (n, cost) in ranked[:limit]]
 
 
-def _rollup_groups(start: date, end: date):
-    """(day, account, region, key, operation, principal, service, requests), errors and hours summed."""
+# The rollups are read summed in SQL over what the figures do not need: the operation is kept only
+# as the price it sets, the principal only where it may be the calling account of a cross-account
+# call, and errors and hours never. The lines keep the key; the principal and service drivers come
+# from a second read without it. A month of rollups gives thousands of rows instead of one per
+# rollup row; every figure stays the same, as each is linear in the requests.
+
+
+def _price_name(facts: dict[str, KeyFacts]) -> Case:
+    """request_price_name() in SQL: by operation, then by the inventory's keys that are not symmetric.
+
+    Keys missing from the inventory are assumed symmetric, as in estimate().
+    """
+    by_price: dict[str, list[str]] = defaultdict(list)
+    for arn, key_facts in facts.items():
+        name = request_price_name(key_facts.key_spec, "")
+        if name != "symmetric":
+            by_price[name].append(arn)
+    return Case(
+        When(operation__in=sorted(DATA_KEY_PAIR_OPERATIONS), then=Value(request_price_name("", "GenerateDataKeyPair"))),
+        *(When(key__in=arns, then=Value(name)) for name, arns in sorted(by_price.items())),
+        default=Value(request_price_name("", "")),
+    )
+
+
+# The principal where it may be an account id (12 digits, or 13 with the newline that ACCOUNT_RE's
+# `$` lets through), else '': ACCOUNT_RE decides in Python, exactly as it always did.
+_CALLER = Case(When(In(Length("principal"), [12, 13]), then=F("principal")), default=Value(""))
+
+
+def _rollup_sums(start: date, end: date, facts: dict[str, KeyFacts], *dims: str):
+    """(day, account, *dims, price name, caller, requests) summed over the rollups of start .. end."""
     return (
         DailyRollup.objects.filter(day__gte=start, day__lte=end)
-        .values_list("day", "account_id", "region", "key", "operation", "principal", "service")
+        .annotate(price_name=_price_name(facts), caller=_CALLER)
+        .values_list("day", "account_id", *dims, "price_name", "caller")
         .annotate(requests=Sum("count"))
-        .order_by("day")
+        .order_by()
     )
+
+
+def _charged_account(account: str, caller: str, watched: set[str]) -> str | None:
+    """The account a request is billed to; None for a copy counted where the caller's trail is read."""
+    if caller != account and ACCOUNT_RE.match(caller):
+        # The key owner's copy of a cross-account call: billed to the caller.
+        return None if caller in watched else caller
+    return account
 
 
 def estimate(start: date, end: date, *, facts: dict[str, KeyFacts] | None = None) -> Estimate:
@@ -231,36 +265,33 @@ def estimate(start: date, end: date, *, facts: dict[str, KeyFacts] | None = None
     result = Estimate(start, end)
     # The free tier is monthly: count from the first of start's month even if the page starts later.
     first = month_start(start)
-    groups = list(_rollup_groups(first, end))
+    groups = sorted(_rollup_sums(first, end, facts, "region", "key"), key=lambda group: group[0])
     watched = set(Source.objects.values_list("account_id", flat=True)) | {g[1] for g in groups}
 
     first_seen: dict[str, date] = {}
-    assumed_cache: dict[str, KeyFacts | None] = {}
     lines: list[RequestLine] = []
-    for day, account, region, key, operation, principal, service, requests in groups:
-        if principal != account and ACCOUNT_RE.match(principal):
-            # The key owner's copy of a cross-account call: billed to the caller.
-            if principal in watched:
-                continue
-            account = principal
+    for day, account, region, key, price_name, caller, requests in groups:
+        account = _charged_account(account, caller, watched)
+        if account is None:
+            continue
         known = facts.get(key)
-        if known is None and key not in assumed_cache:
-            assumed_cache[key] = KeyFacts.assumed_for(key)
-        key_facts = known or assumed_cache[key]
-        if known is None and key_facts is not None:
+        if known is None and KEY_ARN_RE.match(key):  # assumed, charged a key-month from its first day
             first_seen.setdefault(key, day)
-        price_name = request_price_name(key_facts.key_spec if key_facts else "", operation)
         gross = table[price_name] * requests
-        lines.append(RequestLine(day, account, region, key, operation, principal, service, requests, price_name,
-                                 gross, gross, known is None))
+        lines.append(RequestLine(day, account, region, key, price_name, requests, gross, gross, known is None))
 
-    _apply_free_tier(lines, table["free_requests_per_month"])
+    shares = _apply_free_tier(lines, table["free_requests_per_month"])
     result.lines = [line for line in lines if line.day >= start]
 
+    keys: dict[str, list] = defaultdict(lambda: [0, ZERO])
     for line in result.lines:
         cost = _key_cost(result, facts, line.key)
         cost.requests += line.requests
         cost.request_cost += line.cost
+        keys[line.key][0] += line.requests
+        keys[line.key][1] += line.cost
+    result.driver_totals["key"] = keys
+    result.driver_totals.update(_principal_and_service_totals(start, end, facts, watched, shares, table))
 
     billed = [f for f in facts.values() if f.billed_monthly]
     billed += [f for arn, day in first_seen.items() if (f := KeyFacts.assumed_for(arn)) is not None]
@@ -291,22 +322,49 @@ def _key_cost(result: Estimate, facts: dict[str, KeyFacts], key: str) -> KeyCost
     return cost
 
 
-def _apply_free_tier(lines: list[RequestLine], allowance: Decimal) -> None:
-    """Spend each account's monthly free requests day by day, shared within a day pro rata."""
+def _principal_and_service_totals(
+    start: date, end: date, facts: dict[str, KeyFacts], watched: set[str],
+    shares: dict[tuple[str, date], Decimal], table: dict[str, Decimal],
+) -> dict[str, dict[str, list]]:
+    """{"principal"|"service": {label: [requests, request cost]}}, priced like the lines of the same
+    day, from one read of the rollups (a principal mostly calls through one service)."""
+    totals: dict[str, dict[str, list]] = {by: defaultdict(lambda: [0, ZERO]) for by in ("principal", "service")}
+    for day, account, principal, service, price_name, caller, requests in _rollup_sums(
+        start, end, facts, "principal", "service"
+    ):
+        account = _charged_account(account, caller, watched)
+        if account is None:
+            continue
+        cost = table[price_name] * requests
+        if free_tier_eligible(price_name) and (account, day) in shares:
+            cost = cost * (1 - shares[(account, day)])
+        for by, label in (("principal", principal), ("service", service)):
+            totals[by][label][0] += requests
+            totals[by][label][1] += cost
+    return totals
+
+
+def _apply_free_tier(lines: list[RequestLine], allowance: Decimal) -> dict[tuple[str, date], Decimal]:
+    """Spend each account's monthly free requests day by day, shared within a day pro rata.
+
+    Returns the share of the eligible requests that was free, by (account, day) when some was.
+    """
     by_day: dict[tuple[str, date, date], list[RequestLine]] = defaultdict(list)
     for line in lines:
         if free_tier_eligible(line.price_name):
             by_day[(line.account_id, month_start(line.day), line.day)].append(line)
     left: dict[tuple[str, date], Decimal] = defaultdict(lambda: allowance)
-    for (account, month, _day), day_lines in sorted(by_day.items()):
+    shares: dict[tuple[str, date], Decimal] = {}
+    for (account, month, day), day_lines in sorted(by_day.items()):
         eligible = sum(line.requests for line in day_lines)
         free = min(left[(account, month)], Decimal(eligible))
         if not eligible or not free:
             continue
         left[(account, month)] -= free
-        share = free / eligible
+        share = shares[(account, day)] = free / eligible
         for line in day_lines:
             line.cost = line.gross * (1 - share)
+    return shares
 
 
 @dataclass

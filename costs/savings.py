@@ -8,23 +8,21 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 
 from django.conf import settings
-from django.db.models import Count, Max, Sum
+from django.db.models import Max, Sum
 
-from audits.cloudtrail import s3_context_names_object
-from audits.models import DailyRollup, Event
+from audits.models import BucketDay, DailyRollup
 
 from .estimate import KeyFacts, load_key_facts
 from .prices import prices, request_price_name
 
 DAYS_PER_MONTH = Decimal("30.4")
-# S3 activity is read from events (rollups have no bucket): over a short window, for a few buckets.
+# S3 activity is read from the bucket summary (BucketDay): over a short window, for a few buckets.
 BUCKET_WINDOW_DAYS = 7
 BUCKET_LIMIT = 20
-BUCKET_SAMPLE = 25
 BUCKET_KEY_SAVING = Decimal("0.99")  # "up to 99 percent" fewer KMS requests
 # Data-key caching pays off for callers with many, steady GenerateDataKey/Decrypt calls.
 CACHING_WINDOW_DAYS = 14
@@ -33,37 +31,35 @@ CACHING_STEADY_SHARE = Decimal("0.8")  # active on at least 80% of the window's 
 CACHEABLE_OPERATIONS = ("GenerateDataKey", "Decrypt")
 
 
-def _utc(day: date) -> datetime:
-    return datetime.combine(day, time.min, tzinfo=UTC)
-
-
 @dataclass
 class BucketSaving:
     bucket: str
     requests: int  # in the window
-    names_objects: bool  # False: the sampled contexts name the bucket, Bucket Keys are on
+    names_objects: bool  # False: every context of the window names the bucket, Bucket Keys are on
     monthly_requests: int
     monthly_cost: Decimal
     monthly_saving: Decimal
 
 
 def bucket_keys(end: date, *, window_days: int = BUCKET_WINDOW_DAYS) -> list[BucketSaving]:
-    """Buckets whose SSE-KMS requests name objects (no Bucket Key), by requests over the window."""
-    since = _utc(end - timedelta(days=window_days - 1))
-    until = _utc(end + timedelta(days=1))
-    events = Event.objects.filter(event_time__gte=since, event_time__lt=until).exclude(s3_bucket="")
-    ranked = events.values("s3_bucket").annotate(n=Count("id")).order_by("-n", "s3_bucket")[:BUCKET_LIMIT]
+    """Buckets whose SSE-KMS requests name objects (no Bucket Key), by requests over the window.
+
+    A bucket names objects when any request of the window did (BucketDay.object_calls).
+    """
+    ranked = (
+        BucketDay.objects.filter(day__gte=end - timedelta(days=window_days - 1), day__lte=end)
+        .values("s3_bucket")
+        .annotate(n=Sum("count"), named_objects=Sum("object_calls"))
+        .order_by("-n", "s3_bucket")[:BUCKET_LIMIT]
+    )
     unit = prices()["symmetric"]
     results = []
     for row in ranked:
-        sample = events.filter(s3_bucket=row["s3_bucket"]).order_by("-event_time").values_list(
-            "encryption_context", flat=True
-        )[:BUCKET_SAMPLE]
-        names_objects = any(s3_context_names_object(context) for context in sample)
-        monthly = Decimal(row["n"]) * DAYS_PER_MONTH / window_days
+        requests, names_objects = int(row["n"]), row["named_objects"] > 0
+        monthly = Decimal(requests) * DAYS_PER_MONTH / window_days
         saving = (monthly * unit * BUCKET_KEY_SAVING).quantize(Decimal("0.01")) if names_objects else Decimal(0)
         cost = (monthly * unit).quantize(Decimal("0.01"))
-        results.append(BucketSaving(row["s3_bucket"], row["n"], names_objects, int(monthly), cost, saving))
+        results.append(BucketSaving(row["s3_bucket"], requests, names_objects, int(monthly), cost, saving))
     return sorted(results, key=lambda b: (-b.monthly_saving, -b.requests, b.bucket))
 
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 from django.utils import timezone
 
-from audits.models import DailyRollup, Event, Source
+from audits.ingest import ingest_records, start_run
+from audits.models import DailyRollup, IngestRun, Source
+from audits.synthetic import identity_role, kms_record
 from costs import estimate as est
 from costs import savings
 from costs.models import CostRecord, UsageClass
@@ -183,12 +184,12 @@ def test_drivers_rank_keys_principals_and_services_by_estimated_request_cost():
 
 
 def s3_event(bucket_arn, when, *, n=1):
-    bucket = bucket_arn.split(":s3:::", 1)[1].split("/", 1)[0]
-    for _ in range(n):
-        Event.objects.create(recipient_account_id=A, event_id=str(uuid.uuid4()), event_time=when,
-                             event_name="GenerateDataKey", region="us-east-1", key=KEY1,
-                             principal=ROLE, service="s3.amazonaws.com",
-                             encryption_context={"aws:s3:arn": bucket_arn}, s3_bucket=bucket)
+    # Through the write path: the savings finder reads the bucket summary it maintains.
+    identity = identity_role(A, "app", "AWSService", invoked_by="s3.amazonaws.com")
+    records = [kms_record(event_name="GenerateDataKey", event_time=when, key_arn=KEY1, identity=identity,
+                          region="us-east-1", recipient_account_id=A, encryption_context={"aws:s3:arn": bucket_arn})
+               for _ in range(n)]
+    ingest_records(records, run=start_run(IngestRun.Kind.FILES))
 
 
 def test_buckets_whose_contexts_name_objects_are_bucket_key_savings():
@@ -241,3 +242,83 @@ def test_source_accounts_count_as_watched_even_without_rollups_of_their_own():
     day = date(2026, 11, 20)
     rollup(day, KEY1, 1_000, account=A, principal=B)
     assert est.estimate(day, day).lines == []
+
+
+def estimate_row_by_row(start, end):
+    """Each rollup row priced on its own: the reference estimate() must agree with after summing in SQL."""
+    table = est.prices()
+    facts = est.load_key_facts()
+    rows = DailyRollup.objects.filter(day__gte=est.month_start(start), day__lte=end).order_by("day", "id")
+    watched = set(Source.objects.values_list("account_id", flat=True)) | {row.account_id for row in rows}
+    lines = []
+    for row in rows:
+        account = row.account_id
+        if row.principal != account and est.ACCOUNT_RE.match(row.principal):
+            if row.principal in watched:
+                continue
+            account = row.principal
+        key_facts = facts.get(row.key) or est.KeyFacts.assumed_for(row.key)
+        name = est.request_price_name(key_facts.key_spec if key_facts else "", row.operation)
+        gross = table[name] * row.count
+        lines.append([row, account, name, gross, gross])
+    spent = {}
+    for day in sorted({line[0].day for line in lines}):
+        for account in sorted({line[1] for line in lines}):
+            free_lines = [line for line in lines if (line[0].day, line[1]) == (day, account) and line[2] == "symmetric"]
+            eligible = sum(line[0].count for line in free_lines)
+            month = (account, day.replace(day=1))
+            free = min(table["free_requests_per_month"] - spent.get(month, 0), Decimal(eligible))
+            if eligible and free:
+                spent[month] = spent.get(month, 0) + free
+                for line in free_lines:
+                    line[4] = line[3] * (1 - free / eligible)
+    totals = {by: {} for by in ("key", "principal", "service", "account", "day")}
+    for row, account, _, _, cost in (line for line in lines if line[0].day >= start):
+        for by, label in (("key", row.key), ("principal", row.principal), ("service", row.service),
+                          ("account", account), ("day", row.day)):
+            requests, amount = totals[by].get(label, (0, Decimal(0)))
+            totals[by][label] = (requests + row.count, amount + cost)
+    return totals
+
+
+def test_summing_the_rollups_in_sql_changes_no_figure_of_the_estimate():
+    key(KEY1)
+    key(RSA, spec="RSA_4096")
+    key(KEY2, spec="RSA_2048")
+    Source.objects.create(account_id=B, regions=["us-east-1"])
+    arabic_digits = "\u0661" * 12  # matches ACCOUNT_RE (\d is Unicode) like an account id
+    principals = [ROLE, f"arn:aws:iam::{A}:role/batch", B, C, f"{C}\n", A, arabic_digits, "1234567890123"]
+    operations = ["Decrypt", "Encrypt", "GenerateDataKeyPair", "GenerateDataKeyPairWithoutPlaintext", "Sign"]
+    n = 0
+    for day in (date(2026, 11, 1), date(2026, 11, 2), date(2026, 11, 3), date(2026, 11, 4)):
+        for arn in (KEY1, RSA, KEY2, UNKNOWN):
+            for operation in operations:
+                for principal in principals:
+                    for service, error_code in (("", ""), ("s3.amazonaws.com", ""), ("", "AccessDenied")):
+                        n += 1
+                        rollup(day, arn, 97 * n % 800 + 1, operation=operation, principal=principal,
+                               service=service, error_code=error_code, account=B if arn == UNKNOWN else A)
+    start, end = date(2026, 11, 2), date(2026, 11, 4)
+    result = est.estimate(start, end)
+    reference = estimate_row_by_row(start, end)
+
+    def close(figures):  # Decimal sums in another order differ in the 28th digit at most
+        return {label: (requests, q(cost)) for label, (requests, cost) in figures.items()}
+
+    for by in ("key", "principal", "service"):
+        drivers = {label: (requests, cost) for label, requests, cost in result.drivers(by, limit=100)}
+        assert close(drivers) == close(reference[by]), by
+    per_key = {cost.key: (cost.requests, cost.request_cost) for cost in result.per_key() if cost.requests}
+    assert close(per_key) == close(reference["key"])
+    by_account, by_day = {}, {}
+    for line in result.lines:
+        by_account[line.account_id] = by_account.get(line.account_id, Decimal(0)) + line.cost
+        by_day[line.day] = by_day.get(line.day, Decimal(0)) + line.cost
+    assert {a: q(c) for a, c in by_account.items()} == {a: q(c) for a, (_, c) in reference["account"].items()}
+    assert {d: q(c) for d, c in by_day.items()} == {d: q(c) for d, (_, c) in reference["day"].items()}
+    # The cases that matter are there: callers charged, copies skipped, the free tier shared within a day.
+    assert {C, f"{C}\n", arabic_digits} <= set(by_account) and B in by_account
+    assert {"data_key_pair_ecc", "asymmetric", "asymmetric_rsa_2048", "symmetric"} == {
+        line.price_name for line in result.lines}
+    shared = [line for line in result.lines if (line.day, line.account_id, line.price_name) == (start, A, "symmetric")]
+    assert 0 < sum(line.cost for line in shared) < sum(line.gross for line in shared)

@@ -76,8 +76,11 @@ def test_the_export_is_for_finance_and_admins(client, role, status):
 
 def test_anonymous_users_are_sent_to_the_login_page(client):
     for url, method in ((OVERVIEW, client.get), (EXPORT, client.post)):
-        response = method(url, headers={"HX-Request": "true"})
+        response = method(url)
         assert response.status_code == 302 and "/accounts/login/" in response["Location"]
+        # htmx would swap a followed redirect into the fragment: it gets HX-Redirect instead.
+        response = method(url, headers={"HX-Request": "true"})
+        assert response.status_code == 200 and response["HX-Redirect"].startswith("/accounts/login/?next=")
 
 
 def test_the_export_refuses_get_and_needs_a_csrf_token(client):
