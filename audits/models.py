@@ -158,7 +158,7 @@ class DailyRollup(DailyCount):
 
     key = models.CharField(max_length=2048)
     operation = models.CharField(max_length=64)
-    principal = models.CharField(max_length=2048)
+    principal = HashedTextField(max_length=2048)
     service = models.CharField(max_length=256)
     error_code = models.CharField(max_length=128)
     after_hours = models.BooleanField()
@@ -183,6 +183,8 @@ class DailyRollup(DailyCount):
         indexes = [
             models.Index(fields=["key", "day"], name="rollup_key_day"),
             models.Index(fields=["day"], name="rollup_day"),
+            # The keys and overview pages filtered by a principal read only that principal's rows.
+            models.Index(HashText("principal"), "day", name="rollup_principal_day"),
         ]
 
     def __str__(self) -> str:

@@ -49,3 +49,17 @@ def test_the_newest_events_of_one_key_or_principal_are_read_through_its_hash_ind
         plan = Event.objects.filter(**{field: KEY_A if field == "key" else ROLE}).order_by("-event_time")[:50].explain()
     # Without hashtext() in the lookup no plan could use these indexes, whatever the settings.
     assert index in plan and "hashtext" in plan
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="hash indexes are PostgreSQL's")
+def test_rollups_filtered_by_principal_are_read_through_its_hash_index():
+    from audits.filters import EventFilter
+    from audits.ingest import ingest_records, start_run
+    from audits.synthetic import generate_records
+
+    ingest_records(list(generate_records(200, seed=3, start=T0, days=3)), run=start_run("files"))
+    principal = Event.objects.values_list("principal", flat=True).first()
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        plan = EventFilter(principal=principal).rollups().explain()
+    assert "rollup_principal_day" in plan
