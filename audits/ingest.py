@@ -32,7 +32,7 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import OperationalError, connection, connections, transaction
+from django.db import OperationalError, connection, connections, models, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -138,6 +138,7 @@ class Ingestor:
         self._pending = Counts()  # not yet written to the ledger row
         self._events: list[tuple[NormalizedEvent, bytes]] = []  # with the record's JSON text
         self._quarantine: list[Quarantine] = []
+        self._done: list[models.Model] = []
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -175,6 +176,13 @@ class Ingestor:
         """A whole file or page that could not be read; written with the next batch."""
         self._add_quarantine(location, reason, raw)
 
+    def done(self, row: models.Model) -> None:
+        """A ledger row (e.g. a ProcessedObject) saved in the transaction of the batch holding the
+        records added before it, so it is committed only once they are. (When a batch fails, its
+        error surfaces in the next write, which drops that write's batch: nothing after a failed
+        batch is committed.) A row that exists already is left as it is."""
+        self._done.append(row)
+
     def _add_quarantine(self, location: str, reason: str, raw: Any) -> None:
         text, truncated = bounded_text(raw)
         reason, _ = bounded_text(reason, 4096)
@@ -196,13 +204,14 @@ class Ingestor:
     def _write(self, *, wait: bool) -> None:
         # Sorted, so that concurrent runs lock rows in the same order and cannot deadlock each other.
         rows = sorted(self._events, key=lambda item: (item[0].recipient_account_id, item[0].event_id))
-        batch = (rows, list(self._quarantine), self._pending)
+        batch = (rows, list(self._quarantine), self._pending, list(self._done))
         self._events.clear()
         self._quarantine.clear()
+        self._done.clear()
         self._pending = Counts()
         try:
             self._collect()
-            if not (rows or batch[1] or batch[2] != Counts()):
+            if not (rows or batch[1] or batch[2] != Counts() or batch[3]):
                 return
             if not wait and self._can_write_in_background():
                 if self._writer is None:
@@ -236,13 +245,17 @@ class Ingestor:
         self.counts.events_new += inserted
         self.counts.duplicates += duplicates
 
-    def _write_batch(self, rows, quarantine: list[Quarantine], pending: Counts) -> tuple[int, int]:
+    def _write_batch(
+        self, rows, quarantine: list[Quarantine], pending: Counts, done: list[models.Model]
+    ) -> tuple[int, int]:
         for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
             try:
                 with transaction.atomic():
                     inserted = write_events(rows)
                     if quarantine:
                         Quarantine.objects.bulk_create(quarantine)
+                    for model in {type(row) for row in done}:
+                        model.objects.bulk_create([row for row in done if type(row) is model], ignore_conflicts=True)
                     duplicates = len(rows) - inserted
                     IngestRun.objects.filter(pk=self.run.pk).update(
                         records_read=F("records_read") + pending.records_read,

@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import boto3
 import pytest
+from django.db import connection
 from django.db.models import Sum
 
 from audits.models import Checkpoint, DailyRollup, Event, IngestRun, ProcessedObject, Quarantine, Source
@@ -268,3 +269,55 @@ def test_the_same_event_from_lookup_events_and_s3_is_stored_once(aws, s3):
     assert stored() == expected(fed)
     s3_run = IngestRun.objects.get(kind="s3")
     assert (s3_run.events_new, s3_run.duplicates) == (0, 30)
+
+
+def test_the_next_objects_are_downloaded_while_one_is_read(aws, s3, source):
+    keys = [put_log(s3, log_key(today()), make_records(3, seed=n)) for n in range(6)]
+    # Every log-file GET waits a second before it is answered: one at a time, the first 4 GETs
+    # would arrive a second or more apart.
+    aws.fault(".json.gz", error="", delay=1.0, count=100)
+
+    run_scope("s3", ACCOUNT, REGION)
+
+    arrivals = sorted(r["time"] for r in object_gets(aws))
+    assert len(arrivals) == len(keys)
+    assert arrivals[3] - arrivals[0] < 0.9  # PREFETCH (4) downloads were under way together
+    assert Event.objects.count() == 18 and ProcessedObject.objects.count() == 6
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_object_is_marked_processed_only_in_the_transaction_that_commits_its_last_records(
+    aws, s3, source, settings
+):
+    settings.KMSDASH_INGEST_BATCH_SIZE = 4  # each object spans several batches
+    first, second = sorted([log_key(today()), log_key(today())])  # listed, so read, in this order
+    put_log(s3, first, make_records(6))
+    poisoned = make_records(6, seed=1)
+    poisoned[5]["eventID"] = "poison"
+    put_log(s3, second, poisoned)
+    # The database refuses the second object's last record, in whichever batch it travels.
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                           "IF NEW.event_id = 'poison' THEN RAISE EXCEPTION 'poison'; END IF; RETURN NEW; END $$")
+            cursor.execute("CREATE TRIGGER refuse_poison BEFORE INSERT ON audits_event FOR EACH ROW "
+                           "EXECUTE FUNCTION refuse_poison()")
+        else:
+            cursor.execute("CREATE TRIGGER refuse_poison BEFORE INSERT ON audits_event WHEN NEW.event_id = 'poison' "
+                           "BEGIN SELECT RAISE(ABORT, 'poison'); END")
+    try:
+        with pytest.raises(Exception, match="poison"):
+            run_scope("s3", ACCOUNT, REGION)
+        done = set(ProcessedObject.objects.values_list("key", flat=True))
+        assert second not in done  # its last records never committed, so neither did its ledger row
+        assert done <= {first}
+        assert not Event.objects.filter(event_id="poison").exists()
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TRIGGER refuse_poison" + (" ON audits_event" if connection.vendor == "postgresql" else ""))
+            if connection.vendor == "postgresql":
+                cursor.execute("DROP FUNCTION refuse_poison()")
+
+    run_scope("s3", ACCOUNT, REGION)  # the next pass reads the second object again, whole
+    assert set(ProcessedObject.objects.values_list("key", flat=True)) == {first, second}
+    assert Event.objects.count() == 12

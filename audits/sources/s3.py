@@ -9,12 +9,19 @@ what it already read; a rewritten object has a new ETag and is read again, its e
 An object is streamed (bounded memory whatever its size) through iter_file_records. A truncated or
 corrupt object is tried KMSDASH_OBJECT_ATTEMPTS times, then quarantined and not marked processed;
 the other objects still land.
+
+Throughput: while one object is parsed, the next PREFETCH objects (those up to PREFETCH_MAX_BYTES)
+are downloaded by a small thread pool, because a GetObject waits tens of milliseconds for its first
+byte, longer than parsing a typical log file takes. Objects share the Ingestor's batches, written
+by a background writer, and an object's ledger row is committed with its last records.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -47,6 +54,9 @@ STREAM_ERRORS = (
     ResponseStreamingError,
 )
 UNREADABLE = "Unreadable log file"
+PREFETCH = 4
+# Larger objects are streamed when their turn comes, so prefetching holds at most 4 x 16 MiB.
+PREFETCH_MAX_BYTES = 16 * 1024 * 1024
 SKIPPED_FOLDERS = ("/CloudTrail-Digest/", "/CloudTrail-Insight/")
 
 
@@ -93,7 +103,32 @@ def object_location(bucket: str, key: str, etag: str) -> str:
     return f"s3://{bucket}/{key}#{etag}"
 
 
-def ingest_object(s3: Any, bucket: str, obj: dict[str, Any], ingestor: Ingestor, result: S3Result) -> None:
+def fetch_object(s3: Any, bucket: str, obj: dict[str, Any]) -> bytes:
+    # IfMatch: read exactly the version that was listed; a rewrite is read on the next pass.
+    body = s3.get_object(Bucket=bucket, Key=obj["Key"], IfMatch=obj["ETag"])["Body"]
+    try:
+        return body.read()
+    finally:
+        body.close()
+
+
+def prefetched(s3: Any, bucket: str, objects: list[dict[str, Any]]) -> Iterator[tuple[dict, Future | None]]:
+    """Each object with the download of its body started PREFETCH objects ahead (None for a large one)."""
+    with ThreadPoolExecutor(PREFETCH, thread_name_prefix="s3-prefetch") as pool:
+        ahead: list[tuple[dict, Future | None]] = []
+        for obj in objects:
+            # An object over the size limit is quarantined unread, so it is never fetched either.
+            small = obj.get("Size", 0) <= min(PREFETCH_MAX_BYTES, settings.KMSDASH_MAX_COMPRESSED_BYTES)
+            ahead.append((obj, pool.submit(fetch_object, s3, bucket, obj) if small else None))
+            if len(ahead) > PREFETCH:
+                yield ahead.pop(0)
+        yield from ahead
+
+
+def ingest_object(
+    s3: Any, bucket: str, obj: dict[str, Any], ingestor: Ingestor, result: S3Result, fetched: Future | None = None
+) -> None:
+    """Read one object into the ingestor; `fetched`: its body being downloaded already (first attempt)."""
     key, etag = obj["Key"], obj["ETag"].strip('"')
     location = object_location(bucket, key, etag)
     if obj.get("Size", 0) > settings.KMSDASH_MAX_COMPRESSED_BYTES:
@@ -102,18 +137,20 @@ def ingest_object(s3: Any, bucket: str, obj: dict[str, Any], ingestor: Ingestor,
         result.quarantined_files += 1
         return
     error: BaseException | None = None
-    for _ in range(settings.KMSDASH_OBJECT_ATTEMPTS):
+    for attempt in range(settings.KMSDASH_OBJECT_ATTEMPTS):
         records = 0
         try:
-            # IfMatch: read exactly the version that was listed; a rewrite is read on the next pass.
-            body = s3.get_object(Bucket=bucket, Key=key, IfMatch=obj["ETag"])["Body"]
+            if attempt == 0 and fetched is not None:
+                body = io.BytesIO(fetched.result())  # raises what the download raised
+            else:
+                # IfMatch: read exactly the version that was listed; a rewrite is read on the next pass.
+                body = s3.get_object(Bucket=bucket, Key=key, IfMatch=obj["ETag"])["Body"]
             try:
                 for record in iter_file_records(body, name=key):
                     ingestor.add(record, location=location)
                     records += 1
             finally:
                 body.close()
-            ingestor.flush()
         except (FileError, *STREAM_ERRORS) as exc:
             error = exc
             continue
@@ -122,8 +159,8 @@ def ingest_object(s3: Any, bucket: str, obj: dict[str, Any], ingestor: Ingestor,
                 result.deferred += 1  # changed or deleted since it was listed
                 return
             raise
-        # Only now that its records are committed is the object done.
-        ProcessedObject.objects.get_or_create(bucket=bucket, key=key, etag=etag, defaults={"records": records})
+        # Saved with the batch holding its last records: the object is done once they are committed.
+        ingestor.done(ProcessedObject(bucket=bucket, key=key, etag=etag, records=records))
         result.processed += 1
         return
     if isinstance(error, FileError):
@@ -158,9 +195,11 @@ def ingest_s3(
         window_end=now,
     )
     result = S3Result(run=run)
-    ingestor = Ingestor(run)
+    # Outside a transaction (a Celery task, a command), batches are written while the next are read.
+    ingestor = Ingestor(run, background_writes=True)
     try:
         s3 = aws.client("s3", region, source=source)
+        todo = []
         for day in days:
             prefix = day_prefix(source, region, day)
             listed = list(list_objects(s3, bucket, prefix))
@@ -179,8 +218,10 @@ def ingest_s3(
                 etag = obj["ETag"].strip('"')
                 if (obj["Key"], etag) in done or object_location(bucket, obj["Key"], etag) in given_up:
                     result.skipped += 1
-                    continue
-                ingest_object(s3, bucket, obj, ingestor, result)
+                else:
+                    todo.append(obj)
+        for obj, fetched in prefetched(s3, bucket, todo):
+            ingest_object(s3, bucket, obj, ingestor, result, fetched)
         ingestor.flush()
     except BaseException as exc:
         try:
