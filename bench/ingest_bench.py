@@ -28,8 +28,9 @@ load; CPU per event is the steadier figure). The baseline parses with orjson, as
         import    sqlite         7,029 events/s  ratio 0.20 of baseline  cpu 136 us/event (ratio 0.17)
                   peak RSS 165 MiB  stored 908 B/event (raw 78)  events 500000
     The same-run baseline moves between 35,000 and 46,500 events/s from run to run (so the ratio
-    between 0.35 and 0.50); the import between 16,100 and 17,700. With --events 100000: 16,096
-    events/s, peak RSS 221 MiB (flat), 1,074 B/event (rollups are a larger share of fewer events).
+    between 0.35 and 0.50); the import between 16,100 and 17,800. Peak RSS was 223 MiB with batches
+    of 20,000; with today's default of 10,000: 17,842 events/s, 159 MiB at 500k and 158 MiB at 100k
+    (flat; 18,471 events/s, 1,078 B/event: rollups are a larger share of fewer events).
     Before this round (zlib blob per record, ijson, default GC): 7,300-10,900 events/s, 1,334 B/event.
 
     Where the time goes (PostgreSQL, 100,000 events, 6.2-6.6 s wall): the parsing thread uses
