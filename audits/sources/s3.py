@@ -103,9 +103,14 @@ def object_location(bucket: str, key: str, etag: str) -> str:
     return f"s3://{bucket}/{key}#{etag}"
 
 
-def fetch_object(s3: Any, bucket: str, obj: dict[str, Any]) -> bytes:
+def open_object(s3: Any, bucket: str, obj: dict[str, Any]) -> Any:
+    """The streaming body of a listed object."""
     # IfMatch: read exactly the version that was listed; a rewrite is read on the next pass.
-    body = s3.get_object(Bucket=bucket, Key=obj["Key"], IfMatch=obj["ETag"])["Body"]
+    return s3.get_object(Bucket=bucket, Key=obj["Key"], IfMatch=obj["ETag"])["Body"]
+
+
+def fetch_object(s3: Any, bucket: str, obj: dict[str, Any]) -> bytes:
+    body = open_object(s3, bucket, obj)
     try:
         return body.read()
     finally:
@@ -143,8 +148,7 @@ def ingest_object(
             if attempt == 0 and fetched is not None:
                 body = io.BytesIO(fetched.result())  # raises what the download raised
             else:
-                # IfMatch: read exactly the version that was listed; a rewrite is read on the next pass.
-                body = s3.get_object(Bucket=bucket, Key=key, IfMatch=obj["ETag"])["Body"]
+                body = open_object(s3, bucket, obj)
             try:
                 for record in iter_file_records(body, name=key):
                     ingestor.add(record, location=location)
