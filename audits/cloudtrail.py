@@ -41,6 +41,7 @@ NUL characters and lone surrogates, which PostgreSQL cannot store, become U+FFFD
 from __future__ import annotations
 
 import json
+import operator
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
@@ -88,18 +89,41 @@ LIMITS = {
     "s3_bucket": 256,
 }
 EVENT_ID_MAX = 64
-# Columns copied from a top-level string field as they are (but for LIMITS and cleaning).
+# Top-level string fields copied as they are (but for LIMITS and cleaning), in the order of their
+# columns: source_ip, user_agent, error_code, error_message, event_type, event_category, request_id,
+# shared_event_id, vpc_endpoint_id.
 _PLAIN_TEXT_FIELDS = (
-    ("source_ip", "sourceIPAddress"),
-    ("user_agent", "userAgent"),
-    ("error_code", "errorCode"),
-    ("error_message", "errorMessage"),
-    ("event_type", "eventType"),
-    ("event_category", "eventCategory"),
-    ("request_id", "requestID"),
-    ("shared_event_id", "sharedEventID"),
-    ("vpc_endpoint_id", "vpcEndpointId"),
+    "sourceIPAddress",
+    "userAgent",
+    "errorCode",
+    "errorMessage",
+    "eventType",
+    "eventCategory",
+    "requestID",
+    "sharedEventID",
+    "vpcEndpointId",
 )
+# The text columns in the order parse_record builds them, and their limits in the same order.
+_TEXT_COLUMNS = (
+    "event_name",
+    "region",
+    "key",
+    "principal",
+    "principal_type",
+    "session_name",
+    "service",
+    "source_ip",
+    "user_agent",
+    "error_code",
+    "error_message",
+    "event_type",
+    "event_category",
+    "request_id",
+    "shared_event_id",
+    "vpc_endpoint_id",
+    "s3_bucket",
+)
+_TEXT_LIMITS = tuple(LIMITS[name] for name in _TEXT_COLUMNS)
 
 # Key-management operations the critical-events views list.
 CRITICAL_EVENT_NAMES = frozenset(
@@ -137,7 +161,9 @@ class NotKmsEvent(Exception):
     """A well-formed record from another event source: counted as ignored."""
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass sets each of its 24 fields through object.__setattr__, which made
+# building an event a fifth of the parser's time. unsafe_hash keeps the hash the frozen class had.
+@dataclass(slots=True, unsafe_hash=True)
 class NormalizedEvent:
     recipient_account_id: str
     event_id: str
@@ -190,13 +216,15 @@ class BusinessHours:
         return cls(ZoneInfo(settings.KMSDASH_TIME_ZONE), start, end, settings.KMSDASH_WEEKENDS_AFTER_HOURS)
 
     def is_after_hours(self, when: datetime) -> bool:
-        local = when.astimezone(self.tz)
+        # Parsed times are in UTC already, and the default zone is UTC: no conversion needed then.
+        local = when if self.tz is _UTC_ZONE and when.tzinfo is UTC else when.astimezone(self.tz)
         if self.weekends_after_hours and local.weekday() >= 5:
             return True
         return not (self.start <= local.time() < self.end)
 
 
-DEFAULT_HOURS = BusinessHours(ZoneInfo("UTC"), time(6, 0), time(23, 0))
+_UTC_ZONE = ZoneInfo("UTC")  # ZoneInfo keeps one instance per key, so `is` finds the UTC zone
+DEFAULT_HOURS = BusinessHours(_UTC_ZONE, time(6, 0), time(23, 0))
 
 
 def _reject_constant(name: str) -> None:
@@ -222,32 +250,38 @@ def loads_record(text: str | bytes) -> dict[str, Any]:
     return record
 
 
-def parse_record(record: dict[str, Any], hours: BusinessHours = DEFAULT_HOURS) -> NormalizedEvent:
+def parse_record(
+    record: dict[str, Any], hours: BusinessHours = DEFAULT_HOURS, *, json_text: bytes | None = None
+) -> NormalizedEvent:
     """Normalize one CloudTrail record (a dict from an S3 log file or a LookupEvents CloudTrailEvent).
 
     Raises NotKmsEvent for other event sources and ParseError for anything malformed.
+    json_text: the record's JSON text (rawcodec.dumps), when the caller has it. A text that is
+    shallow (_is_shallow_json) spares walking the whole record to check its nesting depth.
     """
     if not isinstance(record, dict):
         raise ParseError(f"a record must be a JSON object, got {type(record).__name__}")
-    source = record.get("eventSource")
+    get = record.get
+    source = get("eventSource")
     if source != KMS_EVENT_SOURCE:
         if isinstance(source, str) and source:
             raise NotKmsEvent(_clean_text(source[:128]))
         raise ParseError("eventSource missing or not a string")
 
-    version = record.get("eventVersion")
+    version = get("eventVersion")
     if version is not None:
         match = VERSION_RE.match(version) if isinstance(version, str) else None
         if not match or match.group(1).lstrip("0") != SUPPORTED_MAJOR_VERSION:
             raise ParseError(f"unsupported eventVersion {_shown(version)}")
-    _check_depth(record)
+    if json_text is None or not _is_shallow_json(json_text):
+        _check_depth(record)
 
     event_id = _text(record, "eventID").strip()
     if not event_id:
         raise ParseError("eventID missing")
     if len(event_id) > EVENT_ID_MAX:
         raise ParseError(f"eventID longer than {EVENT_ID_MAX} characters")
-    event_time = _parse_time(record.get("eventTime"))
+    event_time = _parse_time(get("eventTime"))
     event_name = _text(record, "eventName").strip()
     if not event_name:
         raise ParseError("eventName missing")
@@ -255,52 +289,76 @@ def parse_record(record: dict[str, Any], hours: BusinessHours = DEFAULT_HOURS) -
 
     identity = _object(record, "userIdentity")
     principal, principal_type, session_name = principal_of(identity)
-    caller_account = _text(identity, "accountId", "userIdentity.")
-    recipient = _text(record, "recipientAccountId")
-    if not recipient:
+    caller_account_id = _text(identity, "accountId", "userIdentity.")
+    recipient_account_id = _text(record, "recipientAccountId")
+    if not recipient_account_id:
         # Old records may lack recipientAccountId; the caller's account received them.
-        recipient = caller_account
-    if not ACCOUNT_RE.match(recipient):
-        raise ParseError(f"recipientAccountId {_shown(recipient)} is not a 12-digit account id")
+        recipient_account_id = caller_account_id
+    if not ACCOUNT_RE.match(recipient_account_id):
+        raise ParseError(f"recipientAccountId {_shown(recipient_account_id)} is not a 12-digit account id")
 
     request = _object(record, "requestParameters")
     response = _object(record, "responseElements")
-    resources = record.get("resources")
+    resources = get("resources")
     if resources is None:
         resources = []
     elif not isinstance(resources, list):
         raise ParseError("resources is not a list")
     context = encryption_context_of(request)
+    key = key_of(resources, request, response, region, recipient_account_id)
+    # Most records lack some of these fields: the default '' spares calling _text for them.
+    plain = [value if type(value := get(field, "")) is str else _text(record, field) for field in _PLAIN_TEXT_FIELDS]
 
-    values = {
-        "event_name": event_name,
-        "region": region,
-        "key": key_of(resources, request, response, region, recipient),
-        "principal": principal,
-        "principal_type": principal_type,
-        "session_name": session_name,
-        "service": service_of(identity),
-        "s3_bucket": s3_bucket_of(context),
-    }
-    get = record.get
-    for name, field in _PLAIN_TEXT_FIELDS:
-        value = get(field)
-        values[name] = value if type(value) is str else _text(record, field)
-    for name, limit in LIMITS.items():
-        if len(values[name]) > limit:
-            values[name] = values[name][:limit]
-    # One search over all the text finds the rare record that needs cleaning.
-    if _UNSTORABLE.search("".join(values.values())):
-        values = {name: _clean_text(value) for name, value in values.items()}
+    # The text columns in _TEXT_COLUMNS' order, each cut to its column's limit (a C-speed look
+    # first: hardly any text is that long).
+    texts = [event_name, region, key, principal, principal_type, session_name, service_of(identity), *plain]
+    texts.append(s3_bucket_of(context))
+    if any(map(operator.gt, map(len, texts), _TEXT_LIMITS)):
+        texts = [text[:limit] for text, limit in zip(texts, _TEXT_LIMITS, strict=True)]
+    # One look over all the text finds the rare record that needs cleaning: ASCII text (nearly all)
+    # can hold no surrogate, only a NUL, and str.isascii() costs next to nothing.
+    everything = "".join([*texts, event_id, *context, *context.values()])
+    if "\x00" in everything or (not everything.isascii() and _UNSTORABLE.search(everything)):
+        texts = [_clean_text(text) for text in texts]
+        event_id = _clean_text(event_id)
+        context = {_clean_text(k): _clean_text(v) for k, v in context.items()}
+    (
+        event_name, region, key, principal, principal_type, session_name, service,
+        source_ip, user_agent, error_code, error_message, event_type, event_category,
+        request_id, shared_event_id, vpc_endpoint_id, s3_bucket,
+    ) = texts  # fmt: skip
+    if not ACCOUNT_RE.match(caller_account_id):
+        caller_account_id = ""
+    read_only = _read_only(get("readOnly"))
+    encryption_context = dict(context) if context else None
+    after_hours = hours.is_after_hours(event_time)
+    # Positional, in the order of the fields (the names are theirs): 24 keyword arguments cost
+    # twice as much as building the event.
     return NormalizedEvent(
-        recipient_account_id=recipient,
-        event_id=_clean_text(event_id),
-        event_time=event_time,
-        caller_account_id=caller_account if ACCOUNT_RE.match(caller_account) else "",
-        read_only=_read_only(record.get("readOnly")),
-        encryption_context={_clean_text(k): _clean_text(v) for k, v in context.items()} if context else None,
-        after_hours=hours.is_after_hours(event_time),
-        **values,
+        recipient_account_id,
+        event_id,
+        event_time,
+        event_name,
+        region,
+        key,
+        principal,
+        principal_type,
+        session_name,
+        service,
+        caller_account_id,
+        source_ip,
+        user_agent,
+        error_code,
+        error_message,
+        read_only,
+        event_type,
+        event_category,
+        encryption_context,
+        request_id,
+        shared_event_id,
+        vpc_endpoint_id,
+        s3_bucket,
+        after_hours,
     )
 
 
@@ -315,8 +373,13 @@ def key_of(resources: list[Any], request: dict[str, Any], response: dict[str, An
     for index, resource in enumerate(resources):
         if not isinstance(resource, dict):
             raise ParseError(f"resources[{index}] is not an object")
-        arn = _text(resource, "ARN", f"resources[{index}].")
-        kind = _text(resource, "type", f"resources[{index}].")
+        # The error's location is formatted only for a field that is not a string.
+        arn = resource.get("ARN")
+        if type(arn) is not str:
+            arn = _text(resource, "ARN", f"resources[{index}].")
+        kind = resource.get("type")
+        if type(kind) is not str:
+            kind = _text(resource, "type", f"resources[{index}].")
         if arn and kind == "AWS::KMS::Key":
             typed = typed or arn
         elif arn and not kind and KEY_ARN_RE.match(arn):
@@ -448,6 +511,13 @@ def _object(obj: dict[str, Any], name: str, where: str = "") -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ParseError(f"{where}{name} is not an object")
     return value
+
+
+def _is_shallow_json(text: bytes) -> bool:
+    """True when the JSON `text` cannot nest deeper than MAX_DEPTH: every level of nesting opens
+    with a '{' or a '[', so a text holding at most MAX_DEPTH of them (in strings too) has at most
+    MAX_DEPTH levels. Counting runs at C speed, walking the parsed record does not."""
+    return text.count(b"{") + text.count(b"[") <= MAX_DEPTH
 
 
 def _check_depth(record: dict[str, Any]) -> None:

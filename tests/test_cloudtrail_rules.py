@@ -6,11 +6,12 @@ import copy
 import dataclasses
 import json
 import uuid
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
 
+from audits import cloudtrail, rawcodec
 from audits.cloudtrail import (
     ACCOUNT_RE,
     LIMITS,
@@ -466,6 +467,17 @@ def test_business_hours_come_from_the_settings(settings):
     assert BusinessHours.from_settings() == BusinessHours(ZoneInfo("Europe/Berlin"), time(8, 30), time(18, 0), True)
 
 
+def test_utc_business_hours_judge_a_time_given_with_another_offset_in_utc():
+    weekend_hours = BusinessHours(ZoneInfo("UTC"), time(6, 0), time(23, 0), weekends_after_hours=True)
+    early = datetime(2026, 11, 4, 7, 30, tzinfo=timezone(timedelta(hours=2)))  # 05:30 UTC, a Wednesday
+    saturday = datetime(2026, 11, 7, 1, 0, tzinfo=timezone(timedelta(hours=2)))  # Friday 23:00 UTC
+
+    assert UTC_HOURS.is_after_hours(early) is UTC_HOURS.is_after_hours(early.astimezone(UTC)) is True
+    assert UTC_HOURS.is_after_hours(early + timedelta(hours=1)) is False
+    assert weekend_hours.is_after_hours(saturday - timedelta(hours=1)) is False  # Friday 22:00 UTC
+    assert weekend_hours.is_after_hours(datetime(2026, 11, 7, 12, 0, tzinfo=UTC)) is True  # Saturday noon
+
+
 def test_the_parser_judges_after_hours_with_the_hours_it_is_given():
     rec = record(eventTime="2026-11-04T06:30:00Z")  # a Wednesday; 07:30 in Berlin
 
@@ -692,6 +704,53 @@ def test_nesting_is_accepted_up_to_64_levels_and_refused_beyond():
         parse(additionalEventData=nested(64))
 
 
+def bare_record(**fields) -> dict:
+    """A record with no container but itself and those given: each bracket of its text is a level."""
+    return {
+        "eventSource": "kms.amazonaws.com",
+        "eventID": "e-1",
+        "eventTime": "2026-11-02T12:00:00Z",
+        "eventName": "Decrypt",
+        "recipientAccountId": OWNER,
+        **fields,
+    }
+
+
+@pytest.mark.parametrize(("levels", "accepted"), [(63, True), (64, False)])
+def test_the_records_json_text_decides_the_depth_exactly_as_walking_the_record_does(levels, accepted):
+    rec = bare_record(additionalEventData=nested(levels))
+    text = rawcodec.dumps(rec)
+    assert text.count(b"{") + text.count(b"[") == levels + 1  # the tightest case: no bracket to spare
+
+    for json_text in (None, text):
+        if accepted:
+            assert parse_record(rec, json_text=json_text).event_name == "Decrypt"
+        else:
+            with pytest.raises(ParseError, match="nested deeper than 64"):
+                parse_record(rec, json_text=json_text)
+
+
+def test_a_shallow_json_text_spares_walking_the_record_and_no_text_does_not(monkeypatch):
+    def walked(value, allowed):
+        raise AssertionError("walked")
+
+    rec = record(resources=[typed(KEY)])
+    monkeypatch.setattr(cloudtrail, "_deeper_than", walked)
+
+    assert parse_record(rec, json_text=rawcodec.dumps(rec)).key == KEY
+    with pytest.raises(AssertionError, match="walked"):
+        parse_record(rec)
+
+
+def test_brackets_inside_strings_count_so_they_can_only_make_the_walk_run():
+    rec = record(userAgent="{[" * 100, requestParameters={"keyId": KEY, "encryptionContext": {"[": "{"}})
+
+    assert not cloudtrail._is_shallow_json(rawcodec.dumps(rec))
+    assert parse_record(rec, json_text=rawcodec.dumps(rec)) == parse_record(rec)
+    assert cloudtrail._is_shallow_json(b"[" * 32 + b"{" * 32)
+    assert not cloudtrail._is_shallow_json(b"[" * 32 + b"{" * 33)
+
+
 def all_paths(value, prefix=()):
     if isinstance(value, dict):
         items = value.items()
@@ -814,6 +873,39 @@ def test_lone_surrogates_are_replaced_so_the_text_encodes():
     assert (event.user_agent, event.error_message) == ("a\ufffdb", "\ufffd")
     assert event.encryption_context == {"\ufffd": "\ufffd"}
     assert event.user_agent.encode("utf-8") == "a\ufffdb".encode()
+
+
+def test_a_nul_or_lone_surrogate_only_in_the_event_id_or_the_context_is_replaced_too():
+    event = parse(eventID="id\x00", requestParameters={"keyId": KEY, "encryptionContext": {"k": "v\ud800"}})
+
+    assert event.event_id == "id\ufffd"
+    assert event.encryption_context == {"k": "v\ufffd"}
+    assert event.user_agent == "aws-sdk-java/2.20"
+
+
+def test_storable_text_beyond_ascii_is_kept_as_it_came():
+    context = {"Abteilung": "Größe", "emoji": "\U0001f600"}
+    event = parse(userAgent="agent-é 日本 \U0001f600", requestParameters={"keyId": KEY, "encryptionContext": context})
+
+    assert event.user_agent == "agent-é 日本 \U0001f600"
+    assert event.encryption_context == context
+
+
+def test_the_encryption_context_is_the_events_own_copy():
+    rec = record(requestParameters={"keyId": KEY, "encryptionContext": {"k": "v"}})
+    event = parse_record(rec)
+    rec["requestParameters"]["encryptionContext"]["k"] = "changed"
+
+    assert event.encryption_context == {"k": "v"}
+
+
+def test_events_compare_and_hash_by_their_values():
+    rec = record()
+    first, second = parse_record(rec), parse_record(copy.deepcopy(rec))
+
+    assert first == second and first is not second
+    assert hash(first) == hash(second)
+    assert dataclasses.replace(first, event_name="Encrypt") != first
 
 
 # Where each limited text field comes from, and a record putting 1 MiB of text there.

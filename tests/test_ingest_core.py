@@ -12,7 +12,7 @@ from django.db import connection, connections
 from django.db.models import Count, Max, Min, Sum
 from django.db.models.functions import TruncDate
 
-from audits.ingest import Counts, Ingestor, finish_run, ingest_records, start_run
+from audits.ingest import INVALID_UTF8_MARK, Counts, Ingestor, finish_run, ingest_records, start_run
 from audits.models import DailyRollup, Event, IngestRun, Quarantine
 from audits.synthetic import generate_records, identity_role, identity_service, kms_record
 
@@ -172,6 +172,20 @@ def test_a_record_that_is_not_utf8_is_quarantined_with_its_reason():
     row = Quarantine.objects.get()
     assert "UTF-8" in row.reason
     assert "agent-\ufffd" in row.raw
+
+
+@pytest.mark.django_db
+def test_text_beyond_ascii_is_stored_as_it_came_and_the_invalid_utf8_mark_is_quarantined_wherever_it_is():
+    context = {"Abteilung": "Größe \U0001f600", "aws:s3:arn": "arn:aws:s3:::bücher/a"}
+    kept = decrypt(1, user_agent="agent-é 日本", encryption_context=context)
+    marked = decrypt(2, user_agent=f"agent-{INVALID_UTF8_MARK}")  # the mark is its only non-ASCII text
+    marked_too = decrypt(3, user_agent=f"agent-é-{INVALID_UTF8_MARK}")
+    counts = ingest_records([kept, marked, marked_too], run=start_run("files"))
+
+    assert counts == Counts(records_read=3, events_new=1, quarantined=2)
+    event = Event.objects.get()
+    assert (event.user_agent, event.encryption_context, event.s3_bucket) == ("agent-é 日本", context, "bücher")
+    assert all("invalid UTF-8" in row.reason for row in Quarantine.objects.all())
 
 
 @pytest.mark.django_db
