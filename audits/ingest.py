@@ -19,6 +19,7 @@ of the events its batch inserted, so re-runs and duplicates add no raw bytes.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gc
 import json
 import logging
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
 from django.conf import settings
 from django.db import OperationalError, connection, connections, models, transaction
 from django.db.models import F
@@ -46,6 +48,7 @@ from .cloudtrail import (
     parse_record,
     s3_context_names_object,
 )
+from .fields import unique_key_sql
 from .models import (
     BucketDay,
     DailyRollup,
@@ -155,9 +158,11 @@ class Ingestor:
             original = text
             if len(text) > self.max_record_bytes:
                 raise ParseError(f"record larger than {self.max_record_bytes} bytes")
-            if _INVALID_UTF8_BYTES in text:
+            # The mark is not ASCII, and isascii() is ~15x cheaper than searching a text for it.
+            if not text.isascii() and _INVALID_UTF8_BYTES in text:
                 raise ParseError("invalid UTF-8 in the record")
-            event = parse_record(record, self.hours)
+            # The text spares parse_record walking the whole record to check how deep it nests.
+            event = parse_record(record, self.hours, json_text=text)
         except NotKmsEvent:
             self._pending.ignored += 1
             self.counts.ignored += 1
@@ -391,10 +396,14 @@ class Summary:
     Every summary also keeps first_seen and last_seen.
     """
 
-    table: str
+    model: type[models.Model]
     dims: tuple[tuple[str, str, Callable[[NormalizedEvent], Any]], ...]
     counts: tuple[tuple[str, str | None, Callable[[NormalizedEvent], bool] | None], ...]
     where: tuple[str, Callable[[NormalizedEvent], bool]] | None = None
+
+    @property
+    def table(self) -> str:
+        return self.model._meta.db_table
 
     @property
     def dim_columns(self) -> str:
@@ -422,13 +431,13 @@ S3_OBJECT_SQL = (
 
 SUMMARIES = (
     Summary(
-        DailyRollup._meta.db_table,
+        DailyRollup,
         (_DAY, _ACCOUNT, _dim("region"), _dim("key"), _dim("operation", "event_name"), _dim("principal"),
          _dim("service"), _dim("error_code"), _dim("after_hours")),
         _ALL,
     ),
     Summary(
-        KeyDay._meta.db_table,
+        KeyDay,
         (_DAY, _ACCOUNT, _dim("region"), _dim("key")),
         (
             ("calls", None, None),
@@ -441,16 +450,16 @@ SUMMARIES = (
         ),
     ),
     Summary(
-        OperationDay._meta.db_table,
+        OperationDay,
         (_DAY, _ACCOUNT, _dim("region"), _dim("operation", "event_name"), _dim("error_code"), _dim("after_hours")),
         _ALL,
     ),
-    Summary(PrincipalDay._meta.db_table, (_DAY, _ACCOUNT, _dim("region"), _dim("principal")), _ALL),
-    Summary(KeyPrincipalDay._meta.db_table, (_DAY, _ACCOUNT, _dim("region"), _dim("key"), _dim("principal")), _ALL),
-    Summary(KeyServiceDay._meta.db_table, (_DAY, _ACCOUNT, _dim("region"), _dim("key"), _dim("service")), _ALL),
+    Summary(PrincipalDay, (_DAY, _ACCOUNT, _dim("region"), _dim("principal")), _ALL),
+    Summary(KeyPrincipalDay, (_DAY, _ACCOUNT, _dim("region"), _dim("key"), _dim("principal")), _ALL),
+    Summary(KeyServiceDay, (_DAY, _ACCOUNT, _dim("region"), _dim("key"), _dim("service")), _ALL),
     # Only the events that name a bucket: the others would add a row per key and day for nothing.
     Summary(
-        BucketDay._meta.db_table,
+        BucketDay,
         (_DAY, _ACCOUNT, _dim("region"), _dim("key"), _dim("s3_bucket")),
         (
             ("count", None, None),
@@ -466,6 +475,20 @@ def _pg_stage_sql() -> str:
     return f"CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGE_TABLE} ({columns}) ON COMMIT DELETE ROWS"
 
 
+def conflict_target(model: type[models.Model]) -> str:
+    """The `ON CONFLICT (...)` target naming `model`'s one unique constraint (columns or a UniqueKey)."""
+    return _conflict_target(model, connection.vendor)
+
+
+@functools.cache
+def _conflict_target(model: type[models.Model], vendor: str) -> str:
+    (constraint,) = [c for c in model._meta.constraints if isinstance(c, models.UniqueConstraint)]
+    if constraint.expressions:
+        return f"({unique_key_sql(model, constraint.name, connection)})"
+    return "(" + ", ".join(model._meta.get_field(name).column for name in constraint.fields) + ")"
+
+
+@functools.cache
 def _pg_insert_sql() -> str:
     columns = ", ".join(EVENT_COLUMNS)
     upserts = []
@@ -480,7 +503,7 @@ def _pg_insert_sql() -> str:
             INSERT INTO {table} ({summary.dim_columns}, {summary.count_columns}, first_seen, last_seen)
             SELECT {dims}, {counts}, min(event_time), max(event_time) FROM inserted {where}
             GROUP BY {dims} ORDER BY {dims}
-            ON CONFLICT ({summary.dim_columns}) DO UPDATE SET {added},
+            ON CONFLICT {conflict_target(summary.model)} DO UPDATE SET {added},
                 first_seen = LEAST({table}.first_seen, EXCLUDED.first_seen),
                 last_seen = GREATEST({table}.last_seen, EXCLUDED.last_seen)
             RETURNING 1
@@ -491,16 +514,13 @@ def _pg_insert_sql() -> str:
         WITH inserted AS (
             INSERT INTO {_EVENT_TABLE} ({columns})
             SELECT {columns} FROM {_STAGE_TABLE} ORDER BY recipient_account_id, event_id
-            ON CONFLICT (recipient_account_id, event_id) DO NOTHING
+            ON CONFLICT {conflict_target(Event)} DO NOTHING
             RETURNING event_time, recipient_account_id, region, key, event_name, principal, service,
                       error_code, after_hours, s3_bucket, encryption_context, raw_block_id, raw_index
         ),{",".join(upserts)}
         SELECT new.blocks, new.indexes, {counted}
         FROM (SELECT array_agg(raw_block_id) AS blocks, array_agg(raw_index) AS indexes FROM inserted) AS new
     """
-
-
-_PG_INSERT_SQL = _pg_insert_sql()
 
 
 def _write_postgresql(rows: list[tuple[NormalizedEvent, bytes]], slots: list[tuple[int, int]]) -> set:
@@ -512,11 +532,14 @@ def _write_postgresql(rows: list[tuple[NormalizedEvent, bytes]], slots: list[tup
         with cursor.cursor.copy(f"COPY {_STAGE_TABLE} ({', '.join(EVENT_COLUMNS)}) FROM STDIN (FORMAT BINARY)") as copy:
             copy.set_types([_PG_TYPES.get(name, "text") for name in EVENT_COLUMNS])
             for (event, _), slot in zip(rows, slots, strict=True):
-                values = [*_event_values(event), *slot]
-                if values[_CONTEXT_INDEX] is not None:
-                    values[_CONTEXT_INDEX] = Jsonb(values[_CONTEXT_INDEX])
-                copy.write_row(values)
-        cursor.execute(_PG_INSERT_SQL)
+                row = _event_values(event) + slot
+                if row[_CONTEXT_INDEX] is not None:
+                    # orjson: a quarter of the COPY's CPU less than json.dumps, and jsonb stores the
+                    # same value (the context's text is clean: no NUL, no lone surrogate).
+                    row = list(row)
+                    row[_CONTEXT_INDEX] = Jsonb(row[_CONTEXT_INDEX], orjson.dumps)
+                copy.write_row(row)
+        cursor.execute(_pg_insert_sql())
         blocks, indexes = cursor.fetchone()[:2]
         cursor.execute(f"TRUNCATE {_STAGE_TABLE}")
     return set(zip(blocks or (), indexes or (), strict=True))
@@ -552,7 +575,7 @@ def _write_sqlite(rows: list[tuple[NormalizedEvent, bytes]], slots: list[tuple[i
                 params.extend(slots[i])
             cursor.execute(
                 f"INSERT INTO {_EVENT_TABLE} ({columns}) VALUES {', '.join([placeholders] * len(chunk))} "
-                "ON CONFLICT (recipient_account_id, event_id) DO NOTHING RETURNING raw_block_id, raw_index",
+                f"ON CONFLICT {conflict_target(Event)} DO NOTHING RETURNING raw_block_id, raw_index",
                 params,
             )
             inserted.update((block, index) for block, index in cursor.fetchall())
@@ -583,7 +606,7 @@ def _upsert_sqlite(cursor, summary: Summary, events: list[NormalizedEvent]) -> N
     cursor.executemany(
         f"INSERT INTO {summary.table} ({summary.dim_columns}, {summary.count_columns}, first_seen, last_seen) "
         f"VALUES ({', '.join(['%s'] * width)}) "
-        f"ON CONFLICT ({summary.dim_columns}) DO UPDATE SET {added}, "
+        f"ON CONFLICT {conflict_target(summary.model)} DO UPDATE SET {added}, "
         "first_seen = min(first_seen, excluded.first_seen), last_seen = max(last_seen, excluded.last_seen)",
         [
             (*dims, *counts, _sqlite_time(first), _sqlite_time(last))
