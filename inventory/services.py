@@ -15,7 +15,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from audits.models import DailyRollup, Event, KeyDay, KeyPrincipalDay, KeyServiceDay, Source
+from audits.models import BucketDay, DailyRollup, Event, KeyDay, KeyPrincipalDay, KeyServiceDay, Source
 
 from .models import Alias, Grant, InventoryRun, Key, KeyStateVersion, PolicyVersion, Trail
 from .source import InventoryReader, KeySnapshot, RegionSnapshot
@@ -296,6 +296,7 @@ KEY_SUMMARIES = (
                                                "after_hours_calls")),
     (KeyPrincipalDay, ("day", "account_id", "region", "principal"), ("count",)),
     (KeyServiceDay, ("day", "account_id", "region", "service"), ("count",)),
+    (BucketDay, ("day", "account_id", "region", "s3_bucket"), ("count", "object_calls")),
 )
 
 

@@ -8,9 +8,10 @@ import pytest
 from django.db.models import Count, Sum
 from django.db.models.functions import TruncDate
 
-from audits.models import DailyRollup, Event, KeyDay
+from audits.models import BucketDay, DailyRollup, Event, KeyDay
 from inventory import services
 
+from .test_bucket_summary import grouped_events, summary_rows
 from .test_ingest_property import stored_summaries, summaries_as_group_by
 from .test_inventory_support import MAIN, OTHER, REGION, call, ingest, kms_in, role, source_for
 
@@ -106,6 +107,24 @@ def test_rollups_always_equal_a_group_by_over_events_after_reattribution(aws):
     assert not DailyRollup.objects.exclude(key=key["Arn"]).exists()
     assert stored_summaries() == summaries_as_group_by()
     assert set(KeyDay.objects.values_list("key", flat=True)) == {key["Arn"]}
+
+
+def test_s3_bucket_rows_named_by_alias_move_to_the_key_and_merge(aws):
+    kms = kms_in(MAIN)
+    key = kms.create_key()["KeyMetadata"]
+    kms.create_alias(AliasName="alias/objects", TargetKeyId=key["KeyId"])
+    bucket_object = {"aws:s3:arn": "arn:aws:s3:::orders/2026/a.csv"}
+    bucket_only = {"aws:s3:arn": "arn:aws:s3:::orders"}  # a call made with an S3 Bucket Key
+    ingest(
+        alias_call("alias/objects", WHEN, encryption_context=bucket_object),
+        alias_call("alias/objects", WHEN + timedelta(minutes=1), encryption_context=bucket_only),
+        call(key["Arn"], WHEN + timedelta(minutes=2), encryption_context=bucket_object),
+    )
+    services.ingest_keys(source_for(MAIN), REGION)
+
+    assert summary_rows() == grouped_events()
+    ((row_key, count, object_calls),) = BucketDay.objects.values_list("key", "count", "object_calls")
+    assert (row_key, count, object_calls) == (key["Arn"], 3, 2)
 
 
 def test_an_alias_name_in_another_account_is_not_taken_for_ours(aws):
