@@ -102,7 +102,7 @@ def test_the_views_declare_their_roles():
 
 def test_hostile_usage_types_and_account_names_render_as_text_in_the_page_and_the_chart(client):
     login(client, "finance")
-    Source.objects.create(account_id=A, name=f'"><script>alert(2)</script>')
+    Source.objects.create(account_id=A, name='"><script>alert(2)</script>')
     cost(date(2026, 11, 3), HOSTILE_USAGE, "1.50")
     cost(date(2026, 11, 3), "us-east-1-KMS-Requests", "0.25", estimated=False)
     when = datetime(2026, 11, 3, tzinfo=UTC)
@@ -112,7 +112,7 @@ def test_hostile_usage_types_and_account_names_render_as_text_in_the_page_and_th
     page = client.get(OVERVIEW, {"by": "usage_type"}).content.decode()
     assert "<img src=x" not in page and "<script>alert(2)" not in page
     assert "&lt;img src=x onerror=alert(1)&gt;-KMS-Requests" in page
-    assert f"role/&lt;img src=x onerror=alert(1)&gt;" in page
+    assert "role/&lt;img src=x onerror=alert(1)&gt;" in page
     names = [trace["name"] for trace in figure(page, "cost-daily-figure")["data"]]
     assert "&lt;img src=x onerror=alert(1)&gt;-KMS-Requests" in names
     by_account = client.get(OVERVIEW, {"by": "account"}).content.decode()

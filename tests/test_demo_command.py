@@ -14,9 +14,9 @@ from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 
 from audits.models import Source
-from inventory.models import Finding
 from demo.activity import ACCOUNTS, REGIONS
 from demo.seed import EXTERNAL_ID, Emulator, find_keys, push_live, reader_role_arn, seed_world, trail_bucket
+from inventory.models import Finding
 
 pytestmark = pytest.mark.emulator
 

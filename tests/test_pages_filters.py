@@ -8,8 +8,8 @@ from django.http import QueryDict
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from audits.filters import EventFilter
 from audits import selectors
+from audits.filters import EventFilter
 from audits.models import DailyRollup, Event, KeyDay, KeyPrincipalDay, KeyServiceDay, OperationDay, PrincipalDay
 from audits.selectors import grouped, summary
 
