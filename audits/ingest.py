@@ -352,22 +352,37 @@ def write_events(rows: list[tuple[NormalizedEvent, bytes]]) -> int:
         [RawBlock(data=b"") for _ in range(0, len(rows), rawcodec.BLOCK_RECORDS)]
     )
     slots = [(blocks[i // rawcodec.BLOCK_RECORDS].pk, i % rawcodec.BLOCK_RECORDS) for i in range(len(rows))]
+    # Nearly every row is new: each block is compressed as if all its rows were while the database
+    # inserts them (zstd releases the GIL), and again, without its duplicates, only if it has any.
+    texts = [text for _, text in rows]
+    compressed = [
+        _compressor().submit(rawcodec.encode_block, texts[first : first + rawcodec.BLOCK_RECORDS])
+        for first in range(0, len(rows), rawcodec.BLOCK_RECORDS)
+    ]
     write = _write_postgresql if connection.vendor == "postgresql" else _write_sqlite
     inserted = write(rows, slots)
-    _fill_blocks(blocks, rows, inserted)
+    _fill_blocks(blocks, texts, inserted, [future.result() for future in compressed])
     return len(inserted)
 
 
-def _fill_blocks(blocks: list[RawBlock], rows: list[tuple[NormalizedEvent, bytes]], inserted: set) -> None:
+@functools.cache
+def _compressor() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="raw-block-zstd")
+
+
+def _fill_blocks(blocks: list[RawBlock], texts: list[bytes], inserted: set, compressed: list[bytes]) -> None:
+    """Store each block's records, given the blocks compressed with every slot filled."""
     empty = []
     for n, block in enumerate(blocks):
         first = n * rawcodec.BLOCK_RECORDS
-        texts = [
+        kept = [
             text if (block.pk, index) in inserted else b""
-            for index, (_, text) in enumerate(rows[first : first + rawcodec.BLOCK_RECORDS])
+            for index, text in enumerate(texts[first : first + rawcodec.BLOCK_RECORDS])
         ]
-        if any(texts):
-            RawBlock.objects.filter(pk=block.pk).update(data=rawcodec.encode_block(texts))
+        if all(kept):
+            RawBlock.objects.filter(pk=block.pk).update(data=compressed[n])
+        elif any(kept):
+            RawBlock.objects.filter(pk=block.pk).update(data=rawcodec.encode_block(kept))
         else:
             empty.append(block.pk)
     if empty:
