@@ -217,8 +217,14 @@ def generate_records(
     accounts: tuple[str, ...] = ("111122223333", "444455556666"),
     regions: tuple[str, ...] = ("us-east-1", "eu-west-1", "ap-southeast-2"),
     keys_per_account_region: int = 4,
+    time_ordered: bool = False,
 ) -> Iterator[dict[str, Any]]:
-    """`n` KMS records spread over `days` from `start`, deterministic for a given seed."""
+    """`n` KMS records spread over `days` from `start`, deterministic for a given seed.
+
+    Times are random across the whole span, record after record (a worst case for ingestion: every
+    batch touches every day's rollups), or with `time_ordered` evenly increasing, as CloudTrail
+    writes its log files (each covers a few minutes of one account and region).
+    """
     rng = random.Random(seed)
     if start.tzinfo is None:
         start = start.replace(tzinfo=UTC)
@@ -240,7 +246,7 @@ def generate_records(
         for key in account_keys
     }
     span = days * 86400
-    for _ in range(n):
+    for i in range(n):
         account = rng.choice(accounts)
         region = rng.choice(regions)
         key = rng.choice(keys[(account, region)])
@@ -272,7 +278,8 @@ def generate_records(
         error_code = error_message = None
         if rng.random() < 0.03:
             error_code, error_message = rng.choice(_ERRORS)
-        when = start + timedelta(seconds=rng.randrange(span))
+        offset = rng.randrange(span)  # drawn either way, so both orders hold the same records otherwise
+        when = start + timedelta(seconds=i * span // n if time_ordered else offset)
         yield kms_record(
             event_name=event_name,
             event_time=when,

@@ -359,3 +359,14 @@ def test_the_synthetic_generator_gives_the_same_records_for_the_same_seed():
     first = list(generate_records(300, seed=5, start=start))
     assert first == list(generate_records(300, seed=5, start=start))
     assert first != list(generate_records(300, seed=6, start=start))
+
+
+def test_time_ordered_synthetic_records_are_the_random_time_ones_in_increasing_time():
+    start = datetime(2026, 10, 1, tzinfo=UTC)
+    shuffled = list(generate_records(300, seed=5, start=start, days=2))
+    ordered = list(generate_records(300, seed=5, start=start, days=2, time_ordered=True))
+
+    times = [record.pop("eventTime") for record in ordered]
+    assert times == sorted(times) and times[0] == "2026-10-01T00:00:00Z" and times[-1] < "2026-10-03"
+    assert [record.pop("eventTime") for record in shuffled] != times
+    assert ordered == shuffled
