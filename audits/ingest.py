@@ -207,8 +207,10 @@ class Ingestor:
         self._write(wait=True)
 
     def _write(self, *, wait: bool) -> None:
-        # Sorted, so that concurrent runs lock rows in the same order and cannot deadlock each other.
-        rows = sorted(self._events, key=lambda item: (item[0].recipient_account_id, item[0].event_id))
+        # Sorted, so that concurrent runs lock rows in the same order and cannot deadlock each other;
+        # time first, so that rows, raw blocks and index entries are written in time order (log files
+        # cover minutes each: the time and per-key indexes then grow at their ends, ~20% smaller).
+        rows = sorted(self._events, key=_write_order)
         batch = (rows, list(self._quarantine), self._pending, list(self._done))
         self._events.clear()
         self._quarantine.clear()
@@ -276,6 +278,11 @@ class Ingestor:
                 logger.warning("ingest batch retried after %s", exc)
                 time.sleep(0.05 * attempt)
         raise AssertionError("unreachable")
+
+
+def _write_order(row: tuple[NormalizedEvent, bytes]) -> tuple:
+    event = row[0]
+    return event.event_time, event.recipient_account_id, event.event_id
 
 
 @contextmanager
@@ -528,7 +535,7 @@ def _pg_insert_sql() -> str:
     return f"""
         WITH inserted AS (
             INSERT INTO {_EVENT_TABLE} ({columns})
-            SELECT {columns} FROM {_STAGE_TABLE} ORDER BY recipient_account_id, event_id
+            SELECT {columns} FROM {_STAGE_TABLE} ORDER BY event_time, recipient_account_id, event_id
             ON CONFLICT {conflict_target(Event)} DO NOTHING
             RETURNING event_time, recipient_account_id, region, key, event_name, principal, service,
                       error_code, after_hours, s3_bucket, encryption_context, raw_block_id, raw_index
