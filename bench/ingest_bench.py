@@ -16,41 +16,50 @@ default server settings: shared_buffers 128 MB; events/s are wall clock and foll
 load; CPU per event is the steadier figure). The baseline parses with orjson, as the importer does.
 
     $ python bench/ingest_bench.py --events 500000          (2026-11-29, load average ~1)
-        generated 500000 events in 500 files (106 B/event gzipped) in 40.9s
-        baseline  decompress+orjson.loads        137,034 events/s  cpu 7 us/event
-                  decompress+json.loads          103,612 events/s  cpu 10 us/event
-                  decompress+iter_file_records    89,638 events/s  cpu 11 us/event  (0.65x orjson.loads)
-        baseline  parse+COPY to a bare table      35,332 events/s  cpu 24 us/event
-        import    postgresql    17,685 events/s  ratio 0.50 of baseline  cpu 54 us/event (ratio 0.44)
-                  peak RSS 223 MiB  stored 907 B/event (raw 81)  events 500000
-                  largest parts, B/event: audits_event (heap) 454, audits_dailyrollup 105,
-                  event_unique_per_account 100, audits_rawblock 81, event_principal_time 41, event_key_time 40
-        import    sqlite         7,029 events/s  ratio 0.20 of baseline  cpu 136 us/event (ratio 0.17)
-                  peak RSS 165 MiB  stored 908 B/event (raw 78)  events 500000
-    The same-run baseline moves between 35,000 and 46,500 events/s from run to run (so the ratio
-    between 0.35 and 0.50); the import between 16,100 and 17,800. Peak RSS was 223 MiB with batches
-    of 20,000; with today's default of 10,000: 17,842 events/s, 159 MiB at 500k and 158 MiB at 100k
-    (flat; 18,471 events/s, 1,078 B/event: rollups are a larger share of fewer events).
-    Before this round (zlib blob per record, ijson, default GC): 7,300-10,900 events/s, 1,334 B/event.
+        generated 500000 events at random times in 500 files (106 B/event gzipped) in 42.7s
+        baseline  decompress+orjson.loads        164,694 events/s  cpu 6 us/event
+                  decompress+json.loads          116,551 events/s  cpu 9 us/event
+                  decompress+iter_file_records   101,288 events/s  cpu 10 us/event  (0.62x orjson.loads)
+        baseline  parse+COPY to a bare table      60,159 events/s  cpu 15 us/event
+        import    postgresql    18,821 events/s  ratio 0.31 of baseline  cpu 43 us/event (ratio 0.35)
+                  peak RSS 158 MiB  stored 814 B/event (raw 85)  events 500000
+                  largest parts, B/event: audits_event (heap) 454, audits_rawblock 85, audits_dailyrollup 68,
+                  event_key_time 41, event_principal_time 40, event_time_id 40
+        import    sqlite         7,493 events/s  ratio 0.12 of baseline  cpu 127 us/event (ratio 0.12)
+                  peak RSS 133 MiB  stored 935 B/event (raw 82)  events 500000
+    $ python bench/ingest_bench.py --events 500000 --time-ordered --no-sqlite
+        generated 500000 events in time order in 500 files (101 B/event gzipped) in 42.0s
+        baseline  parse+COPY to a bare table      60,899 events/s  cpu 14 us/event
+        import    postgresql    25,633 events/s  ratio 0.42 of baseline  cpu 37 us/event (ratio 0.38)
+                  peak RSS 160 MiB  stored 794 B/event (raw 83)  events 500000
+    (--events 100000 --time-ordered: 23,916 events/s, peak RSS 158 MiB: flat.)
+    Random times across 30 days in every file (the default) are the worst case: every batch adds to
+    every day's rollups. CloudTrail writes each log file for a few minutes of one account and
+    region, which --time-ordered imitates. Runs of the same code move by ~10% with the machine's
+    load (random times: 16,000 to 18,800 events/s); the same-run baseline between 35,000 and 63,000
+    events/s from session to session, so the ratio is the least stable figure.
+    History (random times): 7,300-10,900 events/s and 1,334 B/event with a zlib blob per record;
+    16,400-17,800 and 907 B/event before the hashed unique keys and the faster parser.
 
-    Where the time goes (PostgreSQL, 100,000 events, 6.2-6.6 s wall): the parsing thread uses
-    ~40 us of CPU per event (gunzip + orjson ~7, the raw record's compact JSON ~4, parse_record
-    ~12-15, the rest Ingestor bookkeeping), the writer thread ~17 us (COPY rows, zstd of the raw
-    blocks ~7 in GIL-free C), and the PostgreSQL server ~30 us (EXPLAIN ANALYZE of one 20,000-event
-    batch: the event insert with its 5 indexes 310 ms, the six rollup/summary upserts 290 ms). The
-    parser waits ~1.7 s per 100,000 events on the writer: with two cores for three busy parties
-    the import is CPU-bound at ~100 us of CPU per event. Python's cyclic GC took a quarter of the
-    CPU with default thresholds (audits.ingest.bulk_gc raises them during bulk ingestion).
-    zstd level 3 instead of 6 would be ~8% faster and store 24 B/event more.
+    Where the time goes (PostgreSQL, 100,000 events at random times, 5.7 s without start-up): the
+    writer thread is busy 5.3 s, 4.7 s of it in the COPY and the one INSERT statement (EXPLAIN
+    ANALYZE of a 10,000-event batch, ~420 ms: the event insert with its 5 indexes ~200, the rollup
+    upsert ~105 for ~6,000 rows, the six narrower summaries ~80); the parsing thread (37-43 us of
+    Python CPU per event: gunzip + orjson ~7, parse_record ~11, the raw record's compact JSON ~4)
+    waits 2.3 s of it for the writer, and the machine's two cores are 1.4 busy. So PostgreSQL's
+    per-batch statement bounds the import: time-ordered files touch far fewer rollup rows per
+    batch, hence 25,600 against 18,800 events/s. The raw blocks are compressed while that statement
+    runs (zstd releases the GIL). Python's cyclic GC took a quarter of the CPU with default
+    thresholds (audits.ingest.bulk_gc raises them during bulk ingestion).
 
-    Where the bytes go (500k): the event row ~450 B (key and principal ARNs ~120, encryption
-    context ~46, event and request ids ~74, user agent, source IP, session, account ids, types),
-    the unique (account, event id) index 100, raw records 81 (zstd over blocks of 1,000 records of
-    a batch; one zlib blob per record was ~300), the key and principal indexes ~40 each (on
-    hashtext() of the ARN; on the ARN itself they were 153 and 100), the event-time index ~35, the
-    rollup and summary tables ~135 (the synthetic data has ~0.2 rollup rows per event). 400 B/event
-    needs the event row itself near 100 B: keys, principals, agents and other repeated text as
-    integer ids in dimension tables and the detail fields read from the raw record.
+    Where the bytes go (500k, random times): the event row 454 B (key and principal ARNs ~120,
+    encryption context ~46, event and request ids ~74, user agent, source IP, session, account ids,
+    types), raw records 81-85 (zstd level 6 over blocks of 1,000 records), the unique (account,
+    event id) index 40 (16 bytes of a SHA-256 per entry; on the text it was 100), the key,
+    principal and time indexes ~40 each (~32 with time-ordered files), the primary key 22, the
+    rollup and summary tables ~90. Even with every repeated text as an integer id and the detail
+    fields read from the raw record, the row would keep ~110 B and the five indexes the pages need
+    ~170: with the raw records and rollups, ~415-450 B. See the README for what 400 would take.
 """
 
 from __future__ import annotations
