@@ -40,7 +40,7 @@ class UniqueKey(models.Func):
     """One value standing for a tuple of NOT NULL columns, for a unique index over wide text.
 
     A unique index on (account, event id) or on a rollup's nine dimensions repeats all that text
-    in every entry: 100 B per event and 60 B per rollup row at 500,000 events. On PostgreSQL the
+    in every entry: 100 B per event, and ~290 B per rollup row (~60 B per event). On PostgreSQL the
     index holds the first 16 bytes of a SHA-256 of the columns instead, as a uuid: two tuples
     sharing one by chance is a 1-in-2^128 event, and unlike md5 nobody can make two on purpose
     (key ids and principals are partly chosen by callers). Each column is written as its length,
