@@ -24,6 +24,7 @@ import gc
 import json
 import logging
 import operator
+import os
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -375,6 +376,11 @@ def write_events(rows: list[tuple[NormalizedEvent, bytes]]) -> int:
 @functools.cache
 def _compressor() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="raw-block-zstd")
+
+
+# A forked child (a Celery prefork worker, a multiprocessing loader) has none of its parent's
+# threads: it must start its own pool rather than queue work for a thread that is not there.
+os.register_at_fork(after_in_child=_compressor.cache_clear)
 
 
 def _fill_blocks(blocks: list[RawBlock], texts: list[bytes], inserted: set, compressed: list[bytes]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections import Counter
 from datetime import UTC, date, datetime, time, timedelta
@@ -335,3 +336,22 @@ def test_background_writes_are_used_only_on_postgresql_outside_a_transaction_and
     run.refresh_from_db()
     assert (run.records_read, run.events_new, run.duplicates) == (1050, 900, 150)
     assert stored_rollups() == rollups_as_group_by()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_that_ingests_after_its_parent_did_compresses_its_raw_blocks():
+    # The parent has started the raw-block compression thread; a child has no threads of its own.
+    ingest_records([decrypt(1)], run=start_run("files"))
+    pid = os.fork()
+    if pid == 0:  # the child: must not hang on a pool whose thread stayed in the parent
+        code = 1
+        try:
+            from audits import ingest, rawcodec
+
+            blob = ingest._compressor().submit(rawcodec.encode_block, [b"{}"]).result(timeout=10)
+            code = 0 if rawcodec.decode_block(blob) == [b"{}"] else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
