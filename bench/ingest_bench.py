@@ -58,8 +58,8 @@ load; CPU per event is the steadier figure). The baseline parses with orjson, as
     event id) index 40 (16 bytes of a SHA-256 per entry; on the text it was 100), the key,
     principal and time indexes ~40 each (~32 with time-ordered files), the primary key 22, the
     rollup and summary tables ~90. Even with every repeated text as an integer id and the detail
-    fields read from the raw record, the row would keep ~110 B and the five indexes the pages need
-    ~170: with the raw records and rollups, ~415-450 B. See the README for what 400 would take.
+    fields read from the raw record, a row would keep ~100-130 B and the five indexes the pages
+    need 158-183: with the raw records and integer-id rollups, 383-445 B. See the README.
 """
 
 from __future__ import annotations
