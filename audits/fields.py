@@ -75,14 +75,13 @@ class UniqueKey(models.Func):
         return self.as_sql(compiler, connection, function="json_array", **extra_context)
 
 
-def unique_key_sql(model: type[models.Model], constraint_name: str, connection) -> str:
-    """The SQL of a UniqueKey constraint's expression, with bare column names: ON CONFLICT (<this>)."""
+def unique_key_sql(model: type[models.Model], expression: models.Expression, connection) -> str:
+    """The SQL of a unique constraint's expression on `model`, with bare column names: ON CONFLICT (<this>)."""
     from django.db.models.sql import Query
 
-    (constraint,) = [c for c in model._meta.constraints if c.name == constraint_name]
     query = Query(model, alias_cols=False)
     compiler = query.get_compiler(connection=connection)
-    sql, params = compiler.compile(constraint.expressions[0].resolve_expression(query))
+    sql, params = compiler.compile(expression.resolve_expression(query))
     if params:
-        raise ValueError(f"{constraint_name}: a conflict target cannot take parameters")
+        raise ValueError(f"{model.__name__}: a conflict target cannot take parameters")
     return f"({sql})"  # an index expression other than a plain call goes in parentheses

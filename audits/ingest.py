@@ -512,7 +512,7 @@ def conflict_target(model: type[models.Model]) -> str:
 def _conflict_target(model: type[models.Model], vendor: str) -> str:
     (constraint,) = [c for c in model._meta.constraints if isinstance(c, models.UniqueConstraint)]
     if constraint.expressions:
-        return f"({unique_key_sql(model, constraint.name, connection)})"
+        return f"({unique_key_sql(model, constraint.expressions[0], connection)})"
     return "(" + ", ".join(model._meta.get_field(name).column for name in constraint.fields) + ")"
 
 
