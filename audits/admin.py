@@ -9,7 +9,17 @@ from django.utils.html import format_html
 
 from kmsdash.admin import ReadOnlyAdmin
 
-from .models import BucketDay, Checkpoint, DailyRollup, Event, IngestRun, ProcessedObject, Quarantine, Source
+from .models import (
+    BucketDay,
+    Checkpoint,
+    DailyRollup,
+    Event,
+    IngestRun,
+    ProcessedObject,
+    Quarantine,
+    Retention,
+    Source,
+)
 
 
 @admin.register(Source)
@@ -33,6 +43,7 @@ class IngestRunAdmin(ReadOnlyAdmin):
         "duplicates",
         "ignored",
         "quarantined",
+        "expired",
         "duration_seconds",
     ]
     list_filter = ["kind", "status", "region"]
@@ -44,6 +55,11 @@ class IngestRunAdmin(ReadOnlyAdmin):
 class CheckpointAdmin(ReadOnlyAdmin):
     list_display = ["kind", "account_id", "region", "high_watermark", "updated_at"]
     list_filter = ["kind", "region"]
+
+
+@admin.register(Retention)
+class RetentionAdmin(ReadOnlyAdmin):
+    list_display = ["purged_before", "purged_at", "events_deleted", "raw_blocks_deleted"]
 
 
 @admin.register(ProcessedObject)

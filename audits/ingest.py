@@ -39,7 +39,7 @@ from django.db import OperationalError, connection, connections, models, transac
 from django.db.models import F
 from django.utils import timezone
 
-from . import rawcodec
+from . import rawcodec, retention
 from .cloudtrail import (
     BusinessHours,
     NormalizedEvent,
@@ -81,6 +81,7 @@ class Counts:
     duplicates: int = 0
     ignored: int = 0
     quarantined: int = 0
+    expired: int = 0  # older than the retention purge's horizon (audits/retention.py)
 
     def __iadd__(self, other: Counts) -> Counts:
         for field in dataclasses.fields(self):
@@ -249,30 +250,33 @@ class Ingestor:
                 writer.submit(connections.close_all).result()  # the writer thread's own connection
                 writer.shutdown()
 
-    def _count(self, inserted: int, duplicates: int) -> None:
+    def _count(self, inserted: int, duplicates: int, expired: int) -> None:
         self.counts.events_new += inserted
         self.counts.duplicates += duplicates
+        self.counts.expired += expired
 
     def _write_batch(
         self, rows, quarantine: list[Quarantine], pending: Counts, done: list[models.Model]
-    ) -> tuple[int, int]:
+    ) -> tuple[int, int, int]:
         for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
             try:
                 with transaction.atomic():
-                    inserted = write_events(rows)
+                    writable, expired = retention.writable(rows)
+                    inserted = write_events(writable)
                     if quarantine:
                         Quarantine.objects.bulk_create(quarantine)
                     for model in {type(row) for row in done}:
                         model.objects.bulk_create([row for row in done if type(row) is model], ignore_conflicts=True)
-                    duplicates = len(rows) - inserted
+                    duplicates = len(writable) - inserted
                     IngestRun.objects.filter(pk=self.run.pk).update(
                         records_read=F("records_read") + pending.records_read,
                         events_new=F("events_new") + inserted,
                         duplicates=F("duplicates") + duplicates,
                         ignored=F("ignored") + pending.ignored,
                         quarantined=F("quarantined") + pending.quarantined,
+                        expired=F("expired") + expired,
                     )
-                return inserted, duplicates
+                return inserted, duplicates, expired
             except OperationalError as exc:  # deadlock or serialization failure: the batch rolled back whole
                 if attempt == DEADLOCK_ATTEMPTS or "deadlock" not in str(exc).lower():
                     raise
@@ -356,8 +360,11 @@ def write_events(rows: list[tuple[NormalizedEvent, bytes]]) -> int:
     rows = list(unique.values())
     # Each row gets a slot in a block before the insert says which rows are new; the blocks are
     # filled afterwards with the records of the new rows only, so duplicates store nothing.
+    # A block's last_event_time counts its duplicates' times too: never earlier than its events', so
+    # the retention purge can only keep a block too long, never drop one still in use.
+    chunks = [rows[first : first + rawcodec.BLOCK_RECORDS] for first in range(0, len(rows), rawcodec.BLOCK_RECORDS)]
     blocks = RawBlock.objects.bulk_create(
-        [RawBlock(data=b"") for _ in range(0, len(rows), rawcodec.BLOCK_RECORDS)]
+        [RawBlock(data=b"", last_event_time=max(event.event_time for event, _ in chunk)) for chunk in chunks]
     )
     slots = [(blocks[i // rawcodec.BLOCK_RECORDS].pk, i % rawcodec.BLOCK_RECORDS) for i in range(len(rows))]
     # Nearly every row is new: each block is compressed as if all its rows were while the database

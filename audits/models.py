@@ -123,6 +123,9 @@ class RawBlock(models.Model):
     """The raw records of up to rawcodec.BLOCK_RECORDS events of one batch, compressed together."""
 
     data = models.BinaryField()
+    # The latest event time among the block's records: the retention purge drops a block once every
+    # event it holds is older than the purge horizon, without searching events by block.
+    last_event_time = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"raw block {self.pk}"
@@ -279,6 +282,9 @@ class IngestRun(models.Model):
     duplicates = models.PositiveBigIntegerField(default=0)
     ignored = models.PositiveBigIntegerField(default=0)
     quarantined = models.PositiveBigIntegerField(default=0)
+    expired = models.PositiveBigIntegerField(
+        default=0, help_text="Records older than the retention purge's horizon, not stored (audits/retention.py)."
+    )
     error = models.TextField(blank=True)
 
     class Meta:
@@ -414,3 +420,24 @@ class BucketDay(DailyCount):
 
     def __str__(self) -> str:
         return f"{self.day} {self.s3_bucket} {self.key} x{self.count}"
+
+
+class Retention(models.Model):
+    """The one row saying how far the retention purge has gone (KMSDASH_EVENT_RETENTION_DAYS).
+
+    Events older than `purged_before` are gone, except critical key-management events, which are
+    kept for good; rollups and summaries are never purged, so every count stays whole. Ingestion
+    refuses (and counts as expired) the other records older than `purged_before`: whether they had
+    been counted before can no longer be told, and counting one twice would be worse.
+    """
+
+    purged_before = models.DateTimeField(null=True, blank=True)
+    purged_at = models.DateTimeField(null=True, blank=True)
+    events_deleted = models.PositiveBigIntegerField(default=0)
+    raw_blocks_deleted = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        verbose_name_plural = "retention"
+
+    def __str__(self) -> str:
+        return f"events purged before {self.purged_before:%Y-%m-%d}" if self.purged_before else "nothing purged"

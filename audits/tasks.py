@@ -62,3 +62,13 @@ def ingest_s3_task(account_id: str, region: str) -> str:
     from audits.services import run_scope
 
     return run_scope(IngestRun.Kind.S3, account_id, region).status
+
+
+@shared_task(**RETRY)
+def purge_events() -> int:
+    """Retention (KMSDASH_EVENT_RETENTION_DAYS): a no-op when off; one purge at a time."""
+    from audits.retention import purge_events as purge
+    from kmsdash.locks import run_lock
+
+    with run_lock("audits.retention.purge") as acquired:
+        return purge().events if acquired else 0

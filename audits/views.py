@@ -12,7 +12,7 @@ from django.views.decorators.http import require_GET
 
 from kmsdash.roles import ANALYST, role_required
 
-from . import charts, selectors
+from . import charts, retention, selectors
 from .exports import may_export
 from .filters import Bound, EventFilter
 from .models import Event
@@ -153,9 +153,12 @@ def events(request: HttpRequest) -> HttpResponse:
     export_url = None
     if may_export(request.user):
         export_url = f"{reverse('audits:events_export')}?{f.querystring()}"
+    purged_before = retention.purged_before()
     context = _context(
         f,
         page=page,
+        # Said only where the filter reaches back past it.
+        purged_before=purged_before if purged_before and (f.start is None or f.start < purged_before) else None,
         cursor_error=cursor_error,
         next_url=f"?{f.querystring(cursor=page.next_cursor)}" if page.next_cursor else None,
         first_url=f"?{f.querystring()}" if request.GET.get("cursor") else None,

@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db.models import OuterRef, QuerySet, Subquery
 from django.utils import timezone
 
-from audits.models import Checkpoint, IngestRun, Quarantine, Source
+from audits.models import Checkpoint, IngestRun, Quarantine, Retention, Source
 
 from .models import ExportAudit
 
@@ -120,6 +121,16 @@ def ingestion_health(now: datetime | None = None) -> list[ScopeHealth]:
 def recent_quarantine_count(now: datetime | None = None) -> int:
     since = (now or timezone.now()) - QUARANTINE_RECENT
     return Quarantine.objects.filter(created_at__gte=since).count()
+
+
+@dataclass
+class RetentionStatus:
+    days: int  # 0: all events kept
+    mark: Retention | None  # None before the first purge
+
+
+def retention() -> RetentionStatus:
+    return RetentionStatus(settings.KMSDASH_EVENT_RETENTION_DAYS, Retention.objects.order_by("pk").first())
 
 
 def sources() -> QuerySet[Source]:

@@ -228,6 +228,11 @@ KMSDASH_OBJECT_ATTEMPTS = envint("KMSDASH_OBJECT_ATTEMPTS", 3)
 # it, so memory follows the size (500k-event import: peak RSS 115 MiB at 5000, 150 at 10000, 215 at
 # 20000) while speed barely does (16.6k, 17.2k, 17.6k events/s; storage the same).
 KMSDASH_INGEST_BATCH_SIZE = envint("KMSDASH_INGEST_BATCH_SIZE", 10000)
+# Days of events kept for the explorer and the raw-record drawer (0: all). Counts come from rollups,
+# which are never purged; critical key-management events are kept for good (audits/retention.py).
+KMSDASH_EVENT_RETENTION_DAYS = envint("KMSDASH_EVENT_RETENTION_DAYS", 0)
+if KMSDASH_EVENT_RETENTION_DAYS < 0:
+    raise ImproperlyConfigured("KMSDASH_EVENT_RETENTION_DAYS must be 0 (keep all) or a number of days")
 KMSDASH_LOCK_DIR = VAR_DIR / "locks"
 
 # --- Costs ------------------------------------------------------------------------------------
@@ -247,6 +252,9 @@ KMSDASH_CE_DAILY_REQUEST_BUDGET = envint("KMSDASH_CE_DAILY_REQUEST_BUDGET", 200)
 # Encryption-context rules are checked against the events of the last N days (at most M events a key).
 KMSDASH_EC_RULE_DAYS = envint("KMSDASH_EC_RULE_DAYS", 30)
 KMSDASH_EC_RULE_MAX_EVENTS = envint("KMSDASH_EC_RULE_MAX_EVENTS", 200_000)
+if 0 < KMSDASH_EVENT_RETENTION_DAYS <= KMSDASH_EC_RULE_DAYS:
+    # The rules read events, and purged days would pass for days without violations.
+    raise ImproperlyConfigured("KMSDASH_EVENT_RETENTION_DAYS must be longer than KMSDASH_EC_RULE_DAYS")
 
 # Demo mode: set by the run script when no AWS credentials are configured; the banner says so.
 KMSDASH_DEMO = envbool("KMSDASH_DEMO", "False")
@@ -298,6 +306,12 @@ CELERY_BEAT_SCHEDULE = {
     "cost-explorer": {
         "task": "costs.tasks.ingest_costs",
         "schedule": crontab(minute=7, hour="*/8"),
+        "options": {"expires": 3600},
+    },
+    # Once a day: each purge step is one UTC day of events (audits/retention.py).
+    "event-retention": {
+        "task": "audits.tasks.purge_events",
+        "schedule": crontab(minute=40, hour=3),
         "options": {"expires": 3600},
     },
     "kms-inventory": {

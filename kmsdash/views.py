@@ -33,6 +33,7 @@ def health(request: HttpRequest) -> HttpResponse:
         "quarantine_recent": selectors.recent_quarantine_count(now),
         "quarantine_days": selectors.QUARANTINE_RECENT.days,
         "sources": selectors.sources(),
+        "retention": selectors.retention(),
     }
     template = "kmsdash/health.html#status" if request.htmx else "kmsdash/health.html"
     return render(request, template, context)

@@ -47,6 +47,7 @@ def test_a_directory_tree_of_both_formats_is_imported_and_summarised(tmp_path):
         "duplicates": 50,
         "ignored (not KMS)": 1,
         "quarantined": 0,
+        "expired (older than the retention purge)": 0,
     }
     assert Event.objects.count() == 250
     assert DailyRollup.objects.aggregate(n=Sum("count"))["n"] == 250

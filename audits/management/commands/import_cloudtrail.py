@@ -68,5 +68,6 @@ class Command(BaseCommand):
             f"new KMS events: {counts.events_new}\n"
             f"duplicates: {counts.duplicates}\n"
             f"ignored (not KMS): {counts.ignored}\n"
-            f"quarantined: {counts.quarantined}"
+            f"quarantined: {counts.quarantined}\n"
+            f"expired (older than the retention purge): {counts.expired}"
         )

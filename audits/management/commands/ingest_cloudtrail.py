@@ -55,6 +55,7 @@ class Command(BaseCommand):
                 self.stdout.write(
                     f"{label}: {result.status}, {result.runs} run(s), {c.records_read} read, {c.events_new} new, "
                     f"{c.duplicates} duplicate, {c.ignored} ignored, {c.quarantined} quarantined"
+                    + (f", {c.expired} expired" if c.expired else "")
                 )
         if not ran:
             self.stdout.write("No enabled source matches.")
