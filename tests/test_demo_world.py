@@ -17,14 +17,11 @@ from audits.models import (
     DailyRollup,
     Event,
     IngestRun,
-    KeyDay,
-    KeyPrincipalDay,
-    KeyServiceDay,
-    OperationDay,
-    PrincipalDay,
 )
 from demo.activity import ACCOUNTS, KEYS, REGIONS, generate_activity, placeholder_keys
 from demo.seed import backfill_activity, cost_activity, log_files, lookup_records
+
+from .ingest_support import delete_ingested
 
 # The ingested month is shared by the module (see `ingested`); each test still runs in a transaction.
 pytestmark = pytest.mark.django_db
@@ -50,8 +47,7 @@ def ingested(month, django_db_setup, django_db_blocker):
         counts = ingest_records(month, run=start_run(IngestRun.Kind.FILES))
         yield counts
         # Module-scoped data outlives the per-test rollback: remove every table ingestion wrote.
-        for model in (Event, DailyRollup, KeyDay, OperationDay, PrincipalDay, KeyPrincipalDay, KeyServiceDay, IngestRun):
-            model.objects.all().delete()
+        delete_ingested()
 
 
 def test_the_world_has_twenty_keys_in_two_accounts_and_three_regions():

@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 from audits import rawcodec
 from audits.ingest import Ingestor, start_run
 from audits.models import (
-    DailyRollup,
     Event,
     IngestRun,
     KeyDay,
@@ -20,9 +19,9 @@ from audits.models import (
     KeyServiceDay,
     OperationDay,
     PrincipalDay,
-    Quarantine,
     RawBlock,
 )
+from tests.ingest_support import delete_ingested
 from tests.test_ingest_core import rollups_as_group_by, stored_rollups
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)
@@ -39,10 +38,6 @@ def base_records() -> list[dict]:
 BASE = base_records()
 
 
-def clear() -> None:
-    for model in (Event, DailyRollup, KeyDay, OperationDay, PrincipalDay, KeyPrincipalDay, KeyServiceDay, Quarantine,
-                  IngestRun, RawBlock):
-        model.objects.all().delete()
 
 
 def stored_events() -> set[tuple]:
@@ -113,12 +108,12 @@ def ingest_in_runs(runs: list[list[dict]], batch_size: int) -> None:
     batch_size=st.integers(1, 12),
 )
 def test_any_split_reordering_or_duplication_stores_what_one_clean_pass_stores(order, repeats, cuts, batch_size):
-    clear()
+    delete_ingested()
     ingest_in_runs([BASE], batch_size=1000)
     clean_events, clean_rollups = stored_events(), stored_rollups()
     assert len(clean_events) == len(BASE)
 
-    clear()
+    delete_ingested()
     stream = [BASE[i] for i in order] + [BASE[i] for i in repeats]
     bounds = sorted({0, len(stream), *(c for c in cuts if c < len(stream))})
     runs = [stream[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
@@ -141,7 +136,7 @@ def test_the_backfill_migrations_rebuild_the_summaries_ingestion_keeps():
 
     from django.db import connection
 
-    clear()
+    delete_ingested()
     ingest_in_runs([BASE], batch_size=7)
     kept = stored_summaries()
     assert all(kept.values())

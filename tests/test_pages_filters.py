@@ -10,9 +10,10 @@ from hypothesis import strategies as st
 
 from audits import selectors
 from audits.filters import EventFilter
-from audits.models import DailyRollup, Event, KeyDay, KeyPrincipalDay, KeyServiceDay, OperationDay, PrincipalDay
+from audits.models import Event, KeyDay, OperationDay, PrincipalDay
 from audits.selectors import grouped, summary
 
+from .ingest_support import delete_ingested
 from .test_pages_support import K1, K2, NOW, A, B, ingest, record, volume
 
 pytest_plugins = ["tests.test_pages_support"]
@@ -137,11 +138,7 @@ def loaded(django_db_setup, django_db_blocker):
         run = ingest(records)
         assert run.events_new == 600 and Event.objects.filter(key=K1).count() == 200
         yield
-        Event.objects.all().delete()
-        from audits.models import IngestRun
-
-        for model in (DailyRollup, KeyDay, OperationDay, PrincipalDay, KeyPrincipalDay, KeyServiceDay, IngestRun):
-            model.objects.all().delete()
+        delete_ingested()
 
 
 @settings(max_examples=60, deadline=None)

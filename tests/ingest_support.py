@@ -1,0 +1,15 @@
+"""Removing data that outlives a test's rollback (module-scoped fixtures, property tests)."""
+
+from __future__ import annotations
+
+from audits.ingest import SUMMARIES
+from audits.models import DailyRollup, Event, IngestRun, Quarantine, RawBlock
+
+# Every table the write path fills; the summaries come from the write path's own list, so a new one
+# cannot be forgotten here (a forgotten table leaks rows into every later test of the session).
+INGESTED = (Event, RawBlock, DailyRollup, *(summary.model for summary in SUMMARIES), Quarantine, IngestRun)
+
+
+def delete_ingested() -> None:
+    for model in INGESTED:
+        model.objects.all().delete()
