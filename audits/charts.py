@@ -52,23 +52,23 @@ def stacked_bars(rows: Iterable[dict[str, Any]], *, series: str, value: str = "c
     for row in rows:
         by_series[row[series] or "(none)"][row["day"]] += row[value]
     ranked = sorted(by_series, key=lambda name: (-sum(by_series[name].values()), name))
+    shown = [(label(name), by_series[name]) for name in ranked]
     if len(ranked) > MAX_SERIES:
+        # Summed apart from the named series: a real series may be called "Other" too.
         other: dict[date, int] = defaultdict(int)
         for name in ranked[MAX_SERIES - 1 :]:
             for day, n in by_series[name].items():
                 other[day] += n
-        ranked = ranked[: MAX_SERIES - 1]
-        by_series = {name: by_series[name] for name in ranked} | {OTHER: other}
-        ranked.append(OTHER)
+        shown = shown[: MAX_SERIES - 1] + [(OTHER, other)]
     data = []
-    for name in ranked:
-        days = sorted(by_series[name])
+    for name, counts in shown:
+        days = sorted(counts)
         data.append(
             {
                 "type": "bar",
-                "name": label(name),
+                "name": name,
                 "x": [day.isoformat() for day in days],
-                "y": [by_series[name][day] for day in days],
+                "y": [counts[day] for day in days],
                 "hovertemplate": "%{x|%Y-%m-%d}: %{y:,d}<extra>%{fullData.name}</extra>",
             }
         )

@@ -40,6 +40,10 @@ PARAMS = (
 ERROR_ANY = "any"
 ERROR_NONE = "none"
 Q_MAX = 256
+# Bounds and cursors outside these years are refused: the windows the pages derive from them (a day
+# after `until`, a month before a cursor) must stay inside the calendar Python can represent.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
 
 _TEXT_LIMITS = {
     "key": LIMITS["key"],
@@ -112,6 +116,8 @@ class EventFilter:
             value = text(name)
             if len(value) > limit:
                 errors.append(f"{name} is longer than {limit} characters.")
+            elif "\x00" in value:  # no stored text holds one, and PostgreSQL refuses it in a query
+                errors.append(f"{name} must not contain a NUL character.")
             elif value:
                 values[name] = value
 
@@ -144,9 +150,14 @@ class EventFilter:
             if not value:
                 continue
             try:
-                values[name] = Bound.parse(value)
-            except ValueError:
+                bound = Bound.parse(value)
+            except (ValueError, OverflowError):  # OverflowError: an offset that leaves the calendar
                 errors.append(f"{name} must be an ISO date (2026-11-01) or date-time (2026-11-01T08:00:00Z).")
+                continue
+            if EARLIEST <= bound.when < LATEST:
+                values[name] = bound
+            else:
+                errors.append(f"{name} must be between {EARLIEST.year} and {LATEST.year - 1}.")
 
         since, until = values.get("since"), values.get("until")
         if since and until and since.when > until.when:

@@ -23,7 +23,7 @@ from django.db.models import Count, Max, Min, Q, QuerySet, Sum
 from django.utils import timezone
 
 from .cloudtrail import CRITICAL_EVENT_NAMES, KEY_ID_RE
-from .filters import EventFilter
+from .filters import EARLIEST, LATEST, EventFilter
 from .models import (
     DailyRollup,
     Event,
@@ -572,6 +572,8 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
         parsed = datetime.fromisoformat(when)
         if parsed.tzinfo is None:
             raise ValueError("naive time")
+        if not EARLIEST <= parsed < LATEST:
+            raise ValueError("time out of range")
         return parsed, int(pk)
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
         raise BadCursor("The page cursor is not valid; showing the first page.") from exc

@@ -10,6 +10,7 @@ from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
+from kmsdash.middleware import wants_fragment
 from kmsdash.roles import ANALYST, role_required
 
 from . import charts, retention, selectors
@@ -43,10 +44,7 @@ def period_filter(request: HttpRequest, default: str) -> tuple[EventFilter, str]
 
 
 def _template(request: HttpRequest, name: str, fragment: str) -> str:
-    # A boosted request wants the whole page; any other htmx request only the fragment it swaps.
-    if request.htmx and not request.htmx.boosted:
-        return f"{name}#{fragment}"
-    return name
+    return f"{name}#{fragment}" if wants_fragment(request) else name
 
 
 def _context(f: EventFilter, period: str | None = None, **extra) -> dict:
@@ -83,6 +81,7 @@ def overview(request: HttpRequest) -> HttpResponse:
 @role_required(ANALYST)
 def keys(request: HttpRequest) -> HttpResponse:
     f, period = period_filter(request, "30d")
+    f = f.replace(q="")  # the figures come from rollups, which hold no user agent or address
     sort = request.GET.get("sort", "-calls")
     if sort.lstrip("-") not in selectors.KEY_SORTS:
         sort = "-calls"
@@ -113,7 +112,9 @@ def key_detail(request: HttpRequest, key: str) -> HttpResponse:
     if arn is None:
         raise Http404("No calls to this key have been recorded.")
     f, period = period_filter(request, "30d")
-    f = f.replace(key=arn)
+    # The figures come from rollups, which hold no user agent or address: no search here, so that
+    # the lists and the explorer links count what the figures count.
+    f = f.replace(key=arn, q="")
     try:
         panel_url = reverse("inventory:key_panel", kwargs={"key": arn})
     except NoReverseMatch:

@@ -5,6 +5,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
+from kmsdash.middleware import wants_fragment
 from kmsdash.roles import ADMIN, ANALYST, role_required
 
 from . import selectors, services
@@ -52,7 +53,7 @@ def findings(request: HttpRequest) -> HttpResponse:
         "accounts": selectors.finding_accounts(),
         "accept_form": AcceptForm(),
     }
-    template = "inventory/findings.html#results" if request.htmx else "inventory/findings.html"
+    template = "inventory/findings.html#results" if wants_fragment(request) else "inventory/findings.html"
     return render(request, template, context)
 
 

@@ -1,4 +1,4 @@
-"""Login enforcement that htmx understands.
+"""Login enforcement that htmx understands, and the answer shape htmx asks for.
 
 Django's LoginRequiredMiddleware answers an anonymous request with a 302 to the login page. htmx
 follows that redirect inside its XMLHttpRequest and swaps the login form into the fragment target:
@@ -50,5 +50,26 @@ class HtmxLoginRequiredMiddleware(LoginRequiredMiddleware):
             # HX-Redirect makes htmx navigate the whole window.
             response = HttpResponseClientRedirect(login.url)
         # Same URL, two answers: a cache must not hand one to the other.
+        patch_vary_headers(response, ("HX-Request",))
+        return response
+
+
+def wants_fragment(request: HttpRequest) -> bool:
+    """Whether to answer with the page's htmx fragment rather than the whole page.
+
+    A boosted request and a history restore (htmx re-requesting a page it has no snapshot of, to
+    swap into <body>) want the whole page; any other htmx request only the fragment it swaps."""
+    htmx = getattr(request, "htmx", None)
+    return bool(htmx) and not htmx.boosted and not htmx.history_restore_request
+
+
+class VaryOnHtmxMiddleware:
+    """Every URL may answer as a page or as a fragment: a cache must not hand one to the other."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
         patch_vary_headers(response, ("HX-Request",))
         return response

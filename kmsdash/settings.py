@@ -89,6 +89,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "kmsdash.middleware.VaryOnHtmxMiddleware",
     # Last, as django-axes asks.
     "axes.middleware.AxesMiddleware",
 ]

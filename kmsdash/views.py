@@ -7,6 +7,7 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 
 from . import selectors
+from .middleware import wants_fragment
 from .roles import ADMIN, ANALYST, FINANCE, has_role, role_required
 
 SNAPSHOT_KEYS = ("as_of", "last_id")
@@ -35,7 +36,7 @@ def health(request: HttpRequest) -> HttpResponse:
         "sources": selectors.sources(),
         "retention": selectors.retention(),
     }
-    template = "kmsdash/health.html#status" if request.htmx else "kmsdash/health.html"
+    template = "kmsdash/health.html#status" if wants_fragment(request) else "kmsdash/health.html"
     return render(request, template, context)
 
 

@@ -59,11 +59,15 @@ def clip(value: object, length: int = CLIP) -> str:
 
 @register.filter
 def key_url(key: str) -> str:
-    """The key's detail page; keys no URL can carry (e.g. a line break) go to the explorer instead."""
-    try:
-        return reverse("audits:key_detail", args=[key])
-    except NoReverseMatch:
-        return f"{reverse('audits:events')}?{urlencode({'key': key})}"
+    """The key's detail page; keys no path can carry go to the explorer instead: a line break, or a
+    '.' or '..' segment, which a browser resolves away (a caller-chosen `alias/../../health` would
+    lead to another page of the site, and %2E is resolved the same way)."""
+    if not any(segment in (".", "..") for segment in str(key).split("/")):
+        try:
+            return reverse("audits:key_detail", args=[key])
+        except NoReverseMatch:
+            pass
+    return f"{reverse('audits:events')}?{urlencode({'key': key})}"
 
 
 @register.filter
