@@ -110,9 +110,17 @@ def finish_run(
     run.duration_seconds = max((run.finished_at - run.started_at).total_seconds(), 0.0)
     run.status = status
     run.error = error
-    for name, value in counts.as_dict().items():
-        setattr(run, name, value)
-    run.save(update_fields=["finished_at", "duration_seconds", "status", "error", *counts.as_dict()])
+    fields = ["finished_at", "duration_seconds", "status", "error"]
+    if status == IngestRun.Status.SUCCEEDED:
+        # Every batch committed, so `counts` equals what the batches added to the row.
+        for name, value in counts.as_dict().items():
+            setattr(run, name, value)
+        fields += counts.as_dict()
+    run.save(update_fields=fields)
+    if status != IngestRun.Status.SUCCEEDED:
+        # The row holds what the committed batches counted; `counts` may include a batch that
+        # rolled back (its quarantine rows, for one, do not exist).
+        run.refresh_from_db(fields=list(counts.as_dict()))
     return run
 
 
@@ -250,33 +258,35 @@ class Ingestor:
                 writer.submit(connections.close_all).result()  # the writer thread's own connection
                 writer.shutdown()
 
-    def _count(self, inserted: int, duplicates: int, expired: int) -> None:
+    def _count(self, inserted: int, duplicates: int, expired: int, requarantined: int) -> None:
         self.counts.events_new += inserted
-        self.counts.duplicates += duplicates
+        self.counts.duplicates += duplicates + requarantined
+        self.counts.quarantined -= requarantined
         self.counts.expired += expired
 
     def _write_batch(
         self, rows, quarantine: list[Quarantine], pending: Counts, done: list[models.Model]
-    ) -> tuple[int, int, int]:
+    ) -> tuple[int, int, int, int]:
         for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
             try:
                 with transaction.atomic():
                     writable, expired = retention.writable(rows)
                     inserted = write_events(writable)
-                    if quarantine:
-                        Quarantine.objects.bulk_create(quarantine)
+                    # A record quarantined before (re-read in an overlapping window, or by a retry
+                    # of its file) is kept once, and counted like a duplicate event.
+                    requarantined = len(quarantine) - insert_quarantine(quarantine)
                     for model in {type(row) for row in done}:
                         model.objects.bulk_create([row for row in done if type(row) is model], ignore_conflicts=True)
                     duplicates = len(writable) - inserted
                     IngestRun.objects.filter(pk=self.run.pk).update(
                         records_read=F("records_read") + pending.records_read,
                         events_new=F("events_new") + inserted,
-                        duplicates=F("duplicates") + duplicates,
+                        duplicates=F("duplicates") + duplicates + requarantined,
                         ignored=F("ignored") + pending.ignored,
-                        quarantined=F("quarantined") + pending.quarantined,
+                        quarantined=F("quarantined") + pending.quarantined - requarantined,
                         expired=F("expired") + expired,
                     )
-                return inserted, duplicates, expired
+                return inserted, duplicates, expired, requarantined
             except OperationalError as exc:  # deadlock or serialization failure: the batch rolled back whole
                 if attempt == DEADLOCK_ATTEMPTS or "deadlock" not in str(exc).lower():
                     raise
@@ -344,6 +354,29 @@ def bounded_text(raw: Any, limit: int = QUARANTINE_RAW_LIMIT) -> tuple[str, bool
         text, truncated = text[:limit], True
     text = text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
     return text, truncated
+
+
+_QUARANTINE_COLUMNS = ("run_id", "location", "reason", "raw", "raw_truncated", "created_at")
+_QUARANTINE_ROWS_PER_INSERT = 500
+
+
+def insert_quarantine(rows: list[Quarantine]) -> int:
+    """Insert the rows not quarantined already (same location, reason and text); returns how many."""
+    table = Quarantine._meta.db_table
+    created_at = connection.ops.adapt_datetimefield_value(timezone.now())
+    inserted = 0
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), _QUARANTINE_ROWS_PER_INSERT):
+            chunk = rows[start : start + _QUARANTINE_ROWS_PER_INSERT]
+            values = ", ".join(["(" + ", ".join(["%s"] * len(_QUARANTINE_COLUMNS)) + ")"] * len(chunk))
+            cursor.execute(
+                f"INSERT INTO {table} ({', '.join(_QUARANTINE_COLUMNS)}) VALUES {values} "
+                "ON CONFLICT DO NOTHING RETURNING id",
+                [v for row in chunk for v in (row.run_id, row.location, row.reason, row.raw, row.raw_truncated,
+                                              created_at)],
+            )
+            inserted += len(cursor.fetchall())
+    return inserted
 
 
 def write_events(rows: list[tuple[NormalizedEvent, bytes]]) -> int:

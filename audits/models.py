@@ -356,6 +356,11 @@ class Quarantine(models.Model):
     class Meta:
         ordering = ["-created_at"]
         verbose_name_plural = "quarantine"
+        constraints = [
+            # A record re-read (an overlapping LookupEvents window, a retried file) is kept once; on
+            # a 16-byte hash of the three texts on PostgreSQL (audits/fields.py).
+            models.UniqueConstraint(UniqueKey("location", "reason", "raw"), name="quarantine_unique_record"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.location}: {self.reason[:80]}"

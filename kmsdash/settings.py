@@ -211,7 +211,12 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 # LookupEvents windows: [checkpoint - overlap, now - settle], at most max_window long.
 KMSDASH_LOOKUP_OVERLAP_MINUTES = envint("KMSDASH_LOOKUP_OVERLAP_MINUTES", 15)
 KMSDASH_LOOKUP_SETTLE_MINUTES = envint("KMSDASH_LOOKUP_SETTLE_MINUTES", 5)
+# A window is read whole within one task (at most CELERY_TASK_SOFT_TIME_LIMIT x 2 requests/s x 50
+# events: 144,000 with the defaults, so a scope with more than ~30 KMS calls/s needs shorter windows,
+# or the S3 source). Each window re-reads the overlap, so it must be longer than that to progress.
 KMSDASH_LOOKUP_MAX_WINDOW_MINUTES = envint("KMSDASH_LOOKUP_MAX_WINDOW_MINUTES", 60)
+if KMSDASH_LOOKUP_MAX_WINDOW_MINUTES <= KMSDASH_LOOKUP_OVERLAP_MINUTES:
+    raise ImproperlyConfigured("KMSDASH_LOOKUP_MAX_WINDOW_MINUTES must be longer than KMSDASH_LOOKUP_OVERLAP_MINUTES")
 # How far back the first LookupEvents run reaches (LookupEvents keeps 90 days).
 KMSDASH_LOOKUP_INITIAL_DAYS = envint("KMSDASH_LOOKUP_INITIAL_DAYS", 1)
 # AWS's fixed limit is 2 LookupEvents requests/s per account and region.

@@ -264,7 +264,7 @@ def test_a_failing_batch_leaves_no_events_rollups_or_ledger_changes(monkeypatch)
     def fail(*args, **kwargs):
         raise RuntimeError("database went away")
 
-    monkeypatch.setattr(ingest.Quarantine.objects, "bulk_create", fail)
+    monkeypatch.setattr(ingest, "insert_quarantine", fail)
     ingestor = Ingestor(run)
     ingestor.add(decrypt(2))
     ingestor.add("not json")

@@ -79,6 +79,7 @@ class _Reader:
         self.done = False
         self.inflater = zlib.decompressobj(wbits=31) if gzipped else None
         self.decoder = codecs.getincrementaldecoder("utf-8")("kmsdash-mark-invalid")
+        self.error: FileError | None = None  # met after bytes that are still to be handed out
 
     def _next_piece(self) -> bytes | None:
         """Up to CHUNK more decompressed bytes; None at the end of the file."""
@@ -109,7 +110,17 @@ class _Reader:
         parts = [self.buffer]
         have = len(self.buffer)
         while not self.done and (size < 0 or have < size):
-            piece = self._next_piece()
+            if self.error is not None:
+                if have:
+                    break
+                raise self.error
+            try:
+                piece = self._next_piece()
+            except FileError as exc:
+                # A truncated or corrupt file: what was inflated before the fault is handed out
+                # first, so its whole records still land; the read after that raises.
+                self.error = exc
+                continue
             final = piece is None
             piece = piece or b""
             self.total += len(piece)

@@ -6,6 +6,12 @@ gives no safe watermark: the checkpoint moves to the window's end only once the 
 committed, in the same transaction that closes its ledger row. Re-reading the overlap is
 harmless because events are deduplicated on (account, eventID).
 
+A task reads at most `page_budget()` pages, what fits its soft time limit at the request rate. A
+window holding more is cut short there (its ledger row says so, its events are kept) and the next
+windows of the scope are half as long, down to the overlap plus MIN_PROGRESS; they grow back after
+windows that read under a quarter of the budget. Without this a busy hour would be cut short on
+every tick and re-planned the same, and the scope would never move again.
+
 LookupEvents allows 2 requests/s per account and Region. Every HTTP attempt (retries included)
 goes through a per-(account, region) pacer; the run lock on the scope makes it the only caller.
 """
@@ -21,8 +27,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from botocore.exceptions import ClientError
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from audits.ingest import Counts, Ingestor, finish_run, start_run
@@ -38,8 +46,17 @@ MAX_WINDOW_RESTARTS = 3
 THROTTLING_CODES = frozenset({"ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded"})
 
 
+# The shortest scheduled window reaches this far past the overlap, so every window moves the checkpoint.
+MIN_PROGRESS = timedelta(minutes=5)
+CUT_SHORT = "Cut short"
+
+
 class WindowFailed(Exception):
     """A window could not be read; the checkpoint stays where it was."""
+
+
+class WindowCutShort(WindowFailed):
+    """A window held more pages than the task could still read; the next windows are shorter."""
 
 
 class Throttled(WindowFailed):
@@ -93,14 +110,48 @@ class Window:
     end: datetime
 
 
+def page_budget() -> int:
+    """The pages one task reads at most: its soft time limit at the request rate, with a margin."""
+    return max(1, int(settings.CELERY_TASK_SOFT_TIME_LIMIT * settings.KMSDASH_LOOKUP_RATE_PER_SECOND * 0.8))
+
+
+def window_length(account_id: str, region: str) -> timedelta:
+    """How long the scope's next scheduled window may be, from how its last one went."""
+    longest = timedelta(minutes=settings.KMSDASH_LOOKUP_MAX_WINDOW_MINUTES)
+    shortest = min(longest, timedelta(minutes=settings.KMSDASH_LOOKUP_OVERLAP_MINUTES) + MIN_PROGRESS)
+    # Runs that failed for another reason (a crash, throttling) say nothing about the window's size.
+    last = (
+        IngestRun.objects.filter(
+            Q(status=IngestRun.Status.SUCCEEDED) | Q(error__startswith=CUT_SHORT),
+            kind=IngestRun.Kind.LOOKUP, account_id=account_id, region=region,
+            window_start__isnull=False, window_end__isnull=False,
+        )
+        .order_by("-started_at", "-id")
+        .first()
+    )
+    if last is None:
+        return longest
+    length = last.window_end - last.window_start
+    if last.error.startswith(CUT_SHORT):
+        return max(shortest, length / 2)
+    if last.status == IngestRun.Status.SUCCEEDED and last.pages < page_budget() / 4:
+        length *= 2
+    return min(longest, max(shortest, length))
+
+
 def plan_windows(
-    high_watermark: datetime | None, now: datetime, *, since: datetime | None = None, until: datetime | None = None
+    high_watermark: datetime | None,
+    now: datetime,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    length: timedelta | None = None,
 ) -> Iterator[Window]:
     """The windows to read, oldest first.
 
-    Scheduled runs: from the checkpoint (minus the overlap) up to now - settle. The checkpoint is
-    re-read after each window, so callers pass it in again (see `ingest_lookup`). With since/until,
-    exactly that range, in max-window pieces.
+    Scheduled runs: from the checkpoint (minus the overlap) up to now - settle, at most `length`
+    (default: the configured maximum). The checkpoint is re-read after each window, so callers pass
+    it in again (see `ingest_lookup`). With since/until, exactly that range, in max-window pieces.
     """
     max_window = timedelta(minutes=settings.KMSDASH_LOOKUP_MAX_WINDOW_MINUTES)
     if since is not None or until is not None:
@@ -116,7 +167,7 @@ def plan_windows(
         start = now - timedelta(days=settings.KMSDASH_LOOKUP_INITIAL_DAYS)
     else:
         start = high_watermark - overlap
-    end = min(start + max_window, limit)
+    end = min(start + (length or max_window), limit)
     if end <= start or (high_watermark is not None and end <= high_watermark):
         return
     yield Window(start, end)
@@ -146,8 +197,12 @@ class WindowResult:
     counts: Counts
 
 
-def ingest_window(source: Source, region: str, cloudtrail: Any, window: Window) -> WindowResult:
-    """Read one window whole, then advance the checkpoint (never backwards, never past a gap)."""
+def ingest_window(
+    source: Source, region: str, cloudtrail: Any, window: Window, *, max_pages: int | None = None
+) -> WindowResult:
+    """Read one window whole, then advance the checkpoint (never backwards, never past a gap).
+
+    Raises WindowCutShort, its events kept, once `max_pages` pages were read and more remain."""
     run = start_run(
         IngestRun.Kind.LOOKUP,
         account_id=source.account_id,
@@ -162,6 +217,11 @@ def ingest_window(source: Source, region: str, cloudtrail: Any, window: Window) 
         while True:
             try:
                 for events in read_window(cloudtrail, window):
+                    if max_pages is not None and pages >= max_pages:
+                        raise WindowCutShort(
+                            f"{CUT_SHORT} after {pages} pages, what this task could read: the next windows of "
+                            "this scope are shorter"
+                        )
                     pages += 1
                     for event in events:
                         ingestor.add(event.get("CloudTrailEvent") or "", location=location)
@@ -177,9 +237,17 @@ def ingest_window(source: Source, region: str, cloudtrail: Any, window: Window) 
         try:
             ingestor.flush()
             IngestRun.objects.filter(pk=run.pk).update(pages=pages)
-            finish_run(run, ingestor.counts, status=IngestRun.Status.FAILED, error=_describe(exc))
+            if isinstance(exc, WindowCutShort):
+                error = str(exc)
+            elif isinstance(exc, SoftTimeLimitExceeded):  # the budget should prevent it; if not, shrink too
+                error = f"{CUT_SHORT} by the task's soft time limit after {pages} pages"
+            else:
+                error = _describe(exc)
+            finish_run(run, ingestor.counts, status=IngestRun.Status.FAILED, error=error)
         except Exception:  # e.g. the database went away: the original error matters more
             logger.exception("could not record the failed lookup window")
+        if isinstance(exc, WindowCutShort):
+            raise
         if isinstance(exc, ClientError):
             if _code(exc) in THROTTLING_CODES:
                 raise Throttled(_describe(exc)) from exc
@@ -187,6 +255,7 @@ def ingest_window(source: Source, region: str, cloudtrail: Any, window: Window) 
         raise
     with transaction.atomic():
         IngestRun.objects.filter(pk=run.pk).update(pages=pages)
+        run.pages = pages
         finish_run(run, ingestor.counts)
         advance_checkpoint(source.account_id, region, window)
     return WindowResult(window, run, ingestor.counts)
@@ -232,12 +301,22 @@ def ingest_lookup(
         for window in plan_windows(None, now, since=since, until=until):
             results.append(ingest_window(source, region, cloudtrail, window))
         return results
-    while time.monotonic() < deadline:
+    budget = pages_left = page_budget()
+    # A new window starts only with at least half the budget left, so a window cut short held more
+    # than half of what a task reads: halving it is not a waste.
+    while time.monotonic() < deadline and pages_left >= budget / 2:
         watermark = Checkpoint.objects.watermark(IngestRun.Kind.LOOKUP, source.account_id, region)
-        window = next(plan_windows(watermark, now), None)
+        length = window_length(source.account_id, region)
+        window = next(plan_windows(watermark, now, length=length), None)
         if window is None:
             break
-        results.append(ingest_window(source, region, cloudtrail, window))
+        try:
+            result = ingest_window(source, region, cloudtrail, window, max_pages=pages_left)
+        except WindowCutShort:
+            logger.warning("lookup window cut short", extra={"account_id": source.account_id, "region": region})
+            break
+        results.append(result)
+        pages_left -= result.run.pages
     return results
 
 

@@ -69,6 +69,7 @@ class S3Result:
     skipped: int = 0
     quarantined_files: int = 0
     deferred: int = 0
+    deferred_because: str = ""  # the first deferral's reason, for the run ledger
 
 
 def day_prefix(source: Source, region: str, day: date) -> str:
@@ -159,10 +160,21 @@ def ingest_object(
             error = exc
             continue
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "NoSuchKey", "404", "412"):
-                result.deferred += 1  # changed or deleted since it was listed
+            # One object's error never stops the others: a lifecycle rule may archive a single log
+            # file, a bucket policy or KMS key may deny some. Errors about the bucket itself come
+            # from the listing, which does abort the pass.
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code == "InvalidObjectState":  # archived (Glacier): no retry can read it
+                reason = f"{UNREADABLE}: archived ({code}); restore it and delete this row to read it"
+                ingestor.quarantine(location=location, reason=reason)
+                result.quarantined_files += 1
                 return
-            raise
+            # Changed or deleted since it was listed, denied, or a server error: read on the next pass.
+            if code not in ("PreconditionFailed", "NoSuchKey", "404", "412"):
+                logger.warning("S3 object deferred", extra={"bucket": bucket, "key": key, "code": code})
+            result.deferred += 1
+            result.deferred_because = result.deferred_because or f"{code or 'ClientError'} on s3://{bucket}/{key}"
+            return
         # Saved with the batch holding its last records: the object is done once they are committed.
         ingestor.done(ProcessedObject(bucket=bucket, key=key, etag=etag, records=records))
         result.processed += 1
@@ -175,6 +187,7 @@ def ingest_object(
     else:
         logger.warning("S3 object deferred after read errors", extra={"bucket": bucket, "key": key})
         result.deferred += 1
+        result.deferred_because = result.deferred_because or f"{type(error).__name__} on s3://{bucket}/{key}"
 
 
 @bulk_gc()
@@ -237,7 +250,8 @@ def ingest_s3(
     result.counts = ingestor.counts
     if result.deferred:
         _close(run, result, ingestor.counts, IngestRun.Status.FAILED,
-               f"{result.deferred} object(s) could not be read and will be retried")
+               f"{result.deferred} object(s) could not be read and will be retried "
+               f"(first: {result.deferred_because})"[:2000])
         return result
     with transaction.atomic():
         _close(run, result, ingestor.counts, IngestRun.Status.SUCCEEDED, "")
