@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.core.management import call_command
@@ -159,3 +162,14 @@ def seed_world() -> dict[str, object]:
         last_seen_at=now,
     )
     return {"key": KEY, "event": Event.objects.order_by("id").first().pk, "finding": finding.pk}
+
+
+def manage_py(*args: str, **env: str) -> subprocess.CompletedProcess:
+    """`manage.py <args>` in a process of its own, as production starts it: none of this test run's
+    settings (the browser tests, for one, set DJANGO_ALLOW_ASYNC_UNSAFE for the whole session), `env` on top."""
+    environment = {key: value for key, value in os.environ.items() if not key.startswith(("KMSDASH_", "DJANGO_"))}
+    environment.update(DJANGO_SETTINGS_MODULE="kmsdash.settings", **env)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=settings.BASE_DIR, env=environment, capture_output=True, text=True,
+        timeout=120,
+    )

@@ -8,14 +8,14 @@ with the reason.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from django.conf import settings
+
+from .security_support import manage_py
 
 ROOT = Path(settings.BASE_DIR)
 APPS = ("kmsdash", "audits", "costs", "inventory", "emulator", "demo")
@@ -163,18 +163,7 @@ def test_the_python_rules_catch_what_they_are_for(text, rule):
 
 
 def deploy_check(**env: str) -> subprocess.CompletedProcess:
-    # A production process: none of this test run's settings (the browser tests, for one, set
-    # DJANGO_ALLOW_ASYNC_UNSAFE for the whole session).
-    environment = {key: value for key, value in os.environ.items() if not key.startswith(("KMSDASH_", "DJANGO_"))}
-    environment.update(DJANGO_SETTINGS_MODULE="kmsdash.settings", **env)
-    return subprocess.run(
-        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-        cwd=ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return manage_py("check", "--deploy", "--fail-level", "WARNING", **env)
 
 
 PRODUCTION = {

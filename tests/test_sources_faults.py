@@ -7,9 +7,6 @@ import contextlib
 import gzip
 import io
 import json
-import os
-import subprocess
-import sys
 import zlib
 from datetime import UTC, datetime, timedelta
 
@@ -25,6 +22,8 @@ from audits.sources import lookup
 from audits.sources.files import FileError, iter_file_records
 from audits.synthetic import identity_role, kms_record
 
+from .security_support import manage_py
+
 pytestmark = [pytest.mark.emulator, pytest.mark.django_db]
 
 LOOKUP_ACCOUNT = "123456789012"  # the emulator's default account: LookupEvents answers it
@@ -34,7 +33,7 @@ BUCKET = "org-trail-logs"
 
 
 @pytest.fixture(autouse=True)
-def _review_settings(settings, tmp_path):
+def _source_settings(settings, tmp_path):
     settings.KMSDASH_LOCK_DIR = tmp_path / "locks"
     settings.KMSDASH_LOOKUP_OVERLAP_MINUTES = 15
     settings.KMSDASH_LOOKUP_SETTLE_MINUTES = 0
@@ -117,13 +116,8 @@ def test_a_window_busier_than_a_task_reads_is_cut_short_and_later_windows_shrink
     assert max(run.pages for run in runs) <= 4
 
 
-def test_settings_refuse_a_lookup_window_no_longer_than_its_overlap(settings):
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("KMSDASH_", "DJANGO_"))}
-    env.update(DJANGO_SETTINGS_MODULE="kmsdash.settings", KMSDASH_LOOKUP_MAX_WINDOW_MINUTES="15")
-    result = subprocess.run(
-        [sys.executable, "manage.py", "check"], cwd=settings.BASE_DIR, env=env, capture_output=True, text=True,
-        timeout=120,
-    )
+def test_settings_refuse_a_lookup_window_no_longer_than_its_overlap():
+    result = manage_py("check", KMSDASH_LOOKUP_MAX_WINDOW_MINUTES="15")
     assert result.returncode != 0
     assert "KMSDASH_LOOKUP_MAX_WINDOW_MINUTES must be longer than KMSDASH_LOOKUP_OVERLAP_MINUTES" in result.stderr
 
