@@ -78,8 +78,8 @@ def test_a_window_cut_by_the_soft_time_limit_is_read_whole_by_shorter_windows_la
     pages_per_tick = 4
     read_window = lookup.read_window
 
-    def time_limited(cloudtrail, window):
-        for n, page in enumerate(read_window(cloudtrail, window)):
+    def time_limited(cloudtrail, window, **kwargs):
+        for n, page in enumerate(read_window(cloudtrail, window, **kwargs)):
             if n == pages_per_tick:
                 raise SoftTimeLimitExceeded()
             yield page
@@ -114,6 +114,7 @@ def test_a_window_busier_than_a_task_reads_is_cut_short_and_later_windows_shrink
     lengths = [(run.window_end - run.window_start).total_seconds() / 60 for run in runs]
     assert lengths[:2] == [60, 30] and min(lengths) >= 20  # the overlap (15) and 5 minutes of progress
     assert max(run.pages for run in runs) <= 4
+    assert len(aws.requests("LookupEvents")) == sum(run.pages for run in runs)  # no page requested past a budget
 
 
 def test_settings_refuse_a_lookup_window_no_longer_than_its_overlap():

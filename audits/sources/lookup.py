@@ -173,8 +173,9 @@ def plan_windows(
     yield Window(start, end)
 
 
-def read_window(cloudtrail: Any, window: Window) -> Iterator[list[dict[str, Any]]]:
-    """The pages of one window, every call with the same parameters."""
+def read_window(cloudtrail: Any, window: Window, *, max_pages: int | None = None) -> Iterator[list[dict[str, Any]]]:
+    """The pages of one window, every call with the same parameters; WindowCutShort instead of
+    requesting a page past `max_pages`."""
     params = {
         "LookupAttributes": KMS_LOOKUP,
         "StartTime": window.start,
@@ -182,12 +183,19 @@ def read_window(cloudtrail: Any, window: Window) -> Iterator[list[dict[str, Any]
         "MaxResults": PAGE_SIZE,
     }
     token = None
+    pages = 0
     while True:
         response = cloudtrail.lookup_events(**params, **({"NextToken": token} if token else {}))
+        pages += 1
         yield response.get("Events", [])
         token = response.get("NextToken")
         if not token:
             return
+        if max_pages is not None and pages >= max_pages:
+            raise WindowCutShort(
+                f"{CUT_SHORT} after {pages} pages, what this task could read: the next windows of this scope "
+                "are shorter"
+            )
 
 
 @dataclass
@@ -216,12 +224,7 @@ def ingest_window(
     try:
         while True:
             try:
-                for events in read_window(cloudtrail, window):
-                    if max_pages is not None and pages >= max_pages:
-                        raise WindowCutShort(
-                            f"{CUT_SHORT} after {pages} pages, what this task could read: the next windows of "
-                            "this scope are shorter"
-                        )
+                for events in read_window(cloudtrail, window, max_pages=max_pages):
                     pages += 1
                     for event in events:
                         ingestor.add(event.get("CloudTrailEvent") or "", location=location)
