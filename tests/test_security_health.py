@@ -127,7 +127,7 @@ def test_the_page_shows_state_errors_escaped_quarantine_and_sources(admin_client
         account_id=A, name="<b>prod</b>", regions=["us-east-1"], role_arn="arn:aws:iam::111122223333:role/kmsdash"
     )
     for days_ago in (1, 2, 30):
-        item = Quarantine.objects.create(location="s3://bucket/x.json.gz", reason="truncated gzip")
+        item = Quarantine.objects.create(location=f"s3://bucket/{days_ago}.json.gz", reason="truncated gzip")
         Quarantine.objects.filter(pk=item.pk).update(created_at=NOW - timedelta(days=days_ago))
     with time_machine.travel(NOW, tick=False):
         response = admin_client.get("/health/")
