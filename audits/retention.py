@@ -15,8 +15,8 @@ purge) is refused too, and counted as expired in the run ledger: import history 
 
 Raw records: once every event of a block is older than the horizon (its last_event_time), the
 block is deleted, or rewritten with the records of the critical events it holds; a block holding
-newer events stays whole until they age out too. PostgreSQL reuses the freed space for new rows (autovacuum);
-`VACUUM FULL` gives it back to the operating system.
+newer events stays whole until they age out too. PostgreSQL reuses the freed space for new rows
+(autovacuum); `VACUUM FULL` gives it back to the operating system.
 """
 
 from __future__ import annotations
