@@ -362,6 +362,8 @@ _QUARANTINE_ROWS_PER_INSERT = 500
 
 def insert_quarantine(rows: list[Quarantine]) -> int:
     """Insert the rows not quarantined already (same location, reason and text); returns how many."""
+    if not rows:  # nearly every batch
+        return 0
     table = Quarantine._meta.db_table
     created_at = connection.ops.adapt_datetimefield_value(timezone.now())
     inserted = 0

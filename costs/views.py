@@ -6,7 +6,6 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET, require_POST
-from django.views.decorators.vary import vary_on_headers
 
 from kmsdash.csvexport import audited_csv, start_export_audit
 from kmsdash.roles import FINANCE, role_required
@@ -18,7 +17,6 @@ from .services import utc_today
 
 @require_GET
 @role_required(FINANCE)
-@vary_on_headers("HX-Request")
 def overview(request: HttpRequest) -> HttpResponse:
     form = PeriodForm(request.GET)
     if not form.is_valid():

@@ -49,9 +49,7 @@ class HtmxLoginRequiredMiddleware(LoginRequiredMiddleware):
             # A 302 would be followed inside the XMLHttpRequest before htmx sees it; a 200 with
             # HX-Redirect makes htmx navigate the whole window.
             response = HttpResponseClientRedirect(login.url)
-        # Same URL, two answers: a cache must not hand one to the other.
-        patch_vary_headers(response, ("HX-Request",))
-        return response
+        return response  # VaryOnHtmxMiddleware adds Vary: HX-Request, as to every response
 
 
 def wants_fragment(request: HttpRequest) -> bool:
