@@ -7,7 +7,7 @@ quarantine rows and the ledger's counters. So a duplicate, a re-run or a concurr
 same records can never count an event twice, and a crash mid-batch leaves nothing half-written.
 
 PostgreSQL: COPY into a temporary staging table, then one statement inserts the new events and
-upserts their rollups and the rollups' narrower summaries (SUMMARIES). SQLite: multi-row INSERT ...
+upserts their rollups and the rollups' narrower summaries (audits/rollups.py). SQLite: multi-row INSERT ...
 ON CONFLICT DO NOTHING RETURNING, rollups and summaries summed in Python from the returned keys
 and upserted.
 
@@ -26,7 +26,7 @@ import logging
 import operator
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,29 +40,10 @@ from django.db.models import F
 from django.utils import timezone
 
 from . import rawcodec, retention
-from .cloudtrail import (
-    BusinessHours,
-    NormalizedEvent,
-    NotKmsEvent,
-    ParseError,
-    loads_record,
-    parse_record,
-    s3_context_names_object,
-)
+from .cloudtrail import BusinessHours, NormalizedEvent, NotKmsEvent, ParseError, loads_record, parse_record
 from .fields import unique_key_sql
-from .models import (
-    BucketDay,
-    DailyRollup,
-    Event,
-    IngestRun,
-    KeyDay,
-    KeyPrincipalDay,
-    KeyServiceDay,
-    OperationDay,
-    PrincipalDay,
-    Quarantine,
-    RawBlock,
-)
+from .models import Event, IngestRun, Quarantine, RawBlock
+from .rollups import DIMENSIONS, SUMMARIES, Summary
 
 logger = logging.getLogger(__name__)
 
@@ -456,90 +437,6 @@ _PG_TYPES = {
 }
 
 
-@dataclass(frozen=True)
-class Summary:
-    """A table of event counts by some dimensions, increased by each batch's new events.
-
-    dims: (column, SQL over the inserted events, value of one NormalizedEvent on SQLite);
-    counts: (column, SQL condition on the events it counts or None for all, the same as a predicate);
-    where: (SQL condition, the same as a predicate) on the events the summary counts at all, or None.
-    Every summary also keeps first_seen and last_seen.
-    """
-
-    model: type[models.Model]
-    dims: tuple[tuple[str, str, Callable[[NormalizedEvent], Any]], ...]
-    counts: tuple[tuple[str, str | None, Callable[[NormalizedEvent], bool] | None], ...]
-    where: tuple[str, Callable[[NormalizedEvent], bool]] | None = None
-
-    @property
-    def table(self) -> str:
-        return self.model._meta.db_table
-
-    @property
-    def dim_columns(self) -> str:
-        return ", ".join(column for column, _, _ in self.dims)
-
-    @property
-    def count_columns(self) -> str:
-        return ", ".join(column for column, _, _ in self.counts)
-
-
-def _dim(column: str, field: str | None = None) -> tuple[str, str, Callable]:
-    return (column, field or column, operator.attrgetter(field or column))
-
-
-_DAY = ("day", "(event_time AT TIME ZONE 'UTC')::date", lambda event: event.event_time.date().isoformat())
-_ACCOUNT = _dim("account_id", "recipient_account_id")
-_ALL = (("count", None, None),)
-
-# audits.cloudtrail.s3_context_names_object in SQL: `aws:s3:arn` is a string with a '/' somewhere
-# after its first ':s3:::' (LIKE finds one after any ':s3:::', so after the first one too).
-S3_OBJECT_SQL = (
-    "jsonb_typeof(encryption_context -> 'aws:s3:arn') = 'string' "
-    "AND encryption_context ->> 'aws:s3:arn' LIKE '%:s3:::%/%'"
-)
-
-SUMMARIES = (
-    Summary(
-        DailyRollup,
-        (_DAY, _ACCOUNT, _dim("region"), _dim("key"), _dim("operation", "event_name"), _dim("principal"),
-         _dim("service"), _dim("error_code"), _dim("after_hours")),
-        _ALL,
-    ),
-    Summary(
-        KeyDay,
-        (_DAY, _ACCOUNT, _dim("region"), _dim("key")),
-        (
-            ("calls", None, None),
-            ("encrypt", "event_name = 'Encrypt'", lambda event: event.event_name == "Encrypt"),
-            ("decrypt", "event_name = 'Decrypt'", lambda event: event.event_name == "Decrypt"),
-            ("generate", "left(event_name, 15) = 'GenerateDataKey'",
-             lambda event: event.event_name.startswith("GenerateDataKey")),
-            ("failed", "error_code <> ''", lambda event: bool(event.error_code)),
-            ("after_hours_calls", "after_hours", lambda event: bool(event.after_hours)),
-        ),
-    ),
-    Summary(
-        OperationDay,
-        (_DAY, _ACCOUNT, _dim("region"), _dim("operation", "event_name"), _dim("error_code"), _dim("after_hours")),
-        _ALL,
-    ),
-    Summary(PrincipalDay, (_DAY, _ACCOUNT, _dim("region"), _dim("principal")), _ALL),
-    Summary(KeyPrincipalDay, (_DAY, _ACCOUNT, _dim("region"), _dim("key"), _dim("principal")), _ALL),
-    Summary(KeyServiceDay, (_DAY, _ACCOUNT, _dim("region"), _dim("key"), _dim("service")), _ALL),
-    # Only the events that name a bucket: the others would add a row per key and day for nothing.
-    Summary(
-        BucketDay,
-        (_DAY, _ACCOUNT, _dim("region"), _dim("key"), _dim("s3_bucket")),
-        (
-            ("count", None, None),
-            ("object_calls", S3_OBJECT_SQL, lambda event: s3_context_names_object(event.encryption_context)),
-        ),
-        where=("s3_bucket <> ''", lambda event: event.s3_bucket != ""),
-    ),
-)
-
-
 def _pg_stage_sql() -> str:
     columns = ", ".join(f"{name} {_PG_TYPES.get(name, 'text')}" for name in EVENT_COLUMNS)
     return f"CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGE_TABLE} ({columns}) ON COMMIT DELETE ROWS"
@@ -563,14 +460,14 @@ def _pg_insert_sql() -> str:
     columns = ", ".join(EVENT_COLUMNS)
     upserts = []
     for n, summary in enumerate(SUMMARIES):
-        table, dims = summary.table, ", ".join(sql for _, sql, _ in summary.dims)
-        counts = ", ".join(f"count(*) FILTER (WHERE {condition})" if condition else "count(*)"
-                           for _, condition, _ in summary.counts)
-        added = ", ".join(f"{column} = {table}.{column} + EXCLUDED.{column}" for column, _, _ in summary.counts)
+        table, dims = summary.table, summary.dim_columns
+        counts = ", ".join(f"count(*) FILTER (WHERE {count.where})" if count.where else "count(*)"
+                           for count in summary.counts)
+        added = ", ".join(f"{column} = {table}.{column} + EXCLUDED.{column}" for column in summary.count_names)
         where = f"WHERE {summary.where[0]}" if summary.where else ""
         upserts.append(f"""
         summary{n} AS (
-            INSERT INTO {table} ({summary.dim_columns}, {summary.count_columns}, first_seen, last_seen)
+            INSERT INTO {table} ({dims}, {summary.count_columns}, first_seen, last_seen)
             SELECT {dims}, {counts}, min(event_time), max(event_time) FROM inserted {where}
             GROUP BY {dims} ORDER BY {dims}
             ON CONFLICT {conflict_target(summary.model)} DO UPDATE SET {added},
@@ -578,6 +475,8 @@ def _pg_insert_sql() -> str:
                 last_seen = GREATEST({table}.last_seen, EXCLUDED.last_seen)
             RETURNING 1
         )""")
+    # The inserted events' columns under the names the summaries' dimensions and conditions use.
+    returned = ", ".join(dim.sql if dim.sql == dim.column else f"{dim.sql} AS {dim.column}" for dim in DIMENSIONS)
     # Data-modifying CTEs run to completion whether read or not; reading them keeps that visible.
     counted = ", ".join(f"(SELECT count(*) FROM summary{n})" for n in range(len(SUMMARIES)))
     return f"""
@@ -585,8 +484,7 @@ def _pg_insert_sql() -> str:
             INSERT INTO {_EVENT_TABLE} ({columns})
             SELECT {columns} FROM {_STAGE_TABLE} ORDER BY event_time, recipient_account_id, event_id
             ON CONFLICT {conflict_target(Event)} DO NOTHING
-            RETURNING event_time, recipient_account_id, region, key, event_name, principal, service,
-                      error_code, after_hours, s3_bucket, encryption_context, raw_block_id, raw_index
+            RETURNING event_time, encryption_context, raw_block_id, raw_index, {returned}
         ),{",".join(upserts)}
         SELECT new.blocks, new.indexes, {counted}
         FROM (SELECT array_agg(raw_block_id) AS blocks, array_agg(raw_index) AS indexes FROM inserted) AS new
@@ -660,18 +558,18 @@ def _upsert_sqlite(cursor, summary: Summary, events: list[NormalizedEvent]) -> N
         events = [event for event in events if summary.where[1](event)]
     groups: dict[tuple, list] = {}
     for event in events:
-        dims = tuple(value(event) for _, _, value in summary.dims)
+        dims = tuple(dim.value(event) for dim in summary.dims)
         group = groups.get(dims)
         if group is None:
             group = groups[dims] = [event.event_time, event.event_time] + [0] * len(summary.counts)
         group[0] = min(group[0], event.event_time)
         group[1] = max(group[1], event.event_time)
-        for i, (_, _, counts) in enumerate(summary.counts, start=2):
-            if counts is None or counts(event):
+        for i, count in enumerate(summary.counts, start=2):
+            if count.test is None or count.test(event):
                 group[i] += 1
     if not groups:
         return
-    added = ", ".join(f"{column} = {column} + excluded.{column}" for column, _, _ in summary.counts)
+    added = ", ".join(f"{column} = {column} + excluded.{column}" for column in summary.count_names)
     width = len(summary.dims) + len(summary.counts) + 2
     cursor.executemany(
         f"INSERT INTO {summary.table} ({summary.dim_columns}, {summary.count_columns}, first_seen, last_seen) "

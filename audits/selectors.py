@@ -22,6 +22,7 @@ from django.db import connections
 from django.db.models import Count, Max, Min, Q, QuerySet, Sum
 from django.utils import timezone
 
+from . import rollups
 from .cloudtrail import CRITICAL_EVENT_NAMES, KEY_ID_RE
 from .filters import EARLIEST, LATEST, EventFilter
 from .models import (
@@ -68,34 +69,30 @@ def _sum(condition: Q | None = None) -> Sum:
 
 # --- one scan, several groupings -----------------------------------------------------------------
 
-# Aggregates over DailyRollup rows, as SQL that PostgreSQL and SQLite both accept.
-MEASURES = {
-    "calls": "SUM(count)",
-    "failed": "SUM(CASE WHEN error_code <> '' THEN count ELSE 0 END)",
-    "after_hours_calls": "SUM(CASE WHEN after_hours THEN count ELSE 0 END)",
-    "encrypt": "SUM(CASE WHEN operation = 'Encrypt' THEN count ELSE 0 END)",
-    "decrypt": "SUM(CASE WHEN operation = 'Decrypt' THEN count ELSE 0 END)",
-    "generate": "SUM(CASE WHEN operation LIKE 'GenerateDataKey%%' THEN count ELSE 0 END)",
-    "last_used": "MAX(last_seen)",
-}
-# The same measures over KeyDay, which holds them as columns.
-KEY_DAY_MEASURES = {
-    "calls": "SUM(calls)",
-    "failed": "SUM(failed)",
-    "after_hours_calls": "SUM(after_hours_calls)",
-    "encrypt": "SUM(encrypt)",
-    "decrypt": "SUM(decrypt)",
-    "generate": "SUM(generate)",
-    "last_used": "MAX(last_seen)",
-}
+# The key measures (KeyDay's columns) as aggregates over DailyRollup rows and over KeyDay, in SQL
+# that PostgreSQL and SQLite both accept.
+def _measures(summary: rollups.Summary) -> dict[str, str]:
+    return {count.column: summary.sum_sql(count) for count in rollups.KEY_MEASURES} | {"last_used": "MAX(last_seen)"}
 
-# The filter fields each summary cannot answer (it does not keep that dimension).
+
+_MEASURES = {summary.model: _measures(summary) for summary in rollups.SUMMARIES}
+MEASURES = _MEASURES[DailyRollup]
+
+# The rollup dimension each filter field compares (account and region: every table keeps them).
+_FILTER_DIMS = {
+    "key": "key",
+    "principal": "principal",
+    "service": "service",
+    "operation": "operation",
+    "error": "error_code",
+    "after_hours": "after_hours",
+}
+# The filter fields each summary cannot answer (it does not keep that dimension). A summary that
+# counts only some events (`where`) answers no filter of the pages.
 _NOT_IN = {
-    KeyDay: ("principal", "service", "operation", "error", "after_hours"),
-    OperationDay: ("key", "principal", "service"),
-    PrincipalDay: ("key", "service", "operation", "error", "after_hours"),
-    KeyPrincipalDay: ("service", "operation", "error", "after_hours"),
-    KeyServiceDay: ("principal", "operation", "error", "after_hours"),
+    summary.model: tuple(name for name, dim in _FILTER_DIMS.items() if dim not in summary.dim_names)
+    for summary in rollups.SUMMARIES[1:]
+    if summary.where is None
 }
 
 
@@ -123,7 +120,7 @@ def grouped(qs: QuerySet, sets: list[tuple[str, ...]], measures: list[str]) -> l
     where = f"WHERE {where}" if where else ""
     table = qs.model._meta.db_table
     columns = list(dict.fromkeys(c for group in sets for c in group))
-    sql = KEY_DAY_MEASURES if qs.model is KeyDay else MEASURES
+    sql = _MEASURES[qs.model]
     aggregates = ", ".join(f"{sql[m]} AS {m}" for m in measures)
     connection = connections[qs.db]
     results: list[list[dict]] = [[] for _ in sets]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from audits.ingest import SUMMARIES
 from audits.models import DailyRollup, Event, IngestRun, Quarantine, RawBlock
+from audits.rollups import SUMMARIES
 
 # Every table the write path fills; the summaries come from the write path's own list, so a new one
 # cannot be forgotten here (a forgotten table leaks rows into every later test of the session).

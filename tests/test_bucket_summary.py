@@ -14,8 +14,9 @@ from django.db.models import Count
 from django.test.utils import CaptureQueriesContext
 
 from audits.cloudtrail import s3_context_names_object
-from audits.ingest import S3_OBJECT_SQL, Ingestor, start_run
+from audits.ingest import Ingestor, start_run
 from audits.models import BucketDay, Event, IngestRun
+from audits.rollups import S3_OBJECT_SQL
 from audits.synthetic import identity_role, kms_record
 from costs import savings
 from costs.prices import prices
