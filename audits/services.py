@@ -14,11 +14,13 @@ from functools import cache
 import boto3
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from audits.cloudtrail import ACCOUNT_RE, REGION_RE
 from audits.ingest import Counts
-from audits.models import IngestRun, Source
+from audits.models import Event, IngestRun, Source
+from audits.rollups import KEY, keyed
 from kmsdash.locks import run_lock
 
 ROLE_ARN_RE = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
@@ -166,3 +168,41 @@ def close_interrupted_runs(kind: str, account_id: str, region: str) -> int:
         kind=kind, account_id=account_id, region=region, status=IngestRun.Status.RUNNING
     ).update(status=IngestRun.Status.FAILED, error="Interrupted: the worker stopped before the run finished.",
              finished_at=timezone.now())
+
+
+@transaction.atomic
+def reattribute_alias(account_id: str, region: str, *, alias_name: str, alias_arn: str, key_arn: str) -> int:
+    """Point the events recorded under an alias at its key, and merge their rows of every table with a
+    key dimension (audits/rollups.py) into the key's rows, in one transaction. Returns the number of
+    events moved; a second call finds nothing left under the alias.
+
+    An alias name means the alias in the caller's own (account, region); an alias ARN is global."""
+    under_alias = Q(key=alias_arn) | Q(key=alias_name, account_id=account_id, region=region)
+    rollup, *summaries = keyed()
+    # The rollup rows are locked before the events move, as an ingest batch writes events first.
+    rollup_rows = list(rollup.model.objects.select_for_update().filter(under_alias).order_by("id"))
+    moved = Event.objects.filter(
+        Q(key=alias_arn) | Q(key=alias_name, recipient_account_id=account_id, region=region)
+    ).update(key=key_arn)
+    _merge_into_key(rollup, rollup_rows, key_arn)
+    for summary in summaries:
+        _merge_into_key(summary, summary.model.objects.select_for_update().filter(under_alias).order_by("id"), key_arn)
+    return moved
+
+
+def _merge_into_key(summary, rows, key_arn: str) -> None:
+    """Each row joins the key's row with the same other dimensions, or becomes it."""
+    model = summary.model
+    dims = [name for name in summary.dim_names if name != KEY.column]
+    for row in rows:
+        into = model.objects.select_for_update().filter(key=key_arn, **{n: getattr(row, n) for n in dims}).first()
+        if into is None:
+            row.key = key_arn
+            row.save(update_fields=["key"])
+            continue
+        for name in summary.count_names:
+            setattr(into, name, getattr(into, name) + getattr(row, name))
+        into.first_seen = min(into.first_seen, row.first_seen)
+        into.last_seen = max(into.last_seen, row.last_seen)
+        into.save(update_fields=[*summary.count_names, "first_seen", "last_seen"])
+        row.delete()

@@ -1,5 +1,5 @@
 """The inventory write path: snapshot of one (account, region) -> keys, aliases, grants, policy
-and state history, trails; then alias re-attribution of events and rollups.
+and state history, trails; then alias re-attribution of events and rollups (through audits' write side).
 
 The Celery task, the management command and the demo all call `ingest_keys`.
 """
@@ -12,10 +12,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
-from audits.models import BucketDay, DailyRollup, Event, KeyDay, KeyPrincipalDay, KeyServiceDay, Source
+from audits.models import DailyRollup, Source
+from audits.services import reattribute_alias
 
 from .models import Alias, Grant, InventoryRun, Key, KeyStateVersion, PolicyVersion, Trail
 from .source import InventoryReader, KeySnapshot, RegionSnapshot
@@ -245,13 +245,10 @@ def _store_grants(key: Key, snap: KeySnapshot, now: datetime) -> int:
     return len(ids)
 
 
-ROLLUP_DIMS = ("day", "account_id", "region", "operation", "principal", "service", "error_code", "after_hours")
-
-
 def reattribute_aliases(*, account_id: str | None = None, region: str | None = None) -> int:
-    """Point events recorded under an alias name or alias ARN at the alias's key, and merge their
-    rollup rows into the key's rows, in one transaction per alias. Idempotent: a second run finds
-    nothing left under the alias. Returns the number of events moved."""
+    """Point events recorded under an alias name or alias ARN at the alias's key, with their rollup
+    and summary rows, one transaction per alias (audits.services.reattribute_alias). Idempotent: a
+    second run finds nothing left under the alias. Returns the number of events moved."""
     aliases = Alias.objects.filter(key__isnull=False).select_related("key")
     if account_id:
         aliases = aliases.filter(account_id=account_id)
@@ -259,60 +256,10 @@ def reattribute_aliases(*, account_id: str | None = None, region: str | None = N
         aliases = aliases.filter(region=region)
     moved = 0
     for alias in aliases:
-        moved += _reattribute(alias)
+        moved += reattribute_alias(
+            alias.account_id, alias.region, alias_name=alias.name, alias_arn=alias.arn, key_arn=alias.key.arn
+        )
     return moved
-
-
-@transaction.atomic
-def _reattribute(alias: Alias) -> int:
-    target = alias.key.arn
-    # An alias name means the alias in the caller's own account and region; an alias ARN is global.
-    by_name = Q(key=alias.name, account_id=alias.account_id, region=alias.region)
-    rollups = list(DailyRollup.objects.select_for_update().filter(Q(key=alias.arn) | by_name).order_by("id"))
-    moved = Event.objects.filter(
-        Q(key=alias.arn) | Q(key=alias.name, recipient_account_id=alias.account_id, region=alias.region)
-    ).update(key=target)
-    for row in rollups:
-        dims = {name: getattr(row, name) for name in ROLLUP_DIMS}
-        into = DailyRollup.objects.select_for_update().filter(key=target, **dims).first()
-        if into is None:
-            row.key = target
-            row.save(update_fields=["key"])
-            continue
-        into.count += row.count
-        into.first_seen = min(into.first_seen, row.first_seen)
-        into.last_seen = max(into.last_seen, row.last_seen)
-        into.save(update_fields=["count", "first_seen", "last_seen"])
-        row.delete()
-    # The per-key summaries follow their rollups: rows under the alias join the key's rows.
-    for model, dims, counts in KEY_SUMMARIES:
-        rows = model.objects.select_for_update().filter(Q(key=alias.arn) | by_name).order_by("id")
-        _merge_key_rows(model, rows, target, dims, counts)
-    return moved
-
-
-KEY_SUMMARIES = (
-    (KeyDay, ("day", "account_id", "region"), ("calls", "encrypt", "decrypt", "generate", "failed",
-                                               "after_hours_calls")),
-    (KeyPrincipalDay, ("day", "account_id", "region", "principal"), ("count",)),
-    (KeyServiceDay, ("day", "account_id", "region", "service"), ("count",)),
-    (BucketDay, ("day", "account_id", "region", "s3_bucket"), ("count", "object_calls")),
-)
-
-
-def _merge_key_rows(model, rows, target: str, dims: tuple[str, ...], counts: tuple[str, ...]) -> None:
-    for row in rows:
-        into = model.objects.select_for_update().filter(key=target, **{n: getattr(row, n) for n in dims}).first()
-        if into is None:
-            row.key = target
-            row.save(update_fields=["key"])
-            continue
-        for name in counts:
-            setattr(into, name, getattr(into, name) + getattr(row, name))
-        into.first_seen = min(into.first_seen, row.first_seen)
-        into.last_seen = max(into.last_seen, row.last_seen)
-        into.save(update_fields=[*counts, "first_seen", "last_seen"])
-        row.delete()
 
 
 def accept_finding(finding, *, user, reason: str):
