@@ -26,7 +26,7 @@ import logging
 import operator
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -42,7 +42,7 @@ from django.utils import timezone
 from . import rawcodec, retention
 from .cloudtrail import BusinessHours, NormalizedEvent, NotKmsEvent, ParseError, loads_record, parse_record
 from .fields import unique_key_sql
-from .models import Event, IngestRun, Quarantine, RawBlock
+from .models import Checkpoint, Event, IngestRun, Quarantine, RawBlock
 from .rollups import DIMENSIONS, SUMMARIES, Summary
 
 logger = logging.getLogger(__name__)
@@ -103,6 +103,107 @@ def finish_run(
         # rolled back (its quarantine rows, for one, do not exist).
         run.refresh_from_db(fields=list(counts.as_dict()))
     return run
+
+
+def describe_error(exc: BaseException, run: Run | None = None) -> str:
+    """How a failed run's ledger row names the error that ended it."""
+    return f"{type(exc).__name__}: {exc}"[:2000]
+
+
+class Run:
+    """One pass of a source, as `ingest_run` gives it: its ledger row, the Ingestor that writes its
+    records, the ledger's other counters, and what the pass asks for once it succeeds.
+
+    The source sets `files` or `pages` (written to the row however the run ends), calls `fail()` for
+    a pass that ends normally but incomplete (no checkpoint moves), and `advance_checkpoint()` for
+    the position it has read up to whole (moved in the transaction that closes the row, only if the
+    run succeeds)."""
+
+    def __init__(self, row: IngestRun, ingestor: Ingestor):
+        self.row = row
+        self.ingestor = ingestor
+        self.files: int | None = None
+        self.pages: int | None = None
+        self.failure = ""
+        self._checkpoint: tuple[datetime, datetime | None] | None = None
+
+    @property
+    def counts(self) -> Counts:
+        return self.ingestor.counts
+
+    def fail(self, error: str) -> None:
+        self.failure = error[:2000]
+
+    def advance_checkpoint(self, to: datetime, *, read_from: datetime | None = None) -> None:
+        """On success, move the scope's checkpoint to `to`: never backwards, and, given `read_from`
+        (where the pass started reading), only if the checkpoint lies within [read_from, to): no gap."""
+        self._checkpoint = (to, read_from)
+
+    def _close(self, status: str, error: str) -> None:
+        counters = {name: value for name, value in (("files", self.files), ("pages", self.pages)) if value is not None}
+        if counters:
+            IngestRun.objects.filter(pk=self.row.pk).update(**counters)
+            for name, value in counters.items():
+                setattr(self.row, name, value)
+        finish_run(self.row, self.counts, status=status, error=error)
+
+    def _succeed(self) -> None:
+        if self.failure:
+            self._close(IngestRun.Status.FAILED, self.failure)
+            return
+        with transaction.atomic():
+            self._close(IngestRun.Status.SUCCEEDED, "")
+            if self._checkpoint is not None:
+                to, read_from = self._checkpoint
+                advance_checkpoint(self.row.kind, self.row.account_id, self.row.region, to, read_from=read_from)
+
+
+@contextmanager
+def ingest_run(
+    kind: str,
+    *,
+    account_id: str = "",
+    region: str = "",
+    window_start: datetime | None = None,
+    window_end: datetime | None = None,
+    describe: Callable[[BaseException, Run], str] = describe_error,
+    **ingestor_options: Any,
+) -> Iterator[Run]:
+    """Start a run (its ledger row and its Ingestor) for the `with` block, then close it.
+
+    When the block ends, everything buffered is written and the row closed as succeeded (or as the
+    block's `run.fail()` said), with the checkpoint it asked for. When the block raises (anything,
+    a Ctrl-C or a Celery time limit included), what was read before is still written, the row is
+    closed as failed with `describe(exc, run)`, the checkpoint stays, and the error goes on up.
+    """
+    row = start_run(kind, account_id=account_id, region=region, window_start=window_start, window_end=window_end)
+    run = Run(row, Ingestor(row, **ingestor_options))
+    try:
+        yield run
+        run.ingestor.flush()
+    except BaseException as exc:
+        try:
+            run.ingestor.flush()
+            run._close(IngestRun.Status.FAILED, describe(exc, run))
+        except Exception:  # e.g. the database went away: the original error matters more
+            logger.exception("could not record the failed run", extra={"run": row.pk, "kind": kind})
+        raise
+    run._succeed()
+
+
+def advance_checkpoint(
+    kind: str, account_id: str, region: str, to: datetime, *, read_from: datetime | None = None
+) -> None:
+    """Move (kind, account, region)'s checkpoint to `to`, or create it there; never backwards, and
+    with `read_from` only when the checkpoint lies at or after it (the pass left no gap)."""
+    checkpoint = (
+        Checkpoint.objects.select_for_update().filter(kind=kind, account_id=account_id, region=region).first()
+    )
+    if checkpoint is None:
+        Checkpoint.objects.create(kind=kind, account_id=account_id, region=region, high_watermark=to)
+    elif checkpoint.high_watermark < to and (read_from is None or read_from <= checkpoint.high_watermark):
+        checkpoint.high_watermark = to
+        checkpoint.save(update_fields=["high_watermark", "updated_at"])
 
 
 class Ingestor:

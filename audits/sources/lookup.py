@@ -29,11 +29,10 @@ from typing import Any
 from botocore.exceptions import ClientError
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from audits.ingest import Counts, Ingestor, finish_run, start_run
+from audits.ingest import Counts, Run, ingest_run
 from audits.models import Checkpoint, IngestRun, Source
 from kmsdash import aws
 
@@ -211,73 +210,46 @@ def ingest_window(
     """Read one window whole, then advance the checkpoint (never backwards, never past a gap).
 
     Raises WindowCutShort, its events kept, once `max_pages` pages were read and more remain."""
-    run = start_run(
-        IngestRun.Kind.LOOKUP,
-        account_id=source.account_id,
-        region=region,
-        window_start=window.start,
-        window_end=window.end,
-    )
     location = f"lookup:{source.account_id}:{region}"
-    ingestor = Ingestor(run)
-    pages = restarts = 0
+    restarts = 0
     try:
-        while True:
-            try:
-                for events in read_window(cloudtrail, window, max_pages=max_pages):
-                    pages += 1
-                    for event in events:
-                        ingestor.add(event.get("CloudTrailEvent") or "", location=location)
-                break
-            except ClientError as exc:
-                if _code(exc) != "InvalidNextTokenException" or restarts >= MAX_WINDOW_RESTARTS:
-                    raise
-                restarts += 1
-                logger.warning("lookup window restarted after an invalid NextToken",
-                               extra={"account_id": source.account_id, "region": region, "restart": restarts})
-        ingestor.flush()
-    except BaseException as exc:
-        try:
-            ingestor.flush()
-            IngestRun.objects.filter(pk=run.pk).update(pages=pages)
-            if isinstance(exc, WindowCutShort):
-                error = str(exc)
-            elif isinstance(exc, SoftTimeLimitExceeded):  # the budget should prevent it; if not, shrink too
-                error = f"{CUT_SHORT} by the task's soft time limit after {pages} pages"
-            else:
-                error = _describe(exc)
-            finish_run(run, ingestor.counts, status=IngestRun.Status.FAILED, error=error)
-        except Exception:  # e.g. the database went away: the original error matters more
-            logger.exception("could not record the failed lookup window")
-        if isinstance(exc, WindowCutShort):
-            raise
-        if isinstance(exc, ClientError):
-            if _code(exc) in THROTTLING_CODES:
-                raise Throttled(_describe(exc)) from exc
-            raise WindowFailed(_describe(exc)) from exc
-        raise
-    with transaction.atomic():
-        IngestRun.objects.filter(pk=run.pk).update(pages=pages)
-        run.pages = pages
-        finish_run(run, ingestor.counts)
-        advance_checkpoint(source.account_id, region, window)
-    return WindowResult(window, run, ingestor.counts)
+        with ingest_run(
+            IngestRun.Kind.LOOKUP,
+            account_id=source.account_id,
+            region=region,
+            window_start=window.start,
+            window_end=window.end,
+            describe=_window_error,
+        ) as run:
+            run.pages = 0
+            while True:
+                try:
+                    for events in read_window(cloudtrail, window, max_pages=max_pages):
+                        run.pages += 1
+                        for event in events:
+                            run.ingestor.add(event.get("CloudTrailEvent") or "", location=location)
+                    break
+                except ClientError as exc:
+                    if _code(exc) != "InvalidNextTokenException" or restarts >= MAX_WINDOW_RESTARTS:
+                        raise
+                    restarts += 1
+                    logger.warning("lookup window restarted after an invalid NextToken",
+                                   extra={"account_id": source.account_id, "region": region, "restart": restarts})
+            run.advance_checkpoint(window.end, read_from=window.start)
+    except ClientError as exc:
+        if _code(exc) in THROTTLING_CODES:
+            raise Throttled(_describe(exc)) from exc
+        raise WindowFailed(_describe(exc)) from exc
+    return WindowResult(window, run.row, run.counts)
 
 
-def advance_checkpoint(account_id: str, region: str, window: Window) -> None:
-    """Move the checkpoint to window.end if the window starts at or before it (no gap), or create it."""
-    checkpoint = (
-        Checkpoint.objects.select_for_update()
-        .filter(kind=IngestRun.Kind.LOOKUP, account_id=account_id, region=region)
-        .first()
-    )
-    if checkpoint is None:
-        Checkpoint.objects.create(
-            kind=IngestRun.Kind.LOOKUP, account_id=account_id, region=region, high_watermark=window.end
-        )
-    elif window.start <= checkpoint.high_watermark < window.end:
-        checkpoint.high_watermark = window.end
-        checkpoint.save(update_fields=["high_watermark", "updated_at"])
+def _window_error(exc: BaseException, run: Run) -> str:
+    """The ledger's error for a failed window; a window cut short says so, so the next are shorter."""
+    if isinstance(exc, WindowCutShort):
+        return str(exc)
+    if isinstance(exc, SoftTimeLimitExceeded):  # the budget should prevent it; if not, shrink too
+        return f"{CUT_SHORT} by the task's soft time limit after {run.pages} pages"
+    return _describe(exc)
 
 
 def ingest_lookup(

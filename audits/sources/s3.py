@@ -35,10 +35,9 @@ from botocore.exceptions import (
     ResponseStreamingError,
 )
 from django.conf import settings
-from django.db import transaction
 from django.utils import timezone
 
-from audits.ingest import Counts, Ingestor, bulk_gc, finish_run, start_run
+from audits.ingest import Counts, Ingestor, bulk_gc, ingest_run
 from audits.models import Checkpoint, IngestRun, ProcessedObject, Quarantine, Source
 from audits.sources.files import FileError, iter_file_records
 from kmsdash import aws
@@ -204,17 +203,16 @@ def ingest_s3(
     bucket = source.s3_bucket
     watermark = Checkpoint.objects.watermark(IngestRun.Kind.S3, source.account_id, region)
     days = days_to_list(watermark, now, since=since, until=until)
-    run = start_run(
+    with ingest_run(
         IngestRun.Kind.S3,
         account_id=source.account_id,
         region=region,
         window_start=datetime.combine(days[0], datetime.min.time(), tzinfo=UTC) if days else None,
         window_end=now,
-    )
-    result = S3Result(run=run)
-    # Outside a transaction (a Celery task, a command), batches are written while the next are read.
-    ingestor = Ingestor(run, background_writes=True)
-    try:
+        # Outside a transaction (a Celery task, a command), batches are written while the next are read.
+        background_writes=True,
+    ) as run:
+        result = S3Result(run=run.row, counts=run.counts)
         s3 = aws.client("s3", region, source=source)
         todo = []
         for day in days:
@@ -237,35 +235,14 @@ def ingest_s3(
                     result.skipped += 1
                 else:
                     todo.append(obj)
-        for obj, fetched in prefetched(s3, bucket, todo):
-            ingest_object(s3, bucket, obj, ingestor, result, fetched)
-        ingestor.flush()
-    except BaseException as exc:
         try:
-            ingestor.flush()
-            _close(run, result, ingestor.counts, IngestRun.Status.FAILED, f"{type(exc).__name__}: {exc}"[:2000])
-        except Exception:
-            logger.exception("could not record the failed S3 pass")
-        raise
-    result.counts = ingestor.counts
-    if result.deferred:
-        _close(run, result, ingestor.counts, IngestRun.Status.FAILED,
-               f"{result.deferred} object(s) could not be read and will be retried "
-               f"(first: {result.deferred_because})"[:2000])
-        return result
-    with transaction.atomic():
-        _close(run, result, ingestor.counts, IngestRun.Status.SUCCEEDED, "")
-        if since is None and until is None:
-            checkpoint, created = Checkpoint.objects.select_for_update().get_or_create(
-                kind=IngestRun.Kind.S3, account_id=source.account_id, region=region,
-                defaults={"high_watermark": now},
-            )
-            if not created and checkpoint.high_watermark < now:
-                checkpoint.high_watermark = now
-                checkpoint.save(update_fields=["high_watermark", "updated_at"])
+            for obj, fetched in prefetched(s3, bucket, todo):
+                ingest_object(s3, bucket, obj, run.ingestor, result, fetched)
+        finally:
+            run.files = result.processed
+        if result.deferred:
+            run.fail(f"{result.deferred} object(s) could not be read and will be retried "
+                     f"(first: {result.deferred_because})")
+        elif since is None and until is None:
+            run.advance_checkpoint(now)
     return result
-
-
-def _close(run: IngestRun, result: S3Result, counts: Counts, status: str, error: str) -> None:
-    IngestRun.objects.filter(pk=run.pk).update(files=result.processed)
-    finish_run(run, counts, status=status, error=error)
