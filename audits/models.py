@@ -16,6 +16,32 @@ from .fields import HashedTextField, HashText, UniqueKey
 account_id_validator = RegexValidator(r"^\d{12}$", "An AWS account id is 12 digits.")
 
 
+class SourceQuerySet(models.QuerySet):
+    def regions(self, *, account_id: str | None = None, region: str | None = None) -> list[tuple[Source, str]]:
+        """(source, region) for each enabled source and each of its regions (or the one named)."""
+        sources = self.filter(enabled=True)
+        if account_id:
+            sources = sources.filter(account_id=account_id)
+        return [
+            (source, source_region)
+            for source in sources
+            for source_region in source.regions or []
+            if region is None or source_region == region
+        ]
+
+    def scopes(
+        self, kinds=("lookup", "s3"), *, account_id: str | None = None, region: str | None = None
+    ) -> list[tuple[str, str, str]]:
+        """The (kind, account, region) scopes the scheduled sources of `kinds` read: every enabled
+        source's regions, LookupEvents where enabled, S3 where a bucket is set."""
+        return [
+            (kind, source.account_id, source_region)
+            for source, source_region in self.regions(account_id=account_id, region=region)
+            for kind in kinds
+            if source.reads(kind)
+        ]
+
+
 class Source(models.Model):
     """An AWS account to watch, with the regions to read and how to reach it.
 
@@ -36,6 +62,8 @@ class Source(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    objects = SourceQuerySet.as_manager()
+
     class Meta:
         ordering = ["account_id"]
 
@@ -45,6 +73,14 @@ class Source(models.Model):
     @property
     def has_s3(self) -> bool:
         return bool(self.s3_bucket)
+
+    def reads(self, kind: str) -> bool:
+        """Whether the scheduled source `kind` (lookup, s3) reads this account."""
+        if kind == IngestRun.Kind.LOOKUP:
+            return self.lookup_enabled
+        if kind == IngestRun.Kind.S3:
+            return self.has_s3
+        raise ValueError(f"unknown source kind {kind!r}")
 
 
 class EventQuerySet(models.QuerySet):

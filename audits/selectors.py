@@ -16,16 +16,18 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import EmptyResultSet, FullResultSet
 from django.core.paginator import Page, Paginator
 from django.db import connections
-from django.db.models import Count, Max, Min, Q, QuerySet, Sum
+from django.db.models import Count, Max, Min, OuterRef, Q, QuerySet, Subquery, Sum
 from django.utils import timezone
 
 from . import rollups
 from .cloudtrail import CRITICAL_EVENT_NAMES, KEY_ID_RE
 from .filters import EARLIEST, LATEST, EventFilter
 from .models import (
+    Checkpoint,
     DailyRollup,
     Event,
     IngestRun,
@@ -34,14 +36,14 @@ from .models import (
     KeyServiceDay,
     OperationDay,
     PrincipalDay,
+    Quarantine,
+    Retention,
     Source,
 )
 
 CRITICAL = sorted(CRITICAL_EVENT_NAMES)
 FAILED = ~Q(error_code="")
 AFTER_HOURS = Q(after_hours=True)
-# A source whose newest successful pass is older than this is shown as lagging (passes run every 5 minutes).
-STALE_AFTER = timedelta(minutes=30)
 
 # The columns lists of events show; the raw record is read only by the drawer.
 LIST_FIELDS = (
@@ -285,63 +287,154 @@ def _after(cursor: tuple[datetime, int]) -> Q:
     return Q(event_time__lt=when) | Q(event_time=when, id__lt=pk)
 
 
-@dataclass(frozen=True)
-class SourceLag:
+# --- ingestion health ----------------------------------------------------------------------------
+
+# A scheduled source runs every 5 minutes and reads up to 5 minutes behind: data half an hour behind
+# means several runs in a row did not move it.
+LAG_WARNING = timedelta(minutes=30)
+QUARANTINE_RECENT = timedelta(days=7)
+# Local file imports are run by hand: their age says nothing about health.
+SCHEDULED_KINDS = (IngestRun.Kind.LOOKUP, IngestRun.Kind.S3)
+_UNFINISHED = (IngestRun.Status.RUNNING, IngestRun.Status.SKIPPED)
+
+
+@dataclass
+class ScopeHealth:
+    """How one (source kind, account, region) is doing.
+
+    The one rule for "lagging": the data read so far (the scope's checkpoint, which moves only once a
+    window or pass has committed whole; for a scope without one, the end of its last successful run)
+    is more than LAG_WARNING behind now. "Failing": its last finished run failed."""
+
     kind: str
     account_id: str
     region: str
-    last_status: str
-    last_success: datetime | None
-    error: str
-
-    @property
-    def failed(self) -> bool:
-        return self.last_status == IngestRun.Status.FAILED
+    last_run: IngestRun | None
+    last_success_at: datetime | None
+    last_failure: IngestRun | None
+    high_watermark: datetime | None
+    lag: timedelta | None
+    last_finished_status: str = ""
+    configured: bool = False  # an enabled source reads this scope
 
     @property
     def kind_label(self) -> str:
-        return IngestRun.Kind(self.kind).label
+        return IngestRun.Kind(self.kind).label if self.kind in IngestRun.Kind.values else self.kind
+
+    @property
+    def lag_text(self) -> str:
+        if self.lag is None:
+            return ""
+        minutes = max(int(self.lag.total_seconds() // 60), 0)
+        days, minutes = divmod(minutes, 24 * 60)
+        hours, minutes = divmod(minutes, 60)
+        if days:
+            return f"{days} d {hours} h"
+        if hours:
+            return f"{hours} h {minutes} min"
+        return f"{minutes} min"
+
+    @property
+    def failing(self) -> bool:
+        return self.last_finished_status == IngestRun.Status.FAILED
+
+    @property
+    def lagging(self) -> bool:
+        if self.kind not in SCHEDULED_KINDS:
+            return False
+        return self.lag is None or self.lag > LAG_WARNING
+
+    @property
+    def warning(self) -> bool:
+        return self.failing or self.lagging
+
+
+def ingestion_health(now: datetime | None = None) -> list[ScopeHealth]:
+    """One row per (source kind, account, region) that has run, has a checkpoint, or is configured,
+    in four queries however many scopes and runs there are.
+
+    Lag is now minus the checkpoint's high watermark (how far behind the data is), or, for a
+    source without checkpoints, now minus the end of its last successful run.
+    """
+    now = now or timezone.now()
+    same_scope = IngestRun.objects.filter(
+        kind=OuterRef("kind"), account_id=OuterRef("account_id"), region=OuterRef("region")
+    ).order_by("-started_at", "-id")
+    per_scope = (
+        IngestRun.objects.order_by()
+        .values("kind", "account_id", "region")
+        .distinct()
+        .annotate(
+            last_run_id=Subquery(same_scope.values("id")[:1]),
+            last_finished_status=Subquery(same_scope.exclude(status__in=_UNFINISHED).values("status")[:1]),
+            last_failure_id=Subquery(same_scope.filter(status=IngestRun.Status.FAILED).values("id")[:1]),
+            last_success_at=Subquery(same_scope.filter(status=IngestRun.Status.SUCCEEDED).values("finished_at")[:1]),
+        )
+    )
+    rows = {(r["kind"], r["account_id"], r["region"]): r for r in per_scope}
+    run_ids = {r[name] for r in rows.values() for name in ("last_run_id", "last_failure_id") if r[name]}
+    runs = IngestRun.objects.in_bulk(run_ids)
+    watermarks = {(c.kind, c.account_id, c.region): c.high_watermark for c in Checkpoint.objects.all()}
+    configured = {(str(kind), account, region) for kind, account, region in Source.objects.scopes()}
+
+    health = []
+    for scope in sorted(set(rows) | set(watermarks) | configured):
+        row = rows.get(scope, {})
+        last_success_at = row.get("last_success_at")
+        high_watermark = watermarks.get(scope)
+        reference = high_watermark or last_success_at
+        health.append(
+            ScopeHealth(
+                kind=scope[0],
+                account_id=scope[1],
+                region=scope[2],
+                last_run=runs.get(row.get("last_run_id")),
+                last_success_at=last_success_at,
+                last_failure=runs.get(row.get("last_failure_id")),
+                high_watermark=high_watermark,
+                lag=(now - reference) if reference else None,
+                last_finished_status=row.get("last_finished_status") or "",
+                configured=scope in configured,
+            )
+        )
+    return health
 
 
 @dataclass(frozen=True)
 class Freshness:
     updated_at: datetime | None  # end of the newest successful pass
-    problems: list[SourceLag]
+    problems: list[ScopeHealth]  # configured scopes that fail or lag
 
 
 def freshness(now: datetime | None = None) -> Freshness:
-    """When data last arrived, and which configured (kind, account, region) scopes lag or last failed.
-
-    Each scope costs two lookups on the run ledger's (kind, account, region, -started_at) index,
-    however long the ledger grows.
-    """
-    now = now or timezone.now()
-    succeeded = IngestRun.objects.filter(status=IngestRun.Status.SUCCEEDED)
-    newest = succeeded.order_by("-id").values_list("finished_at", flat=True).first()
-    problems = []
-    for kind, account_id, region in _scopes():
-        runs = IngestRun.objects.filter(kind=kind, account_id=account_id, region=region).order_by("-started_at")
-        last = runs.exclude(status__in=[IngestRun.Status.RUNNING, IngestRun.Status.SKIPPED]).first()
-        last_success = runs.filter(status=IngestRun.Status.SUCCEEDED).values_list("finished_at", flat=True).first()
-        failed = last is not None and last.status == IngestRun.Status.FAILED
-        if failed or last_success is None or last_success < now - STALE_AFTER:
-            problems.append(
-                SourceLag(
-                    kind, account_id, region, last.status if last else "", last_success, last.error if last else ""
-                )
-            )
+    """When data last arrived, and which configured scopes lag or last failed (ingestion_health's rule)."""
+    newest = (
+        IngestRun.objects.filter(status=IngestRun.Status.SUCCEEDED)
+        .order_by("-id")
+        .values_list("finished_at", flat=True)
+        .first()
+    )
+    problems = [scope for scope in ingestion_health(now) if scope.configured and scope.warning]
     return Freshness(newest, problems)
 
 
-def _scopes() -> list[tuple[str, str, str]]:
-    scopes = []
-    for source in Source.objects.filter(enabled=True):
-        for region in source.regions or []:
-            if source.lookup_enabled:
-                scopes.append((IngestRun.Kind.LOOKUP, source.account_id, region))
-            if source.has_s3:
-                scopes.append((IngestRun.Kind.S3, source.account_id, region))
-    return scopes
+def recent_quarantine_count(now: datetime | None = None) -> int:
+    since = (now or timezone.now()) - QUARANTINE_RECENT
+    return Quarantine.objects.filter(created_at__gte=since).count()
+
+
+@dataclass
+class RetentionStatus:
+    days: int  # 0: all events kept
+    mark: Retention | None  # None before the first purge
+
+
+def retention() -> RetentionStatus:
+    return RetentionStatus(settings.KMSDASH_EVENT_RETENTION_DAYS, Retention.objects.order_by("pk").first())
+
+
+def sources() -> QuerySet[Source]:
+    return Source.objects.all()
 
 
 # --- keys ----------------------------------------------------------------------------------------

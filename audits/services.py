@@ -104,21 +104,10 @@ def upsert_source(
 
 def scopes(kind: str, *, account_id: str | None = None, region: str | None = None) -> list[tuple[str, str]]:
     """(account, region) pairs that `kind` reads: enabled sources, their regions."""
-    sources = Source.objects.filter(enabled=True)
-    if kind == IngestRun.Kind.LOOKUP:
-        sources = sources.filter(lookup_enabled=True)
-    elif kind == IngestRun.Kind.S3:
-        sources = sources.exclude(s3_bucket="")
-    else:
+    if kind not in KINDS:
         raise ValueError(f"unknown source kind {kind!r}")
-    if account_id:
-        sources = sources.filter(account_id=account_id)
-    return [
-        (source.account_id, source_region)
-        for source in sources
-        for source_region in source.regions
-        if region is None or source_region == region
-    ]
+    return [(account, scope_region) for _, account, scope_region in
+            Source.objects.scopes((kind,), account_id=account_id, region=region)]
 
 
 @dataclass

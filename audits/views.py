@@ -11,7 +11,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from kmsdash.middleware import wants_fragment
-from kmsdash.roles import ANALYST, role_required
+from kmsdash.roles import ADMIN, ANALYST, role_required
 
 from . import charts, retention, selectors
 from .exports import may_export
@@ -206,3 +206,22 @@ def _period_params(f: EventFilter, period: str) -> dict[str, str]:
     if period == "custom":
         return {**f.as_params(), "period": "custom"}
     return {**f.replace(since=None, until=None).as_params(), "period": period}
+
+
+@role_required(ADMIN)
+def health(request: HttpRequest) -> HttpResponse:
+    """Ingestion health: every scope's state, lag and last error, the quarantine and retention."""
+    now = timezone.now()
+    scopes = selectors.ingestion_health(now)
+    context = {
+        "now": now,
+        "scopes": scopes,
+        "warnings": sum(scope.warning for scope in scopes),
+        "lag_warning_minutes": int(selectors.LAG_WARNING.total_seconds() // 60),
+        "quarantine_recent": selectors.recent_quarantine_count(now),
+        "quarantine_days": selectors.QUARANTINE_RECENT.days,
+        "sources": selectors.sources(),
+        "retention": selectors.retention(),
+    }
+    template = "kmsdash/health.html#status" if wants_fragment(request) else "kmsdash/health.html"
+    return render(request, template, context)

@@ -15,12 +15,10 @@ log = logging.getLogger(__name__)
 def schedule_inventory() -> int:
     from audits.models import Source
 
-    queued = 0
-    for source in Source.objects.filter(enabled=True):
-        for region in source.regions or []:
-            inventory_region.delay(source.pk, region)
-            queued += 1
-    return queued
+    scopes = Source.objects.regions()
+    for source, region in scopes:
+        inventory_region.delay(source.pk, region)
+    return len(scopes)
 
 
 @shared_task

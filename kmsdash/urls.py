@@ -9,7 +9,7 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("start/", views.start, name="start"),
-    path("health/", views.health, name="health"),
+    path("", include("audits.health_urls")),
     path("exports/", views.exports, name="exports"),
     path("costs/", include("costs.urls")),
     path("", include("inventory.urls")),

@@ -4,10 +4,8 @@ from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.utils import timezone
 
 from . import selectors
-from .middleware import wants_fragment
 from .roles import ADMIN, ANALYST, FINANCE, has_role, role_required
 
 SNAPSHOT_KEYS = ("as_of", "last_id")
@@ -20,24 +18,6 @@ def start(request: HttpRequest) -> HttpResponse:
     if has_role(request.user, FINANCE):
         return redirect("costs:overview")
     raise PermissionDenied
-
-
-@role_required(ADMIN)
-def health(request: HttpRequest) -> HttpResponse:
-    now = timezone.now()
-    scopes = selectors.ingestion_health(now)
-    context = {
-        "now": now,
-        "scopes": scopes,
-        "warnings": sum(scope.warning for scope in scopes),
-        "lag_warning_minutes": int(selectors.LAG_WARNING.total_seconds() // 60),
-        "quarantine_recent": selectors.recent_quarantine_count(now),
-        "quarantine_days": selectors.QUARANTINE_RECENT.days,
-        "sources": selectors.sources(),
-        "retention": selectors.retention(),
-    }
-    template = "kmsdash/health.html#status" if wants_fragment(request) else "kmsdash/health.html"
-    return render(request, template, context)
 
 
 @role_required(ADMIN)

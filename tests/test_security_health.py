@@ -6,8 +6,8 @@ import pytest
 import time_machine
 
 from audits.models import Checkpoint, IngestRun, Quarantine, Source
+from audits.selectors import ingestion_health
 from kmsdash.roles import ADMIN
-from kmsdash.selectors import ingestion_health
 
 from .security_support import make_user
 

@@ -15,10 +15,7 @@ class Command(BaseCommand):
         parser.add_argument("--region", help="Only this region (required when no account is configured).")
 
     def handle(self, *args, account_id=None, region=None, **options):
-        sources = Source.objects.filter(enabled=True)
-        if account_id:
-            sources = sources.filter(account_id=account_id)
-        scopes = [(s, r) for s in sources for r in (s.regions or []) if not region or r == region]
+        scopes = Source.objects.regions(account_id=account_id, region=region or None)
         if not Source.objects.exists():
             # No account configured: the default credential chain's own account.
             if not region:
