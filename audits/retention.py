@@ -30,7 +30,7 @@ from django.db import connection, transaction
 from django.db.models import Min
 from django.utils import timezone
 
-from kmsdash.locks import lock_key
+from kmsdash.locks import lock_key, run_lock
 
 from . import rawcodec
 from .cloudtrail import CRITICAL_EVENT_NAMES, NormalizedEvent
@@ -45,6 +45,7 @@ class PurgeResult:
     events: int = 0
     raw_blocks: int = 0  # deleted
     raw_blocks_rewritten: int = 0  # with only the records of kept events
+    skipped: bool = False  # another purge holds the lock: nothing done
 
 
 def horizon(*, days: int | None = None, now: datetime | None = None) -> datetime | None:
@@ -74,8 +75,14 @@ def writable(rows: list[tuple[NormalizedEvent, bytes]]) -> tuple[list[tuple[Norm
     return kept, len(rows) - len(kept)
 
 
+PURGE_LOCK = "audits.retention.purge"
+
+
 def purge_events(*, days: int | None = None, now: datetime | None = None, dry_run: bool = False) -> PurgeResult:
-    """Purge the events before the retention horizon, day by day, and the raw records they leave unused."""
+    """Purge the events before the retention horizon, day by day, and the raw records they leave unused.
+
+    One purge at a time (a run lock): a second caller gets a result marked `skipped`. A dry run only
+    counts, and needs no lock."""
     result = PurgeResult(horizon(days=days, now=now))
     if result.horizon is None:
         return result
@@ -87,6 +94,15 @@ def purge_events(*, days: int | None = None, now: datetime | None = None, dry_ru
             purged_before(), result.horizon, remaining=critical, dry_run=True
         )
         return result
+    with run_lock(PURGE_LOCK) as acquired:
+        if not acquired:
+            result.skipped = True
+            return result
+        return _purge(result)
+
+
+def _purge(result: PurgeResult) -> PurgeResult:
+    purgeable = Event.objects.exclude(event_name__in=CRITICAL_EVENT_NAMES)
     upper = None
     while upper != result.horizon:
         oldest = purgeable.filter(event_time__lt=result.horizon).aggregate(t=Min("event_time"))["t"]

@@ -24,6 +24,7 @@ from django.db.models import Max, Min, Q, Sum
 from django.utils import timezone
 
 from audits.models import DailyRollup, Event, Source
+from kmsdash.locks import run_lock
 
 from . import policy as pol
 from .models import EncryptionContextRule, Finding, Key, Trail
@@ -368,8 +369,18 @@ def current_facts(now: datetime | None = None) -> list[Fact]:
     return facts
 
 
-def recompute(now: datetime | None = None) -> dict[str, int]:
-    """Bring the stored findings in line with what holds now. Returns counts of what changed."""
+LOCK_NAME = "inventory:findings"
+
+
+def recompute(now: datetime | None = None) -> dict[str, int] | None:
+    """Bring the stored findings in line with what holds now, under the findings' run lock. Returns
+    counts of what changed, or None, having changed nothing, when another recompute holds the lock
+    (it may have read before the caller's changes committed: the caller decides whether to retry)."""
+    with run_lock(LOCK_NAME) as acquired:
+        return _recompute(now) if acquired else None
+
+
+def _recompute(now: datetime | None) -> dict[str, int]:
     now = now or timezone.now()
     facts = {fact.fingerprint: fact for fact in current_facts(now)}
     counts = {"opened": 0, "held": 0, "resolved": 0}

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from audits.models import DailyRollup, Source
 from audits.services import reattribute_alias
+from kmsdash.locks import run_lock
 
 from .models import Alias, Grant, InventoryRun, Key, KeyStateVersion, PolicyVersion, Trail
 from .source import InventoryReader, KeySnapshot, RegionSnapshot
@@ -70,10 +71,28 @@ def reader_for(source: Source | None, region: str) -> InventoryReader:
     return InventoryReader(client("kms", region, source=source), client("cloudtrail", region, source=source))
 
 
+def lock_name(source: Source | None, region: str, account_id: str | None = None) -> str:
+    """The run lock of one (account, region)'s inventory ('default': the credential chain's own account)."""
+    return f"inventory:{account_id or (source.account_id if source else '') or 'default'}:{region}"
+
+
 def ingest_keys(
     source: Source | None, region: str, *, account_id: str | None = None, reader: InventoryReader | None = None
+) -> InventoryRun | None:
+    """Read one (account, region) and store it, under its run lock; a failed read changes nothing but
+    the ledger. Returns None, having read nothing, when another caller holds the lock: that one is
+    doing the same work already."""
+    name = lock_name(source, region, account_id)
+    with run_lock(name) as acquired:
+        if not acquired:
+            log.info("inventory already running", extra={"lock": name})
+            return None
+        return _ingest_keys(source, region, account_id=account_id, reader=reader)
+
+
+def _ingest_keys(
+    source: Source | None, region: str, *, account_id: str | None, reader: InventoryReader | None
 ) -> InventoryRun:
-    """Read one (account, region) and store it; a failed read changes nothing but the ledger."""
     account_id = account_id or (source.account_id if source else "")
     run = InventoryRun.objects.create(account_id=account_id, region=region)
     try:

@@ -1,12 +1,10 @@
-"""Thin Celery tasks: fan out per (account, region), take a lock, call the service."""
+"""Thin Celery tasks: fan out per (account, region), call the service (which takes the run lock)."""
 
 from __future__ import annotations
 
 import logging
 
 from celery import shared_task
-
-from kmsdash.locks import run_lock
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +28,8 @@ def inventory_region(source_id: int, region: str) -> None:
     source = Source.objects.filter(pk=source_id, enabled=True).first()
     if source is None:
         return
-    with run_lock(f"inventory:{source.account_id}:{region}") as acquired:
-        if not acquired:
-            log.info("inventory already running", extra={"account_id": source.account_id, "region": region})
-            return
-        services.ingest_keys(source, region)
+    if services.ingest_keys(source, region) is None:  # already running elsewhere
+        return
     recompute_findings.delay()
 
 
@@ -42,9 +37,6 @@ def inventory_region(source_id: int, region: str) -> None:
 def recompute_findings() -> None:
     from . import findings
 
-    with run_lock("inventory:findings") as acquired:
-        if acquired:
-            findings.recompute()
-        else:
-            # The running recompute may have read before our inventory committed: go again later.
-            recompute_findings.apply_async(countdown=60)
+    if findings.recompute() is None:
+        # The running recompute may have read before our inventory committed: go again later.
+        recompute_findings.apply_async(countdown=60)

@@ -24,6 +24,9 @@ class Command(BaseCommand):
         if result.horizon is None:
             self.stdout.write("Retention is off (KMSDASH_EVENT_RETENTION_DAYS=0): nothing purged.")
             return
+        if result.skipped:
+            self.stdout.write("Another purge is running: nothing done.")
+            return
         verb = "would delete" if dry_run else "deleted"
         self.stdout.write(
             f"events before {result.horizon:%Y-%m-%d %H:%M} UTC: {verb} {result.events} events, "

@@ -33,8 +33,8 @@ class Command(BaseCommand):
         parser.add_argument("--recompute", action="store_true", help="Recompute from the inventory and rollups first.")
 
     def handle(self, *args, format="json", status="open", kind="", recompute=False, **options):
-        if recompute:
-            findings.recompute()
+        if recompute and findings.recompute() is None:
+            self.stderr.write("Another recompute is running: showing the findings stored before it.")
         rows = [
             {
                 "kind": f.kind,

@@ -4,7 +4,6 @@ from django.core.management.base import BaseCommand, CommandError
 
 from audits.models import Source
 from inventory import findings, services
-from kmsdash.locks import run_lock
 
 
 class Command(BaseCommand):
@@ -25,23 +24,27 @@ class Command(BaseCommand):
             raise CommandError("Nothing to read: no enabled account/region matches.")
         failures = 0
         for source, scope_region in scopes:
-            name = f"inventory:{source.account_id if source else 'default'}:{scope_region}"
-            with run_lock(name) as acquired:
-                if not acquired:
-                    self.stderr.write(f"{name}: already running, skipped")
-                    continue
-                try:
-                    run = services.ingest_keys(source, scope_region)
-                except Exception as exc:  # noqa: BLE001 - one scope failing does not stop the others
-                    failures += 1
-                    self.stderr.write(f"{name}: failed: {type(exc).__name__}: {exc}")
-                    continue
+            name = services.lock_name(source, scope_region)
+            try:
+                run = services.ingest_keys(source, scope_region)
+            except Exception as exc:  # noqa: BLE001 - one scope failing does not stop the others
+                failures += 1
+                self.stderr.write(f"{name}: failed: {type(exc).__name__}: {exc}")
+                continue
+            if run is None:
+                self.stderr.write(f"{name}: already running, skipped")
+                continue
             self.stdout.write(
                 f"{run.account_id} {run.region}: {run.keys} keys, {run.aliases} aliases, {run.grants} grants, "
                 f"{run.policy_changes} policy changes, {run.state_changes} state changes, "
                 f"{run.events_reattributed} events re-attributed"
             )
         counts = findings.recompute()
-        self.stdout.write(f"findings: {counts['opened']} opened, {counts['held']} held, {counts['resolved']} resolved")
+        if counts is None:
+            self.stderr.write("findings: another recompute is running, skipped")
+        else:
+            self.stdout.write(
+                f"findings: {counts['opened']} opened, {counts['held']} held, {counts['resolved']} resolved"
+            )
         if failures:
             raise CommandError(f"{failures} account/region(s) failed")
