@@ -482,3 +482,60 @@ class Retention(models.Model):
 
     def __str__(self) -> str:
         return f"events purged before {self.purged_before:%Y-%m-%d}" if self.purged_before else "nothing purged"
+
+
+class HourScope(models.Model):
+    """The UTC hour (its start) and the (recipient account, region) that an hourly summary row counts in."""
+
+    hour = models.DateTimeField()
+    account_id = models.CharField(max_length=12)  # recipient account
+    region = models.CharField(max_length=32)
+
+    class Meta:
+        abstract = True
+
+
+class HourlyCalls(HourScope):
+    """Calls, failures and after-hours calls, and the first and last of them."""
+
+    calls = models.BigIntegerField()
+    failed = models.BigIntegerField()
+    after_hours_calls = models.BigIntegerField()
+    first_seen = models.DateTimeField()
+    last_seen = models.DateTimeField()
+
+    class Meta:
+        abstract = True
+
+
+class KeyHour(HourlyCalls):
+    """Calls per UTC hour and key: for alerts on a key's usage and the hourly views."""
+
+    key = models.CharField(max_length=2048)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["key", "hour", "account_id", "region"], name="keyhour_unique_dims"),
+        ]
+        indexes = [models.Index(fields=["hour"], name="keyhour_hour")]
+
+    def __str__(self) -> str:
+        return f"{self.hour:%Y-%m-%d %H:00} {self.key} x{self.calls}"
+
+
+class KeyPrincipalHour(HourlyCalls):
+    """Calls per UTC hour, key and principal: for alerts on who uses a key, and how."""
+
+    key = models.CharField(max_length=2048)
+    principal = models.CharField(max_length=2048)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["key", "hour", "account_id", "region", "principal"], name="keyprincipalhour_unique_dims"
+            ),
+        ]
+        indexes = [models.Index(fields=["hour"], name="keyprincipalhour_hour")]
+
+    def __str__(self) -> str:
+        return f"{self.hour:%Y-%m-%d %H:00} {self.key} {self.principal} x{self.calls}"

@@ -30,7 +30,17 @@ from typing import Any
 from django.db import models
 
 from .cloudtrail import NormalizedEvent, s3_context_names_object
-from .models import BucketDay, DailyRollup, KeyDay, KeyPrincipalDay, KeyServiceDay, OperationDay, PrincipalDay
+from .models import (
+    BucketDay,
+    DailyRollup,
+    KeyDay,
+    KeyHour,
+    KeyPrincipalDay,
+    KeyPrincipalHour,
+    KeyServiceDay,
+    OperationDay,
+    PrincipalDay,
+)
 
 
 @dataclass(frozen=True)
@@ -106,7 +116,14 @@ SERVICE = _dim("service")
 ERROR_CODE = _dim("error_code")
 AFTER_HOURS = _dim("after_hours")
 S3_BUCKET = _dim("s3_bucket")
-SCOPE = (DAY, ACCOUNT, REGION)  # every table counts per UTC day, recipient account and region
+# The start of the event's UTC hour; on SQLite in Django's text format for a naive UTC time.
+HOUR = Dimension(
+    "hour",
+    "date_trunc('hour', event_time AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'",
+    lambda event: str(event.event_time.replace(minute=0, second=0, microsecond=0, tzinfo=None)),
+)
+SCOPE = (DAY, ACCOUNT, REGION)  # every daily table counts per UTC day, recipient account and region
+HOUR_SCOPE = (HOUR, ACCOUNT, REGION)
 
 ALL = (Count("count"),)
 
@@ -128,6 +145,9 @@ S3_OBJECT_SQL = (
     "AND encryption_context ->> 'aws:s3:arn' LIKE '%:s3:::%/%'"
 )
 
+_BY_NAME = {count.column: count for count in KEY_MEASURES}
+HOURLY_CALLS = (_BY_NAME["calls"], _BY_NAME["failed"], _BY_NAME["after_hours_calls"])
+
 ROLLUP = Summary(
     DailyRollup, (*SCOPE, KEY, OPERATION, PRINCIPAL, SERVICE, ERROR_CODE, AFTER_HOURS), ALL
 )
@@ -147,6 +167,9 @@ SUMMARIES = (
         (Count("count"), Count("object_calls", S3_OBJECT_SQL, lambda event: s3_context_names_object(event.encryption_context))),
         where=("s3_bucket <> ''", lambda event: event.s3_bucket != ""),
     ),
+    # Hourly, for alerts and the hourly views.
+    Summary(KeyHour, (*HOUR_SCOPE, KEY), HOURLY_CALLS),
+    Summary(KeyPrincipalHour, (*HOUR_SCOPE, KEY, PRINCIPAL), HOURLY_CALLS),
 )
 
 BY_MODEL = {summary.model: summary for summary in SUMMARIES}

@@ -89,12 +89,12 @@ _FILTER_DIMS = {
     "error": "error_code",
     "after_hours": "after_hours",
 }
-# The filter fields each summary cannot answer (it does not keep that dimension). A summary that
-# counts only some events (`where`) answers no filter of the pages.
+# The filter fields each daily summary cannot answer (it does not keep that dimension). A summary
+# that counts only some events (`where`) answers no filter of the pages.
 _NOT_IN = {
     summary.model: tuple(name for name, dim in _FILTER_DIMS.items() if dim not in summary.dim_names)
     for summary in rollups.SUMMARIES[1:]
-    if summary.where is None
+    if summary.where is None and rollups.DAY in summary.dims
 }
 
 

@@ -15,7 +15,9 @@ from audits.models import (
     Event,
     IngestRun,
     KeyDay,
+    KeyHour,
     KeyPrincipalDay,
+    KeyPrincipalHour,
     KeyServiceDay,
     OperationDay,
     PrincipalDay,
@@ -56,10 +58,14 @@ def stored_raw_records() -> int:
 
 def summaries_as_group_by() -> dict:
     """Every rollup summary recomputed from the stored events, in the summaries' own shape."""
-    tables: dict[str, dict] = {"key": {}, "operation": {}, "principal": {}, "key principal": {}, "key service": {}}
+    tables: dict[str, dict] = {"key": {}, "operation": {}, "principal": {}, "key principal": {}, "key service": {},
+                               "key hour": {}, "key principal hour": {}}
     for e in Event.objects.all():
         where = (e.event_time.astimezone(UTC).date(), e.recipient_account_id, e.region)
+        hour = (e.event_time.astimezone(UTC).replace(minute=0, second=0, microsecond=0), e.recipient_account_id,
+                e.region)
         generate = e.event_name.startswith("GenerateDataKey")
+        hourly = [1, bool(e.error_code), e.after_hours]
         rows = (
             ("key", (*where, e.key),
              [1, e.event_name == "Encrypt", e.event_name == "Decrypt", generate, bool(e.error_code), e.after_hours]),
@@ -67,6 +73,8 @@ def summaries_as_group_by() -> dict:
             ("principal", (*where, e.principal), [1]),
             ("key principal", (*where, e.key, e.principal), [1]),
             ("key service", (*where, e.key, e.service), [1]),
+            ("key hour", (*hour, e.key), hourly),
+            ("key principal hour", (*hour, e.key, e.principal), hourly),
         )
         for table, dims, counts in rows:
             first, last, *total = tables[table].get(dims, (e.event_time, e.event_time, *[0] * len(counts)))
@@ -88,6 +96,12 @@ def stored_summaries() -> dict:
                           for r in KeyPrincipalDay.objects.all()},
         "key service": {(r.day, r.account_id, r.region, r.key, r.service): (r.first_seen, r.last_seen, r.count)
                         for r in KeyServiceDay.objects.all()},
+        "key hour": {(r.hour, r.account_id, r.region, r.key): (r.first_seen, r.last_seen, r.calls, r.failed,
+                                                               r.after_hours_calls)
+                     for r in KeyHour.objects.all()},
+        "key principal hour": {(r.hour, r.account_id, r.region, r.key, r.principal):
+                               (r.first_seen, r.last_seen, r.calls, r.failed, r.after_hours_calls)
+                               for r in KeyPrincipalHour.objects.all()},
     }
 
 
@@ -140,10 +154,12 @@ def test_the_backfill_migrations_rebuild_the_summaries_ingestion_keeps():
     ingest_in_runs([BASE], batch_size=7)
     kept = stored_summaries()
     assert all(kept.values())
-    for model in (KeyDay, OperationDay, PrincipalDay, KeyPrincipalDay, KeyServiceDay):
+    for model in (KeyDay, OperationDay, PrincipalDay, KeyPrincipalDay, KeyServiceDay, KeyHour, KeyPrincipalHour):
         model.objects.all().delete()
     with connection.cursor() as cursor:
         for name in ("0003_backfill_rollup_summaries", "0005_backfill_key_reach_summaries"):
             for statement in import_module(f"audits.migrations.{name}").BACKFILL:
                 cursor.execute(statement)
+        for statement in import_module("audits.migrations.0016_backfill_hourly_summaries").statements(connection.vendor):
+            cursor.execute(statement)
     assert stored_summaries() == kept == summaries_as_group_by()
