@@ -1,8 +1,7 @@
 """Key and principal indexes on a 4-byte hash of the ARN (audits/fields.py) instead of the ARN."""
 
-from django.db import migrations, models
-
 import audits.fields
+from django.db import migrations, models
 
 
 class Migration(migrations.Migration):

@@ -1,8 +1,7 @@
 """Rollups filtered by principal read that principal's rows through a hash index (audits/fields.py)."""
 
-from django.db import migrations, models
-
 import audits.fields
+from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
