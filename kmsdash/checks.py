@@ -32,6 +32,6 @@ def check_secret_key(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
 
 
 def refuse_public_key() -> None:
-    """Called by the WSGI entry point before it serves anything."""
+    """Called by the WSGI and ASGI entry points before they serve anything."""
     if uses_public_key():
         raise ImproperlyConfigured(PUBLIC_KEY_MESSAGE)

@@ -69,7 +69,7 @@ def read_secret_key() -> str:
 DEBUG = envbool("KMSDASH_DEBUG", "False")
 # Public, so only for the zero-configuration demo and tests on 127.0.0.1. Outside the demo and
 # DEBUG, `check --deploy` fails on it and the WSGI application refuses to start (kmsdash/checks.py);
-# `make run` in real-AWS mode generates a key of its own under var/.
+# `make run` generates a key of its own under var/.
 DEVELOPMENT_SECRET_KEY = "django-insecure-kmsdash-local-development-only"
 SECRET_KEY = read_secret_key()
 ALLOWED_HOSTS = envlist("KMSDASH_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver")

@@ -101,8 +101,9 @@ ensure_venv() {
             -r requirements.txt || die "installing requirements.txt failed"
         echo "$wanted" > "$stamp"
     fi
-    export PATH="$PWD/$VENV/bin:$PATH"
-    export VIRTUAL_ENV="$PWD/$VENV"
+    # VENV may be relative to the project or absolute.
+    VIRTUAL_ENV=$(cd "$VENV" && pwd)
+    export VIRTUAL_ENV PATH="$VIRTUAL_ENV/bin:$PATH"
 }
 
 # ensure_secret_key FILE: a random key in FILE, made once and readable by this user only. The umask
