@@ -38,6 +38,10 @@ limit_request_field_size = 8190
 # KMSDASH_TRUSTED_PROXY_COUNT): gunicorn trusts no forwarding headers from any address.
 forwarded_allow_ips = ""
 
+# No control socket: gunicorn's default path ($HOME/.gunicorn/gunicorn.ctl) is one per user, so a
+# second server on the machine (another checkout, the test suite) would take it over.
+control_socket_disable = True
+
 # The application logs JSON lines itself; gunicorn's own messages go to stderr.
 errorlog = "-"
 loglevel = os.getenv("KMSDASH_LOG_LEVEL", "INFO").lower()
