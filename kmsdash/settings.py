@@ -49,11 +49,29 @@ def parse_business_hours(value: str) -> tuple[time, time]:
     return start, end
 
 
+def read_secret_key() -> str:
+    """KMSDASH_SECRET_KEY, else the content of the file KMSDASH_SECRET_KEY_FILE names, else the
+    public development key (refused outside the demo and DEBUG: see kmsdash/checks.py)."""
+    if value := os.getenv("KMSDASH_SECRET_KEY"):
+        return value
+    if path := os.getenv("KMSDASH_SECRET_KEY_FILE"):
+        try:
+            value = Path(path).read_text().strip()
+        except OSError as exc:
+            raise ImproperlyConfigured(f"KMSDASH_SECRET_KEY_FILE: cannot read {path} ({exc.strerror})") from exc
+        if not value:
+            raise ImproperlyConfigured(f"KMSDASH_SECRET_KEY_FILE: {path} is empty")
+        return value
+    return DEVELOPMENT_SECRET_KEY
+
+
 # --- Core -------------------------------------------------------------------------------------
 DEBUG = envbool("KMSDASH_DEBUG", "False")
-# The development key is only for the zero-configuration demo on 127.0.0.1; `check --deploy`
-# fails on it, which is what makes a production deploy set KMSDASH_SECRET_KEY.
-SECRET_KEY = os.getenv("KMSDASH_SECRET_KEY", "django-insecure-kmsdash-local-development-only")
+# Public, so only for the zero-configuration demo and tests on 127.0.0.1. Outside the demo and
+# DEBUG, `check --deploy` fails on it and the WSGI application refuses to start (kmsdash/checks.py);
+# `make run` generates a key of its own under var/.
+DEVELOPMENT_SECRET_KEY = "django-insecure-kmsdash-local-development-only"
+SECRET_KEY = read_secret_key()
 ALLOWED_HOSTS = envlist("KMSDASH_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver")
 CSRF_TRUSTED_ORIGINS = envlist("KMSDASH_CSRF_TRUSTED_ORIGINS")
 
@@ -79,6 +97,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files answer here, before sessions and the login check (whitenoise's documented place).
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -170,6 +190,8 @@ SECURE_SSL_REDIRECT = HTTPS
 SECURE_HSTS_SECONDS = 31536000 if HTTPS else 0
 SECURE_HSTS_INCLUDE_SUBDOMAINS = HTTPS
 SECURE_HSTS_PRELOAD = HTTPS
+# Load balancers probe /healthz over plain HTTP; a redirect would count as a failed probe.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 if envbool("KMSDASH_BEHIND_TLS_PROXY", "False"):
     # Only when the proxy strips a client-supplied X-Forwarded-Proto.
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
@@ -205,7 +227,14 @@ KMSDASH_WEEKENDS_AFTER_HOURS = envbool("KMSDASH_WEEKENDS_AFTER_HOURS", "False")
 # --- Static -----------------------------------------------------------------------------------
 STATIC_URL = "/static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = BASE_DIR / "staticfiles"
+# `collectstatic` (part of `make run` and of every deployment) writes each file here under a
+# content-hashed name, with gzip copies; whitenoise serves those with a one-year immutable
+# Cache-Control, so a new release is a new URL rather than a stale cache.
+STATIC_ROOT = Path(os.getenv("KMSDASH_STATIC_ROOT", BASE_DIR / "staticfiles"))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
 
 # --- Ingestion --------------------------------------------------------------------------------
 # LookupEvents windows: [checkpoint - overlap, now - settle], at most max_window long.
@@ -328,11 +357,23 @@ CELERY_BEAT_SCHEDULE = {
 }
 
 # --- Logging ----------------------------------------------------------------------------------
-# One JSON object a line, so attacker-chosen text from CloudTrail can never forge a log line.
+# One JSON object a line, so attacker-chosen text from CloudTrail can never forge a log line;
+# a call's `extra={...}` fields become fields of its line (python-json-logger).
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"json": {"()": "kmsdash.logging.JsonFormatter"}},
+    "formatters": {
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "{levelname}{name}{message}",
+            "style": "{",
+            "rename_fields": {"levelname": "level", "name": "logger", "exc_info": "exc"},
+            "timestamp": "time",
+            # Every non-ASCII character escaped too: U+2028, U+0085 and friends end a line for
+            # some log readers, so only \n-free ASCII guarantees one record a line.
+            "json_ensure_ascii": True,
+        }
+    },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json"}},
     "root": {"handlers": ["console"], "level": os.getenv("KMSDASH_LOG_LEVEL", "INFO")},
     "loggers": {

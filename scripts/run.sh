@@ -7,6 +7,9 @@
 # Ctrl-C stops every process it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Everything this script and its processes create (the database, logs, the secret key, the demo
+# logins) is private to this user from the moment it exists, not after a chmod.
+umask 077
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
 # Local settings (see .env.example); the environment given on the command line wins.
@@ -97,6 +100,15 @@ else
 fi
 LOGS="$KMSDASH_VAR_DIR/log"
 mkdir -p "$LOGS" "$KMSDASH_VAR_DIR/broker" "$KMSDASH_VAR_DIR/broker-processed"
+# Also when an earlier version left it readable to others.
+chmod 700 "$KMSDASH_VAR_DIR"
+
+# Sessions and CSRF tokens are signed with the secret key: unless one is configured, this
+# installation's own, made on first start and kept in var/ (the demo makes a new one each time).
+if [ -z "${KMSDASH_SECRET_KEY:-}${KMSDASH_SECRET_KEY_FILE:-}" ]; then
+    ensure_secret_key "$KMSDASH_VAR_DIR/secret_key"
+    export KMSDASH_SECRET_KEY_FILE="$KMSDASH_VAR_DIR/secret_key"
+fi
 
 # --- process supervision: each child in its own process group, all stopped together ----------
 set -m
@@ -135,17 +147,24 @@ fi
 
 say "Migrating the database"
 python manage.py migrate --no-input -v0
+say "Collecting static files (content-hashed names, compressed copies)"
+python manage.py collectstatic --no-input -v0
 
 if [ "$KMSDASH_DEMO" = True ]; then
     say "Seeding the emulator with a month of synthetic KMS activity"
     python manage.py seed_demo --endpoint "$AWS_ENDPOINT_URL" --credentials-file "$KMSDASH_VAR_DIR/credentials.txt"
-elif ! python manage.py shell -v 0 -c 'from django.contrib.auth import get_user_model as m; import sys; sys.exit(not m().objects.exists())'; then
-    # A real installation without any user yet: an admin with a one-time random password.
-    password=$(python -c 'import secrets; print(secrets.token_urlsafe(12))')
-    KMSDASH_ADMIN_PASSWORD=$password python manage.py create_user admin --role=admin --password-env=KMSDASH_ADMIN_PASSWORD
-    printf '  %-8s %-18s roles: admin (change it: python manage.py create_user admin --role=admin)\n' admin "$password" \
-        > "$KMSDASH_VAR_DIR/credentials.txt"
-    chmod 600 "$KMSDASH_VAR_DIR/credentials.txt"
+else
+    # Earlier versions kept the first admin password here in clear text.
+    rm -f "$KMSDASH_VAR_DIR/credentials.txt"
+    if ! python manage.py shell -v 0 -c 'from django.contrib.auth import get_user_model as m; import sys; sys.exit(not m().objects.exists())'; then
+        # A real installation without any user yet: an admin with a random password, shown on this
+        # start only and stored nowhere but as its hash.
+        password=$(python -c 'import secrets; print(secrets.token_urlsafe(12))')
+        KMSDASH_ADMIN_PASSWORD=$password python manage.py create_user admin --role=admin --password-env=KMSDASH_ADMIN_PASSWORD
+        first_login=$(printf '  %-8s %-18s roles: admin (shown only now; change it: python manage.py create_user admin --role=admin)' \
+            admin "$password")
+        unset password
+    fi
 fi
 
 # --- first ingestion, in the foreground, so the first page already has data -----------------
@@ -170,10 +189,10 @@ else
     done
 fi
 
-say "Starting the web server"
-# DEBUG stays off (the production settings, CSP and error pages); --insecure only lets runserver
-# serve the static files itself.
-start web python manage.py runserver --insecure --noreload "$HOST:$PORT"
+say "Starting the web server (gunicorn)"
+# The production server in both modes: gunicorn.conf.py (workers, threads, request limits), DEBUG
+# off, static files from whitenoise.
+start web gunicorn -c gunicorn.conf.py --bind "$HOST:$PORT" kmsdash.wsgi
 python scripts/wait_for.py "http://$HOST:$PORT/accounts/login/" --timeout 60 \
     || die "the web server did not start; see $LOGS/web.log"
 
@@ -184,9 +203,13 @@ else
     echo "  kmsdash is watching real AWS."
 fi
 echo "  Open http://$HOST:$PORT/"
-if [ -s "$KMSDASH_VAR_DIR/credentials.txt" ]; then
+if [ "$KMSDASH_DEMO" = True ] && [ -s "$KMSDASH_VAR_DIR/credentials.txt" ]; then
     echo "  Log in with:"
     cat "$KMSDASH_VAR_DIR/credentials.txt"
+elif [ -n "${first_login:-}" ]; then
+    echo "  Log in with:"
+    echo "$first_login"
+    unset first_login
 fi
 echo "  Logs: $LOGS/  Stop: Ctrl-C"
 echo

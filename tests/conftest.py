@@ -16,6 +16,21 @@ def _fast_password_hashing(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _static_files_without_collectstatic():
+    # Production names static files from the manifest `collectstatic` writes; the suite renders
+    # templates without collecting first, so {% static %} gives plain names here and whitenoise
+    # reads the source folders. tests/test_serving.py collects and checks the production setup.
+    from django.test.utils import override_settings
+
+    storages = {
+        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+    with override_settings(STORAGES=storages, WHITENOISE_AUTOREFRESH=True, WHITENOISE_USE_FINDERS=True):
+        yield
+
+
 class Emulator:
     """Handle on the AWS emulator that the test's boto3 clients reach over HTTP."""
 

@@ -59,8 +59,8 @@ MATRIX: dict[str, Route] = {
     "health": route("/health/", ADMIN),
     "exports": route("/exports/", ADMIN),
 }
-# Open to anonymous users.
-PUBLIC = {"login"}
+# Open to anonymous users: the login page, and the load balancers' health probe.
+PUBLIC = {"login", "healthz"}
 # Any signed-in user, whatever the roles.
 SIGNED_IN = {"logout", "start"}
 # The Django admin guards itself (is_staff) and is checked model by model below.

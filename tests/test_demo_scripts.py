@@ -61,8 +61,10 @@ def test_a_failed_install_is_retried_next_time(tmp_path):
     (tmp_path / "requirements.txt").write_text("Django==5.2.19\n")
     python = tmp_path / ".venv/bin/python"
     python.parent.mkdir(parents=True)
-    python.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/calls\nexit 1\n')
+    # It passes the interpreter check (scripts/lib.sh) and fails only the install.
+    python.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/calls\n[ "$1 $2" != "-m pip" ]\n')
     python.chmod(0o755)
     with pytest.raises(subprocess.CalledProcessError):
         ensure_venv(tmp_path)
+    assert "pip install" in (tmp_path / "calls").read_text()
     assert not (tmp_path / ".venv/.requirements.sha256").exists()

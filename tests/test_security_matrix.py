@@ -11,6 +11,7 @@ import pytest
 from django.contrib import admin
 from django.urls import resolve, reverse
 
+from kmsdash import healthz
 from kmsdash.roles import ADMIN
 
 from .security_support import (
@@ -107,6 +108,15 @@ def test_the_login_page_is_the_only_page_open_to_anonymous_users(client, htmx):
     assert_sent_to_login(client.post(reverse("logout"), headers=headers), "/accounts/logout/", htmx=htmx)
     # No view, nothing to protect: a plain 404 that tells nothing about what exists.
     assert client.get("/no/such/page/", headers=headers).status_code == 404
+
+
+@pytest.mark.parametrize(("name", "htmx"), [(name, htmx) for name in sorted(PUBLIC) for htmx in (False, True)])
+def test_every_public_url_answers_anonymous_users_itself(client, name, htmx, monkeypatch):
+    monkeypatch.setitem(healthz.PROBES, "broker", lambda: None)  # the file broker's folder may not exist yet
+    headers = {"HX-Request": "true"} if htmx else {}
+    response = client.get(reverse(name), headers=headers)
+    assert response.status_code == 200
+    assert not response.has_header("Location") and not response.has_header("HX-Redirect")
 
 
 @pytest.mark.parametrize("user", [u for u in USERS if u != "anonymous"])

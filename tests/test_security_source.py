@@ -188,6 +188,29 @@ def test_the_deploy_check_fails_with_the_development_key():
     assert "security.W009" in result.stderr
 
 
+def test_the_development_key_is_an_error_outside_the_demo_not_only_a_warning():
+    env = {k: v for k, v in PRODUCTION.items() if k != "KMSDASH_SECRET_KEY"}
+    result = manage_py("check", "--deploy", **env)  # the default fail level: errors only
+    assert result.returncode != 0
+    assert "kmsdash.E001" in result.stderr
+    demo = manage_py("check", "--deploy", **env, KMSDASH_DEMO="True")
+    assert "kmsdash.E001" not in demo.stderr
+
+
+def test_the_deploy_check_passes_with_the_key_in_a_file(tmp_path):
+    key = tmp_path / "secret_key"
+    key.write_text(PRODUCTION["KMSDASH_SECRET_KEY"] + "\n")
+    env = {k: v for k, v in PRODUCTION.items() if k != "KMSDASH_SECRET_KEY"}
+    result = deploy_check(**env, KMSDASH_SECRET_KEY_FILE=str(key))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_key_file_that_cannot_be_read_stops_every_command_with_its_name(tmp_path):
+    result = manage_py("check", KMSDASH_SECRET_KEY_FILE=str(tmp_path / "missing"))
+    assert result.returncode != 0
+    assert "KMSDASH_SECRET_KEY_FILE" in result.stderr and "missing" in result.stderr
+
+
 def test_the_deploy_check_fails_with_debug_on_or_without_https():
     debug = deploy_check(**{**PRODUCTION, "KMSDASH_DEBUG": "True"})
     assert debug.returncode != 0 and "security.W018" in debug.stderr
