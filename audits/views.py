@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, timedelta
 from urllib.parse import urlencode
 
+from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import NoReverseMatch, reverse
@@ -15,32 +15,15 @@ from kmsdash.roles import ADMIN, ANALYST, role_required
 
 from . import charts, retention, selectors
 from .exports import may_export
-from .filters import Bound, EventFilter
+from .filters import PERIODS, EventFilter, explorer_window, period_window
 from .models import Event
 
-PERIODS = {"24h": "24 hours", "7d": "7 days", "30d": "30 days", "90d": "90 days"}
 PER_PAGE = 50
 
 
 def period_filter(request: HttpRequest, default: str) -> tuple[EventFilter, str]:
-    """The request's filters, with `period` (24h, 7d, 30d, 90d) as `since`.
-
-    since/until apply with period=custom, or when no period is given (links from other pages).
-
-    Day periods start at a UTC midnight, so the day rollups cover them exactly.
-    """
-    f = EventFilter.from_querydict(request.GET)
-    period = request.GET.get("period", "")
-    if period == "custom" or (period not in PERIODS and (f.since or f.until)):
-        return f, "custom"
-    if period not in PERIODS:
-        period = default
-    now = timezone.now().astimezone(UTC)
-    if period == "24h":
-        since = Bound((now - timedelta(hours=24)).replace(microsecond=0), False)
-    else:
-        since = Bound.of_day(now.date() - timedelta(days=int(period[:-1]) - 1))
-    return f.replace(since=since, until=None), period
+    """The request's filters, with `period` (24h, 7d, 30d, 90d) as `since` (see filters.period_window)."""
+    return period_window(request.GET, default)
 
 
 def _template(request: HttpRequest, name: str, fragment: str) -> str:
@@ -149,21 +132,24 @@ def _event_list(request: HttpRequest, f: EventFilter, qs) -> tuple[selectors.Eve
 @require_GET
 @role_required(ANALYST)
 def events(request: HttpRequest) -> HttpResponse:
-    f = EventFilter.from_querydict(request.GET)
-    page, cursor_error = _event_list(request, f, f.events())
-    export_url = None
-    if may_export(request.user):
-        export_url = f"{reverse('audits:events_export')}?{f.querystring()}"
+    # Always a window (the period picker's, unless since/until say otherwise): without one, a filter
+    # matching few events would read the whole table.
+    f, period = explorer_window(request.GET)
+    page, cursor_error = _event_list(request, f, selectors.explorer_events(f))
     purged_before = retention.purged_before()
+    params = _period_params(f, period)
     context = _context(
         f,
+        period,
         page=page,
         # Said only where the filter reaches back past it.
         purged_before=purged_before if purged_before and (f.start is None or f.start < purged_before) else None,
         cursor_error=cursor_error,
-        next_url=f"?{f.querystring(cursor=page.next_cursor)}" if page.next_cursor else None,
-        first_url=f"?{f.querystring()}" if request.GET.get("cursor") else None,
-        export_url=export_url,
+        next_url=f"?{urlencode({**params, 'cursor': page.next_cursor})}" if page.next_cursor else None,
+        first_url=f"?{urlencode(params)}" if request.GET.get("cursor") else None,
+        # The export takes the window as it is now, so its audit row names the days it covers.
+        export_url=f"{reverse('audits:events_export')}?{f.querystring()}" if may_export(request.user) else None,
+        export_max_rows=settings.KMSDASH_EXPORT_MAX_ROWS,
     )
     return render(request, _template(request, "audits/events.html", "results"), context)
 

@@ -16,6 +16,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.utils import timezone
 
 from .models import ExportAudit
@@ -83,15 +84,26 @@ def audited_csv_pages(
     The cells must already be inert: passed through `neutralize` / `neutralize_text` or known
     never to start with a trigger (numbers, ISO times, JSON objects). Writing a whole page with
     one `writerows` call keeps the per-row cost in C; the header leaves before the first query.
+
+    At most `audit.row_cap` rows are written (when set): the rest is not read, and the audit row
+    says the file was cut short (`truncated`).
     """
     digest = hashlib.sha256()
     count = 0
+    truncated = False
+    cap = audit.row_cap
     status = ExportAudit.Status.ABORTED
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\r\n")
+    pages = iter(pages)
     try:
         writer.writerow([neutralize(h) for h in header])
         for page in itertools.chain([()], pages):
+            full = cap is not None and count + len(page) >= cap
+            if full:
+                rest, page = page[cap - count :], page[: cap - count]
+                # One more row settles whether the cap cut anything off.
+                truncated = len(rest) > 0 or any(len(more) for more in pages)
             writer.writerows(page)
             data = text.getvalue().encode("utf-8")
             text.seek(0)
@@ -99,21 +111,31 @@ def audited_csv_pages(
             digest.update(data)
             count += len(page)
             yield data
+            if full:
+                break
         status = ExportAudit.Status.COMPLETED
     except Exception:
         status = ExportAudit.Status.FAILED
         raise
     finally:
         ExportAudit.objects.filter(pk=audit.pk).update(
-            status=status, rows=count, sha256=digest.hexdigest(), finished_at=timezone.now()
+            status=status, rows=count, truncated=truncated, sha256=digest.hexdigest(), finished_at=timezone.now()
         )
 
 
-def start_export_audit(*, user, kind: str, filters: dict[str, Any], via: str = "web") -> ExportAudit:
+def web_row_cap() -> int | None:
+    """KMSDASH_EXPORT_MAX_ROWS, the most rows a web export writes (None: 0 means no cap)."""
+    return settings.KMSDASH_EXPORT_MAX_ROWS or None
+
+
+def start_export_audit(
+    *, user, kind: str, filters: dict[str, Any], via: str = "web", row_cap: int | None = None
+) -> ExportAudit:
     return ExportAudit.objects.create(
         user=user if user is not None and user.is_authenticated else None,
         username=user.get_username() if user is not None and user.is_authenticated else "",
         kind=kind,
         filters=filters,
         via=via,
+        row_cap=row_cap,
     )

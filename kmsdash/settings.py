@@ -110,6 +110,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "kmsdash.middleware.VaryOnHtmxMiddleware",
+    # After the user and htmx are known, so that its message page renders like any other page.
+    "kmsdash.middleware.StatementTimeoutMiddleware",
     # Last, as django-axes asks.
     "axes.middleware.AxesMiddleware",
 ]
@@ -147,6 +149,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# Each web request's SQL statements stop after this long (0: no limit), and the page says so
+# (kmsdash/middleware.py). Only requests: ingestion and migrations have no limit.
+KMSDASH_STATEMENT_TIMEOUT_MS = envint("KMSDASH_STATEMENT_TIMEOUT_MS", 10_000)
+# A CSV export from the web stops after this many rows, and its audit row says it was cut short.
+KMSDASH_EXPORT_MAX_ROWS = envint("KMSDASH_EXPORT_MAX_ROWS", 1_000_000)
 
 # --- Auth -------------------------------------------------------------------------------------
 AUTHENTICATION_BACKENDS = [
