@@ -6,14 +6,14 @@ from urllib.parse import urlencode
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
-from django.urls import NoReverseMatch, reverse
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from kmsdash.middleware import wants_fragment
 from kmsdash.roles import ADMIN, ANALYST, role_required
 
-from . import charts, retention, selectors
+from . import charts, keyurls, retention, selectors
 from .exports import may_export
 from .filters import PERIODS, EventFilter, explorer_window, period_window
 from .models import Event
@@ -98,10 +98,7 @@ def key_detail(request: HttpRequest, key: str) -> HttpResponse:
     # The figures come from rollups, which hold no user agent or address: no search here, so that
     # the lists and the explorer links count what the figures count.
     f = f.replace(key=arn, q="")
-    try:
-        panel_url = reverse("inventory:key_panel", kwargs={"key": arn})
-    except NoReverseMatch:
-        panel_url = None
+    panel_url = keyurls.key_panel_url(arn)
     alias = selectors.alias_names().get(arn, "")
     context = _context(
         f,
