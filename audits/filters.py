@@ -41,6 +41,7 @@ PARAMS = (
 PERIODS = {"24h": "24 hours", "7d": "7 days", "30d": "30 days", "90d": "90 days"}
 EXPLORER_PERIOD = "30d"  # as the key page's, whose links open the explorer
 
+EXACT = ("key", "principal")
 ERROR_ANY = "any"
 ERROR_NONE = "none"
 Q_MAX = 256
@@ -114,7 +115,11 @@ class EventFilter:
 
         def text(name: str) -> str:
             value = query.get(name) or ""
-            return value.strip() if isinstance(value, str) else ""
+            if not isinstance(value, str):
+                return ""
+            # Keys and principals are compared exactly: they are caller-chosen text, and a key
+            # named " alias/x" is not alias/x. Typed values (codes, dates, search text) are trimmed.
+            return value if name in EXACT else value.strip()
 
         for name, limit in _TEXT_LIMITS.items():
             value = text(name)

@@ -536,8 +536,10 @@ def with_aliases(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def resolve_key(key: str) -> str | None:
-    """The key ARN for a key ARN, bare key id or other identifier, from the rollups, else the inventory."""
-    key = key.strip()
+    """The key ARN for a key ARN, bare key id or other identifier, from the rollups, else the inventory.
+
+    Exactly as given: identifiers are caller-chosen text, and " alias/x" or "alias/x\u2028" is
+    another key than "alias/x" (stripping them led one key's URL to another key's page)."""
     if not key:
         return None
     if KEY_ID_RE.match(key):

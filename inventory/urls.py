@@ -7,5 +7,6 @@ app_name = "inventory"
 urlpatterns: list = [
     path("findings/", views.findings, name="findings"),
     path("findings/<int:pk>/accept/", views.finding_accept, name="finding_accept"),
-    path("keys/<path:key>/inventory/", views.key_panel, name="key_panel"),
+    # Under its own prefix: as keys/<key>/inventory/ it answered for a key named "<key>/inventory" too.
+    path("inventory/keys/<path:key>/", views.key_panel, name="key_panel"),
 ]

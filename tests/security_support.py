@@ -50,7 +50,7 @@ MATRIX: dict[str, Route] = {
     "audits:critical": route("/critical/", ANALYST),
     "audits:events_export": route("/events/export.csv", ADMIN, permission=EXPORT_PERMISSION),
     "inventory:findings": route("/findings/", ANALYST),
-    "inventory:key_panel": route("/keys/{key}/inventory/", ANALYST),
+    "inventory:key_panel": route("/inventory/keys/{key}/", ANALYST),
     "inventory:finding_accept": route(
         "/findings/{finding}/accept/", ADMIN, method="post", data={"reason": "accepted: test key"}, ok=302
     ),
