@@ -17,7 +17,7 @@ from django.contrib.auth.views import redirect_to_login
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, OperationalError, connections
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render, resolve_url
-from django.utils.cache import patch_vary_headers
+from django.utils.cache import patch_cache_control, patch_vary_headers
 from django.utils.http import url_has_allowed_host_and_scheme
 from django_htmx.http import HttpResponseClientRedirect
 from django_htmx.middleware import HtmxDetails
@@ -159,3 +159,21 @@ class StatementTimeoutMiddleware:
             response["HX-Reswap"] = "innerHTML"
             return response
         return render(request, "query_timeout.html", context, status=503)
+
+
+class PrivateCacheMiddleware:
+    """`Cache-Control: private, no-store` on every response to a signed-in user.
+
+    Every such page shows data of the account (events, costs, findings, exports): neither a shared
+    cache nor the browser's history may keep a copy for the next person at the keyboard.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated:
+            patch_cache_control(response, private=True, no_store=True)
+        return response
