@@ -19,7 +19,7 @@ from django.db.models import Case, CharField, F, Func, Max, Q, QuerySet, Value, 
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_POST
 
 from kmsdash.csvexport import (
     RISKY_FIRST_CHARACTERS,
@@ -240,12 +240,12 @@ def stream_export(event_filter: EventFilter, snapshot: Snapshot, audit: ExportAu
     return audited_csv_pages(HEADER, event_pages(event_filter, snapshot), audit)
 
 
-@require_GET
+@require_POST  # a POST with the page's CSRF token: another site cannot make an admin's browser export
 @never_cache
 @export_permission_required
 def events_export(request: HttpRequest) -> HttpResponse:
     # The explorer's window: an export without since starts where the explorer's default period does.
-    event_filter, _ = explorer_window(request.GET)
+    event_filter, _ = explorer_window(request.POST)
     if event_filter.errors:
         return HttpResponseBadRequest("\n".join(event_filter.errors), content_type="text/plain; charset=utf-8")
     snapshot = Snapshot.now()

@@ -145,7 +145,7 @@ def events(request: HttpRequest) -> HttpResponse:
         next_url=f"?{urlencode({**params, 'cursor': page.next_cursor})}" if page.next_cursor else None,
         first_url=f"?{urlencode(params)}" if request.GET.get("cursor") else None,
         # The export takes the window as it is now, so its audit row names the days it covers.
-        export_url=f"{reverse('audits:events_export')}?{f.querystring()}" if may_export(request.user) else None,
+        export_params=f.as_params() if may_export(request.user) else None,
         export_max_rows=settings.KMSDASH_EXPORT_MAX_ROWS,
     )
     return render(request, _template(request, "audits/events.html", "results"), context)

@@ -48,7 +48,7 @@ MATRIX: dict[str, Route] = {
     "audits:events": route("/events/?operation=Decrypt", ANALYST),
     "audits:event_raw": route("/events/{event}/raw/", ANALYST),
     "audits:critical": route("/critical/", ANALYST),
-    "audits:events_export": route("/events/export.csv", ADMIN, permission=EXPORT_PERMISSION),
+    "audits:events_export": route("/events/export.csv", ADMIN, method="post", permission=EXPORT_PERMISSION),
     "inventory:findings": route("/findings/", ANALYST),
     "inventory:key_panel": route("/inventory/keys/{key}/", ANALYST),
     "inventory:finding_accept": route(

@@ -173,7 +173,7 @@ def test_the_limit_holds_during_a_request_only(slow_site):
 
 
 def export(client, **params):
-    response = client.get(reverse("audits:events_export"), {"since": "2026-11-01", **params})
+    response = client.post(reverse("audits:events_export"), {"since": "2026-11-01", **params})
     assert response.status_code == 200
     return b"".join(response.streaming_content).decode()
 
@@ -215,7 +215,7 @@ def test_the_explorer_shows_the_export_cap(client, pages_now, settings):
 def test_an_export_without_a_window_covers_the_explorers_default_period(client, pages_now):
     ingest([record(event_id="recent"), record(event_id="old", when=NOW - timedelta(days=40))])
     client.force_login(make_user("adm", "admin"))
-    response = client.get(reverse("audits:events_export"))
+    response = client.post(reverse("audits:events_export"))
     body = b"".join(response.streaming_content).decode()
     assert "recent" in body and "old" not in body
     assert ExportAudit.objects.get().filters["since"] == "2026-10-22"

@@ -13,6 +13,7 @@ from django.contrib.auth.models import Group, Permission
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.http import QueryDict
+from django.test import Client
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -73,7 +74,8 @@ def download(client, query: str = "") -> tuple[object, bytes]:
     # cover the explorer's default period, which ends today, not in these tests' November.
     if "since=" not in query:
         query = "&".join(part for part in (query, f"since={EARLY}") if part)
-    response = client.get(f"{URL}?{query}")
+    # The explorer's export button posts the filter as a form (with the page's CSRF token).
+    response = client.post(URL, QueryDict(query))
     assert response.status_code == 200, response.content[:500]
     body = b"".join(response.streaming_content)
     return response, body
@@ -283,7 +285,7 @@ def test_the_response_is_an_uncacheable_attachment_with_a_server_made_name(admin
 def test_every_download_is_audited_with_the_filter_row_count_and_hash(admin_client):
     ingest([record(event_id=f"e-{i}", event_time=T0 + timedelta(seconds=i)) for i in range(5)])
     before = datetime.now(UTC)
-    response = admin_client.get(f"{URL}?operation=Decrypt&after_hours=0&since={EARLY}")
+    response = admin_client.post(URL, {"operation": "Decrypt", "after_hours": "0", "since": EARLY})
     after = datetime.now(UTC)
     audit = ExportAudit.objects.get()
     # Written before the first byte is sent.
@@ -316,7 +318,7 @@ def test_a_download_cut_short_is_recorded_as_aborted_with_what_was_sent(admin_cl
 def test_events_written_while_the_export_streams_do_not_change_it(admin_client):
     ingest(generate_records(PAGE_ROWS + 600, seed=5, start=T0 - timedelta(days=2), days=1))
     with time_machine.travel(T0, tick=False) as clock:
-        response = admin_client.get(URL)
+        response = admin_client.post(URL)
         chunks = iter(response.streaming_content)
         body = next(chunks)
         clock.shift(timedelta(minutes=10))
@@ -350,14 +352,22 @@ def test_rows_with_the_same_time_across_a_page_boundary_are_neither_lost_nor_rep
 
 def test_an_invalid_filter_is_refused_rather_than_exporting_everything(admin_client):
     ingest([record(event_id="e-1")])
-    response = admin_client.get(f"{URL}?since=yesterday")
+    response = admin_client.post(URL, {"since": "yesterday"})
     assert response.status_code == 400
     assert b"since must be an ISO date" in response.content
     assert not ExportAudit.objects.exists()
 
 
-def test_post_is_not_allowed(admin_client):
-    assert admin_client.post(URL).status_code == 405
+def test_get_is_not_allowed_and_a_post_needs_the_csrf_token(admin_client):
+    # A GET could be triggered by another site (an <img>, a link) in an admin's browser.
+    assert admin_client.get(f"{URL}?since={EARLY}").status_code == 405
+    strict = Client(enforce_csrf_checks=True)
+    strict.force_login(get_user_model().objects.get(username="root-admin"))
+    assert strict.post(URL, {"since": EARLY}).status_code == 403
+    assert not ExportAudit.objects.exists()
+    token = strict.get("/events/").context["csrf_token"]
+    assert strict.post(URL, {"since": EARLY, "csrfmiddlewaretoken": str(token)}).status_code == 200
+    assert ExportAudit.objects.count() == 1
 
 
 # --- who may export --------------------------------------------------------------------------
@@ -377,12 +387,12 @@ def test_post_is_not_allowed(admin_client):
 )
 def test_only_admins_and_holders_of_the_export_permission_may_export(client, roles, permission, status):
     client.force_login(make_user("someone", *roles, permission=permission))
-    assert client.get(URL).status_code == status
+    assert client.post(URL).status_code == status
     assert ExportAudit.objects.count() == (1 if status == 200 else 0)
 
 
 def test_anonymous_users_are_sent_to_the_login_page(client):
-    response = client.get(URL)
+    response = client.post(URL)
     assert response.status_code == 302
     assert response["Location"].startswith("/accounts/login/?next=")
     assert not ExportAudit.objects.exists()
