@@ -54,6 +54,10 @@ MATRIX: dict[str, Route] = {
     "inventory:finding_accept": route(
         "/findings/{finding}/accept/", ADMIN, method="post", data={"reason": "accepted: test key"}, ok=302
     ),
+    # The seeded finding is open: an allowed user gets as far as the refusal to revoke what is not accepted.
+    "inventory:finding_revoke": route(
+        "/findings/{finding}/revoke/", ADMIN, method="post", data={"reason": "no longer"}, ok=409
+    ),
     "costs:overview": route("/costs/", FINANCE),
     "costs:export": route("/costs/export.csv", FINANCE, method="post"),
     "health": route("/health/", ADMIN),
