@@ -206,13 +206,14 @@ if envbool("KMSDASH_BEHIND_TLS_PROXY", "False"):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 # Content-Security-Policy (django-csp 4). No inline script and no eval: htmx and the strict
-# plotly.js bundle are static files of this project. style-src allows inline styles because
-# plotly.js injects its own style rules at run time (plotly.js#7543).
+# plotly.js bundle are static files of this project. No inline style either: plotly.js's own rules
+# are a static stylesheet (templates/_plotly.html, scripts/plotly_css.py), and the project's CSS
+# is static/kmsdash/app.css.
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": ["'self'"],
         "script-src": ["'self'"],
-        "style-src": ["'self'", "'unsafe-inline'"],
+        "style-src": ["'self'"],
         "img-src": ["'self'", "data:", "blob:"],
         "connect-src": ["'self'"],
         "font-src": ["'self'"],

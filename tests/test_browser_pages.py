@@ -296,3 +296,30 @@ def test_an_htmx_filter_after_the_session_expired_lands_on_the_login_page_not_in
         page.wait_for_url(lambda url: urlsplit(url).path == "/events/")
     finally:
         context.close()
+
+
+@pytest.mark.parametrize("path", ["/", "/keys/" + KEY + "/", "/costs/"])
+def test_charts_draw_under_a_policy_without_inline_styles_with_plotlys_own_rules_applied(
+    chromium, live_server, world, path
+):
+    context, page, watchdog = new_page(chromium, live_server.url)
+    try:
+        log_in(page, "boss", PASSWORD)
+        response = page.goto(path)
+        assert "'unsafe-inline'" not in response.headers["content-security-policy"]
+        wait_for_charts(page)
+        page.hover(".js-plotly-plot")  # the modebar shows on hover
+        state = page.evaluate(
+            """() => ({
+                svgs: document.querySelectorAll('.js-plotly-plot .main-svg').length,
+                styleElements: document.querySelectorAll('style').length,
+                modebar: getComputedStyle(document.querySelector('.js-plotly-plot .plotly .modebar')).position,
+                font: getComputedStyle(document.querySelector('.js-plotly-plot .plotly')).direction,
+            })"""
+        )
+        # Drawn; no <style> element made (it would be refused); the rules come from the stylesheet.
+        assert state["svgs"] >= 1 and state["styleElements"] == 0
+        assert (state["modebar"], state["font"]) == ("absolute", "ltr")
+        watchdog.assert_clean(page, path)
+    finally:
+        context.close()
