@@ -8,7 +8,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils import timezone
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_safe
 
 from kmsdash.middleware import wants_fragment
 from kmsdash.roles import ADMIN, ANALYST, role_required
@@ -40,7 +40,7 @@ def _context(f: EventFilter, period: str | None = None, **extra) -> dict:
     }
 
 
-@require_GET
+@require_safe
 @role_required(ANALYST)
 def overview(request: HttpRequest) -> HttpResponse:
     f, period = period_filter(request, "7d")
@@ -60,7 +60,7 @@ def overview(request: HttpRequest) -> HttpResponse:
     return render(request, _template(request, "audits/overview.html", "results"), context)
 
 
-@require_GET
+@require_safe
 @role_required(ANALYST)
 def keys(request: HttpRequest) -> HttpResponse:
     f, period = period_filter(request, "30d")
@@ -88,7 +88,7 @@ def keys(request: HttpRequest) -> HttpResponse:
     return render(request, _template(request, "audits/keys.html", "table"), context)
 
 
-@require_GET
+@require_safe
 @role_required(ANALYST)
 def key_detail(request: HttpRequest, key: str) -> HttpResponse:
     arn = selectors.resolve_key(key)
@@ -126,7 +126,7 @@ def _event_list(request: HttpRequest, f: EventFilter, qs) -> tuple[selectors.Eve
         return selectors.events_page(qs, None, PER_PAGE), str(exc)
 
 
-@require_GET
+@require_safe
 @role_required(ANALYST)
 def events(request: HttpRequest) -> HttpResponse:
     # Always a window (the period picker's, unless since/until say otherwise): without one, a filter
@@ -151,7 +151,7 @@ def events(request: HttpRequest) -> HttpResponse:
     return render(request, _template(request, "audits/events.html", "results"), context)
 
 
-@require_GET
+@require_safe
 @role_required(ANALYST)
 def event_raw(request: HttpRequest, pk: int) -> HttpResponse:
     event = get_object_or_404(Event, pk=pk)
@@ -160,7 +160,7 @@ def event_raw(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "audits/events.html#drawer", {"event": event, "raw": raw})
 
 
-@require_GET
+@require_safe
 @role_required(ANALYST)
 def critical(request: HttpRequest) -> HttpResponse:
     f, period = period_filter(request, "30d")
@@ -191,6 +191,7 @@ def _period_params(f: EventFilter, period: str) -> dict[str, str]:
     return {**f.replace(since=None, until=None).as_params(), "period": period}
 
 
+@require_safe
 @role_required(ADMIN)
 def health(request: HttpRequest) -> HttpResponse:
     """Ingestion health: every scope's state, lag and last error, the quarantine and retention."""

@@ -3,7 +3,7 @@ from __future__ import annotations
 from django import forms
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_safe, require_POST
 
 from kmsdash.middleware import wants_fragment
 from kmsdash.roles import ADMIN, ANALYST, role_required
@@ -27,7 +27,7 @@ class AcceptForm(forms.Form):
     reason = forms.CharField(max_length=2000, widget=forms.Textarea(attrs={"rows": 2}))
 
 
-@require_GET
+@require_safe
 @role_required(ANALYST)
 def key_panel(request: HttpRequest, key: str) -> HttpResponse:
     found = selectors.resolve_key(key)
@@ -36,7 +36,7 @@ def key_panel(request: HttpRequest, key: str) -> HttpResponse:
     return render(request, "inventory/key_panel.html", selectors.key_panel(found))
 
 
-@require_GET
+@require_safe
 @role_required(ANALYST)
 def findings(request: HttpRequest) -> HttpResponse:
     form = FindingFilterForm(request.GET or None)
