@@ -10,7 +10,9 @@ import csv
 import hashlib
 import io
 import itertools
+import re
 import sys
+import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import date, datetime
 from decimal import Decimal
@@ -21,11 +23,18 @@ from django.utils import timezone
 
 from .models import ExportAudit
 
-# OWASP CSV injection triggers, plus NUL (ASVS 5.0 1.2.10).
-FORMULA_TRIGGERS = frozenset("=+-@\t\r\n\0")
-# First characters that can make a text cell a formula: the triggers, and whatever str.lstrip()
-# skips before one. Any other first character settles it without looking further.
-RISKY_FIRST_CHARACTERS = FORMULA_TRIGGERS | frozenset(c for c in map(chr, range(sys.maxunicode + 1)) if c.isspace())
+# OWASP CSV injection triggers, plus NUL (ASVS 5.0 1.2.10), and the fullwidth and small forms of
+# = + - @ (and the minus sign), which spreadsheets in East Asian locales read as the ASCII ones.
+FORMULA_TRIGGERS = frozenset("=+-@\t\r\n\0") | frozenset("\uff1d\uff0b\uff0d\uff20\ufe66\ufe62\ufe63\ufe6b\u2212")
+# What a spreadsheet may skip before the first character it reads: whitespace, and the invisible
+# format characters (zero-width space and joiners, the BOM, bidi marks, soft hyphen: category Cf).
+_INVISIBLE = frozenset(
+    c for c in map(chr, range(sys.maxunicode + 1)) if c.isspace() or unicodedata.category(c) == "Cf"
+) - FORMULA_TRIGGERS
+_LEADING_INVISIBLE = re.compile("[" + "".join(map(re.escape, sorted(_INVISIBLE))) + "]*")
+# First characters that can make a text cell a formula: the triggers, and whatever may stand before
+# one. Any other first character settles it without looking further.
+RISKY_FIRST_CHARACTERS = FORMULA_TRIGGERS | _INVISIBLE
 
 
 def neutralize(value: Any) -> Any:
@@ -44,8 +53,13 @@ def neutralize(value: Any) -> Any:
 
 
 def neutralize_text(value: str) -> str:
-    """`neutralize` for a cell known to be a str, cheap enough to call on every cell of a page."""
-    if value[:1] in RISKY_FIRST_CHARACTERS and (value[0] in FORMULA_TRIGGERS or value.lstrip()[:1] in FORMULA_TRIGGERS):
+    """`neutralize` for a cell known to be a str, cheap enough to call on every cell of a page.
+
+    A cell whose first visible character is a trigger gets the apostrophe, whatever invisible
+    characters stand before it."""
+    if value[:1] in RISKY_FIRST_CHARACTERS and (
+        value[0] in FORMULA_TRIGGERS or value[_LEADING_INVISIBLE.match(value).end() :][:1] in FORMULA_TRIGGERS
+    ):
         return "'" + value
     return value
 
