@@ -5,7 +5,7 @@ import json
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
-from django.views.decorators.http import require_safe, require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from kmsdash.csvexport import audited_csv, start_export_audit, web_row_cap
 from kmsdash.roles import FINANCE, role_required
