@@ -19,13 +19,19 @@ from django.db.models import Case, CharField, F, Func, Max, Q, QuerySet, Value, 
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_POST
 
-from kmsdash.csvexport import RISKY_FIRST_CHARACTERS, audited_csv_pages, neutralize_text, start_export_audit
+from kmsdash.csvexport import (
+    RISKY_FIRST_CHARACTERS,
+    audited_csv_pages,
+    neutralize_text,
+    start_export_audit,
+    web_row_cap,
+)
 from kmsdash.models import ExportAudit
 from kmsdash.roles import ADMIN, has_role
 
-from .filters import EventFilter
+from .filters import EventFilter, explorer_window
 from .models import Event
 
 EXPORT_PERMISSION = "kmsdash.export_audit_csv"
@@ -234,15 +240,18 @@ def stream_export(event_filter: EventFilter, snapshot: Snapshot, audit: ExportAu
     return audited_csv_pages(HEADER, event_pages(event_filter, snapshot), audit)
 
 
-@require_GET
+@require_POST  # a POST with the page's CSRF token: another site cannot make an admin's browser export
 @never_cache
 @export_permission_required
 def events_export(request: HttpRequest) -> HttpResponse:
-    event_filter = EventFilter.from_querydict(request.GET)
+    # The explorer's window: an export without since starts where the explorer's default period does.
+    event_filter, _ = explorer_window(request.POST)
     if event_filter.errors:
         return HttpResponseBadRequest("\n".join(event_filter.errors), content_type="text/plain; charset=utf-8")
     snapshot = Snapshot.now()
-    audit = start_export_audit(user=request.user, kind=KIND, filters=audit_filters(event_filter, snapshot))
+    audit = start_export_audit(
+        user=request.user, kind=KIND, filters=audit_filters(event_filter, snapshot), row_cap=web_row_cap()
+    )
     response = StreamingHttpResponse(
         stream_export(event_filter, snapshot, audit), content_type="text/csv; charset=utf-8"
     )

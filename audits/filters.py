@@ -19,6 +19,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from urllib.parse import urlencode
 
 from django.db.models import Q, QuerySet
+from django.utils import timezone
 
 from .cloudtrail import ACCOUNT_RE, KEY_ID_RE, LIMITS, REGION_RE
 from .models import DailyRollup, Event
@@ -37,6 +38,10 @@ PARAMS = (
     "q",
 )
 
+PERIODS = {"24h": "24 hours", "7d": "7 days", "30d": "30 days", "90d": "90 days"}
+EXPLORER_PERIOD = "30d"  # as the key page's, whose links open the explorer
+
+EXACT = ("key", "principal")
 ERROR_ANY = "any"
 ERROR_NONE = "none"
 Q_MAX = 256
@@ -110,7 +115,11 @@ class EventFilter:
 
         def text(name: str) -> str:
             value = query.get(name) or ""
-            return value.strip() if isinstance(value, str) else ""
+            if not isinstance(value, str):
+                return ""
+            # Keys and principals are compared exactly: they are caller-chosen text, and a key
+            # named " alias/x" is not alias/x. Typed values (codes, dates, search text) are trimmed.
+            return value if name in EXACT else value.strip()
 
         for name, limit in _TEXT_LIMITS.items():
             value = text(name)
@@ -275,3 +284,39 @@ class EventFilter:
     @property
     def is_empty(self) -> bool:
         return not self.as_params()
+
+
+def period_window(query, default: str) -> tuple[EventFilter, str]:
+    """The filters of `query`, with `period` (24h, 7d, 30d, 90d) as `since`, and the period.
+
+    since/until apply with period=custom, or when no period is given (links from other pages).
+
+    Day periods start at a UTC midnight, so the day rollups cover them exactly.
+    """
+    f = EventFilter.from_querydict(query)
+    period = query.get("period", "")
+    if period == "custom" or (period not in PERIODS and (f.since or f.until)):
+        return f, "custom"
+    if period not in PERIODS:
+        period = default
+    now = timezone.now().astimezone(UTC)
+    if period == "24h":
+        since = Bound((now - timedelta(hours=24)).replace(microsecond=0), False)
+    else:
+        since = Bound.of_day(now.date() - timedelta(days=int(period[:-1]) - 1))
+    return f.replace(since=since, until=None), period
+
+
+def explorer_window(query) -> tuple[EventFilter, str]:
+    """`period_window` for lists of events (the explorer, its export): never without a start.
+
+    Without one, a filter matching few events would read the whole event table: a custom window
+    with only `until` starts as many days before it as the default period; `since=1970-01-01`
+    still asks for everything, explicitly.
+    """
+    f, period = period_window(query, EXPLORER_PERIOD)
+    if f.since is None and not f.errors:
+        days = int(EXPLORER_PERIOD[:-1])
+        last = f.last_day or timezone.now().astimezone(UTC).date()
+        f = f.replace(since=Bound.of_day(max(last - timedelta(days=days - 1), EARLIEST.date())))
+    return f, period

@@ -536,8 +536,10 @@ def with_aliases(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def resolve_key(key: str) -> str | None:
-    """The key ARN for a key ARN, bare key id or other identifier, from the rollups, else the inventory."""
-    key = key.strip()
+    """The key ARN for a key ARN, bare key id or other identifier, from the rollups, else the inventory.
+
+    Exactly as given: identifiers are caller-chosen text, and " alias/x" or "alias/x\u2028" is
+    another key than "alias/x" (stripping them led one key's URL to another key's page)."""
     if not key:
         return None
     if KEY_ID_RE.match(key):
@@ -644,6 +646,35 @@ def context_sample(f: EventFilter, *, size: int = SAMPLE_SIZE, limit: int = TOP)
 
 
 # --- events explorer -----------------------------------------------------------------------------
+
+# The summaries tried for the explorer's pre-check, smallest first; DailyRollup answers every filter.
+_SPAN_SOURCES = (OperationDay, PrincipalDay, KeyDay, KeyServiceDay, KeyPrincipalDay)
+_DIMENSION_FILTERS = (*_FILTER_DIMS, "account", "region")
+
+
+def explorer_events(f: EventFilter) -> QuerySet[Event]:
+    """The explorer's events under `f`, narrowed first by the summaries.
+
+    A filter on a dimension the summaries keep (key, principal, service, operation, error, after
+    hours, account, region) reads the smallest summary that answers it for the first and last time
+    a matching event was seen in the window: nothing there means no event (answered without
+    touching the event table), and the event query then scans only that span instead of the whole
+    window. Free text (`q`) has no summary: it is bounded by the window and the statement timeout.
+    """
+    qs = f.events()
+    if f.errors or not any(getattr(f, name) not in ("", None) for name in _DIMENSION_FILTERS):
+        return qs
+    if f.error and f.error != "none":
+        # Lets PostgreSQL read only failed events, through the partial index event_failed_time_id.
+        qs = qs.filter(FAILED)
+    rows = next((rows for model in _SPAN_SOURCES if (rows := summary(f, model)) is not None), None)
+    if rows is None:
+        rows = f.rollups()
+    span = rows.aggregate(first=Min("first_seen"), last=Max("last_seen"))
+    if span["first"] is None:
+        return qs.none()
+    return qs.filter(event_time__gte=span["first"], event_time__lte=span["last"])
+
 
 
 class BadCursor(ValueError):

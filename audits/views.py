@@ -1,46 +1,29 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, timedelta
 from urllib.parse import urlencode
 
+from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
-from django.urls import NoReverseMatch, reverse
+from django.urls import reverse
 from django.utils import timezone
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_safe
 
 from kmsdash.middleware import wants_fragment
 from kmsdash.roles import ADMIN, ANALYST, role_required
 
-from . import charts, retention, selectors
+from . import charts, keyurls, retention, selectors
 from .exports import may_export
-from .filters import Bound, EventFilter
+from .filters import PERIODS, EventFilter, explorer_window, period_window
 from .models import Event
 
-PERIODS = {"24h": "24 hours", "7d": "7 days", "30d": "30 days", "90d": "90 days"}
 PER_PAGE = 50
 
 
 def period_filter(request: HttpRequest, default: str) -> tuple[EventFilter, str]:
-    """The request's filters, with `period` (24h, 7d, 30d, 90d) as `since`.
-
-    since/until apply with period=custom, or when no period is given (links from other pages).
-
-    Day periods start at a UTC midnight, so the day rollups cover them exactly.
-    """
-    f = EventFilter.from_querydict(request.GET)
-    period = request.GET.get("period", "")
-    if period == "custom" or (period not in PERIODS and (f.since or f.until)):
-        return f, "custom"
-    if period not in PERIODS:
-        period = default
-    now = timezone.now().astimezone(UTC)
-    if period == "24h":
-        since = Bound((now - timedelta(hours=24)).replace(microsecond=0), False)
-    else:
-        since = Bound.of_day(now.date() - timedelta(days=int(period[:-1]) - 1))
-    return f.replace(since=since, until=None), period
+    """The request's filters, with `period` (24h, 7d, 30d, 90d) as `since` (see filters.period_window)."""
+    return period_window(request.GET, default)
 
 
 def _template(request: HttpRequest, name: str, fragment: str) -> str:
@@ -57,7 +40,7 @@ def _context(f: EventFilter, period: str | None = None, **extra) -> dict:
     }
 
 
-@require_GET
+@require_safe
 @role_required(ANALYST)
 def overview(request: HttpRequest) -> HttpResponse:
     f, period = period_filter(request, "7d")
@@ -77,7 +60,7 @@ def overview(request: HttpRequest) -> HttpResponse:
     return render(request, _template(request, "audits/overview.html", "results"), context)
 
 
-@require_GET
+@require_safe
 @role_required(ANALYST)
 def keys(request: HttpRequest) -> HttpResponse:
     f, period = period_filter(request, "30d")
@@ -105,7 +88,7 @@ def keys(request: HttpRequest) -> HttpResponse:
     return render(request, _template(request, "audits/keys.html", "table"), context)
 
 
-@require_GET
+@require_safe
 @role_required(ANALYST)
 def key_detail(request: HttpRequest, key: str) -> HttpResponse:
     arn = selectors.resolve_key(key)
@@ -115,10 +98,7 @@ def key_detail(request: HttpRequest, key: str) -> HttpResponse:
     # The figures come from rollups, which hold no user agent or address: no search here, so that
     # the lists and the explorer links count what the figures count.
     f = f.replace(key=arn, q="")
-    try:
-        panel_url = reverse("inventory:key_panel", kwargs={"key": arn})
-    except NoReverseMatch:
-        panel_url = None
+    panel_url = keyurls.key_panel_url(arn)
     alias = selectors.alias_names().get(arn, "")
     context = _context(
         f,
@@ -146,29 +126,32 @@ def _event_list(request: HttpRequest, f: EventFilter, qs) -> tuple[selectors.Eve
         return selectors.events_page(qs, None, PER_PAGE), str(exc)
 
 
-@require_GET
+@require_safe
 @role_required(ANALYST)
 def events(request: HttpRequest) -> HttpResponse:
-    f = EventFilter.from_querydict(request.GET)
-    page, cursor_error = _event_list(request, f, f.events())
-    export_url = None
-    if may_export(request.user):
-        export_url = f"{reverse('audits:events_export')}?{f.querystring()}"
+    # Always a window (the period picker's, unless since/until say otherwise): without one, a filter
+    # matching few events would read the whole table.
+    f, period = explorer_window(request.GET)
+    page, cursor_error = _event_list(request, f, selectors.explorer_events(f))
     purged_before = retention.purged_before()
+    params = _period_params(f, period)
     context = _context(
         f,
+        period,
         page=page,
         # Said only where the filter reaches back past it.
         purged_before=purged_before if purged_before and (f.start is None or f.start < purged_before) else None,
         cursor_error=cursor_error,
-        next_url=f"?{f.querystring(cursor=page.next_cursor)}" if page.next_cursor else None,
-        first_url=f"?{f.querystring()}" if request.GET.get("cursor") else None,
-        export_url=export_url,
+        next_url=f"?{urlencode({**params, 'cursor': page.next_cursor})}" if page.next_cursor else None,
+        first_url=f"?{urlencode(params)}" if request.GET.get("cursor") else None,
+        # The export takes the window as it is now, so its audit row names the days it covers.
+        export_params=f.as_params() if may_export(request.user) else None,
+        export_max_rows=settings.KMSDASH_EXPORT_MAX_ROWS,
     )
     return render(request, _template(request, "audits/events.html", "results"), context)
 
 
-@require_GET
+@require_safe
 @role_required(ANALYST)
 def event_raw(request: HttpRequest, pk: int) -> HttpResponse:
     event = get_object_or_404(Event, pk=pk)
@@ -177,7 +160,7 @@ def event_raw(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "audits/events.html#drawer", {"event": event, "raw": raw})
 
 
-@require_GET
+@require_safe
 @role_required(ANALYST)
 def critical(request: HttpRequest) -> HttpResponse:
     f, period = period_filter(request, "30d")
@@ -208,6 +191,7 @@ def _period_params(f: EventFilter, period: str) -> dict[str, str]:
     return {**f.replace(since=None, until=None).as_params(), "period": period}
 
 
+@require_safe
 @role_required(ADMIN)
 def health(request: HttpRequest) -> HttpResponse:
     """Ingestion health: every scope's state, lag and last error, the quarantine and retention."""

@@ -4,11 +4,16 @@ from datetime import date, timedelta
 
 from django import forms
 
+from audits.filters import EARLIEST, LATEST
+
 from .charts import BY_CHOICES
 from .selectors import month_start
 from .services import utc_today
 
 MAX_DAYS = 400  # Cost Explorer keeps 13 months and the current one
+# As the events filters: the pages step whole months and days around the period, which must stay
+# inside the calendar Python can represent (9999-12-31 plus a day is an OverflowError, a 500).
+FIRST_DAY, LAST_DAY = EARLIEST.date(), LATEST.date() - timedelta(days=1)
 
 
 class PeriodForm(forms.Form):
@@ -20,6 +25,10 @@ class PeriodForm(forms.Form):
 
     def clean(self):
         data = super().clean()
+        for name in ("since", "until"):
+            day = data.get(name)
+            if day is not None and not FIRST_DAY <= day <= LAST_DAY:
+                raise forms.ValidationError(f"{name} must be between {FIRST_DAY.year} and {LAST_DAY.year}.")
         today = utc_today()
         until = data.get("until") or today
         since = data.get("since") or month_start(month_start(until) - timedelta(days=1))

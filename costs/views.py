@@ -5,9 +5,9 @@ import json
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_POST, require_safe
 
-from kmsdash.csvexport import audited_csv, start_export_audit
+from kmsdash.csvexport import audited_csv, start_export_audit, web_row_cap
 from kmsdash.roles import FINANCE, role_required
 
 from . import charts, estimate, savings, selectors
@@ -15,7 +15,7 @@ from .forms import PeriodForm
 from .services import utc_today
 
 
-@require_GET
+@require_safe
 @role_required(FINANCE)
 def overview(request: HttpRequest) -> HttpResponse:
     form = PeriodForm(request.GET)
@@ -92,8 +92,12 @@ def export_csv(request: HttpRequest) -> HttpResponse:
     if not form.is_valid():
         return HttpResponse("Invalid period.", status=400, content_type="text/plain; charset=utf-8")
     since, until = form.period()
-    audit = start_export_audit(user=request.user, kind="costs",
-                               filters={"since": since.isoformat(), "until": until.isoformat()})
+    audit = start_export_audit(
+        user=request.user,
+        kind="costs",
+        filters={"since": since.isoformat(), "until": until.isoformat()},
+        row_cap=web_row_cap(),
+    )
     response = StreamingHttpResponse(
         audited_csv(selectors.DAILY_TABLE_HEADER, selectors.daily_table(since, until), audit),
         content_type="text/csv; charset=utf-8",

@@ -262,3 +262,25 @@ class Finding(models.Model):
         if self.accepted_at:
             return "accepted"
         return "open"
+
+
+class FindingDecision(models.Model):
+    """One acceptance of a finding's risk, or one revocation of it: the history that the finding's
+    accepted_* columns (the decision in force) summarise. Rows are only ever added."""
+
+    class Action(models.TextChoices):
+        ACCEPTED = "accepted"
+        REVOKED = "revoked"
+
+    finding = models.ForeignKey(Finding, on_delete=models.PROTECT, related_name="decisions")
+    action = models.CharField(max_length=16, choices=Action.choices)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    username = models.CharField(max_length=150, help_text="Snapshot: the account may be renamed or deleted later.")
+    reason = models.TextField()
+    decided_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["finding", "decided_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.finding_id} by {self.username} at {self.decided_at:%Y-%m-%d %H:%M}"

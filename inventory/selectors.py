@@ -125,7 +125,7 @@ def findings(*, kind: str = "", severity: str = "", account: str = "", status: s
         qs = qs.filter(severity=severity)
     if account:
         qs = qs.filter(account_id=account)
-    return qs.select_related("accepted_by").order_by("kind", "account_id", "key", "subject")
+    return qs.select_related("accepted_by").prefetch_related("decisions").order_by("kind", "account_id", "key", "subject")
 
 
 def finding_counts() -> dict[str, int]:

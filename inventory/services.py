@@ -18,7 +18,7 @@ from audits.models import DailyRollup, Source
 from audits.services import reattribute_alias
 from kmsdash.locks import run_lock
 
-from .models import Alias, Grant, InventoryRun, Key, KeyStateVersion, PolicyVersion, Trail
+from .models import Alias, Finding, FindingDecision, Grant, InventoryRun, Key, KeyStateVersion, PolicyVersion, Trail
 from .source import InventoryReader, KeySnapshot, RegionSnapshot
 
 log = logging.getLogger(__name__)
@@ -281,10 +281,45 @@ def reattribute_aliases(*, account_id: str | None = None, region: str | None = N
     return moved
 
 
-def accept_finding(finding, *, user, reason: str):
-    """An admin's decision to live with a finding: kept with who, when and why."""
-    finding.accepted_at = timezone.now()
-    finding.accepted_by = user
-    finding.accepted_reason = reason
-    finding.save(update_fields=["accepted_at", "accepted_by", "accepted_reason"])
+class DecisionRefused(Exception):
+    """A decision that does not apply to the finding as it stands (the message says why)."""
+
+
+def _decide(finding, *, user, reason: str, action: str) -> FindingDecision:
+    now = timezone.now()
+    decision = FindingDecision.objects.create(
+        finding=finding, action=action, user=user, username=user.get_username() if user else "", reason=reason,
+        decided_at=now,
+    )
+    log.info(
+        "finding %s", action, extra={"finding": finding.pk, "kind": finding.kind, "user": decision.username}
+    )
+    return decision
+
+
+def accept_finding(finding, *, user, reason: str) -> Finding:
+    """An admin's decision to live with a finding: kept with who, when and why, in the history too.
+
+    A resolved finding no longer holds: there is no risk left to accept. Accepting an accepted one
+    again (a renewed decision) replaces the decision in force; the earlier one stays in the history.
+    """
+    with transaction.atomic():
+        finding = Finding.objects.select_for_update().get(pk=finding.pk)
+        if finding.resolved_at is not None:
+            raise DecisionRefused("This finding is resolved: there is nothing left to accept.")
+        decision = _decide(finding, user=user, reason=reason, action=FindingDecision.Action.ACCEPTED)
+        finding.accepted_at, finding.accepted_by, finding.accepted_reason = decision.decided_at, user, reason
+        finding.save(update_fields=["accepted_at", "accepted_by", "accepted_reason"])
+    return finding
+
+
+def revoke_acceptance(finding, *, user, reason: str) -> Finding:
+    """An admin withdraws the acceptance in force: the finding is open again, and the history says why."""
+    with transaction.atomic():
+        finding = Finding.objects.select_for_update().get(pk=finding.pk)
+        if finding.accepted_at is None:
+            raise DecisionRefused("This finding is not accepted: there is no acceptance to revoke.")
+        _decide(finding, user=user, reason=reason, action=FindingDecision.Action.REVOKED)
+        finding.accepted_at, finding.accepted_by, finding.accepted_reason = None, None, ""
+        finding.save(update_fields=["accepted_at", "accepted_by", "accepted_reason"])
     return finding

@@ -3,7 +3,7 @@ from __future__ import annotations
 from django import forms
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from kmsdash.middleware import wants_fragment
 from kmsdash.roles import ADMIN, ANALYST, role_required
@@ -22,10 +22,12 @@ class FindingFilterForm(forms.Form):
 
 
 class AcceptForm(forms.Form):
+    """The reason of an acceptance or of its revocation."""
+
     reason = forms.CharField(max_length=2000, widget=forms.Textarea(attrs={"rows": 2}))
 
 
-@require_GET
+@require_safe
 @role_required(ANALYST)
 def key_panel(request: HttpRequest, key: str) -> HttpResponse:
     found = selectors.resolve_key(key)
@@ -34,7 +36,7 @@ def key_panel(request: HttpRequest, key: str) -> HttpResponse:
     return render(request, "inventory/key_panel.html", selectors.key_panel(found))
 
 
-@require_GET
+@require_safe
 @role_required(ANALYST)
 def findings(request: HttpRequest) -> HttpResponse:
     form = FindingFilterForm(request.GET or None)
@@ -57,12 +59,25 @@ def findings(request: HttpRequest) -> HttpResponse:
     return render(request, template, context)
 
 
-@require_POST
-@role_required(ADMIN)
-def finding_accept(request: HttpRequest, pk: int) -> HttpResponse:
+def _decision(request: HttpRequest, pk: int, decide) -> HttpResponse:
     finding = get_object_or_404(Finding, pk=pk)
     form = AcceptForm(request.POST)
     if not form.is_valid():
         return HttpResponseBadRequest("A reason is required.", content_type="text/plain")
-    services.accept_finding(finding, user=request.user, reason=form.cleaned_data["reason"])
+    try:
+        decide(finding, user=request.user, reason=form.cleaned_data["reason"])
+    except services.DecisionRefused as exc:
+        return HttpResponse(str(exc), status=409, content_type="text/plain; charset=utf-8")
     return redirect("inventory:findings")
+
+
+@require_POST
+@role_required(ADMIN)
+def finding_accept(request: HttpRequest, pk: int) -> HttpResponse:
+    return _decision(request, pk, services.accept_finding)
+
+
+@require_POST
+@role_required(ADMIN)
+def finding_revoke(request: HttpRequest, pk: int) -> HttpResponse:
+    return _decision(request, pk, services.revoke_acceptance)

@@ -8,14 +8,21 @@ into a full navigation, and we send the user back to the page they were on, not 
 
 from __future__ import annotations
 
+import logging
+import time
+
+from django.conf import settings
 from django.contrib.auth.middleware import LoginRequiredMiddleware
 from django.contrib.auth.views import redirect_to_login
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, OperationalError, connections
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import resolve_url
-from django.utils.cache import patch_vary_headers
+from django.shortcuts import render, resolve_url
+from django.utils.cache import patch_cache_control, patch_vary_headers
 from django.utils.http import url_has_allowed_host_and_scheme
 from django_htmx.http import HttpResponseClientRedirect
 from django_htmx.middleware import HtmxDetails
+
+logger = logging.getLogger(__name__)
 
 
 def page_path(request: HttpRequest, htmx: HtmxDetails) -> str:
@@ -70,4 +77,103 @@ class VaryOnHtmxMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         response = self.get_response(request)
         patch_vary_headers(response, ("HX-Request",))
+        return response
+
+
+# --- statement timeout ----------------------------------------------------------------------------
+
+QUERY_CANCELED = "57014"  # PostgreSQL's SQLSTATE for a statement cancelled by statement_timeout
+
+
+def _start_timeout(connection, milliseconds: int) -> None:
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(f"SET statement_timeout = {int(milliseconds)}")
+    elif connection.vendor == "sqlite":
+        # SQLite has no statement timeout: its progress handler, called every 10,000 virtual-machine
+        # steps, interrupts the statement once the deadline has passed.
+        deadline = time.monotonic() + milliseconds / 1000
+        connection.ensure_connection()
+        connection.connection.set_progress_handler(lambda: time.monotonic() > deadline, 10_000)
+
+
+def _stop_timeout(connection) -> None:
+    if connection.connection is None:
+        return
+    try:
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("RESET statement_timeout")
+        elif connection.vendor == "sqlite":
+            connection.connection.set_progress_handler(None, 0)
+    except DatabaseError:
+        # A connection that cannot even reset is not handed to the next request with a limit on it.
+        connection.close()
+
+
+def is_statement_timeout(exception: BaseException) -> bool:
+    if not isinstance(exception, OperationalError):
+        return False
+    cause = exception.__cause__
+    return getattr(cause, "sqlstate", None) == QUERY_CANCELED or str(exception) == "interrupted"
+
+
+class StatementTimeoutMiddleware:
+    """Every request's SQL statements stop after KMSDASH_STATEMENT_TIMEOUT_MS, and the page says so.
+
+    A logged-in user can ask for an expensive query (free-text search over a long window); the
+    limit turns it into a clear message (503) instead of a worker busy for minutes or a 500. Only
+    requests get it: ingestion, purges and migrations run in other processes without a limit. A
+    streamed response (a CSV export) keeps the limit per statement until it has been sent.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        milliseconds = settings.KMSDASH_STATEMENT_TIMEOUT_MS
+        if not milliseconds:
+            return self.get_response(request)
+        connection = connections[DEFAULT_DB_ALIAS]
+        _start_timeout(connection, milliseconds)
+        try:
+            response = self.get_response(request)
+        except BaseException:
+            _stop_timeout(connection)
+            raise
+        if response.streaming:
+            response._resource_closers.append(lambda: _stop_timeout(connection))
+        else:
+            _stop_timeout(connection)
+        return response
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if not is_statement_timeout(exception):
+            return None
+        logger.warning("statement timeout", extra={"path": request.path})
+        context = {"seconds": settings.KMSDASH_STATEMENT_TIMEOUT_MS / 1000}
+        if getattr(request, "htmx", False):
+            # htmx swaps no 5xx answer: show the message in the page's main area instead.
+            response = render(request, "query_timeout.html#message", context)
+            response["HX-Retarget"] = "main"
+            response["HX-Reswap"] = "innerHTML"
+            return response
+        return render(request, "query_timeout.html", context, status=503)
+
+
+class PrivateCacheMiddleware:
+    """`Cache-Control: private, no-store` on every response to a signed-in user.
+
+    Every such page shows data of the account (events, costs, findings, exports): neither a shared
+    cache nor the browser's history may keep a copy for the next person at the keyboard.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated:
+            patch_cache_control(response, private=True, no_store=True)
         return response

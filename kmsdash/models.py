@@ -25,6 +25,10 @@ class ExportAudit(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.STARTED)
     rows = models.PositiveBigIntegerField(default=0)
     sha256 = models.CharField(max_length=64, blank=True)
+    row_cap = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="At most this many rows (KMSDASH_EXPORT_MAX_ROWS); none from the command line."
+    )
+    truncated = models.BooleanField(default=False, help_text="More rows matched than the cap let out.")
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 

@@ -104,12 +104,16 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Cache-Control: private, no-store on every response to a signed-in user.
+    "kmsdash.middleware.PrivateCacheMiddleware",
     # Deny by default: every view needs a login unless marked @login_not_required (htmx-aware).
     "kmsdash.middleware.HtmxLoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "kmsdash.middleware.VaryOnHtmxMiddleware",
+    # After the user and htmx are known, so that its message page renders like any other page.
+    "kmsdash.middleware.StatementTimeoutMiddleware",
     # Last, as django-axes asks.
     "axes.middleware.AxesMiddleware",
 ]
@@ -147,6 +151,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# Each web request's SQL statements stop after this long (0: no limit), and the page says so
+# (kmsdash/middleware.py). Only requests: ingestion and migrations have no limit.
+KMSDASH_STATEMENT_TIMEOUT_MS = envint("KMSDASH_STATEMENT_TIMEOUT_MS", 10_000)
+# A CSV export from the web stops after this many rows, and its audit row says it was cut short.
+KMSDASH_EXPORT_MAX_ROWS = envint("KMSDASH_EXPORT_MAX_ROWS", 1_000_000)
 
 # --- Auth -------------------------------------------------------------------------------------
 AUTHENTICATION_BACKENDS = [
@@ -197,13 +206,14 @@ if envbool("KMSDASH_BEHIND_TLS_PROXY", "False"):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 # Content-Security-Policy (django-csp 4). No inline script and no eval: htmx and the strict
-# plotly.js bundle are static files of this project. style-src allows inline styles because
-# plotly.js injects its own style rules at run time (plotly.js#7543).
+# plotly.js bundle are static files of this project. No inline style either: plotly.js's own rules
+# are a static stylesheet (templates/_plotly.html, scripts/plotly_css.py), and the project's CSS
+# is static/kmsdash/app.css.
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": ["'self'"],
         "script-src": ["'self'"],
-        "style-src": ["'self'", "'unsafe-inline'"],
+        "style-src": ["'self'"],
         "img-src": ["'self'", "data:", "blob:"],
         "connect-src": ["'self'"],
         "font-src": ["'self'"],

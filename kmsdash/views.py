@@ -4,6 +4,7 @@ from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.views.decorators.http import require_safe
 
 from . import selectors
 from .roles import ADMIN, ANALYST, FINANCE, has_role, role_required
@@ -20,6 +21,7 @@ def start(request: HttpRequest) -> HttpResponse:
     raise PermissionDenied
 
 
+@require_safe
 @role_required(ADMIN)
 def exports(request: HttpRequest) -> HttpResponse:
     page = Paginator(selectors.export_audits(), 50).get_page(request.GET.get("page"))

@@ -48,11 +48,15 @@ MATRIX: dict[str, Route] = {
     "audits:events": route("/events/?operation=Decrypt", ANALYST),
     "audits:event_raw": route("/events/{event}/raw/", ANALYST),
     "audits:critical": route("/critical/", ANALYST),
-    "audits:events_export": route("/events/export.csv", ADMIN, permission=EXPORT_PERMISSION),
+    "audits:events_export": route("/events/export.csv", ADMIN, method="post", permission=EXPORT_PERMISSION),
     "inventory:findings": route("/findings/", ANALYST),
-    "inventory:key_panel": route("/keys/{key}/inventory/", ANALYST),
+    "inventory:key_panel": route("/inventory/keys/{key}/", ANALYST),
     "inventory:finding_accept": route(
         "/findings/{finding}/accept/", ADMIN, method="post", data={"reason": "accepted: test key"}, ok=302
+    ),
+    # The seeded finding is open: an allowed user gets as far as the refusal to revoke what is not accepted.
+    "inventory:finding_revoke": route(
+        "/findings/{finding}/revoke/", ADMIN, method="post", data={"reason": "no longer"}, ok=409
     ),
     "costs:overview": route("/costs/", FINANCE),
     "costs:export": route("/costs/export.csv", FINANCE, method="post"),

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
-from urllib.parse import urlencode
 
 from django import template
-from django.urls import NoReverseMatch, reverse
+
+from audits import keyurls
 
 register = template.Library()
 
@@ -59,15 +59,8 @@ def clip(value: object, length: int = CLIP) -> str:
 
 @register.filter
 def key_url(key: str) -> str:
-    """The key's detail page; keys no path can carry go to the explorer instead: a line break, or a
-    '.' or '..' segment, which a browser resolves away (a caller-chosen `alias/../../health` would
-    lead to another page of the site, and %2E is resolved the same way)."""
-    if not any(segment in (".", "..") for segment in str(key).split("/")):
-        try:
-            return reverse("audits:key_detail", args=[key])
-        except NoReverseMatch:
-            pass
-    return f"{reverse('audits:events')}?{urlencode({'key': key})}"
+    """The key's detail page, or the explorer for a key no path can carry (audits/keyurls.py)."""
+    return keyurls.key_url(key)
 
 
 @register.filter

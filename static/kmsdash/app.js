@@ -31,6 +31,15 @@
     if (target) target.replaceChildren();
   });
 
+  // Typing a date into a period form means a custom period. Capture phase: this runs before htmx
+  // (listening on the form) sends the change.
+  document.addEventListener("change", function (event) {
+    var input = event.target;
+    if (!input.form || (input.name !== "since" && input.name !== "until")) return;
+    var period = input.form.querySelector("select[name=period]");
+    if (period) period.value = "custom";
+  }, true);
+
   // Filter forms send only the fields in use, so pushed URLs stay short and bookmarkable.
   document.addEventListener("htmx:configRequest", function (event) {
     if (event.detail.verb !== "get") return;
