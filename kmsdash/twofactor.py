@@ -61,10 +61,11 @@ def verify(request: HttpRequest) -> HttpResponse:
         return redirect(next_url(request))
     form = CodeForm(request.POST or None)
     if form.is_valid():
+        # Asked first: after a wrong code the device refuses every code (even the right one) for a while.
+        allowed, _ = device.verify_is_allowed()
         if device.verify_token(form.cleaned_data["code"].strip()):
             accept(request, device)
             return redirect(next_url(request))
-        allowed, _ = device.verify_is_allowed()
         form.add_error("code", "That code is not right." if allowed else "Too many wrong codes: wait a little.")
     return render(request, "registration/twofactor_verify.html", {"form": form, "next": next_url(request)})
 
