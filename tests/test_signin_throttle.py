@@ -123,3 +123,19 @@ def test_the_admin_login_page_is_held_back_the_same_way(settings):
     response = attempt("alice", PASSWORD, "198.51.100.99", client=browser, path="/admin/login/")
     assert response.status_code == 429
     assert "_auth_user_id" not in browser.session
+
+
+def test_a_forwarded_login_without_a_trusted_proxy_count_is_logged_once(settings, caplog, monkeypatch):
+    from kmsdash import clientip
+
+    monkeypatch.setattr(clientip, "_warned", False)
+    with caplog.at_level("WARNING", logger="kmsdash.clientip"):
+        for _ in range(3):
+            Client().post(
+                "/accounts/login/",
+                {"username": "alice", "password": "wrong"},
+                REMOTE_ADDR="10.0.0.2",
+                HTTP_X_FORWARDED_FOR="203.0.113.5",
+            )
+    warnings = [r for r in caplog.records if "KMSDASH_TRUSTED_PROXY_COUNT is 0" in r.getMessage()]
+    assert len(warnings) == 1
