@@ -181,3 +181,40 @@ def test_a_replayed_callback_signs_nobody_in(sso, client):
     stranger = Client()
     assert stranger.get(back.path, query)["Location"] == "/accounts/login/?sso=refused"
     assert "_auth_user_id" not in stranger.session
+
+
+OIDC_ENV = {
+    "KMSDASH_OIDC_ENABLED": "True",
+    "KMSDASH_OIDC_AUTHORIZATION_ENDPOINT": "https://idp.example/auth",
+    "KMSDASH_OIDC_TOKEN_ENDPOINT": "https://idp.example/token",
+    "KMSDASH_OIDC_USERINFO_ENDPOINT": "https://idp.example/me",
+    "KMSDASH_OIDC_JWKS_ENDPOINT": "https://idp.example/jwks",
+    "KMSDASH_OIDC_CLIENT_ID": "kmsdash",
+    "KMSDASH_OIDC_ROLE_MAP": '{"kms-admins": "admin"}',
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"KMSDASH_OIDC_TOKEN_ENDPOINT": ""}, "KMSDASH_OIDC_TOKEN_ENDPOINT is required"),
+        ({}, "Set KMSDASH_OIDC_CLIENT_SECRET or KMSDASH_OIDC_CLIENT_SECRET_FILE"),
+        ({"KMSDASH_OIDC_CLIENT_SECRET": "s", "KMSDASH_OIDC_ROLE_MAP": '{"x": "root"}'}, "maps group names to one of"),
+        ({"KMSDASH_OIDC_CLIENT_SECRET": "s", "KMSDASH_OIDC_ROLE_MAP": "admins=admin"}, "must be a JSON object"),
+    ],
+)
+def test_an_incomplete_single_sign_on_configuration_stops_the_start(change, message):
+    from .security_support import manage_py
+
+    result = manage_py("check", **{**OIDC_ENV, **change})
+    assert result.returncode != 0 and message in result.stderr
+
+
+def test_the_client_secret_can_come_from_a_file(tmp_path):
+    from .security_support import manage_py
+
+    secret = tmp_path / "secret"
+    secret.write_text("from-a-file\n")
+    code = "from django.conf import settings; print(settings.OIDC_RP_CLIENT_SECRET, settings.AUTHENTICATION_BACKENDS[-1])"
+    result = manage_py("shell", "--no-imports", "-c", code, **OIDC_ENV, KMSDASH_OIDC_CLIENT_SECRET_FILE=str(secret))
+    assert result.stdout.split() == ["from-a-file", "kmsdash.oidc.RoleMappingOIDCBackend"], result.stderr
