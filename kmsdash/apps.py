@@ -7,3 +7,4 @@ class KmsdashConfig(AppConfig):
 
     def ready(self) -> None:
         from . import checks  # noqa: F401  (registers the deploy check)
+        from . import signin  # noqa: F401  (starts the session clock at every login)

@@ -38,3 +38,19 @@ class ExportAudit(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} export by {self.username} at {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class LoginThrottle(models.Model):
+    """Password attempts on one username from anywhere, for the per-username backoff (kmsdash/throttle.py).
+
+    A row exists while a username has recent attempts that did not end in a login; a login deletes it.
+    """
+
+    username = models.CharField(max_length=150, unique=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_attempt_at = models.DateTimeField()
+    # No attempt on this username (from a browser it never signed in from) is checked before then.
+    next_attempt_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.username}: {self.attempts} attempts"

@@ -65,6 +65,37 @@ def read_secret_key() -> str:
     return DEVELOPMENT_SECRET_KEY
 
 
+def read_secret(name: str) -> str:
+    """The variable `name`, else the content of the file `name`_FILE names (a mounted secret)."""
+    if value := os.getenv(name):
+        return value
+    if path := os.getenv(f"{name}_FILE"):
+        try:
+            return Path(path).read_text().strip()
+        except OSError as exc:
+            raise ImproperlyConfigured(f"{name}_FILE: cannot read {path} ({exc.strerror})") from exc
+    raise ImproperlyConfigured(f"Set {name} or {name}_FILE")
+
+
+def required(name: str) -> str:
+    if not (value := os.getenv(name, "").strip()):
+        raise ImproperlyConfigured(f"{name} is required when KMSDASH_OIDC_ENABLED is set")
+    return value
+
+
+def parse_role_map(value: str) -> dict[str, str]:
+    """'{"kms-admins": "admin"}' -> {group: role}; every role must be one of kmsdash.roles.ROLES."""
+    from kmsdash.roles import ROLES
+
+    try:
+        mapping = json.loads(value)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"KMSDASH_OIDC_ROLE_MAP must be a JSON object, got {value!r}") from exc
+    if not isinstance(mapping, dict) or not all(isinstance(g, str) and r in ROLES for g, r in mapping.items()):
+        raise ImproperlyConfigured(f"KMSDASH_OIDC_ROLE_MAP maps group names to one of {', '.join(ROLES)}")
+    return mapping
+
+
 # --- Core -------------------------------------------------------------------------------------
 DEBUG = envbool("KMSDASH_DEBUG", "False")
 # Public, so only for the zero-configuration demo and tests on 127.0.0.1. Outside the demo and
@@ -88,6 +119,8 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "axes",
     "csp",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
     "kmsdash",
     "audits",
     "costs",
@@ -106,6 +139,10 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     # Cache-Control: private, no-store on every response to a signed-in user.
     "kmsdash.middleware.PrivateCacheMiddleware",
+    # Sign-in rules need the user (and OTPMiddleware's is_verified), and must end an idle session and
+    # hold back an unverified one before the login check below answers (kmsdash/signin.py).
+    "django_otp.middleware.OTPMiddleware",
+    "kmsdash.signin.SignInMiddleware",
     # Deny by default: every view needs a login unless marked @login_not_required (htmx-aware).
     "kmsdash.middleware.HtmxLoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -159,6 +196,8 @@ KMSDASH_EXPORT_MAX_ROWS = envint("KMSDASH_EXPORT_MAX_ROWS", 1_000_000)
 
 # --- Auth -------------------------------------------------------------------------------------
 AUTHENTICATION_BACKENDS = [
+    # First: a username under a guessing attack is refused before axes or a password hash is consulted.
+    "kmsdash.throttle.UsernameThrottleBackend",
     "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
 ]
@@ -167,12 +206,18 @@ LOGIN_REDIRECT_URL = "start"
 LOGOUT_REDIRECT_URL = "login"
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
-SESSION_COOKIE_AGE = 8 * 3600
 SESSION_COOKIE_SAMESITE = "Lax"
+# A session ends after this long without a request from the person (background polls do not count),
+# and in any case this long after its login (kmsdash/signin.py). 0 turns the idle limit off.
+KMSDASH_SESSION_IDLE_MINUTES = envint("KMSDASH_SESSION_IDLE_MINUTES", 60)
+KMSDASH_SESSION_MAX_HOURS = envint("KMSDASH_SESSION_MAX_HOURS", 8)
+if KMSDASH_SESSION_IDLE_MINUTES < 0 or KMSDASH_SESSION_MAX_HOURS <= 0:
+    raise ImproperlyConfigured("KMSDASH_SESSION_IDLE_MINUTES must be >= 0 and KMSDASH_SESSION_MAX_HOURS > 0")
+SESSION_COOKIE_AGE = KMSDASH_SESSION_MAX_HOURS * 3600
 
 # Brute-force protection: lock a (username, IP) pair for an hour after 5 failures.
 AXES_FAILURE_LIMIT = envint("KMSDASH_LOGIN_FAILURE_LIMIT", 5)
@@ -184,6 +229,44 @@ KMSDASH_TRUSTED_PROXY_COUNT = envint("KMSDASH_TRUSTED_PROXY_COUNT", 0)
 AXES_CLIENT_IP_CALLABLE = "kmsdash.clientip.client_ip"
 AXES_LOCKOUT_TEMPLATE = "registration/locked.html"
 AXES_VERBOSE = False
+# Per username, from any address: the first N failures are free, then each attempt waits twice as
+# long as the one before (1 s, 2 s, 4 s, ...) up to a ceiling, so guessing from many addresses is
+# slow while the real user is at most that ceiling away from a try. A browser that signed in as the
+# user before (a signed cookie) is exempt, so an attacker cannot lock the user out (kmsdash/throttle.py).
+KMSDASH_LOGIN_USERNAME_FREE_FAILURES = envint("KMSDASH_LOGIN_USERNAME_FREE_FAILURES", 10)
+KMSDASH_LOGIN_USERNAME_MAX_DELAY_SECONDS = envint("KMSDASH_LOGIN_USERNAME_MAX_DELAY_SECONDS", 900)
+KMSDASH_KNOWN_BROWSER_DAYS = envint("KMSDASH_KNOWN_BROWSER_DAYS", 90)
+
+# Two-factor authentication (django-otp, TOTP) for local accounts: anyone may enrol; with
+# KMSDASH_REQUIRE_2FA, admins must (single sign-on users rely on their identity provider's).
+KMSDASH_REQUIRE_2FA = envbool("KMSDASH_REQUIRE_2FA", "False")
+OTP_TOTP_ISSUER = os.getenv("KMSDASH_2FA_ISSUER", "kmsdash")
+# Each wrong code doubles the wait before the next one is checked (django-otp's throttling).
+OTP_TOTP_THROTTLE_FACTOR = 1
+
+# Single sign-on with OpenID Connect (mozilla-django-oidc), off by default; see the README's Sign-in.
+KMSDASH_OIDC_ENABLED = envbool("KMSDASH_OIDC_ENABLED", "False")
+KMSDASH_OIDC_PROVIDER_NAME = os.getenv("KMSDASH_OIDC_PROVIDER_NAME", "single sign-on")
+KMSDASH_OIDC_GROUPS_CLAIM = os.getenv("KMSDASH_OIDC_GROUPS_CLAIM", "groups")
+KMSDASH_OIDC_USERNAME_CLAIM = os.getenv("KMSDASH_OIDC_USERNAME_CLAIM", "preferred_username")
+KMSDASH_OIDC_CREATE_USERS = envbool("KMSDASH_OIDC_CREATE_USERS", "True")
+# {"identity-provider group": "kmsdash role", ...}; a user none of whose groups is mapped is refused.
+KMSDASH_OIDC_ROLE_MAP = parse_role_map(os.getenv("KMSDASH_OIDC_ROLE_MAP", "{}"))
+if KMSDASH_OIDC_ENABLED:
+    OIDC_OP_AUTHORIZATION_ENDPOINT = required("KMSDASH_OIDC_AUTHORIZATION_ENDPOINT")
+    OIDC_OP_TOKEN_ENDPOINT = required("KMSDASH_OIDC_TOKEN_ENDPOINT")
+    OIDC_OP_USER_ENDPOINT = required("KMSDASH_OIDC_USERINFO_ENDPOINT")
+    OIDC_OP_JWKS_ENDPOINT = required("KMSDASH_OIDC_JWKS_ENDPOINT")
+    OIDC_RP_CLIENT_ID = required("KMSDASH_OIDC_CLIENT_ID")
+    OIDC_RP_CLIENT_SECRET = read_secret("KMSDASH_OIDC_CLIENT_SECRET")
+    OIDC_RP_SIGN_ALGO = os.getenv("KMSDASH_OIDC_SIGN_ALGO", "RS256")
+    OIDC_RP_SCOPES = os.getenv("KMSDASH_OIDC_SCOPES", "openid email profile groups")
+    OIDC_CREATE_USER = KMSDASH_OIDC_CREATE_USERS
+    OIDC_USE_PKCE = True
+    OIDC_TIMEOUT = 10
+    # After the provider: where a login lands, and where a refused one is told why.
+    LOGIN_REDIRECT_URL_FAILURE = "/accounts/login/?sso=refused"
+    AUTHENTICATION_BACKENDS.append("kmsdash.oidc.RoleMappingOIDCBackend")
 
 # --- Security headers -------------------------------------------------------------------------
 SECURE_CONTENT_TYPE_NOSNIFF = True

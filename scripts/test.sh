@@ -14,5 +14,11 @@ export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
 unset AWS_PROFILE AWS_DEFAULT_PROFILE AWS_SESSION_TOKEN AWS_ENDPOINT_URL KMSDASH_DEMO
 export AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null AWS_EC2_METADATA_DISABLED=true
 
+# The single sign-on tests run a real OpenID provider (node-oidc-provider); without node they skip.
+if command -v npm >/dev/null && [ ! tests/oidc_provider/node_modules/.package-lock.json -nt tests/oidc_provider/package-lock.json ]; then
+    say "Installing the test OpenID provider (npm ci)"
+    (cd tests/oidc_provider && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
 say "Running the test suite on ${DATABASE_URL:-SQLite}"
 exec python -m pytest -p no:cacheprovider "$@"

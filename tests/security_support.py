@@ -65,8 +65,10 @@ MATRIX: dict[str, Route] = {
 }
 # Open to anonymous users: the login page, and the load balancers' health probe.
 PUBLIC = {"login", "healthz"}
-# Any signed-in user, whatever the roles.
-SIGNED_IN = {"logout", "start"}
+# Any signed-in user, whatever the roles (the two-factor pages are for local accounts).
+SIGNED_IN = {"logout", "start", "twofactor_setup", "twofactor_verify", "twofactor_qr"}
+# Steps of a sign-in through the identity provider: open to anonymous users, 404 unless enabled.
+SIGN_IN_FLOW = {"oidc_authentication_init", "oidc_authentication_callback"}
 # The Django admin guards itself (is_staff) and is checked model by model below.
 ADMIN_NAMESPACE = "admin"
 

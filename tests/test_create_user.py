@@ -109,3 +109,13 @@ def test_without_a_password_variable_it_prompts_twice_and_they_must_match(monkey
     with pytest.raises(CommandError, match="didn't match"):
         call_command("create_user", "jack", "--role", "analyst")
     assert not get_user_model().objects.filter(username="jack").exists()
+
+
+def test_a_password_needs_twelve_characters(monkeypatch):
+    monkeypatch.setenv("KMSDASH_TEST_PASSWORD", "violet-lam7")  # 11 characters
+    with pytest.raises(CommandError, match="at least 12 characters"):
+        create("kim", "analyst")
+    assert not get_user_model().objects.filter(username="kim").exists()
+    monkeypatch.setenv("KMSDASH_TEST_PASSWORD", "violet-lamp7")  # 12
+    create("kim", "analyst")
+    assert password_works("kim", "violet-lamp7")

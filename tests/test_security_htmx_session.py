@@ -12,7 +12,18 @@ from urllib.parse import quote
 import pytest
 from django.urls import reverse
 
-from .security_support import ADMIN_NAMESPACE, KEY, MATRIX, PUBLIC, SIGNED_IN, Route, make_user, sent_to_login, walk
+from .security_support import (
+    ADMIN_NAMESPACE,
+    KEY,
+    MATRIX,
+    PUBLIC,
+    SIGN_IN_FLOW,
+    SIGNED_IN,
+    Route,
+    make_user,
+    sent_to_login,
+    walk,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -31,7 +42,9 @@ def sample(name: str) -> Route:
 
 # Every URL of the resolver that needs a login. The Django admin has its own login gate (and no htmx).
 PROTECTED = sorted(
-    name for namespace, name, _, _ in walk() if namespace.split(":")[0] != ADMIN_NAMESPACE and name not in PUBLIC
+    name
+    for namespace, name, _, _ in walk()
+    if namespace.split(":")[0] != ADMIN_NAMESPACE and name not in PUBLIC | SIGN_IN_FLOW
 )
 
 

@@ -20,6 +20,7 @@ from .security_support import (
     LOGIN,
     MATRIX,
     PUBLIC,
+    SIGN_IN_FLOW,
     SIGNED_IN,
     USERS,
     Route,
@@ -74,7 +75,7 @@ def test_role_url_matrix(client, world, name, user, htmx):
 
 
 def test_every_url_has_a_matrix_entry():
-    known = set(MATRIX) | PUBLIC | SIGNED_IN
+    known = set(MATRIX) | PUBLIC | SIGNED_IN | SIGN_IN_FLOW
     missing = []
     for namespace, name, pattern, _ in walk():
         if namespace.split(":")[0] == ADMIN_NAMESPACE:
@@ -86,7 +87,7 @@ def test_every_url_has_a_matrix_entry():
 
 def test_every_matrix_entry_is_a_real_url():
     names = {name for _, name, _, _ in walk()}
-    assert set(MATRIX) | PUBLIC | SIGNED_IN <= names
+    assert set(MATRIX) | PUBLIC | SIGNED_IN | SIGN_IN_FLOW <= names
 
 
 @pytest.mark.parametrize("name", sorted(MATRIX))
@@ -116,6 +117,16 @@ def test_every_public_url_answers_anonymous_users_itself(client, name, htmx, mon
     headers = {"HX-Request": "true"} if htmx else {}
     response = client.get(reverse(name), headers=headers)
     assert response.status_code == 200
+    assert not response.has_header("Location") and not response.has_header("HX-Redirect")
+
+
+@pytest.mark.parametrize(("name", "htmx"), [(name, htmx) for name in sorted(SIGN_IN_FLOW) for htmx in (False, True)])
+def test_the_single_sign_on_steps_are_open_to_anonymous_users_and_absent_unless_enabled(client, name, htmx, settings):
+    # With single sign-on on, tests/test_oidc_login.py drives them against a real provider.
+    assert settings.KMSDASH_OIDC_ENABLED is False
+    headers = {"HX-Request": "true"} if htmx else {}
+    response = client.get(reverse(name), headers=headers)
+    assert response.status_code == 404
     assert not response.has_header("Location") and not response.has_header("HX-Redirect")
 
 

@@ -31,7 +31,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--password-env",
             metavar="VAR",
-            help="Read the password from this environment variable instead of prompting.",
+            help="Read the password from this environment variable instead of prompting (at least 12 characters).",
         )
         parser.add_argument(
             "--skip-validation",
