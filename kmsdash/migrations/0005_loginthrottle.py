@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('kmsdash', '0003_export_permission'),
+        ('kmsdash', '0004_export_row_cap'),
     ]
 
     operations = [
