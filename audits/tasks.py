@@ -54,14 +54,23 @@ def schedule_s3() -> int:
 def ingest_lookup_task(account_id: str, region: str) -> str:
     from audits.services import run_scope
 
-    return run_scope(IngestRun.Kind.LOOKUP, account_id, region).status
+    return _evaluate_if_new(run_scope(IngestRun.Kind.LOOKUP, account_id, region)).status
 
 
 @shared_task(**RETRY)
 def ingest_s3_task(account_id: str, region: str) -> str:
     from audits.services import run_scope
 
-    return run_scope(IngestRun.Kind.S3, account_id, region).status
+    return _evaluate_if_new(run_scope(IngestRun.Kind.S3, account_id, region)).status
+
+
+def _evaluate_if_new(result):
+    """Queue an alert evaluation after a run that added events: alerts follow within one cycle."""
+    if result.counts is not None and result.counts.events_new:
+        from alerts.tasks import evaluate_alerts
+
+        evaluate_alerts.delay()
+    return result
 
 
 @shared_task(**RETRY)
