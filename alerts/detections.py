@@ -263,6 +263,7 @@ class Batch:
             account=event.recipient_account_id,
             region=event.region,
             key=event.key,
+            principal=event.principal,
             subject=name,
             first_event=event.event_time,
             last_event=event.event_time,
