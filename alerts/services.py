@@ -292,7 +292,7 @@ def resolve_quiet(rules: dict[str, alert_rules.Rule], now: datetime) -> int:
             _wake(alert, now)
             alert.save(update_fields=["state", "snoozed_until"])
         for kind, rule in rules.items():
-            quiet = Alert.objects.select_for_update().filter(kind=kind, state__in=ACTIVE_STATES)
+            quiet = Alert.objects.select_for_update(of=("self",)).filter(kind=kind, state__in=ACTIVE_STATES)
             if kind == Kind.FINDING:
                 quiet = quiet.filter(
                     Q(finding__isnull=True) | Q(finding__resolved_at__isnull=False)
