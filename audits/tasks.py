@@ -11,12 +11,16 @@ Database connections: Celery's Django fixup closes every connection before and a
 
 from __future__ import annotations
 
+import logging
+
 from botocore.exceptions import ConnectionClosedError, EndpointConnectionError, ReadTimeoutError
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
 from audits.models import IngestRun
 from audits.sources.lookup import Throttled
+
+logger = logging.getLogger(__name__)
 
 # Transient only: an AccessDenied or a validation error would fail the same way again.
 TRANSIENT = (
@@ -69,7 +73,10 @@ def _evaluate_if_new(result):
     if result.counts is not None and result.counts.events_new:
         from alerts.tasks import evaluate_alerts
 
-        evaluate_alerts.delay()
+        try:
+            evaluate_alerts.delay()
+        except Exception:  # the events are in; beat's own evaluation (every 5 minutes) judges them
+            logger.warning("could not queue an alert evaluation", exc_info=True)
     return result
 
 
