@@ -15,6 +15,7 @@ past incident in the baseline moves neither the median nor the MAD much.
 from __future__ import annotations
 
 import bisect
+import json
 import math
 import statistics
 from collections import defaultdict
@@ -23,11 +24,20 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, Max, Min
-from django.db.models.functions import TruncHour
+from django.db.models import Count, F, Max, Min, Q, Value
+from django.db.models.functions import Concat, TruncHour
 
+from audits import rawcodec
 from audits.cloudtrail import ROUTINE, critical_class
-from audits.models import Event, KeyDay, KeyHour, KeyPrincipalDay, KeyPrincipalErrorHour, KeyPrincipalHour
+from audits.models import (
+    Event,
+    KeyDay,
+    KeyHour,
+    KeyPrincipalDay,
+    KeyPrincipalErrorHour,
+    KeyPrincipalHour,
+    RawBlock,
+)
 from inventory import policy as pol
 from inventory.findings import known_accounts
 from inventory.models import Finding
@@ -146,31 +156,76 @@ class Batch:
     def __init__(self, lo: int, hi: int, rules: dict[str, Rule], active_scopes: set[str] | None = None):
         self.lo, self.hi, self.rules = lo, hi, rules
         self.events = Event.objects.filter(id__gt=lo, id__lte=hi)
-        rows = (
-            self.events.annotate(hour=TruncHour("event_time", tzinfo=UTC))
-            .values("hour", "recipient_account_id", "region", "key", "principal", "principal_type", "error_code",
-                    "after_hours")
-            .annotate(n=Count("id"), first=Min("event_time"), last=Max("event_time"))
+        # Every (account, region, key, hour) with new events; the narrower reads below each scan
+        # only the range's rows their detection needs, so few rows come back to Python.
+        self.key_hours = [
+            (r["recipient_account_id"], r["region"], r["key"], r["hour"], r["n"])
+            for r in self.events.annotate(hour=TruncHour("event_time", tzinfo=UTC))
+            .values("recipient_account_id", "region", "key", "hour")
+            .annotate(n=Count("id"))
             .order_by()
-        )
-        self.groups = [
-            Group(r["hour"], r["recipient_account_id"], r["region"], r["key"], r["principal"], r["principal_type"],
-                  r["error_code"], r["after_hours"], r["n"], r["first"], r["last"])
-            for r in rows
         ]
+        self.total = sum(row[4] for row in self.key_hours)
+        self.first_hour = min((row[3] for row in self.key_hours), default=None)
         self.active_scopes = active_scopes  # filled by the caller: scopes with an active alert
         self.window = timedelta(days=baseline_days())
         self._key_first: dict[tuple[str, str, str], datetime] | None = None
+        self._principal_groups: list[Group] | None = None
+
+    def principal_groups(self) -> list[Group]:
+        """The range's failed, after-hours and possibly-new-principal events, per (hour, account,
+        region, key, principal, type, error code, after-hours): one scan for three detections."""
+        if self._principal_groups is None:
+            condition = Q(pk__in=[])
+            if self.rules[Kind.FAILURE_BURST].enabled:
+                condition |= ~Q(error_code="")
+            if self.rules[Kind.AFTER_HOURS_UNUSUAL].enabled:
+                condition |= Q(after_hours=True) & ~Q(principal="")
+            if self.rules[Kind.NEW_PRINCIPAL].enabled:
+                condition |= self._new_principal_condition(self.rules[Kind.NEW_PRINCIPAL])
+            self._principal_groups = self.groups(condition, by=("principal_type", "error_code", "after_hours"))
+        return self._principal_groups
+
+    @staticmethod
+    def _new_principal_condition(rule: Rule) -> Q:
+        condition = ~Q(principal="") & ~Q(principal_type="AWSService")
+        if not rule["own_account_roles"]:
+            # A superset of the candidates, decided by _new_principal_reason: root, users, callers
+            # of another account than the recipient's, keys of another account than the recipient's.
+            condition &= (
+                Q(principal_type__in=("Root", "IAMUser", "AWSAccount"))
+                | (~Q(caller_account_id="") & ~Q(caller_account_id=F("recipient_account_id")))
+                | ~Q(key__contains=Concat(Value(":"), F("recipient_account_id"), Value(":key/")))
+                | Q(principal__endswith=":root")
+                | Q(principal__contains=":user/")
+            )
+        return condition
+
+    def groups(self, condition: Q, *, by: tuple[str, ...] = ()) -> list[Group]:
+        """The range's events matching `condition`, per (hour, account, region, key, principal, *by)."""
+        rows = (
+            self.events.filter(condition)
+            .annotate(hour=TruncHour("event_time", tzinfo=UTC))
+            .values("hour", "recipient_account_id", "region", "key", "principal", *by)
+            .annotate(n=Count("id"), first=Min("event_time"), last=Max("event_time"))
+            .order_by()
+        )
+        return [
+            Group(r["hour"], r["recipient_account_id"], r["region"], r["key"], r["principal"],
+                  r.get("principal_type", ""), r.get("error_code", ""), r.get("after_hours", False), r["n"],
+                  r["first"], r["last"])
+            for r in rows
+        ]
 
     # -- shared reads ----------------------------------------------------------------------------
 
     def key_first_seen(self) -> dict[tuple[str, str, str], datetime]:
         """(account, region, key) -> its first activity within the baseline window of the earliest new hour."""
         if self._key_first is None:
-            keys = {g.key for g in self.groups}
+            keys = {row[2] for row in self.key_hours}
             found: dict[tuple[str, str, str], datetime] = {}
             if keys:
-                since = (min(g.hour for g in self.groups) - self.window - DAY).date()
+                since = (self.first_hour - self.window - DAY).date()
                 for row in (
                     KeyDay.objects.filter(key__in=keys, day__gte=since)
                     .values("account_id", "region", "key")
@@ -185,7 +240,7 @@ class Batch:
         """(key, principal) -> its first activity within the baseline window of the earliest new hour."""
         if not pairs:
             return {}
-        since = (min(g.hour for g in self.groups) - self.window - DAY).date()
+        since = (self.first_hour - self.window - DAY).date()
         keys, principals = {k for k, _ in pairs}, {p for _, p in pairs}
         found: dict[tuple[str, str], datetime] = {}
         for row in (
@@ -205,7 +260,7 @@ class Batch:
 
     def detect(self) -> list[Detection]:
         found: list[Detection] = []
-        if not self.groups:
+        if not self.key_hours:
             return found
         for kind, method in (
             (Kind.CRITICAL_EVENT, self.critical_and_exposed),
@@ -226,11 +281,20 @@ class Batch:
             return []
         found: list[Detection] = []
         known: set[str] | None = None
-        for event in self.events.filter(event_name__in=sorted(names), error_code="").order_by("id"):
+        events = list(
+            self.events.filter(event_name__in=sorted(names), error_code="")
+            .only("event_time", "event_name", "recipient_account_id", "region", "key", "principal", "service",
+                  "raw_block_id", "raw_index")
+            .order_by("id")
+        )
+        # Grants that AWS services make on the caller's behalf are routine for key-exposed too: their
+        # grantee is the service's choice. Skipping them spares reading thousands of raw records a day.
+        if not critical["include_routine"]:
+            events = [e for e in events if critical_class(e.event_name, e.service) != ROUTINE]
+        records = raw_records([e for e in events if e.event_name in ALIAS_OPERATIONS + EXPOSING_OPERATIONS])
+        for event in events:
             name = event.event_name
-            raw = None
-            if name in ALIAS_OPERATIONS or name in EXPOSING_OPERATIONS:
-                raw = event.raw_record() or {}
+            raw = records.get(event.pk)
             sample = {"id": event.pk, "time": iso(event.event_time), "operation": name, "principal": event.principal}
             if name in operations:
                 detection = self._critical(event, raw, sample, critical)
@@ -324,29 +388,37 @@ class Batch:
     def failure_burst(self) -> list[Detection]:
         rule = self.rules[Kind.FAILURE_BURST]
         failed = defaultdict(int)  # (account, region, key, principal, error, hour) -> new failures
-        for g in self.groups:
-            if g.error_code:
-                failed[(g.account, g.region, g.key, g.principal, g.error_code, g.hour)] += g.n
+        for g in self.principal_groups():
+            if not g.error_code:
+                continue
+            failed[(g.account, g.region, g.key, g.principal, g.error_code, g.hour)] += g.n
         if not failed:
             return []
-        keys = {scope[2] for scope in failed}
-        principals = {scope[3] for scope in failed}
-        low = min(scope[5] for scope in failed) - self.window
+        low = min(scope[5] for scope in failed)
         high = max(scope[5] for scope in failed)
+        columns = ("account_id", "region", "key", "principal", "error_code", "hour", "failed", "first_seen",
+                   "last_seen")
         series: dict[tuple, dict[datetime, int]] = defaultdict(dict)
         spans: dict[tuple, tuple[datetime, datetime]] = {}
-        for row in KeyPrincipalErrorHour.objects.filter(
-            key__in=keys, principal__in=principals, hour__gte=low, hour__lte=high
-        ).values_list("account_id", "region", "key", "principal", "error_code", "hour", "failed", "first_seen",
-                      "last_seen"):
-            series[row[:5]][row[5]] = row[6]
-            spans[row[:6]] = (row[7], row[8])
-        # Only hours whose whole count reaches the minimum are judged further.
-        judged = [
-            scope for scope in failed if series[scope[:5]].get(scope[5], 0) >= rule["min_count"]
-        ]
+
+        def read(rows) -> None:
+            for row in rows.values_list(*columns):
+                series[row[:5]][row[5]] = row[6]
+                spans[row[:6]] = (row[7], row[8])
+
+        # First the new hours' whole counts: only those reaching the minimum are judged further,
+        # and only their scopes' baselines are read.
+        read(KeyPrincipalErrorHour.objects.filter(
+            key__in={s[2] for s in failed}, principal__in={s[3] for s in failed}, hour__gte=low, hour__lte=high,
+            failed__gte=rule["min_count"],
+        ))
+        judged = [scope for scope in failed if scope[5] in series.get(scope[:5], {})]
         if not judged:
             return []
+        read(KeyPrincipalErrorHour.objects.filter(
+            key__in={s[2] for s in judged}, principal__in={s[3] for s in judged},
+            error_code__in={s[4] for s in judged}, hour__gte=min(s[5] for s in judged) - self.window, hour__lte=high,
+        ))
         first_seen = self.principal_first_seen({(s[2], s[3]) for s in judged})
         found = []
         for account, region, key, principal, error, hour in sorted(judged, key=lambda s: s[5]):
@@ -376,18 +448,28 @@ class Batch:
 
     def volume_spike(self) -> list[Detection]:
         rule = self.rules[Kind.VOLUME_SPIKE]
-        hours = {(g.account, g.region, g.key, g.hour) for g in self.groups}
-        keys = {scope[2] for scope in hours}
-        low = min(scope[3] for scope in hours) - self.window
+        hours = {row[:4] for row in self.key_hours}
+        low = min(scope[3] for scope in hours)
         high = max(scope[3] for scope in hours)
         series: dict[tuple, dict[datetime, int]] = defaultdict(dict)
         spans: dict[tuple, tuple[datetime, datetime]] = {}
-        # Successful calls only: a storm of failures is failure-burst's, and one alert says it.
-        for account, region, key, hour, calls, failed, first, last in KeyHour.objects.filter(
-            key__in=keys, hour__gte=low, hour__lte=high
-        ).values_list("account_id", "region", "key", "hour", "calls", "failed", "first_seen", "last_seen"):
-            series[(account, region, key)][hour] = calls - failed
-            spans[(account, region, key, hour)] = (first, last)
+
+        def read(rows) -> None:
+            # Successful calls only: a storm of failures is failure-burst's, and one alert says it.
+            for account, region, key, hour, calls, failed, first, last in rows.values_list(
+                "account_id", "region", "key", "hour", "calls", "failed", "first_seen", "last_seen"
+            ):
+                series[(account, region, key)][hour] = calls - failed
+                spans[(account, region, key, hour)] = (first, last)
+
+        # The new hours first: only keys with an hour of at least min_count calls need a baseline.
+        read(KeyHour.objects.filter(key__in={s[2] for s in hours}, hour__gte=low, hour__lte=high,
+                                    calls__gte=rule["min_count"]))
+        hours = {s for s in hours if series.get(s[:3], {}).get(s[3], 0) >= rule["min_count"]}
+        if not hours:
+            return []
+        read(KeyHour.objects.filter(key__in={s[2] for s in hours}, hour__gte=min(s[3] for s in hours) - self.window,
+                                    hour__lte=high))
         first_seen = self.key_first_seen()
         found = []
         for account, region, key, hour in sorted(hours, key=lambda s: s[3]):
@@ -444,7 +526,7 @@ class Batch:
     def after_hours_unusual(self) -> list[Detection]:
         rule = self.rules[Kind.AFTER_HOURS_UNUSUAL]
         candidates: dict[tuple, list[Group]] = defaultdict(list)
-        for g in self.groups:
+        for g in self.principal_groups():
             if g.after_hours and g.principal:
                 candidates[(g.account, g.region, g.key, g.principal)].append(g)
         if not candidates:
@@ -473,7 +555,7 @@ class Batch:
         rule = self.rules[Kind.NEW_PRINCIPAL]
         candidates: dict[tuple, list[Group]] = defaultdict(list)
         reasons: dict[tuple, tuple[str, str]] = {}
-        for g in self.groups:
+        for g in self.principal_groups():
             reason = self._new_principal_reason(g, rule)
             if reason:
                 scope = (g.account, g.region, g.key, g.principal)
@@ -517,23 +599,46 @@ class Batch:
         return None
 
     def _principal_hours(self, candidates: dict[tuple, list[Group]], *, after_hours: bool) -> dict[tuple, list[datetime]]:
-        """Sorted hours with activity (after-hours activity) of each candidate scope, from the
-        window before its first new hour to its last."""
+        """Sorted hours with activity (after-hours activity) of each candidate scope: its latest one
+        in the window before the first new hour, and every one from there to the last new hour."""
         keys = {s[2] for s in candidates}
         principals = {s[3] for s in candidates}
         hours = [g.hour for groups in candidates.values() for g in groups]
-        rows = KeyPrincipalHour.objects.filter(
-            key__in=keys, principal__in=principals, hour__gte=min(hours) - self.window, hour__lte=max(hours)
-        )
+        first, last = min(hours), max(hours)
+        rows = KeyPrincipalHour.objects.filter(key__in=keys, principal__in=principals)
         if after_hours:
             rows = rows.filter(after_hours_calls__gt=0)
+        scope = ("account_id", "region", "key", "principal")
         found: dict[tuple, list[datetime]] = defaultdict(list)
-        for account, region, key, principal, hour in rows.values_list("account_id", "region", "key", "principal", "hour"):
-            if (account, region, key, principal) in candidates:
-                found[(account, region, key, principal)].append(hour)
+        before = (
+            rows.filter(hour__gte=first - self.window, hour__lt=first).values(*scope).annotate(last=Max("hour"))
+            .order_by().values_list(*scope, "last")
+        )
+        for *key, hour in [*before, *rows.filter(hour__gte=first, hour__lte=last).values_list(*scope, "hour")]:
+            if tuple(key) in candidates:
+                found[tuple(key)].append(hour)
         for seen in found.values():
             seen.sort()
         return found
+
+
+def raw_records(events: list[Event]) -> dict[int, dict]:
+    """event id -> its raw record, each block read and decompressed once."""
+    slots = defaultdict(list)
+    for event in events:
+        if event.raw_block_id is not None:
+            slots[event.raw_block_id].append(event)
+    found: dict[int, dict] = {}
+    blocks = list(slots)
+    for start in range(0, len(blocks), 200):
+        for pk, data in RawBlock.objects.filter(pk__in=blocks[start : start + 200]).values_list("pk", "data"):
+            texts = rawcodec.decode_block(data)
+            for event in slots[pk]:
+                if 0 <= event.raw_index < len(texts) and texts[event.raw_index]:
+                    record = json.loads(texts[event.raw_index])
+                    if isinstance(record, dict):
+                        found[event.pk] = record
+    return found
 
 
 def _hours(start: datetime, end: datetime) -> list[datetime]:

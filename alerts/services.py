@@ -159,7 +159,7 @@ def evaluate(*, now: datetime | None = None, wait_seconds: float | None = None,
                 with transaction.atomic():
                     batch = Batch(low, upper, rules)
                     batch.active_scopes = _active_scopes()
-                    result.events += sum(g.n for g in batch.groups)
+                    result.events += batch.total
                     _apply(batch.detect(), suppressions, result, now)
                     Evaluation.objects.filter(pk=state.pk).update(event_id=upper)
                 low = upper
@@ -209,6 +209,7 @@ def _apply(detections: list[Detection], suppressions: list[Suppression], result:
         alert.scope_hash: alert
         for alert in Alert.objects.select_for_update().filter(scope_hash__in=list(merged), state__in=ACTIVE_STATES)
     }
+    opened: list[Alert] = []
     for scope, detection in merged.items():
         suppression = _suppressed_by(detection, suppressions)
         if suppression is not None:
@@ -217,32 +218,37 @@ def _apply(detections: list[Detection], suppressions: list[Suppression], result:
             continue
         alert = active.get(scope)
         if alert is None:
-            alert = _open(scope, detection, now)
-            result.opened += 1
+            opened.append(_new(scope, detection, now))
         else:
             _grow(alert, detection, now)
             result.updated += 1
-        result.alerts.append(alert.pk)
+            result.alerts.append(alert.pk)
+    if opened:
+        # Written together: a backfill can open hundreds at once.
+        Alert.objects.bulk_create(opened)
+        AlertStateChange.objects.bulk_create([
+            AlertStateChange(alert=alert, at=now, from_state="", to_state=State.OPEN,
+                             comment=f"Detected: {alert.summary}"[:4000])
+            for alert in opened
+        ])
+        for alert in opened:
+            _notify(alert, "opened")  # the notified figures were written with the row
+            result.opened += 1
+            result.alerts.append(alert.pk)
 
 
-def _open(scope: str, d: Detection, now: datetime) -> Alert:
+def _new(scope: str, d: Detection, now: datetime) -> Alert:
     evidence = dict(d.evidence)
     if d.hours:
         evidence["hours"] = dict(d.hours)
-    alert = Alert(
+    count = sum(d.hours.values()) if d.hours else d.count
+    return Alert(
         kind=d.kind, severity=d.severity, state=State.OPEN, scope_hash=scope,
         account_id=d.account, region=d.region, key=d.key, principal=d.principal, error_code=d.error_code,
         subject=d.subject[:256], first_event=d.first_event, last_event=d.last_event, detected_at=now, updated=now,
-        count=sum(d.hours.values()) if d.hours else d.count,
-        observed=d.observed, baseline=d.baseline, threshold=d.threshold, summary=d.summary[:1024],
-        evidence=evidence, finding_id=d.finding_id,
+        count=count, observed=d.observed, baseline=d.baseline, threshold=d.threshold, summary=d.summary[:1024],
+        evidence=evidence, finding_id=d.finding_id, last_notified_count=count, last_notified_severity=d.severity,
     )
-    alert.save()
-    AlertStateChange.objects.create(alert=alert, at=now, from_state="", to_state=State.OPEN,
-                                    comment=f"Detected: {d.summary}"[:4000])
-    _notify(alert, "opened")
-    alert.save(update_fields=["last_notified_count", "last_notified_severity"])
-    return alert
 
 
 def _grow(alert: Alert, d: Detection, now: datetime) -> None:
@@ -286,30 +292,33 @@ def _wake(alert: Alert, now: datetime) -> None:
 def resolve_quiet(rules: dict[str, alert_rules.Rule], now: datetime) -> int:
     """Resolve the alerts whose condition has not recurred for their rule's quiet time, and those of
     findings that no longer hold; end the snoozes that are over. Returns how many resolved."""
+    quiet = Q()
+    for kind, rule in rules.items():
+        if kind == Kind.FINDING:
+            quiet |= Q(kind=kind) & (
+                Q(finding__isnull=True) | Q(finding__resolved_at__isnull=False) | Q(finding__accepted_at__isnull=False)
+            )
+        else:
+            quiet |= Q(kind=kind, updated__lte=now - timedelta(hours=rule.resolve_after_hours))
     resolved = 0
     with transaction.atomic():
         for alert in Alert.objects.select_for_update().filter(state=State.SNOOZED, snoozed_until__lte=now):
             _wake(alert, now)
             alert.save(update_fields=["state", "snoozed_until"])
-        for kind, rule in rules.items():
-            quiet = Alert.objects.select_for_update(of=("self",)).filter(kind=kind, state__in=ACTIVE_STATES)
-            if kind == Kind.FINDING:
-                quiet = quiet.filter(
-                    Q(finding__isnull=True) | Q(finding__resolved_at__isnull=False)
-                    | Q(finding__accepted_at__isnull=False)
-                )
+        for alert in Alert.objects.select_for_update(of=("self",)).filter(quiet, state__in=ACTIVE_STATES):
+            if alert.kind == Kind.FINDING:
                 comment = "Resolved automatically: the finding no longer holds (resolved or accepted)."
             else:
-                hours = rule.resolve_after_hours
-                quiet = quiet.filter(updated__lte=now - timedelta(hours=hours))
-                comment = f"Resolved automatically: the condition has not recurred for {hours:g} hours."
-            for alert in quiet:
-                previous = alert.state
-                alert.state = State.RESOLVED
-                alert.snoozed_until = None
-                AlertStateChange.objects.create(alert=alert, at=now, from_state=previous, to_state=State.RESOLVED,
-                                                comment=comment)
-                _notify(alert, "resolved")
-                alert.save(update_fields=["state", "snoozed_until", "last_notified_count", "last_notified_severity"])
-                resolved += 1
+                comment = (
+                    "Resolved automatically: the condition has not recurred for "
+                    f"{rules[alert.kind].resolve_after_hours:g} hours."
+                )
+            previous = alert.state
+            alert.state = State.RESOLVED
+            alert.snoozed_until = None
+            AlertStateChange.objects.create(alert=alert, at=now, from_state=previous, to_state=State.RESOLVED,
+                                            comment=comment)
+            _notify(alert, "resolved")
+            alert.save(update_fields=["state", "snoozed_until", "last_notified_count", "last_notified_severity"])
+            resolved += 1
     return resolved
