@@ -29,10 +29,14 @@ sys.path.insert(0, str(ROOT))
 from bench.loading import ensure_database, load  # noqa: E402
 
 NEW = 10_000
+MANAGEMENT = {"PutKeyPolicy", "DisableKey", "ScheduleKeyDeletion"}
 
 
-def rounds(count: int) -> list[tuple[float, float, int, int]]:
-    """(ingest seconds, evaluation seconds, events judged, alerts touched) for each round."""
+def rounds(count: int, *, quiet: bool = False) -> list[tuple[float, float, int, int]]:
+    """(ingest seconds, evaluation seconds, events judged, alerts touched) for each round.
+
+    quiet: without the generator's key-management calls (0.35% of its events are key deletions,
+    disablings and policy changes, a few dozen alerts every 10,000 events); grants stay."""
     from alerts.services import evaluate
     from audits import synthetic
     from audits.ingest import finish_run, ingest_records, start_run
@@ -45,6 +49,8 @@ def rounds(count: int) -> list[tuple[float, float, int, int]]:
     for n in range(count):
         start = (last + timedelta(days=1 + n)).replace(hour=0, minute=0, second=0, microsecond=0)
         records = list(synthetic.generate_records(NEW, seed=base + n, start=start, days=1, time_ordered=True))
+        if quiet:
+            records = [r for r in records if r["eventName"] not in MANAGEMENT]
         run = start_run(IngestRun.Kind.FILES)
         began = time.perf_counter()
         counts = ingest_records(records, run=run)
@@ -53,7 +59,7 @@ def rounds(count: int) -> list[tuple[float, float, int, int]]:
         began = time.perf_counter()
         result = evaluate()
         evaluate_seconds = time.perf_counter() - began
-        assert result.status == "done" and result.events == counts.events_new == NEW, (result, counts)
+        assert result.status == "done" and result.events == counts.events_new == len(records), (result, counts)
         out.append((ingest_seconds, evaluate_seconds, result.events, len(result.alerts)))
         print(f"  round {n + 1}: ingest {ingest_seconds * 1000:7.1f} ms, evaluate {evaluate_seconds * 1000:6.1f} ms "
               f"({evaluate_seconds / ingest_seconds:5.1%}), {result.events:,} events judged, "
@@ -97,12 +103,16 @@ def main() -> None:
         cursor.execute("SELECT pg_size_pretty(pg_database_size(current_database()))")
         size = cursor.fetchone()[0]
     print(f"\n{events:,} events of history, database {size}; {args.rounds} rounds of {NEW:,} new events")
-    results = rounds(args.rounds)
-    ingest = statistics.median(r[0] for r in results)
-    evaluation = statistics.median(r[1] for r in results)
-    print(f"\nmedian: ingest {ingest * 1000:.0f} ms, evaluate {evaluation * 1000:.0f} ms per {NEW:,} new events: "
-          f"{evaluation / ingest:.1%} of ingestion (target <= 5%: {'met' if evaluation <= 0.05 * ingest else 'MISSED'})"
-          f" [{datetime.now():%Y-%m-%d %H:%M}]")
+    for quiet in (False, True):
+        if quiet:
+            print("without the generator's key-management calls:")
+        results = rounds(args.rounds, quiet=quiet)
+        ingest = statistics.median(r[0] for r in results)
+        evaluation = statistics.median(r[1] for r in results)
+        verdict = "met" if evaluation <= 0.05 * ingest else "MISSED"
+        print(f"median{' (quiet)' if quiet else ''}: ingest {ingest * 1000:.0f} ms, evaluate {evaluation * 1000:.0f} ms "
+              f"per {NEW:,} new events: {evaluation / ingest:.1%} of ingestion (target <= 5%: {verdict}) "
+              f"[{datetime.now():%Y-%m-%d %H:%M}]\n")
 
 
 if __name__ == "__main__":
