@@ -20,7 +20,7 @@ import os
 import statistics
 import sys
 import time
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -112,7 +112,7 @@ def main() -> None:
         verdict = "met" if evaluation <= 0.05 * ingest else "MISSED"
         print(f"median{' (quiet)' if quiet else ''}: ingest {ingest * 1000:.0f} ms, evaluate {evaluation * 1000:.0f} ms "
               f"per {NEW:,} new events: {evaluation / ingest:.1%} of ingestion (target <= 5%: {verdict}) "
-              f"[{datetime.now():%Y-%m-%d %H:%M}]\n")
+              "\n")
 
 
 if __name__ == "__main__":

@@ -19,8 +19,9 @@ from alerts.services import change_state
 from audits import synthetic
 from audits.ingest import Ingestor, start_run
 
-from .alerts_support import A, APP, FOREIGN, K1, K2, T, hourly, ingest, notified, rec, role  # noqa: F401
+from .test_alerts_support import APP, FOREIGN, K1, K2, A, T, hourly, ingest, rec, role
 
+pytest_plugins = ["tests.test_alerts_support"]  # the `notified` fixture
 pytestmark = pytest.mark.django_db
 
 

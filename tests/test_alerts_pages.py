@@ -15,8 +15,9 @@ from django.contrib.auth.models import Group, User
 from alerts.models import Alert, AlertStateChange, Kind, State
 from audits import synthetic
 
-from .alerts_support import A, K1, K2, T, hourly, ingest, notified, rec  # noqa: F401
+from .test_alerts_support import K1, K2, A, T, hourly, ingest, rec
 
+pytest_plugins = ["tests.test_alerts_support"]  # the `notified` fixture
 pytestmark = pytest.mark.django_db
 
 HOSTILE = '<img src=x onerror=alert(1)>"\u202e'
