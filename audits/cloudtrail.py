@@ -149,6 +149,47 @@ CRITICAL_EVENT_NAMES = frozenset(
     }
 )
 
+# The classes of critical events, for the alerts and the critical-events page. Grants that an AWS
+# service creates or retires on the caller's behalf (userIdentity.invokedBy set, e.g. EBS attaching
+# an encrypted volume, autoscaling launching an instance) happen all day and are routine.
+DESTRUCTIVE = "destructive"
+ACCESS_CHANGING = "access-changing"
+LIFECYCLE = "lifecycle"
+ROUTINE = "routine"
+_CRITICAL_CLASSES = {
+    "ScheduleKeyDeletion": DESTRUCTIVE,
+    "DisableKey": DESTRUCTIVE,
+    "DeleteImportedKeyMaterial": DESTRUCTIVE,
+    "DeleteAlias": DESTRUCTIVE,
+    "PutKeyPolicy": ACCESS_CHANGING,
+    "CreateGrant": ACCESS_CHANGING,
+    "RetireGrant": ACCESS_CHANGING,
+    "RevokeGrant": ACCESS_CHANGING,
+    "CancelKeyDeletion": LIFECYCLE,
+    "EnableKey": LIFECYCLE,
+    "ImportKeyMaterial": LIFECYCLE,
+    "EnableKeyRotation": LIFECYCLE,
+    "DisableKeyRotation": LIFECYCLE,
+    "CreateAlias": LIFECYCLE,
+    "UpdateAlias": LIFECYCLE,
+    "ReplicateKey": LIFECYCLE,
+    "UpdatePrimaryRegion": LIFECYCLE,
+    "CreateKey": LIFECYCLE,
+}
+_GRANT_OPERATIONS = frozenset({"CreateGrant", "RetireGrant", "RevokeGrant"})
+
+
+def critical_class(event_name: str, service: str = "") -> str:
+    """destructive, access-changing, lifecycle or routine for a critical event ('' for any other).
+
+    service: the event's userIdentity.invokedBy (Event.service): a grant made or retired through
+    an AWS service is routine."""
+    found = _CRITICAL_CLASSES.get(event_name, "")
+    if found and event_name in _GRANT_OPERATIONS and service:
+        return ROUTINE
+    return found
+
+
 _ARN_IDENTITY_TYPES = frozenset({"IAMUser", "Root", "FederatedUser", "IdentityCenterUser"})
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 

@@ -542,3 +542,28 @@ class KeyPrincipalHour(HourlyCalls):
 
     def __str__(self) -> str:
         return f"{self.hour:%Y-%m-%d %H:00} {self.key} {self.principal} x{self.calls}"
+
+
+class KeyPrincipalErrorHour(HourScope):
+    """Failed calls per UTC hour, key, principal and error code: for alerts on bursts of failures.
+
+    Only failed events have rows, so the table stays a small fraction of KeyPrincipalHour."""
+
+    key = models.CharField(max_length=2048)
+    principal = models.CharField(max_length=2048)
+    error_code = models.CharField(max_length=128)
+    failed = models.BigIntegerField()
+    first_seen = models.DateTimeField()
+    last_seen = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["key", "principal", "error_code", "hour", "account_id", "region"],
+                name="keyprincipalerrorhour_unique_dims",
+            ),
+        ]
+        indexes = [models.Index(fields=["hour"], name="keyprincipalerrorhour_hour")]
+
+    def __str__(self) -> str:
+        return f"{self.hour:%Y-%m-%d %H:00} {self.key} {self.principal} {self.error_code} x{self.failed}"

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
-from django.db.models import Min
+from django.db import OperationalError, connection, transaction
+from django.db.models import Max, Min
 from django.utils import timezone
 
 from kmsdash.locks import lock_key, run_lock
@@ -161,3 +161,25 @@ def _lock(*, shared: bool) -> None:
         with connection.cursor() as cursor:
             cursor.execute(f"SELECT {function}(%s)", [_LOCK_KEY])
     # SQLite: every write transaction begins IMMEDIATE (settings), so writers take turns anyway.
+
+
+def settled_event_id(*, wait_seconds: float = 30.0) -> int | None:
+    """The highest event id such that every lower id is committed or never will be, or None when
+    the ingest batches did not pause within `wait_seconds`.
+
+    On PostgreSQL, ids of concurrent batches commit out of order: a batch that took id 100 may
+    commit after one that took 101, so a plain max(id) could be passed by an id still to appear.
+    Every batch holds the shared lock from before it takes ids until it commits (writable()); read
+    under the exclusive lock, no batch is in flight, so every id issued so far is settled and every
+    later batch's ids are higher. The lock is held only for this one read. (SQLite: writers take
+    turns and ids are issued in commit order.)"""
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL lock_timeout = %s", [f"{max(int(wait_seconds * 1000), 1)}ms"])
+                try:
+                    with transaction.atomic():  # a savepoint: a timeout leaves the outer transaction usable
+                        _lock(shared=False)
+                except OperationalError:  # lock_timeout: a purge step or a batch held on
+                    return None
+        return Event.objects.aggregate(last=Max("id"))["last"] or 0

@@ -36,6 +36,7 @@ from .models import (
     KeyDay,
     KeyHour,
     KeyPrincipalDay,
+    KeyPrincipalErrorHour,
     KeyPrincipalHour,
     KeyServiceDay,
     OperationDay,
@@ -170,6 +171,13 @@ SUMMARIES = (
     # Hourly, for alerts and the hourly views.
     Summary(KeyHour, (*HOUR_SCOPE, KEY), HOURLY_CALLS),
     Summary(KeyPrincipalHour, (*HOUR_SCOPE, KEY, PRINCIPAL), HOURLY_CALLS),
+    # Only failed calls, per error code: a burst of one error is judged against its own past.
+    Summary(
+        KeyPrincipalErrorHour,
+        (*HOUR_SCOPE, KEY, PRINCIPAL, ERROR_CODE),
+        (Count("failed"),),
+        where=("error_code <> ''", lambda event: bool(event.error_code)),
+    ),
 )
 
 BY_MODEL = {summary.model: summary for summary in SUMMARIES}

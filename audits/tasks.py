@@ -11,12 +11,16 @@ Database connections: Celery's Django fixup closes every connection before and a
 
 from __future__ import annotations
 
+import logging
+
 from botocore.exceptions import ConnectionClosedError, EndpointConnectionError, ReadTimeoutError
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
 from audits.models import IngestRun
 from audits.sources.lookup import Throttled
+
+logger = logging.getLogger(__name__)
 
 # Transient only: an AccessDenied or a validation error would fail the same way again.
 TRANSIENT = (
@@ -54,14 +58,26 @@ def schedule_s3() -> int:
 def ingest_lookup_task(account_id: str, region: str) -> str:
     from audits.services import run_scope
 
-    return run_scope(IngestRun.Kind.LOOKUP, account_id, region).status
+    return _evaluate_if_new(run_scope(IngestRun.Kind.LOOKUP, account_id, region)).status
 
 
 @shared_task(**RETRY)
 def ingest_s3_task(account_id: str, region: str) -> str:
     from audits.services import run_scope
 
-    return run_scope(IngestRun.Kind.S3, account_id, region).status
+    return _evaluate_if_new(run_scope(IngestRun.Kind.S3, account_id, region)).status
+
+
+def _evaluate_if_new(result):
+    """Queue an alert evaluation after a run that added events: alerts follow within one cycle."""
+    if result.counts is not None and result.counts.events_new:
+        from alerts.tasks import evaluate_alerts
+
+        try:
+            evaluate_alerts.delay()
+        except Exception:  # the events are in; beat's own evaluation (every 5 minutes) judges them
+            logger.warning("could not queue an alert evaluation", exc_info=True)
+    return result
 
 
 @shared_task(**RETRY)

@@ -20,6 +20,7 @@ nightly batch jobs) and a few stories that the pages should make visible:
 
 from __future__ import annotations
 
+import json
 import random
 import uuid
 from collections.abc import Iterator, Sequence
@@ -553,6 +554,61 @@ class _Generator:
                                   identity=identity_user(key.spec.account, ADMIN_USERS[key.spec.account][1]),
                                   event_name="PutKeyPolicy", user_agent=CLI_AGENT, source_ip="192.0.2.41",
                                   request_parameters={"keyId": key.key_id, "policyName": "default"})
+
+        yield from self.alert_stories()
+
+    def alert_stories(self) -> Iterator[dict[str, Any]]:
+        """Incidents of the last two days that the alerts must catch, beside look-alikes they must not."""
+        timeline, keys = self.timeline, self.by_alias
+        warehouse = keys.get("data-warehouse")
+        if warehouse:
+            # key-exposed: an engineer opens the key policy to everyone, and restores it 25 minutes later.
+            platform = identity_role(DATA, "platform-admin", "dave.platform")
+            root = {"Sid": "Enable IAM User Permissions", "Effect": "Allow",
+                    "Principal": {"AWS": f"arn:aws:iam::{DATA}:root"}, "Action": "kms:*", "Resource": "*"}
+            public = {"Sid": "TemporaryDebugAccess", "Effect": "Allow", "Principal": "*",
+                      "Action": ["kms:Decrypt", "kms:DescribeKey"], "Resource": "*"}
+            opened = timeline.at(1, 14, 5)
+            for when, statements in ((opened, [root, public]), (opened + timedelta(minutes=25), [root])):
+                yield self.record(warehouse, when, identity=platform, event_name="PutKeyPolicy",
+                                  user_agent=CLI_AGENT, source_ip="192.0.2.44",
+                                  request_parameters={"keyId": warehouse.key_id, "policyName": "default",
+                                                      "policy": json.dumps({"Version": "2012-10-17",
+                                                                            "Statement": statements})})
+        eu_lake = keys.get("data-eu-lake-s3")
+        if eu_lake:
+            # A look-alike: everyone in the organisation, pinned by aws:PrincipalOrgID, is not exposed.
+            org = {"Sid": "OrgRead", "Effect": "Allow", "Principal": "*", "Action": "kms:Decrypt", "Resource": "*",
+                   "Condition": {"StringEquals": {"aws:PrincipalOrgID": "o-demo1234ab"}}}
+            yield self.record(eu_lake, timeline.at(2, 11, 30),
+                              identity=identity_user(DATA, ADMIN_USERS[DATA][1]), event_name="PutKeyPolicy",
+                              user_agent=CLI_AGENT, source_ip="192.0.2.44",
+                              request_parameters={"keyId": eu_lake.key_id, "policyName": "default",
+                                                  "policy": json.dumps({"Version": "2012-10-17", "Statement": [org]})})
+        orders = keys.get("prod-orders-dynamodb")
+        if orders:
+            # after-hours-unusual: the SRE who looks the key up in office hours decrypts at 03:40 UTC.
+            sre = identity_user(PROD, ADMIN_USERS[PROD][1])
+            night = timeline.at(0.6, 3, 40)
+            for n in range(12):
+                yield self.record(orders, night + timedelta(seconds=23 * n), identity=sre, event_name="Decrypt",
+                                  user_agent=CLI_AGENT, source_ip="203.0.113.99",
+                                  encryption_context={"aws:dynamodb:tableName": "Orders",
+                                                      "aws:dynamodb:subscriberId": PROD})
+            # failure-burst: a script of the same SRE retries a denied call for most of an hour.
+            burst = timeline.at(0.4, 9, 2)
+            for n in range(max(30, round(150 * self.scale))):
+                yield self.record(orders, burst + timedelta(seconds=17 * n), identity=sre, event_name="ReEncrypt",
+                                  user_agent=CLI_AGENT, source_ip="203.0.113.99",
+                                  error=("AccessDeniedException",
+                                         f"User: {sre['arn']} is not authorized to perform: kms:ReEncryptFrom"))
+            # new-principal: a role of an account kmsdash does not watch calls the key.
+            stranger = identity_role("777788889999", "vendor-sync", "sync-7")
+            for n in range(3):
+                yield self.record(orders, timeline.at(0.5, 10, 12) + timedelta(minutes=n), recipient=PROD,
+                                  identity=stranger, event_name="Decrypt", user_agent=AGENTS[0],
+                                  source_ip="198.51.100.200",
+                                  error=("AccessDeniedException", "not authorized") if n == 2 else None)
 
 
 def generate_activity(keys: Sequence[DemoKey], *, end: datetime, days: int = 30,

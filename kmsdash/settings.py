@@ -125,6 +125,7 @@ INSTALLED_APPS = [
     "audits",
     "costs",
     "inventory",
+    "alerts",
     "demo",
 ]
 
@@ -169,6 +170,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "kmsdash.context_processors.kmsdash",
+                "alerts.context_processors.open_alerts",
             ],
         },
     }
@@ -384,6 +386,18 @@ if 0 < KMSDASH_EVENT_RETENTION_DAYS <= KMSDASH_EC_RULE_DAYS:
     # The rules read events, and purged days would pass for days without violations.
     raise ImproperlyConfigured("KMSDASH_EVENT_RETENTION_DAYS must be longer than KMSDASH_EC_RULE_DAYS")
 
+# --- Alerts -----------------------------------------------------------------------------------
+# Baselines are the N days before the judged hour; a scope with less than M days of activity in
+# them before it is not judged (a first import does not alert on everything).
+KMSDASH_ALERT_BASELINE_DAYS = envint("KMSDASH_ALERT_BASELINE_DAYS", 14)
+KMSDASH_ALERT_MIN_HISTORY_DAYS = envint("KMSDASH_ALERT_MIN_HISTORY_DAYS", 7)
+# An alert whose condition has not recurred for this long resolves itself (a rule may override it).
+KMSDASH_ALERT_RESOLVE_HOURS = float(os.getenv("KMSDASH_ALERT_RESOLVE_HOURS", "24"))
+# How long an evaluation waits for the ingest batches in flight to commit before trying next time.
+KMSDASH_ALERT_LOCK_WAIT_SECONDS = float(os.getenv("KMSDASH_ALERT_LOCK_WAIT_SECONDS", "30"))
+if KMSDASH_ALERT_MIN_HISTORY_DAYS > KMSDASH_ALERT_BASELINE_DAYS:
+    raise ImproperlyConfigured("KMSDASH_ALERT_MIN_HISTORY_DAYS must not be longer than KMSDASH_ALERT_BASELINE_DAYS")
+
 # Demo mode: set by the run script when no AWS credentials are configured; the banner says so.
 KMSDASH_DEMO = envbool("KMSDASH_DEMO", "False")
 
@@ -441,6 +455,13 @@ CELERY_BEAT_SCHEDULE = {
         "task": "audits.tasks.purge_events",
         "schedule": crontab(minute=40, hour=3),
         "options": {"expires": 3600},
+    },
+    # Also queued after every ingestion run that added events; this catches findings, quiet alerts
+    # to resolve and snoozes that ended.
+    "alerts-evaluate": {
+        "task": "alerts.tasks.evaluate_alerts",
+        "schedule": crontab(minute="*/5"),
+        "options": {"expires": 290},
     },
     "kms-inventory": {
         "task": "inventory.tasks.schedule_inventory",

@@ -20,5 +20,6 @@ urlpatterns = [
     path("exports/", views.exports, name="exports"),
     path("costs/", include("costs.urls")),
     path("", include("inventory.urls")),
+    path("", include("alerts.urls")),
     path("", include("audits.urls")),
 ]

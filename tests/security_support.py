@@ -29,7 +29,7 @@ LOGIN = "/accounts/login/"
 
 @dataclass(frozen=True)
 class Route:
-    path: str  # {key}, {event} and {finding} are filled from the seeded world
+    path: str  # {key}, {event}, {finding} and {alert} are filled from the seeded world
     roles: frozenset[str]  # as declared by the view; admin may always open it
     method: str = "get"
     data: dict = field(default_factory=dict)
@@ -57,6 +57,11 @@ MATRIX: dict[str, Route] = {
     # The seeded finding is open: an allowed user gets as far as the refusal to revoke what is not accepted.
     "inventory:finding_revoke": route(
         "/findings/{finding}/revoke/", ADMIN, method="post", data={"reason": "no longer"}, ok=409
+    ),
+    "alerts:list": route("/alerts/?state=all", ANALYST),
+    "alerts:detail": route("/alerts/{alert}/", ANALYST),
+    "alerts:act": route(
+        "/alerts/{alert}/act/", ANALYST, method="post", data={"action": "acknowledge", "comment": "seen"}, ok=302
     ),
     "costs:overview": route("/costs/", FINANCE),
     "costs:export": route("/costs/export.csv", FINANCE, method="post"),
@@ -130,6 +135,7 @@ def make_user(username: str, roles=(), permission: str = ""):
 
 def seed_world() -> dict[str, object]:
     """A key with recent calls, an inventory record and an open finding: every page has something."""
+    from alerts.models import Alert, Kind
     from inventory.models import Finding, Key
 
     now = datetime.now(UTC).replace(microsecond=0)
@@ -167,7 +173,12 @@ def seed_world() -> dict[str, object]:
         first_seen_at=now,
         last_seen_at=now,
     )
-    return {"key": KEY, "event": Event.objects.order_by("id").first().pk, "finding": finding.pk}
+    alert = Alert.objects.create(
+        kind=Kind.CRITICAL_EVENT, severity="high", scope_hash="a" * 64, account_id=ACCOUNT, region="us-east-1",
+        key=KEY, subject="DisableKey", first_event=now, last_event=now, detected_at=now, updated=now, count=1,
+        summary="DisableKey on the key",
+    )
+    return {"key": KEY, "event": Event.objects.order_by("id").first().pk, "finding": finding.pk, "alert": alert.pk}
 
 
 def manage_py(*args: str, **env: str) -> subprocess.CompletedProcess:

@@ -36,7 +36,7 @@ def sample(name: str) -> Route:
     """A request for the URL named `name`: the matrix's own, or a GET of the URL for the others."""
     if name in MATRIX:
         entry = MATRIX[name]
-        return Route(entry.path.format(key=KEY, event=1, finding=1), entry.roles, entry.method, entry.data)
+        return Route(entry.path.format(key=KEY, event=1, finding=1, alert=1), entry.roles, entry.method, entry.data)
     return Route(reverse(name), frozenset(), "post" if name == "logout" else "get")
 
 
