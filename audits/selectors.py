@@ -652,6 +652,34 @@ _SPAN_SOURCES = (OperationDay, PrincipalDay, KeyDay, KeyServiceDay, KeyPrincipal
 _DIMENSION_FILTERS = (*_FILTER_DIMS, "account", "region")
 
 
+def _matching_days(f: EventFilter) -> list[dict[str, Any]] | None:
+    """Per UTC day of the window, newest first: how many events match `f`'s dimensions, and the
+    first and last seen, from the smallest summary that answers them; None without such a filter."""
+    if f.errors or not any(getattr(f, name) not in ("", None) for name in _DIMENSION_FILTERS):
+        return None
+    model, rows = next(
+        ((model, rows) for model in _SPAN_SOURCES if (rows := summary(f, model)) is not None), (DailyRollup, None)
+    )
+    if rows is None:
+        rows = f.rollups()
+    count = "calls" if model is KeyDay else "count"
+    return list(
+        rows.values("day").annotate(n=Sum(count), first=Min("first_seen"), last=Max("last_seen")).order_by("-day")
+    )
+
+
+def _narrowed(f: EventFilter, days: list[dict[str, Any]] | None) -> QuerySet[Event]:
+    qs = f.events()
+    if days is None:
+        return qs
+    if not days:
+        return qs.none()
+    if f.error and f.error != "none":
+        # Lets PostgreSQL read only failed events, through the partial index event_failed_time_id.
+        qs = qs.filter(FAILED)
+    return qs.filter(event_time__gte=min(d["first"] for d in days), event_time__lte=max(d["last"] for d in days))
+
+
 def explorer_events(f: EventFilter) -> QuerySet[Event]:
     """The explorer's events under `f`, narrowed first by the summaries.
 
@@ -661,20 +689,34 @@ def explorer_events(f: EventFilter) -> QuerySet[Event]:
     touching the event table), and the event query then scans only that span instead of the whole
     window. Free text (`q`) has no summary: it is bounded by the window and the statement timeout.
     """
-    qs = f.events()
-    if f.errors or not any(getattr(f, name) not in ("", None) for name in _DIMENSION_FILTERS):
-        return qs
-    if f.error and f.error != "none":
-        # Lets PostgreSQL read only failed events, through the partial index event_failed_time_id.
-        qs = qs.filter(FAILED)
-    rows = next((rows for model in _SPAN_SOURCES if (rows := summary(f, model)) is not None), None)
-    if rows is None:
-        rows = f.rollups()
-    span = rows.aggregate(first=Min("first_seen"), last=Max("last_seen"))
-    if span["first"] is None:
-        return qs.none()
-    return qs.filter(event_time__gte=span["first"], event_time__lte=span["last"])
+    return _narrowed(f, _matching_days(f))
 
+
+def explorer_page(f: EventFilter, cursor: str | None = None, per_page: int = 50) -> EventPage:
+    """One page of `explorer_events(f)` (see events_page), reading only the newest days that hold it.
+
+    The summaries count the matches per day: the page first reads only from the newest day at
+    which they add up to a page and one more event. That result is exact whenever it is a full
+    page (every row it skipped is older than all it read); a short one (the summaries also count
+    events a search text excludes, purged ones, or ones outside a date-time bound) is read again
+    over the whole span. Raises BadCursor like events_page.
+    """
+    days = _matching_days(f)
+    qs = _narrowed(f, days)
+    if days:
+        before = decode_cursor(cursor)[0].date() if cursor else None
+        total = 0
+        for day in days:
+            if before is not None and day["day"] > before:
+                continue
+            total += day["n"]
+            if total > per_page:
+                floor = datetime.combine(day["day"], datetime.min.time(), tzinfo=UTC)
+                page = events_page(qs.filter(event_time__gte=floor), cursor, per_page)
+                if page.next_cursor is not None:
+                    return page
+                break
+    return events_page(qs, cursor, per_page)
 
 
 class BadCursor(ValueError):

@@ -132,7 +132,11 @@ def events(request: HttpRequest) -> HttpResponse:
     # Always a window (the period picker's, unless since/until say otherwise): without one, a filter
     # matching few events would read the whole table.
     f, period = explorer_window(request.GET)
-    page, cursor_error = _event_list(request, f, selectors.explorer_events(f))
+    cursor = request.GET.get("cursor") or None
+    try:
+        page, cursor_error = selectors.explorer_page(f, cursor, PER_PAGE), None
+    except selectors.BadCursor as exc:
+        page, cursor_error = selectors.explorer_page(f, None, PER_PAGE), str(exc)
     purged_before = retention.purged_before()
     params = _period_params(f, period)
     context = _context(

@@ -106,3 +106,18 @@ def test_analysts_cannot_revoke(client):
     assert post(client, f, "revoke", "mine").status_code == 403
     assert client.get(reverse("inventory:finding_revoke", args=[f.pk])).status_code == 405
     assert list(FindingDecision.objects.values_list("action", flat=True)) == ["accepted"]
+
+
+def test_the_migration_makes_the_acceptances_in_force_the_first_entries_of_the_history():
+    import importlib
+
+    from django.apps import apps
+
+    migration = importlib.import_module("inventory.migrations.0002_finding_decisions")
+    admin = User.objects.create_user("old-admin", password="x")
+    accepted = finding(accepted_at=NOW, accepted_by=admin, accepted_reason="accepted before the history")
+    finding(fingerprint="e" * 64)  # open: nothing to record
+    migration.record_acceptances_in_force(apps, None)
+    assert list(FindingDecision.objects.values_list("finding", "action", "username", "reason", "decided_at")) == [
+        (accepted.pk, "accepted", "old-admin", "accepted before the history", NOW)
+    ]
