@@ -78,6 +78,15 @@ class Counts:
         return dataclasses.asdict(self)
 
 
+@dataclass(frozen=True)
+class Unread:
+    """A record a source could not hand over whole (e.g. one larger than any record may be, skipped
+    as it was read): Ingestor.add quarantines it alone with `reason` and what may be shown of it."""
+
+    reason: str
+    raw: bytes = b""
+
+
 def start_run(kind: str, *, account_id: str = "", region: str = "", window_start=None, window_end=None) -> IngestRun:
     return IngestRun.objects.create(
         kind=kind, account_id=account_id, region=region, window_start=window_start, window_end=window_end
@@ -237,9 +246,12 @@ class Ingestor:
 
     # -- reading -------------------------------------------------------------------------------
 
-    def add(self, record: dict | str | bytes, *, location: str = "") -> None:
+    def add(self, record: dict | str | bytes | Unread, *, location: str = "") -> None:
         self._pending.records_read += 1
         self.counts.records_read += 1
+        if type(record) is Unread:
+            self._add_quarantine(location, record.reason, record.raw)
+            return
         original: Any = record
         try:
             if isinstance(record, str | bytes):
@@ -434,7 +446,7 @@ def bounded_text(raw: Any, limit: int = QUARANTINE_RAW_LIMIT) -> tuple[str, bool
         truncated = False
     if len(text) > limit:
         text, truncated = text[:limit], True
-    text = text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+    text = text.replace("\x00", "\ufffd").encode("utf-8", "kmsdash-replacement-character").decode("utf-8")
     return text, truncated
 
 

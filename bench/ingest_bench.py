@@ -254,6 +254,7 @@ def main() -> None:
         "--time-ordered", action="store_true",
         help="files in time order, as CloudTrail writes them (default: random times, the worst case)",
     )
+    parser.add_argument("--parse-only", action="store_true", help="only the parse baselines (no database)")
     parser.add_argument("--child-import", metavar="DIR", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -277,6 +278,8 @@ def main() -> None:
         n, seconds, cpu = baseline_ijson(files)
         print(f"          decompress+iter_file_records {n / seconds:>9,.0f} events/s  cpu {cpu / n * 1e6:.0f} us/event"
               f"  ({(n / seconds) / parse_rate:.2f}x orjson.loads)")
+        if args.parse_only:
+            return
         recreate_pg_database(args.database_url)
         try:
             n, seconds, cpu = baseline_copy(files, args.database_url)
