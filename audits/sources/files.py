@@ -11,9 +11,9 @@ the document's first member (and of any later member of the same name) and split
 position, tracking only strings, escapes and bracket depth. Items are parsed by orjson in groups of
 up to GROUP_BYTES (one call per group: nearly as cheap as parsing the whole file at once); a group
 orjson refuses is halved until the item it refuses is alone, and that item is re-read by Python's
-json (integers of any size, lone surrogates: audits.cloudtrail.loads_record). An item neither reads
-(NaN, Infinity, broken JSON within its brackets) is yielded as its bytes, for the Ingestor to
-quarantine alone with json's reason; an item larger than item_limit() is skipped as it is read,
+json (integers of any size, lone surrogates), as audits.cloudtrail.loads_record reads LookupEvents
+records. An item neither reads (NaN, Infinity, broken JSON within its brackets) is yielded as its
+bytes, for the Ingestor to quarantine alone with json's reason; an item larger than item_limit() is skipped as it is read,
 never held whole, and yielded as audits.ingest.Unread naming its position. So memory stays within
 a few times the record limit whatever the content, and every other item of the file lands.
 
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import codecs
 import gzip
+import json
 import re
 import zlib
 from collections.abc import Iterator
@@ -39,7 +40,6 @@ from typing import Any, BinaryIO
 import orjson
 from django.conf import settings
 
-from audits.cloudtrail import MAX_DEPTH, ParseError, loads_record
 from audits.ingest import INVALID_UTF8_MARK, Counts, Unread, bulk_gc, ingest_run
 from audits.models import IngestRun
 
@@ -244,13 +244,13 @@ class _Scanner:
                 return j + 1
             i = j + 1
 
-    def scan_value(self, *, keep: bool = True) -> tuple[memoryview | None, int, int]:
+    def scan_value(self, *, keep: bool = True) -> tuple[memoryview | None, int]:
         """Step over the value at pos: (its bytes, or None when larger than item_limit or not kept,
-        its nesting depth, its size). Never holds more than item_limit of it."""
+        its size). Never holds more than item_limit of it."""
         buf_start = self.pos
         file_start = self.offset + buf_start
         self.item_start = buf_start if keep else None
-        depth = deepest = 0
+        depth = 0
         first = self.buf[buf_start]
         i = buf_start
         if first == 0x22:  # "
@@ -269,7 +269,6 @@ class _Scanner:
                 elif byte in b"[{":
                     end = _OPENING_RUN.match(self.buf, j).end()
                     depth += self.buf.count(b"[", j, end) + self.buf.count(b"{", j, end)
-                    deepest = max(deepest, depth)
                     i = end
                 else:
                     end = _CLOSING_RUN.match(self.buf, j).end()
@@ -291,8 +290,8 @@ class _Scanner:
         size = self.offset + i - file_start
         start, self.item_start = self.item_start, None
         if start is None or size > self.item_limit:
-            return None, deepest, size
-        return memoryview(self.buf)[start:i], deepest, size
+            return None, size
+        return memoryview(self.buf)[start:i], size
 
     # -- items ---------------------------------------------------------------------------------
 
@@ -335,13 +334,11 @@ class _Scanner:
     def _one(self) -> Any:
         """The item at pos, read on its own."""
         position = self.offset + self.pos
-        text, depth, size = self.scan_value()
+        text, size = self.scan_value()
         if text is None:
             return Unread(f"record larger than {self.item_limit} bytes ({size} bytes from byte {position} of the "
                           "decompressed file), skipped unread")
         with text:
-            if depth > MAX_DEPTH:
-                return Unread(f"record nested deeper than {MAX_DEPTH} levels (from byte {position})", bytes(text))
             if not _LONG_DIGIT_RUN.search(text):
                 try:
                     return _record_of(orjson.loads(text))
@@ -349,8 +346,9 @@ class _Scanner:
                     pass
             data = bytes(text)
         try:
-            return _record_of(loads_record(data))
-        except ParseError:
+            # The bytes are UTF-8 (the reader made sure); NaN and Infinity are refused as loads_record does.
+            return _record_of(json.loads(data.decode("utf-8"), parse_constant=_not_json))
+        except (ValueError, RecursionError):
             return data  # read again, and quarantined with the reason, by the Ingestor
 
     def items(self) -> Iterator[Any]:
@@ -387,7 +385,7 @@ class _Scanner:
         """The member name at pos (None if it is not a string kmsdash could look for); pos after the ':'."""
         if self.peek() != 0x22:
             self.fail("expected a member name")
-        text, _, _ = self.scan_value()
+        text, _ = self.scan_value()
         name = None
         if text is not None:
             with text:
@@ -460,6 +458,10 @@ def iter_file_records(
     head = stream.read(2)
     reader = _Reader(stream, head, gzipped=head == GZIP_MAGIC, limit=limit, name=name)
     yield from _Scanner(reader, name=name, item_limit=item_limit(record_bytes)).document()
+
+
+def _not_json(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _record_of(item: Any) -> Any:
