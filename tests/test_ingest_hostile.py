@@ -350,3 +350,29 @@ def test_inserting_an_unreadable_record_anywhere_changes_the_stored_events_by_at
     # The inserted record is counted once: as an event, or as one quarantined record.
     assert dirty_read == clean_read + 1
     assert dirty_quarantined - clean_quarantined == 1 - len(dirty_events - clean_events)
+
+
+@pytest.mark.parametrize("shift", [0, 1, 9, 18, 19, 24])
+def test_a_long_number_across_a_read_chunk_boundary_is_still_read_exactly(shift):
+    # 19-digit runs are looked for piece by piece as the bytes are read; a run may straddle two pieces.
+    number = int("1" + "0" * 24)
+    head = b'{"Records":[{"pad":"'
+    pad = files.CHUNK - len(head) - len(b'"},{"n":') - 25 + shift
+    data = head + b"p" * pad + b'"},{"n":' + str(number).encode() + b"},{\"b\":2}]}"
+    got = read(data)
+    assert got[1] == {"n": number} and type(got[1]["n"]) is int and got[2] == {"b": 2}
+
+
+@pytest.mark.django_db
+def test_a_lookup_events_item_only_python_reads_still_gives_its_record():
+    recs = records(3)
+    items = [compact({"EventId": r["eventID"], "CloudTrailEvent": json.dumps(r)}) for r in recs]
+    items[1] = items[1][:-1] + b',"Size":' + b"5" * 30 + b"}"  # a wrapper field orjson would round
+    items[2] = compact({"EventId": "x", "CloudTrailEvent": json.dumps(recs[2])[:-1] + ',"n":NaN}'})
+    data = b'{"Events":[' + b",".join(items) + b'],"NextToken":"t"}'
+
+    got = read(data)
+    assert [json.loads(text) for text in got[:2]] == recs[:2]
+    counts = ingest_records(iter_file_records(io.BytesIO(data), name="lookup.json"), run=start_run("files"))
+    assert (counts.records_read, counts.events_new, counts.quarantined) == (3, 2, 1)
+    assert "NaN is not JSON" in Quarantine.objects.get().reason
