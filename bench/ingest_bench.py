@@ -1,10 +1,10 @@
 """Ingestion benchmark: import_cloudtrail end to end, against a same-run baseline.
 
-    python bench/ingest_bench.py [--events N] [--database-url postgres://...] [--no-sqlite]
+    python bench/ingest_bench.py [--events N] [--database-url postgres://...] [--no-sqlite] [--parse-only]
 
 Generates N synthetic KMS events (audits.synthetic) as CloudTrail .json.gz log files in a temporary
 directory, then measures in one run:
-  baseline  decompress + json.loads of the files; ijson streaming parse of the same files; and
+  baseline  decompress + json.loads of the files; iter_file_records (the importer's reader); and
             decompress + parse + COPY of the extracted rows into a bare PostgreSQL table (no index);
   import    `manage.py import_cloudtrail DIR` into a fresh PostgreSQL database (created and dropped
             here) and into a fresh SQLite file, each in its own process (peak RSS is that process's).
