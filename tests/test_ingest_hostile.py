@@ -376,3 +376,28 @@ def test_a_lookup_events_item_only_python_reads_still_gives_its_record():
     counts = ingest_records(iter_file_records(io.BytesIO(data), name="lookup.json"), run=start_run("files"))
     assert (counts.records_read, counts.events_new, counts.quarantined) == (3, 2, 1)
     assert "NaN is not JSON" in Quarantine.objects.get().reason
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=300), st.sampled_from([b'{"Records":[', b"[", b'{"Events":[', b""]), st.booleans())
+def test_any_bytes_at_all_give_items_or_a_file_error_and_nothing_else(tail, head, gzipped):
+    # Whatever a file holds, reading it ends normally or with FileError: never another exception (an
+    # S3 object would be read again every pass) and never a hang.
+    data = head + tail
+    try:
+        for item in read(gzip.compress(data) if gzipped else data, max_record_bytes=64):
+            assert isinstance(item, dict | list | str | bytes | int | float | bool | Unread) or item is None
+    except FileError:
+        pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(json_values, min_size=1, max_size=6), st.data())
+def test_a_valid_document_cut_anywhere_gives_a_prefix_of_its_records_then_a_file_error(items, data):
+    document = json.dumps({"Records": items}, separators=(",", ":")).encode()
+    cut = data.draw(st.integers(0, len(document) - 1))
+    got = []
+    with pytest.raises(FileError):
+        got.extend(read(document[:cut]))
+    expected = [files._record_of(item) for item in items]
+    assert repr(got) == repr(expected[: len(got)])
