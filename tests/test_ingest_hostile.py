@@ -117,6 +117,18 @@ def test_nan_or_infinity_in_a_record_quarantines_only_that_record(tmp_path, cons
 
 
 @pytest.mark.django_db
+def test_a_number_beyond_the_range_of_a_float_quarantines_its_record_instead_of_storing_null(tmp_path):
+    # Python would read 1e400 as infinity, which the raw record's JSON would then have to hold as null.
+    recs = records(3)
+    items = [compact(r) for r in recs]
+    items[1] = items[1][:-1] + b',"ratio":1e400}'
+    result = import_one(tmp_path, log_file(items), "overflow.json")
+
+    assert (result.counts.events_new, result.counts.quarantined) == (2, 1)
+    assert "beyond the range of a float" in Quarantine.objects.get().reason
+
+
+@pytest.mark.django_db
 def test_a_lone_surrogate_is_stored_as_u_fffd_in_the_event_and_its_raw_record(tmp_path):
     recs = records(3)
     items = [compact(r) for r in recs]
@@ -293,7 +305,7 @@ GOOD = records(8, seed=7)
 HOSTILE_VALUES = st.one_of(
     st.integers(19, 4300).map(lambda n: "9" * n),
     st.integers(4301, 6000).map(lambda n: "-" + "1" * n),
-    st.sampled_from(["NaN", "Infinity", "-Infinity", "tru", "01", "1.", '"\\q"', '"a\tb"', '"\\ud800"', "[1,]",
+    st.sampled_from(["NaN", "Infinity", "-Infinity", "1e400", "-2.5E+999", "tru", "01", "1.", '"\\q"', '"a\tb"', '"\\ud800"', "[1,]",
                      '{"a" 1}', '"},{\\"eventID\\": 1}"', "[" * 80 + "]" * 80, "[" * 3000 + "]" * 3000]),
     st.integers(9_000, 20_000).map(lambda n: '"' + "x" * n + '"'),
 )

@@ -11,11 +11,12 @@ the document's first member (and of any later member of the same name) and split
 position, tracking only strings, escapes and bracket depth. Items are parsed by orjson in groups of
 up to GROUP_BYTES (one call per group: nearly as cheap as parsing the whole file at once); a group
 orjson refuses is halved until the item it refuses is alone, and that item is re-read by Python's
-json (integers of any size, lone surrogates), as audits.cloudtrail.loads_record reads LookupEvents
-records. An item neither reads (NaN, Infinity, broken JSON within its brackets) is yielded as its
-bytes, for the Ingestor to quarantine alone with json's reason; an item larger than item_limit() is skipped as it is read,
-never held whole, and yielded as audits.ingest.Unread naming its position. So memory stays within
-a few times the record limit whatever the content, and every other item of the file lands.
+json (integers of any size, lone surrogates) through audits.cloudtrail.loads_json, as LookupEvents
+records are. An item neither reads (NaN, Infinity, 1e400, broken JSON within its brackets) is
+yielded as its bytes, for the Ingestor to quarantine alone with json's reason; an item larger than
+item_limit() is skipped as it is read, never held whole, and yielded as audits.ingest.Unread
+naming its position. So memory stays within a few times the record limit whatever the content,
+and every other item of the file lands.
 
 What the scanner cannot step over ends the file with FileError, after every item before it: a
 truncated or corrupt gzip (a member whose CRC or length trailer lies included: its data is handed
@@ -29,7 +30,6 @@ from __future__ import annotations
 
 import codecs
 import gzip
-import json
 import re
 import zlib
 from collections.abc import Iterator
@@ -40,6 +40,7 @@ from typing import Any, BinaryIO
 import orjson
 from django.conf import settings
 
+from audits.cloudtrail import loads_json
 from audits.ingest import INVALID_UTF8_MARK, Counts, Unread, bulk_gc, ingest_run
 from audits.models import IngestRun
 
@@ -364,8 +365,7 @@ class _Scanner:
                     pass
             data = bytes(text)
         try:
-            # The bytes are UTF-8 (the reader made sure); NaN and Infinity are refused as loads_record does.
-            return _record_of(json.loads(data.decode("utf-8"), parse_constant=_not_json))
+            return _record_of(loads_json(data.decode("utf-8")))  # UTF-8: the reader made sure
         except (ValueError, RecursionError):
             return data  # read again, and quarantined with the reason, by the Ingestor
 
@@ -476,10 +476,6 @@ def iter_file_records(
     head = stream.read(2)
     reader = _Reader(stream, head, gzipped=head == GZIP_MAGIC, limit=limit, name=name)
     yield from _Scanner(reader, name=name, item_limit=item_limit(record_bytes)).document()
-
-
-def _not_json(name: str) -> None:
-    raise ValueError(f"{name} is not JSON")
 
 
 def _record_of(item: Any) -> Any:
