@@ -242,6 +242,10 @@ class Ingestor:
         self._pending = Counts()  # not yet written to the ledger row
         self._events: list[tuple[NormalizedEvent, bytes]] = []  # with the record's JSON text
         self._quarantine: list[Quarantine] = []
+        # The (location, reason, text) of the rows in _quarantine, and how many more records gave one
+        # of them again: kept once, as the database would (insert_quarantine), without building rows.
+        self._quarantine_keys: set[tuple[str, str, str]] = set()
+        self._quarantine_repeats = 0
         self._done: list[models.Model] = []
 
     # -- reading -------------------------------------------------------------------------------
@@ -296,12 +300,17 @@ class Ingestor:
         text, truncated = bounded_text(raw)
         reason, _ = bounded_text(reason, 4096)
         location, _ = bounded_text(location, 2048)
-        self._quarantine.append(
-            Quarantine(run=self.run, location=location, reason=reason, raw=text, raw_truncated=truncated)
-        )
         self._pending.quarantined += 1
         self.counts.quarantined += 1
-        if len(self._quarantine) >= self.batch_size:
+        key = (location, reason, text)
+        if key in self._quarantine_keys:  # e.g. a file of millions of identical bad records
+            self._quarantine_repeats += 1
+        else:
+            self._quarantine_keys.add(key)
+            self._quarantine.append(
+                Quarantine(run=self.run, location=location, reason=reason, raw=text, raw_truncated=truncated)
+            )
+        if len(self._quarantine) + self._quarantine_repeats >= self.batch_size:
             self._write(wait=False)
 
     # -- writing -------------------------------------------------------------------------------
@@ -315,9 +324,11 @@ class Ingestor:
         # time first, so that rows, raw blocks and index entries are written in time order (log files
         # cover minutes each: the time and per-key indexes then grow at their ends, ~20% smaller).
         rows = sorted(self._events, key=_write_order)
-        batch = (rows, list(self._quarantine), self._pending, list(self._done))
+        batch = (rows, list(self._quarantine), self._pending, list(self._done), self._quarantine_repeats)
         self._events.clear()
         self._quarantine.clear()
+        self._quarantine_keys.clear()
+        self._quarantine_repeats = 0
         self._done.clear()
         self._pending = Counts()
         try:
@@ -359,7 +370,7 @@ class Ingestor:
         self.counts.expired += expired
 
     def _write_batch(
-        self, rows, quarantine: list[Quarantine], pending: Counts, done: list[models.Model]
+        self, rows, quarantine: list[Quarantine], pending: Counts, done: list[models.Model], repeats: int = 0
     ) -> tuple[int, int, int, int]:
         for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
             try:
@@ -368,7 +379,7 @@ class Ingestor:
                     inserted = write_events(writable)
                     # A record quarantined before (re-read in an overlapping window, or by a retry
                     # of its file) is kept once, and counted like a duplicate event.
-                    requarantined = len(quarantine) - insert_quarantine(quarantine)
+                    requarantined = len(quarantine) + repeats - insert_quarantine(quarantine)
                     for model in {type(row) for row in done}:
                         model.objects.bulk_create([row for row in done if type(row) is model], ignore_conflicts=True)
                     duplicates = len(writable) - inserted
