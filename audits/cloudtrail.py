@@ -41,6 +41,7 @@ NUL characters and lone surrogates, which PostgreSQL cannot store, become U+FFFD
 from __future__ import annotations
 
 import json
+import math
 import operator
 import re
 from dataclasses import dataclass
@@ -272,6 +273,20 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        # Python would read it as infinity, which no JSON text (and no stored raw record) can hold.
+        raise ValueError(f"number {text[:40]} is beyond the range of a float")
+    return value
+
+
+def loads_json(text: str) -> Any:
+    """JSON text as kmsdash reads it: integers of any size (up to Python's 4,300 digits), no NaN or
+    Infinity and no number that overflows a float (not JSON, and PostgreSQL's jsonb refuses them)."""
+    return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+
+
 def loads_record(text: str | bytes) -> dict[str, Any]:
     """Decode one record's JSON text; invalid UTF-8 or JSON raises ParseError."""
     if isinstance(text, bytes):
@@ -280,8 +295,7 @@ def loads_record(text: str | bytes) -> dict[str, Any]:
         except UnicodeDecodeError as exc:
             raise ParseError(f"invalid UTF-8 at byte {exc.start}") from exc
     try:
-        # NaN and Infinity are Python extensions, not JSON, and PostgreSQL's jsonb refuses them.
-        record = json.loads(text, parse_constant=_reject_constant)
+        record = loads_json(text)
     except RecursionError as exc:
         raise ParseError("invalid JSON: nested too deeply") from exc
     except ValueError as exc:

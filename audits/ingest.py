@@ -78,6 +78,15 @@ class Counts:
         return dataclasses.asdict(self)
 
 
+@dataclass(frozen=True)
+class Unread:
+    """A record a source could not hand over whole (e.g. one larger than any record may be, skipped
+    as it was read): Ingestor.add quarantines it alone with `reason` and what may be shown of it."""
+
+    reason: str
+    raw: bytes = b""
+
+
 def start_run(kind: str, *, account_id: str = "", region: str = "", window_start=None, window_end=None) -> IngestRun:
     return IngestRun.objects.create(
         kind=kind, account_id=account_id, region=region, window_start=window_start, window_end=window_end
@@ -233,13 +242,20 @@ class Ingestor:
         self._pending = Counts()  # not yet written to the ledger row
         self._events: list[tuple[NormalizedEvent, bytes]] = []  # with the record's JSON text
         self._quarantine: list[Quarantine] = []
+        # The (location, reason, text) of the rows in _quarantine, and how many more records gave one
+        # of them again: kept once, as the database would (insert_quarantine), without building rows.
+        self._quarantine_keys: set[tuple[str, str, str]] = set()
+        self._quarantine_repeats = 0
         self._done: list[models.Model] = []
 
     # -- reading -------------------------------------------------------------------------------
 
-    def add(self, record: dict | str | bytes, *, location: str = "") -> None:
+    def add(self, record: dict | str | bytes | Unread, *, location: str = "") -> None:
         self._pending.records_read += 1
         self.counts.records_read += 1
+        if type(record) is Unread:
+            self._add_quarantine(location, record.reason, record.raw)
+            return
         original: Any = record
         try:
             if isinstance(record, str | bytes):
@@ -284,12 +300,17 @@ class Ingestor:
         text, truncated = bounded_text(raw)
         reason, _ = bounded_text(reason, 4096)
         location, _ = bounded_text(location, 2048)
-        self._quarantine.append(
-            Quarantine(run=self.run, location=location, reason=reason, raw=text, raw_truncated=truncated)
-        )
         self._pending.quarantined += 1
         self.counts.quarantined += 1
-        if len(self._quarantine) >= self.batch_size:
+        key = (location, reason, text)
+        if key in self._quarantine_keys:  # e.g. a file of millions of identical bad records
+            self._quarantine_repeats += 1
+        else:
+            self._quarantine_keys.add(key)
+            self._quarantine.append(
+                Quarantine(run=self.run, location=location, reason=reason, raw=text, raw_truncated=truncated)
+            )
+        if len(self._quarantine) + self._quarantine_repeats >= self.batch_size:
             self._write(wait=False)
 
     # -- writing -------------------------------------------------------------------------------
@@ -303,9 +324,11 @@ class Ingestor:
         # time first, so that rows, raw blocks and index entries are written in time order (log files
         # cover minutes each: the time and per-key indexes then grow at their ends, ~20% smaller).
         rows = sorted(self._events, key=_write_order)
-        batch = (rows, list(self._quarantine), self._pending, list(self._done))
+        batch = (rows, list(self._quarantine), self._pending, list(self._done), self._quarantine_repeats)
         self._events.clear()
         self._quarantine.clear()
+        self._quarantine_keys.clear()
+        self._quarantine_repeats = 0
         self._done.clear()
         self._pending = Counts()
         try:
@@ -347,7 +370,7 @@ class Ingestor:
         self.counts.expired += expired
 
     def _write_batch(
-        self, rows, quarantine: list[Quarantine], pending: Counts, done: list[models.Model]
+        self, rows, quarantine: list[Quarantine], pending: Counts, done: list[models.Model], repeats: int = 0
     ) -> tuple[int, int, int, int]:
         for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
             try:
@@ -356,7 +379,7 @@ class Ingestor:
                     inserted = write_events(writable)
                     # A record quarantined before (re-read in an overlapping window, or by a retry
                     # of its file) is kept once, and counted like a duplicate event.
-                    requarantined = len(quarantine) - insert_quarantine(quarantine)
+                    requarantined = len(quarantine) + repeats - insert_quarantine(quarantine)
                     for model in {type(row) for row in done}:
                         model.objects.bulk_create([row for row in done if type(row) is model], ignore_conflicts=True)
                     duplicates = len(writable) - inserted
@@ -434,7 +457,7 @@ def bounded_text(raw: Any, limit: int = QUARANTINE_RAW_LIMIT) -> tuple[str, bool
         truncated = False
     if len(text) > limit:
         text, truncated = text[:limit], True
-    text = text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+    text = text.replace("\x00", "\ufffd").encode("utf-8", "kmsdash-replacement-character").decode("utf-8")
     return text, truncated
 
 

@@ -13,6 +13,7 @@ keep decoding the old.
 
 from __future__ import annotations
 
+import codecs
 import json
 from typing import Any
 
@@ -31,14 +32,24 @@ LEVEL = 6
 _dumps_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
+def _replacement_character(error: UnicodeEncodeError) -> tuple[bytes, int]:
+    # As bytes: CPython's UTF-8 encoder takes only ASCII text from an error handler.
+    return "\ufffd".encode() * (error.end - error.start), error.end
+
+
+# UTF-8 cannot encode a lone surrogate; it is stored as U+FFFD, as audits.cloudtrail cleans the
+# event's columns ("replace" would write '?', which looks like text the record really held).
+codecs.register_error("kmsdash-replacement-character", _replacement_character)
+
+
 def dumps(record: dict[str, Any]) -> bytes:
-    """The compact UTF-8 JSON text stored for a record (a lone surrogate becomes '?')."""
+    """The compact UTF-8 JSON text stored for a record (a lone surrogate becomes U+FFFD)."""
     try:
         # orjson's bytes keep their 8 KiB working buffer; a batch holds tens of thousands of texts,
         # so keep an exact copy instead (155 MiB against 27 MiB for 20,000 records).
         return memoryview(orjson.dumps(record)).tobytes()
     except (TypeError, orjson.JSONEncodeError):
-        return _dumps_json(record).encode("utf-8", "replace")
+        return _dumps_json(record).encode("utf-8", "kmsdash-replacement-character")
 
 
 def encode_block(texts: list[bytes]) -> bytes:

@@ -1,10 +1,10 @@
 """Ingestion benchmark: import_cloudtrail end to end, against a same-run baseline.
 
-    python bench/ingest_bench.py [--events N] [--database-url postgres://...] [--no-sqlite]
+    python bench/ingest_bench.py [--events N] [--database-url postgres://...] [--no-sqlite] [--parse-only]
 
 Generates N synthetic KMS events (audits.synthetic) as CloudTrail .json.gz log files in a temporary
 directory, then measures in one run:
-  baseline  decompress + json.loads of the files; ijson streaming parse of the same files; and
+  baseline  decompress + json.loads of the files; iter_file_records (the importer's reader); and
             decompress + parse + COPY of the extracted rows into a bare PostgreSQL table (no index);
   import    `manage.py import_cloudtrail DIR` into a fresh PostgreSQL database (created and dropped
             here) and into a fresh SQLite file, each in its own process (peak RSS is that process's).
@@ -254,6 +254,7 @@ def main() -> None:
         "--time-ordered", action="store_true",
         help="files in time order, as CloudTrail writes them (default: random times, the worst case)",
     )
+    parser.add_argument("--parse-only", action="store_true", help="only the parse baselines (no database)")
     parser.add_argument("--child-import", metavar="DIR", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -277,6 +278,8 @@ def main() -> None:
         n, seconds, cpu = baseline_ijson(files)
         print(f"          decompress+iter_file_records {n / seconds:>9,.0f} events/s  cpu {cpu / n * 1e6:.0f} us/event"
               f"  ({(n / seconds) / parse_rate:.2f}x orjson.loads)")
+        if args.parse_only:
+            return
         recreate_pg_database(args.database_url)
         try:
             n, seconds, cpu = baseline_copy(files, args.database_url)

@@ -1,4 +1,7 @@
-"""Reading CloudTrail files: shapes, gzip, bombs, truncation, bad bytes, bounded memory."""
+"""Reading CloudTrail files: shapes, gzip, bombs, truncation, bad bytes, bounded memory.
+
+Hostile content (values no parser reads, records over the limit, lying trailers) is in
+tests/test_ingest_hostile.py."""
 
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ import pytest
 
 from audits import ingest
 from audits.sources import files
-from audits.sources.files import CHUNK, WHOLE_PARSE_LIMIT, FileError, iter_file_records
+from audits.sources.files import CHUNK, GROUP_BYTES, FileError, item_limit, iter_file_records
 from audits.synthetic import generate_records, write_log_files
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)
@@ -30,6 +33,11 @@ def read_all(data: bytes, **kwargs) -> list:
     return list(iter_file_records(io.BytesIO(data), name="test.json", **kwargs))
 
 
+# What one file may hold in memory at once: the item being read or a group of items with its parsed
+# objects, and the bytes read ahead (see audits/sources/files.py).
+MEMORY_BOUND = 3 * item_limit(512 * 1024) + 8 * GROUP_BYTES
+
+
 def outcome(data: bytes) -> tuple[list[str], str | None]:
     """Everything a reader sees: the records yielded (as repr, so 1 and 1.0 differ, as do key orders)
     and the error that ended the file, if any."""
@@ -42,25 +50,11 @@ def outcome(data: bytes) -> tuple[list[str], str | None]:
     return got, None
 
 
-@pytest.fixture
-def streamed(monkeypatch) -> list[str]:
-    """The prefixes ijson was asked to stream during the test; empty when every file was parsed whole."""
-    prefixes = []
-    items = files.ijson.items
-
-    def spy(source, prefix, **kwargs):
-        prefixes.append(prefix)
-        return items(source, prefix, **kwargs)
-
-    monkeypatch.setattr(files.ijson, "items", spy)
-    return prefixes
-
-
-def streaming_outcome(data: bytes, monkeypatch) -> tuple[list[str], str | None]:
-    """The outcome when every document streams through ijson, as all did before the whole-document parse."""
-    with monkeypatch.context() as patch:
-        patch.setattr(files, "WHOLE_PARSE_LIMIT", 0)
-        return outcome(data)
+def json_outcome(data: bytes, key: str | None = "Records") -> tuple[list[str], None]:
+    """The outcome Python's json module gives for a whole, valid document."""
+    document = json.loads(data)
+    items = document if key is None else document[key]
+    return [repr(files._record_of(item)) for item in items], None
 
 
 def test_a_gzipped_trail_log_file_yields_its_records_as_dicts():
@@ -135,8 +129,8 @@ def test_a_gzip_bomb_stops_at_the_decompressed_size_limit(settings):
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    # What is read ahead to find out whether the document fits the whole-document parse, and no more.
-    assert peak < WHOLE_PARSE_LIMIT + 5_000_000
+    # A few chunks of whitespace at a time, never the whole of it.
+    assert peak < MEMORY_BOUND, peak
 
 
 def test_the_limit_can_be_passed_explicitly():
@@ -173,8 +167,7 @@ def test_multibyte_characters_split_across_read_chunks_survive():
     assert read_all(data) == recs
 
 
-def test_a_file_above_the_whole_parse_limit_streams_in_bounded_memory(tmp_path, monkeypatch):
-    monkeypatch.setattr(files, "WHOLE_PARSE_LIMIT", 1_000_000)
+def test_a_large_file_is_read_in_bounded_memory(tmp_path):
     path = write_log_files(generate_records(4_000, start=T0), tmp_path, per_file=4_000)[0]
     with path.open("rb") as stream:
         size = len(gzip.decompress(stream.read()))
@@ -187,7 +180,7 @@ def test_a_file_above_the_whole_parse_limit_streams_in_bounded_memory(tmp_path, 
         tracemalloc.stop()
     assert count == 4_000
     assert size > 5_000_000
-    assert peak < 1_000_000 + 2_500_000, peak
+    assert peak < min(MEMORY_BOUND, size / 2), peak
 
 
 def lookup_events_document(recs: list[dict]) -> bytes:
@@ -205,18 +198,14 @@ def lookup_events_document(recs: list[dict]) -> bytes:
         pytest.param(lambda recs: json.dumps(recs).encode(), "item", id="bare array"),
     ],
 )
-def test_a_file_below_the_whole_parse_limit_is_parsed_whole_into_the_records_streaming_gives(
-    document, prefix, streamed, monkeypatch
-):
+def test_every_shape_gives_the_records_with_the_values_and_types_json_gives(document, prefix):
     recs = records(50)
     recs[0]["additionalEventData"] = {"ratio": 0.5, "count": 3, "big": 2**53, "tiny": 1e-300, "neg": -0.0}
     data = document(recs)
 
-    whole = outcome(data)
-    assert streamed == []
-    assert whole == streaming_outcome(data, monkeypatch)
-    assert streamed == [prefix]
-    assert whole[1] is None
+    got = outcome(data)
+    key = None if prefix == "item" else prefix.split(".")[0]
+    assert got == json_outcome(gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data, key)
     assert [json.loads(text) if isinstance(text, str) else text for text in read_all(data)] == recs
 
 
@@ -229,19 +218,17 @@ def test_a_file_below_the_whole_parse_limit_is_parsed_whole_into_the_records_str
     ],
     ids=["aws examples as a bare array", "aws examples as records", "cost explorer example as a record"],
 )
-def test_the_fixture_files_parsed_whole_have_the_values_and_types_streaming_gives(document, streamed, monkeypatch):
-    whole = outcome(document)
-    assert streamed == []
-    assert whole == streaming_outcome(document, monkeypatch)
-    assert whole[0] and whole[1] is None
+def test_the_fixture_files_have_the_values_and_types_json_gives(document):
+    got = outcome(document)
+    assert got == json_outcome(document, None if document.startswith(b"[") else "Records")
+    assert got[0] and got[1] is None
 
 
-def test_a_file_just_over_the_whole_parse_limit_streams_the_same_records(streamed, monkeypatch):
-    recs = records(200)
+def test_a_file_of_many_groups_gives_every_record_in_order():
+    recs = records(2_000)
     data = gzip.compress(json.dumps({"Records": recs}).encode())
-    monkeypatch.setattr(files, "WHOLE_PARSE_LIMIT", len(json.dumps({"Records": recs})) - 1)
+    assert len(gzip.decompress(data)) > 4 * GROUP_BYTES
     assert read_all(data) == recs
-    assert streamed == ["Records.item"]
 
 
 OPENING = '{"Records": [{"a": 1}, '  # each case below goes on from one good record
@@ -250,63 +237,52 @@ OPENING = '{"Records": [{"a": 1}, '  # each case below goes on from one good rec
 @pytest.mark.parametrize(
     ("document", "expected", "error"),
     [
-        # ijson refuses integers outside the int64 range; orjson would return an int or a float.
-        pytest.param(OPENING + '{"n": 9223372036854775808}, {"b": 2}]}', [{"a": 1}], "invalid JSON", id="2**63"),
-        pytest.param(OPENING + '{"n": 18446744073709551616}, {"b": 2}]}', [{"a": 1}], "invalid JSON", id="2**64"),
-        pytest.param(OPENING + '{"n": -92233720368547758090}]}', [{"a": 1}], "invalid JSON", id="-10 * 2**63"),
-        # orjson refuses these; ijson turns a lone surrogate into "?" and accepts a trailing form feed.
-        pytest.param(OPENING + '{"s": "x\\ud800"}]}', [{"a": 1}, {"s": "x?"}], None, id="lone surrogate"),
-        pytest.param(OPENING + '{"b": 2}]}\f', [{"a": 1}, {"b": 2}], None, id="trailing form feed"),
-        pytest.param(OPENING + '{"n": NaN}]}', [{"a": 1}], "invalid JSON", id="NaN"),
-        pytest.param(OPENING + '{"n": Infinity}]}', [{"a": 1}], "invalid JSON", id="Infinity"),
+        # Integers outside the int64 range, which orjson would round (or refuse), come back exact.
+        pytest.param(OPENING + '{"n": 9223372036854775808}, {"b": 2}]}', [{"a": 1}, {"n": 2**63}, {"b": 2}], None,
+                     id="2**63"),
+        pytest.param(OPENING + '{"n": 18446744073709551616}, {"b": 2}]}', [{"a": 1}, {"n": 2**64}, {"b": 2}], None,
+                     id="2**64"),
+        pytest.param(OPENING + '{"n": -92233720368547758090}]}', [{"a": 1}, {"n": -92233720368547758090}], None,
+                     id="-10 * 2**63"),
+        # A lone surrogate is read as one (it becomes U+FFFD when stored, see test_ingest_hostile.py).
+        pytest.param(OPENING + '{"s": "x\\ud800"}]}', [{"a": 1}, {"s": "x\ud800"}], None, id="lone surrogate"),
+        # No JSON reader takes NaN: the record's bytes go on to the Ingestor, which quarantines them.
+        pytest.param(OPENING + '{"n": NaN}]}', [{"a": 1}, b'{"n": NaN}'], None, id="NaN"),
+        pytest.param(OPENING + '{"n": Infinity}, {"b": 2}]}', [{"a": 1}, b'{"n": Infinity}', {"b": 2}], None,
+                     id="Infinity"),
+        pytest.param(OPENING + '{"b": 2}]}\f', [{"a": 1}, {"b": 2}], "after the document", id="trailing form feed"),
         pytest.param(OPENING + '{"b": 2}]', [{"a": 1}, {"b": 2}], "invalid JSON", id="truncated"),
         pytest.param(OPENING + '{"b": 2}]} {}', [{"a": 1}, {"b": 2}], "invalid JSON", id="trailing garbage"),
-        # ijson yields every array of a repeated key, and what else its prefix "Records.item" names.
+        # Every array of a repeated key is read, so that a second one cannot hide records.
         pytest.param('{"Records": [{"a": 1}], "Records": [{"b": 2}]}', [{"a": 1}, {"b": 2}], None, id="repeated key"),
         pytest.param(
             '{"Records": [{"a": 1}], "R\\u0065cords": [{"b": 2}]}', [{"a": 1}, {"b": 2}], None, id="escaped repeat"
         ),
-        pytest.param('{"Records": [{"a": 1}], "Records.item": {"b": 2}}', [{"a": 1}, {"b": 2}], None, id="dotted key"),
-        pytest.param('{"Records": {"item": {"a": 1}, "other": {"b": 2}}}', [{"a": 1}], None, id="object of items"),
+        pytest.param('{"Records": [{"a": 1}], "Records.item": {"b": 2}}', [{"a": 1}], None, id="dotted key"),
+        pytest.param('{"Records": {"item": {"a": 1}, "other": {"b": 2}}}', [], "unknown shape", id="object of items"),
     ],
 )
-def test_a_document_orjson_would_read_differently_streams_as_before(document, expected, error, streamed, monkeypatch):
-    data = document.encode()
-    got = outcome(data)
-    assert streamed == ["Records.item"]
-    assert got == streaming_outcome(data, monkeypatch)
+def test_a_value_one_parser_reads_differently_stays_in_its_own_record(document, expected, error):
+    got = outcome(document.encode())
     assert got[0] == [repr(record) for record in expected]
     assert (got[1] is None) if error is None else (error in got[1])
 
 
-def test_nesting_deeper_than_orjson_allows_streams_as_before(streamed):
-    data = ('{"Records": [{"a": 1}, ' + '{"x": ' * 2_000 + "1" + "}" * 2_000 + "]}").encode()
-    got = read_all(data)
-    assert streamed == ["Records.item"]
-    assert got[0] == {"a": 1}
-    depth, value = 0, got[1]
-    while isinstance(value, dict):
-        depth, value = depth + 1, value["x"]
-    assert (depth, value) == (2_000, 1)
-
-
-def test_a_truncated_gzip_below_the_whole_parse_limit_yields_what_streaming_yields(streamed, monkeypatch):
-    data = gzip.compress(json.dumps({"Records": records(2000)}).encode())
-    cut = data[: len(data) // 2]
-    got = outcome(cut)
-    assert streamed == ["Records.item"]
-    assert got == streaming_outcome(cut, monkeypatch)
-    assert got[0] and "truncated" in got[1]
+def test_a_truncated_gzip_yields_its_whole_records_then_raises():
+    recs = records(2000)
+    data = gzip.compress(json.dumps({"Records": recs}).encode())
+    got = outcome(data[: len(data) // 2])
+    assert got[0] and got[0] == [repr(record) for record in recs[: len(got[0])]]
+    assert "truncated" in got[1]
 
 
 @pytest.mark.django_db
-def test_a_record_with_bytes_that_are_not_utf8_is_quarantined_when_parsed_whole(streamed):
+def test_a_record_with_bytes_that_are_not_utf8_is_quarantined_alone():
     recs = records(3)
     recs[1]["userAgent"] = "agent-\u00e9"
     text = json.dumps({"Records": recs}, ensure_ascii=False).encode().replace("\u00e9".encode(), b"\xe9")
     run = ingest.start_run("files")
     counts = ingest.ingest_records(iter_file_records(io.BytesIO(gzip.compress(text)), name="bad.json.gz"), run=run)
-    assert streamed == []
     assert (counts.records_read, counts.events_new, counts.quarantined) == (3, 2, 1)
     assert "invalid UTF-8" in run.quarantine.get().reason
 
@@ -332,7 +308,7 @@ class LazyLogFile:
         return data[:size]
 
 
-def test_a_file_far_above_the_whole_parse_limit_is_read_lazily_in_bounded_memory(streamed):
+def test_a_file_of_hundreds_of_megabytes_is_read_lazily_in_bounded_memory():
     # Few objects per byte, so that tracing allocations stays quick.
     record = records(1)[0] | {"responseElements": {"ciphertextBlob": "AQIDAHh" * 1_200}}
     stream = LazyLogFile(record, 22_000)
@@ -341,17 +317,15 @@ def test_a_file_far_above_the_whole_parse_limit_is_read_lazily_in_bounded_memory
     tracemalloc.start()
     try:
         assert next(reading) == record
-        # Only what was read ahead to learn that the document is too big to parse whole.
-        assert stream.consumed <= WHOLE_PARSE_LIMIT + 2 * CHUNK
-        assert stream.consumed < stream.size / 20
-        while stream.consumed < 2 * WHOLE_PARSE_LIMIT:
+        # Only what one group of records needs.
+        assert stream.consumed <= GROUP_BYTES + 2 * CHUNK
+        while stream.consumed < 20_000_000:
             assert next(reading) == record
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
         reading.close()
-    assert streamed == ["Records.item"]
-    assert peak < WHOLE_PARSE_LIMIT + 5_000_000, peak
+    assert peak < MEMORY_BOUND, peak
 
 
 def test_the_synthetic_generator_gives_the_same_records_for_the_same_seed():

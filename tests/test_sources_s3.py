@@ -321,3 +321,26 @@ def test_an_object_is_marked_processed_only_in_the_transaction_that_commits_its_
     run_scope("s3", ACCOUNT, REGION)  # the next pass reads the second object again, whole
     assert set(ProcessedObject.objects.values_list("key", flat=True)) == {first, second}
     assert Event.objects.count() == 12
+
+
+def test_a_record_no_parser_reads_is_quarantined_alone_and_the_object_is_marked_processed(aws, s3, source):
+    # A 4,000-digit number (read exactly by Python's json) and a NaN (read by no JSON parser) used to
+    # end the object there: the records after them were lost and the object was read again every pass.
+    recs = make_records(6, seed=40)
+    items = [json.dumps(r).encode() for r in recs]
+    items[1] = items[1][:-1] + b', "n": ' + b"7" * 4000 + b"}"
+    items[3] = items[3][:-1] + b', "ratio": NaN}'
+    key = log_key(today())
+    s3.put_object(Bucket=BUCKET, Key=key, Body=gzip.compress(b'{"Records": [' + b", ".join(items) + b"]}"))
+
+    run_scope("s3", ACCOUNT, REGION)
+
+    assert set(Event.objects.values_list("event_id", flat=True)) == {r["eventID"] for i, r in enumerate(recs) if i != 3}
+    quarantined = Quarantine.objects.get()
+    assert key in quarantined.location and "NaN is not JSON" in quarantined.reason
+    assert ProcessedObject.objects.get(key=key).records == 6
+    run = IngestRun.objects.get()
+    assert (run.status, run.files, run.records_read, run.events_new, run.quarantined) == ("succeeded", 1, 6, 5, 1)
+
+    run_scope("s3", ACCOUNT, REGION)
+    assert len(object_gets(aws, key)) == 1

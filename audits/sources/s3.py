@@ -6,9 +6,10 @@ redelivers late files for up to 30 days, and a file's name carries its delivery 
 events' times), up to today. The ledger (ProcessedObject: bucket, key, ETag) makes a re-run skip
 what it already read; a rewritten object has a new ETag and is read again, its events deduplicated.
 
-An object is streamed (bounded memory whatever its size) through iter_file_records. A truncated or
-corrupt object is tried KMSDASH_OBJECT_ATTEMPTS times, then quarantined and not marked processed;
-the other objects still land.
+An object is streamed (bounded memory whatever its size) through iter_file_records. A record in it
+that no parser reads, or one too large, is quarantined alone and the object is still marked
+processed. A truncated or corrupt object is tried KMSDASH_OBJECT_ATTEMPTS times, then quarantined
+and not marked processed (its whole records before the fault land); the other objects still land.
 
 Throughput: while one object is parsed, the next PREFETCH objects (those up to PREFETCH_MAX_BYTES)
 are downloaded by a small thread pool, because a GetObject waits tens of milliseconds for its first
