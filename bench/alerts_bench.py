@@ -43,12 +43,12 @@ def rounds(count: int, *, quiet: bool = False) -> list[tuple[float, float, int, 
     from audits.models import Event, IngestRun
 
     last = Event.objects.order_by("-event_time").values_list("event_time", flat=True).first()
-    # Seeds the database has not seen (event ids are drawn from the seed): each run adds new events.
-    base = 10_000 + Event.objects.count() // NEW
     out = []
     for n in range(count):
         start = (last + timedelta(days=1 + n)).replace(hour=0, minute=0, second=0, microsecond=0)
-        records = list(synthetic.generate_records(NEW, seed=base + n, start=start, days=1, time_ordered=True))
+        # A seed the database has not seen (event ids are drawn from it): the highest id only grows.
+        seed = Event.objects.order_by("-id").values_list("id", flat=True).first()
+        records = list(synthetic.generate_records(NEW, seed=seed, start=start, days=1, time_ordered=True))
         if quiet:
             records = [r for r in records if r["eventName"] not in MANAGEMENT]
         run = start_run(IngestRun.Kind.FILES)
