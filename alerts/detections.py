@@ -15,7 +15,6 @@ past incident in the baseline moves neither the median nor the MAD much.
 from __future__ import annotations
 
 import bisect
-import json
 import math
 import statistics
 from collections import defaultdict
@@ -28,8 +27,7 @@ from django.db import connection
 from django.db.models import Count, DateTimeField, F, Func, Max, Min, Q, Value
 from django.db.models.functions import Concat, TruncHour
 
-from audits import rawcodec
-from audits.cloudtrail import ROUTINE, critical_class
+from audits.cloudtrail import GRANT_OPERATIONS, ROUTINE, critical_class
 from audits.models import (
     Event,
     KeyDay,
@@ -37,8 +35,8 @@ from audits.models import (
     KeyPrincipalDay,
     KeyPrincipalErrorHour,
     KeyPrincipalHour,
-    RawBlock,
 )
+from audits.selectors import raw_records
 from inventory import policy as pol
 from inventory.findings import known_accounts
 from inventory.models import Finding
@@ -50,7 +48,6 @@ HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
 EXPOSING_OPERATIONS = ("PutKeyPolicy", "CreateKey", "CreateGrant")
 ALIAS_OPERATIONS = ("UpdateAlias", "DeleteAlias")
-GRANT_OPERATIONS = ("CreateGrant", "RetireGrant", "RevokeGrant")  # routine when a service makes them
 SAMPLE_EVENTS = 20
 
 
@@ -301,7 +298,7 @@ class Batch:
         if not critical["include_routine"]:
             # Grants that AWS services make on the caller's behalf are routine for key-exposed too:
             # their grantee is the service's choice. Skipping them spares reading their raw records.
-            events = events.exclude(event_name__in=sorted(GRANT_OPERATIONS), service__gt="")
+            events = events.exclude(event_name__in=GRANT_OPERATIONS, service__gt="")
         events = list(
             events
             .only("event_time", "event_name", "recipient_account_id", "region", "key", "principal", "service",
@@ -637,25 +634,6 @@ class Batch:
         for seen in found.values():
             seen.sort()
         return found
-
-
-def raw_records(events: list[Event]) -> dict[int, dict]:
-    """event id -> its raw record, each block read and decompressed once."""
-    slots = defaultdict(list)
-    for event in events:
-        if event.raw_block_id is not None:
-            slots[event.raw_block_id].append(event)
-    found: dict[int, dict] = {}
-    blocks = list(slots)
-    for start in range(0, len(blocks), 200):
-        for pk, data in RawBlock.objects.filter(pk__in=blocks[start : start + 200]).values_list("pk", "data"):
-            texts = rawcodec.decode_block(data)
-            for event in slots[pk]:
-                if 0 <= event.raw_index < len(texts) and texts[event.raw_index]:
-                    record = json.loads(texts[event.raw_index])
-                    if isinstance(record, dict):
-                        found[event.pk] = record
-    return found
 
 
 def _hours(start: datetime, end: datetime) -> list[datetime]:

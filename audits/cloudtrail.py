@@ -177,7 +177,7 @@ _CRITICAL_CLASSES = {
     "UpdatePrimaryRegion": LIFECYCLE,
     "CreateKey": LIFECYCLE,
 }
-_GRANT_OPERATIONS = frozenset({"CreateGrant", "RetireGrant", "RevokeGrant"})
+GRANT_OPERATIONS = ("CreateGrant", "RetireGrant", "RevokeGrant")
 
 
 def critical_class(event_name: str, service: str = "") -> str:
@@ -186,7 +186,7 @@ def critical_class(event_name: str, service: str = "") -> str:
     service: the event's userIdentity.invokedBy (Event.service): a grant made or retired through
     an AWS service is routine."""
     found = _CRITICAL_CLASSES.get(event_name, "")
-    if found and event_name in _GRANT_OPERATIONS and service:
+    if found and event_name in GRANT_OPERATIONS and service:
         return ROUTINE
     return found
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections import Counter
+import json
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -23,8 +24,10 @@ from django.db import connections
 from django.db.models import Count, Max, Min, OuterRef, Q, QuerySet, Subquery, Sum
 from django.utils import timezone
 
-from . import rollups
-from .cloudtrail import CRITICAL_EVENT_NAMES, KEY_ID_RE
+from inventory.findings import known_accounts
+
+from . import changes, rawcodec, rollups
+from .cloudtrail import CRITICAL_EVENT_NAMES, GRANT_OPERATIONS, KEY_ID_RE
 from .filters import EARLIEST, LATEST, EventFilter
 from .models import (
     Checkpoint,
@@ -37,6 +40,7 @@ from .models import (
     OperationDay,
     PrincipalDay,
     Quarantine,
+    RawBlock,
     Retention,
     Source,
 )
@@ -252,15 +256,31 @@ def calls_per_day(f: EventFilter) -> list[dict[str, Any]]:
 
 
 def latest_critical(f: EventFilter, limit: int = 10) -> list[Event]:
+    """The latest important critical events (routine service grants left out)."""
     return list(critical_events(f, need=limit)[:limit])
+
+
+# A grant that an AWS service creates or retires on the caller's behalf (invokedBy set) is routine
+# (audits.cloudtrail.critical_class): hidden by default on the critical page and the overview's card.
+ROUTINE_GRANT = Q(event_name__in=GRANT_OPERATIONS) & ~Q(service="")
+
+
+def routine_critical_count(f: EventFilter) -> int:
+    """How many routine service grants the period holds, from the daily rollup (whole UTC days)."""
+    if f.operation and f.operation not in GRANT_OPERATIONS:
+        return 0
+    rows = f.rollups().filter(operation__in=GRANT_OPERATIONS).exclude(service="")
+    return rows.aggregate(n=Sum("count"))["n"] or 0
 
 
 # Look-back windows tried in turn before reading the whole period.
 CRITICAL_WINDOWS = (timedelta(days=1), timedelta(days=7), timedelta(days=31))
 
 
-def critical_events(f: EventFilter, *, cursor: tuple[datetime, int] | None = None, need: int = 50) -> QuerySet[Event]:
-    """Critical events (CRITICAL_EVENT_NAMES) under `f`, newest first.
+def critical_events(
+    f: EventFilter, *, cursor: tuple[datetime, int] | None = None, need: int = 50, routine: bool = False
+) -> QuerySet[Event]:
+    """Critical events (CRITICAL_EVENT_NAMES) under `f`, newest first; routine service grants only if `routine`.
 
     Bounded to the shortest recent window (before `cursor`, if any) that holds `need` of them,
     so that a page reads a day of events rather than a whole period of Decrypts.
@@ -268,7 +288,10 @@ def critical_events(f: EventFilter, *, cursor: tuple[datetime, int] | None = Non
     if f.operation and f.operation not in CRITICAL_EVENT_NAMES:
         return Event.objects.none()
     operations = [f.operation] if f.operation else CRITICAL
-    qs = f.events().filter(event_name__in=operations).only(*LIST_FIELDS).order_by("-event_time", "-id")
+    qs = f.events().filter(event_name__in=operations)
+    if not routine:
+        qs = qs.exclude(ROUTINE_GRANT)
+    qs = qs.only(*LIST_FIELDS, "raw_block_id", "raw_index").order_by("-event_time", "-id")
     after_cursor = _after(cursor) if cursor else Q()
     anchor = cursor[0] if cursor else (f.end or timezone.now())
     for span in CRITICAL_WINDOWS:
@@ -279,6 +302,33 @@ def critical_events(f: EventFilter, *, cursor: tuple[datetime, int] | None = Non
         if recent.filter(after_cursor)[:need].count() >= need:
             return recent
     return qs
+
+
+def raw_records(events: list[Event]) -> dict[int, dict]:
+    """event id -> its raw record, each block read and decompressed once."""
+    slots = defaultdict(list)
+    for event in events:
+        if event.raw_block_id is not None:
+            slots[event.raw_block_id].append(event)
+    found: dict[int, dict] = {}
+    blocks = list(slots)
+    for start in range(0, len(blocks), 200):
+        for pk, data in RawBlock.objects.filter(pk__in=blocks[start : start + 200]).values_list("pk", "data"):
+            texts = rawcodec.decode_block(data)
+            for event in slots[pk]:
+                if 0 <= event.raw_index < len(texts) and texts[event.raw_index]:
+                    record = json.loads(texts[event.raw_index])
+                    if isinstance(record, dict):
+                        found[event.pk] = record
+    return found
+
+
+def critical_changes(events: list[Event]) -> dict[int, str]:
+    """event id -> what the critical event changed (audits.changes), from its raw record."""
+    records = raw_records(events)
+    exposing = any(e.event_name in ("PutKeyPolicy", "CreateKey", "CreateGrant") for e in events)
+    known = known_accounts() if exposing else set()
+    return {e.pk: changes.describe(e.event_name, records.get(e.pk), known) for e in events}
 
 
 def _after(cursor: tuple[datetime, int]) -> Q:
@@ -753,7 +803,7 @@ def events_page(qs: QuerySet[Event], cursor: str | None = None, per_page: int = 
 
     Raises BadCursor for a cursor that was not made by encode_cursor.
     """
-    qs = qs.only(*LIST_FIELDS).order_by("-event_time", "-id")
+    qs = qs.only(*LIST_FIELDS, "raw_block_id", "raw_index").order_by("-event_time", "-id")
     if cursor:
         qs = qs.filter(_after(decode_cursor(cursor)))
     rows = list(qs[: per_page + 1])

@@ -14,6 +14,7 @@ from kmsdash.middleware import wants_fragment
 from kmsdash.roles import ADMIN, ANALYST, role_required
 
 from . import charts, keyurls, retention, selectors
+from .cloudtrail import critical_class
 from .exports import may_export
 from .filters import PERIODS, EventFilter, explorer_window, period_window
 from .models import Event
@@ -173,13 +174,24 @@ def critical(request: HttpRequest) -> HttpResponse:
         position = selectors.decode_cursor(cursor) if cursor else None
     except selectors.BadCursor:
         position = None  # reported by _event_list, which shows the first page
-    qs = selectors.critical_events(f, cursor=position, need=PER_PAGE + 1)
+    # Routine service grants (EBS, autoscaling, ...) outnumber the changes that matter: hidden
+    # unless asked for, with their count, so the page can say what it left out.
+    routine = request.GET.get("routine") == "1"
+    qs = selectors.critical_events(f, cursor=position, need=PER_PAGE + 1, routine=routine)
     page, cursor_error = _event_list(request, f, qs)
     params = _period_params(f, period)
+    if routine:
+        params["routine"] = "1"
+    changes = selectors.critical_changes(page.events)
     context = _context(
         f,
         period,
         page=page,
+        rows=[(e, critical_class(e.event_name, e.service), changes.get(e.pk, "")) for e in page.events],
+        routine=routine,
+        routine_count=None if routine else selectors.routine_critical_count(f),
+        routine_url=f"?{urlencode({**params, 'routine': '1'})}",
+        important_url=f"?{urlencode({k: v for k, v in params.items() if k != 'routine'})}",
         cursor_error=cursor_error,
         operations=selectors.CRITICAL,
         next_url=f"?{urlencode({**params, 'cursor': page.next_cursor})}" if page.next_cursor else None,

@@ -343,13 +343,65 @@ def test_critical_pagination_reaches_rare_events_spread_over_many_days(pages_ana
     ingest(critical + volume(200))
     volume_critical = Event.objects.filter(event_name__in=CRITICAL_EVENT_NAMES).count()
     seen: list[int] = []
-    url = reverse("audits:critical") + "?period=90d"
+    url = reverse("audits:critical") + "?period=90d&routine=1"
     while url:
         response = pages_analyst.get(url)
         seen += [e.pk for e in response.context["page"].events]
         url = reverse("audits:critical") + response.context["next_url"] if response.context["next_url"] else None
     assert len(seen) == len(set(seen)) == volume_critical
     assert volume_critical >= 70
+
+
+def routine_grant(name="CreateGrant", **extra):
+    return record(name, identity=synthetic.identity_role(A, "autoscaling", "s", invoked_by="ec2.amazonaws.com"), **extra)
+
+
+def test_the_critical_page_hides_routine_service_grants_by_default_and_counts_them(pages_analyst, pages_now):
+    ingest(
+        [
+            routine_grant(when=NOW - timedelta(hours=3)),
+            routine_grant("RetireGrant", when=NOW - timedelta(hours=2)),
+            # A person granting decrypt to another account is access-changing, never routine.
+            record(
+                "CreateGrant",
+                request_parameters={"keyId": K1, "granteePrincipal": "arn:aws:iam::999988887777:role/outside",
+                                    "operations": ["Decrypt"]},
+            ),
+            record("ScheduleKeyDeletion", request_parameters={"keyId": K1, "pendingWindowInDays": 7}),
+        ]
+    )
+    response = pages_analyst.get(reverse("audits:critical"))
+    shown = [(e.event_name, cls) for e, cls, _ in response.context["rows"]]
+    assert sorted(shown) == [("CreateGrant", "access-changing"), ("ScheduleKeyDeletion", "destructive")]
+    assert response.context["routine_count"] == 2
+    html = unescape(response.content.decode())
+    assert "2 routine service grants in this period hidden" in html
+    assert "grants Decrypt to arn:aws:iam::999988887777:role/outside (account 999988887777 is not configured here)" in html
+    assert "deletion after 7 days" in html
+
+    everything = pages_analyst.get(reverse("audits:critical"), {"routine": "1"})
+    classes = Counter(cls for _, cls, _ in everything.context["rows"])
+    assert classes == {"routine": 2, "access-changing": 1, "destructive": 1}
+    # The overview's latest critical events leave routine grants out too.
+    overview = pages_analyst.get(reverse("audits:overview"))
+    assert {e.event_name for e in overview.context["critical"]} == {"CreateGrant", "ScheduleKeyDeletion"}
+
+
+def test_what_a_critical_change_did_is_shown_as_text(pages_analyst, pages_now):
+    hostile = "<b>alias/x</b>"
+    ingest(
+        [
+            record("UpdateAlias", request_parameters={"aliasName": hostile, "targetKeyId": K2}),
+            record("PutKeyPolicy", request_parameters={"keyId": K1, "policy": json.dumps({"Statement": [
+                {"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "kms:Decrypt", "Resource": "*"}]})}),
+        ]
+    )
+    response = pages_analyst.get(reverse("audits:critical"))
+    changes = {e.event_name: change for e, _, change in response.context["rows"]}
+    assert changes["UpdateAlias"] == f"{hostile} now points to {K2}"
+    assert changes["PutKeyPolicy"].startswith('the policy lets in any AWS principal ("*")')
+    html = response.content.decode()
+    assert "<b>alias/x</b>" not in html and "&lt;b&gt;alias/x&lt;/b&gt;" in html
 
 
 def test_a_key_only_the_inventory_knows_opens_by_alias_and_shows_its_name(pages_analyst, pages_now):

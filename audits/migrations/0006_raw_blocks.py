@@ -13,20 +13,20 @@ from audits import rawcodec
 
 # Version 1 of audits/rawcodec.py: zlib (raw deflate) with this preset dictionary, after a byte 1.
 _DICT_V1 = (
-    '{"eventVersion":"1.08","userIdentity":{"type":"AssumedRole","principalId":"AROA","arn":"arn:aws:sts::'
-    ':assumed-role/","accountId":"","accessKeyId":"ASIA","sessionContext":{"sessionIssuer":{"type":"Role",'
-    '"principalId":"AROA","arn":"arn:aws:iam:::role/","accountId":"","userName":""},"webIdFederationData":{},'
-    '"attributes":{"creationDate":"T00:00:00Z","mfaAuthenticated":"false"}},"invokedBy":"amazonaws.com"},'
-    '"eventTime":"T00:00:00Z","eventSource":"kms.amazonaws.com","eventName":"Decrypt","awsRegion":"us-east-1",'
-    '"sourceIPAddress":"","userAgent":"aws-sdk-java/Boto3/aws-cli/","requestParameters":{"encryptionAlgorithm":'
-    '"SYMMETRIC_DEFAULT","keyId":"arn:aws:kms:us-east-1::key/","encryptionContext":{"aws:s3:arn":"arn:aws:s3:::"'
-    '},"keySpec":"AES_256","numberOfBytes":32},"responseElements":null,"requestID":"","eventID":"","readOnly":true,'
-    '"resources":[{"accountId":"","type":"AWS::KMS::Key","ARN":"arn:aws:kms:us-east-1::key/"}],"eventType":'
-    '"AwsApiCall","managementEvent":true,"recipientAccountId":"","eventCategory":"Management","tlsDetails":'
-    '{"tlsVersion":"TLSv1.3","cipherSuite":"TLS_AES_128_GCM_SHA256","clientProvidedHostHeader":"kms.'
-    '.amazonaws.com"},"sharedEventID":"","vpcEndpointId":"vpce-","errorCode":"AccessDenied","errorMessage":""}'
-    "GenerateDataKeyEncryptAWS InternalIAMUserarn:aws:iam:::user/AWSServices3.amazonaws.com"
-).encode()
+    b'{"eventVersion":"1.08","userIdentity":{"type":"AssumedRole","principalId":"AROA","arn":"arn:aws:sts::'
+    b':assumed-role/","accountId":"","accessKeyId":"ASIA","sessionContext":{"sessionIssuer":{"type":"Role",'
+    b'"principalId":"AROA","arn":"arn:aws:iam:::role/","accountId":"","userName":""},"webIdFederationData":{},'
+    b'"attributes":{"creationDate":"T00:00:00Z","mfaAuthenticated":"false"}},"invokedBy":"amazonaws.com"},'
+    b'"eventTime":"T00:00:00Z","eventSource":"kms.amazonaws.com","eventName":"Decrypt","awsRegion":"us-east-1",'
+    b'"sourceIPAddress":"","userAgent":"aws-sdk-java/Boto3/aws-cli/","requestParameters":{"encryptionAlgorithm":'
+    b'"SYMMETRIC_DEFAULT","keyId":"arn:aws:kms:us-east-1::key/","encryptionContext":{"aws:s3:arn":"arn:aws:s3:::"'
+    b'},"keySpec":"AES_256","numberOfBytes":32},"responseElements":null,"requestID":"","eventID":"","readOnly":true,'
+    b'"resources":[{"accountId":"","type":"AWS::KMS::Key","ARN":"arn:aws:kms:us-east-1::key/"}],"eventType":'
+    b'"AwsApiCall","managementEvent":true,"recipientAccountId":"","eventCategory":"Management","tlsDetails":'
+    b'{"tlsVersion":"TLSv1.3","cipherSuite":"TLS_AES_128_GCM_SHA256","clientProvidedHostHeader":"kms.'
+    b'.amazonaws.com"},"sharedEventID":"","vpcEndpointId":"vpce-","errorCode":"AccessDenied","errorMessage":""}'
+    b"GenerateDataKeyEncryptAWS InternalIAMUserarn:aws:iam:::user/AWSServices3.amazonaws.com"
+)
 
 
 def decode_v1(blob) -> bytes:

@@ -1,7 +1,8 @@
 """Key and principal indexes on a 4-byte hash of the ARN (audits/fields.py) instead of the ARN."""
 
-import audits.fields
 from django.db import migrations, models
+
+import audits.fields
 
 
 class Migration(migrations.Migration):

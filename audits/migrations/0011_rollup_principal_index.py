@@ -1,7 +1,8 @@
 """Rollups filtered by principal read that principal's rows through a hash index (audits/fields.py)."""
 
-import audits.fields
 from django.db import migrations, models
+
+import audits.fields
 
 
 class Migration(migrations.Migration):
