@@ -51,7 +51,7 @@ def expected_report(records: list, since: date | None = None, until: date | None
         if identity in seen:
             continue
         seen.add(identity)
-        when = datetime.strptime(record["eventTime"], "%Y-%m-%dT%H:%M:%SZ")
+        when = datetime.strptime(record["eventTime"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
         if (since and when.date() < since) or (until and when.date() > until):
             continue
         failed = "errorCode" in record
