@@ -358,7 +358,7 @@ class Ingestor:
                     # of its file) is kept once, and counted like a duplicate event.
                     requarantined = len(quarantine) - insert_quarantine(quarantine)
                     for model in {type(row) for row in done}:
-                        model.objects.bulk_create([row for row in done if type(row) is model], ignore_conflicts=True)
+                        model._default_manager.bulk_create([row for row in done if type(row) is model], ignore_conflicts=True)
                     duplicates = len(writable) - inserted
                     IngestRun.objects.filter(pk=self.run.pk).update(
                         records_read=F("records_read") + pending.records_read,
@@ -552,8 +552,15 @@ def conflict_target(model: type[models.Model]) -> str:
 def _conflict_target(model: type[models.Model], vendor: str) -> str:
     (constraint,) = [c for c in model._meta.constraints if isinstance(c, models.UniqueConstraint)]
     if constraint.expressions:
-        return f"({unique_key_sql(model, constraint.expressions[0], connection)})"
-    return "(" + ", ".join(model._meta.get_field(name).column for name in constraint.fields) + ")"
+        (expression,) = constraint.expressions
+        assert isinstance(expression, models.Expression)  # a UniqueKey
+        return f"({unique_key_sql(model, expression, connection)})"
+    columns = []
+    for name in constraint.fields:
+        field = model._meta.get_field(name)
+        assert isinstance(field, models.Field) and field.column  # a column of the table
+        columns.append(field.column)
+    return "(" + ", ".join(columns) + ")"
 
 
 @functools.cache
@@ -605,8 +612,9 @@ def _write_postgresql(rows: list[tuple[NormalizedEvent, bytes]], slots: list[tup
                 if row[_CONTEXT_INDEX] is not None:
                     # orjson: a quarter of the COPY's CPU less than json.dumps, and jsonb stores the
                     # same value (the context's text is clean: no NUL, no lone surrogate).
-                    row = list(row)
-                    row[_CONTEXT_INDEX] = Jsonb(row[_CONTEXT_INDEX], orjson.dumps)
+                    values = list(row)
+                    values[_CONTEXT_INDEX] = Jsonb(values[_CONTEXT_INDEX], orjson.dumps)
+                    row = tuple(values)
                 copy.write_row(row)
         cursor.execute(_pg_insert_sql())
         blocks, indexes = cursor.fetchone()[:2]

@@ -20,6 +20,7 @@ class PeriodForm(forms.Form):
 
     def clean(self):
         data = super().clean()
+        assert data is not None  # Form.clean returns cleaned_data
         today = utc_today()
         until = data.get("until") or today
         since = data.get("since") or month_start(month_start(until) - timedelta(days=1))

@@ -161,7 +161,7 @@ def seed_world() -> dict[str, object]:
         first_seen_at=now,
         last_seen_at=now,
     )
-    return {"key": KEY, "event": Event.objects.order_by("id").first().pk, "finding": finding.pk}
+    return {"key": KEY, "event": Event.objects.earliest("id").pk, "finding": finding.pk}
 
 
 def manage_py(*args: str, **env: str) -> subprocess.CompletedProcess:

@@ -36,4 +36,4 @@ CLEAR = ["DELETE FROM audits_keyday", "DELETE FROM audits_operationday", "DELETE
 class Migration(migrations.Migration):
     dependencies = [("audits", "0002_rollup_summaries")]
 
-    operations = [migrations.RunSQL(BACKFILL, reverse_sql=CLEAR)]
+    operations = [migrations.RunSQL(tuple(BACKFILL), reverse_sql=tuple(CLEAR))]

@@ -17,4 +17,4 @@ CLEAR = ["DELETE FROM audits_keyprincipalday", "DELETE FROM audits_keyserviceday
 class Migration(migrations.Migration):
     dependencies = [("audits", "0004_key_reach_summaries")]
 
-    operations = [migrations.RunSQL(BACKFILL, reverse_sql=CLEAR)]
+    operations = [migrations.RunSQL(tuple(BACKFILL), reverse_sql=tuple(CLEAR))]
