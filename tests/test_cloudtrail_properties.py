@@ -75,11 +75,10 @@ JSON = st.recursive(
     lambda children: st.lists(children, max_size=4) | st.dictionaries(KEYS | ANY_TEXT, children, max_size=5),
     max_leaves=20,
 )
-# hypothesis takes naive bounds (and adds the time zones itself), hence the DTZ001 exceptions.
 TIMES = st.datetimes(
-    min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.timezones()  # noqa: DTZ001
+    min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.timezones()
 ).map(datetime.isoformat)
-PLAUSIBLE_TIMES = st.datetimes(min_value=datetime(2013, 1, 1), max_value=datetime(2030, 1, 1)).map(  # noqa: DTZ001
+PLAUSIBLE_TIMES = st.datetimes(min_value=datetime(2013, 1, 1), max_value=datetime(2030, 1, 1)).map(
     lambda when: when.strftime("%Y-%m-%dT%H:%M:%SZ")
 )
 HOURS = st.builds(
@@ -267,7 +266,7 @@ def test_any_encryption_context_is_kept_storable_and_otherwise_unchanged(context
 
 
 @given(
-    st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(9998, 12, 30), timezones=st.timezones()),  # noqa: DTZ001
+    st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(9998, 12, 30), timezones=st.timezones()),
     st.timezones(),
     HOURS,
 )
