@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 from urllib.parse import urlencode
 
 from django.db.models import Q, QuerySet
@@ -220,7 +221,7 @@ class EventFilter:
             q &= Q(user_agent__icontains=self.q) | Q(source_ip__icontains=self.q)
         return qs.filter(q)
 
-    def rollups(self, qs: QuerySet[DailyRollup] | None = None) -> QuerySet[DailyRollup]:
+    def rollups(self, qs: QuerySet[Any] | None = None) -> QuerySet[Any]:  # DailyRollup or a summary table
         """Rollups of the filtered events, by whole UTC days.
 
         Rollups have no user agent or source IP: `q` does not apply to them, and a date-time

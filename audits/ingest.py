@@ -26,7 +26,7 @@ import logging
 import operator
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -381,7 +381,7 @@ class Ingestor:
                     # of its file) is kept once, and counted like a duplicate event.
                     requarantined = len(quarantine) + repeats - insert_quarantine(quarantine)
                     for model in {type(row) for row in done}:
-                        model.objects.bulk_create([row for row in done if type(row) is model], ignore_conflicts=True)
+                        model._default_manager.bulk_create([row for row in done if type(row) is model], ignore_conflicts=True)
                     duplicates = len(writable) - inserted
                     IngestRun.objects.filter(pk=self.run.pk).update(
                         records_read=F("records_read") + pending.records_read,
@@ -575,8 +575,15 @@ def conflict_target(model: type[models.Model]) -> str:
 def _conflict_target(model: type[models.Model], vendor: str) -> str:
     (constraint,) = [c for c in model._meta.constraints if isinstance(c, models.UniqueConstraint)]
     if constraint.expressions:
-        return f"({unique_key_sql(model, constraint.expressions[0], connection)})"
-    return "(" + ", ".join(model._meta.get_field(name).column for name in constraint.fields) + ")"
+        (expression,) = constraint.expressions
+        assert isinstance(expression, models.Expression)  # a UniqueKey
+        return f"({unique_key_sql(model, expression, connection)})"
+    columns = []
+    for name in constraint.fields:
+        field = model._meta.get_field(name)
+        assert isinstance(field, models.Field) and field.column  # a column of the table
+        columns.append(field.column)
+    return "(" + ", ".join(columns) + ")"
 
 
 @functools.cache
@@ -624,12 +631,13 @@ def _write_postgresql(rows: list[tuple[NormalizedEvent, bytes]], slots: list[tup
         with cursor.cursor.copy(f"COPY {_STAGE_TABLE} ({', '.join(EVENT_COLUMNS)}) FROM STDIN (FORMAT BINARY)") as copy:
             copy.set_types([_PG_TYPES.get(name, "text") for name in EVENT_COLUMNS])
             for (event, _), slot in zip(rows, slots, strict=True):
-                row = _event_values(event) + slot
+                row: Sequence[Any] = _event_values(event) + slot
                 if row[_CONTEXT_INDEX] is not None:
                     # orjson: a quarter of the COPY's CPU less than json.dumps, and jsonb stores the
                     # same value (the context's text is clean: no NUL, no lone surrogate).
-                    row = list(row)
-                    row[_CONTEXT_INDEX] = Jsonb(row[_CONTEXT_INDEX], orjson.dumps)
+                    values = list(row)
+                    values[_CONTEXT_INDEX] = Jsonb(values[_CONTEXT_INDEX], orjson.dumps)
+                    row = values
                 copy.write_row(row)
         cursor.execute(_pg_insert_sql())
         blocks, indexes = cursor.fetchone()[:2]

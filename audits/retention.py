@@ -102,6 +102,7 @@ def purge_events(*, days: int | None = None, now: datetime | None = None, dry_ru
 
 
 def _purge(result: PurgeResult) -> PurgeResult:
+    assert result.horizon is not None  # purge() returns before this when retention is off
     purgeable = Event.objects.exclude(event_name__in=CRITICAL_EVENT_NAMES)
     upper = None
     while upper != result.horizon:

@@ -13,6 +13,7 @@ import base64
 import binascii
 import json
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -21,7 +22,7 @@ from django.conf import settings
 from django.core.exceptions import EmptyResultSet, FullResultSet
 from django.core.paginator import Page, Paginator
 from django.db import connections
-from django.db.models import Count, Max, Min, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models import Count, Max, Min, Model, OuterRef, Q, QuerySet, Subquery, Sum
 from django.utils import timezone
 
 from inventory.findings import known_accounts
@@ -102,11 +103,11 @@ _NOT_IN = {
 }
 
 
-def summary(f: EventFilter, model: type) -> QuerySet | None:
+def summary(f: EventFilter, model: type[Model]) -> QuerySet | None:
     """`model`'s rows under `f`, or None when `f` filters on a dimension `model` lacks."""
     if any(getattr(f, name) not in ("", None) for name in _NOT_IN[model]):
         return None
-    return f.rollups(model.objects.all())
+    return f.rollups(model._default_manager.all())
 
 
 def grouped(qs: QuerySet, sets: list[tuple[str, ...]], measures: list[str]) -> list[list[dict]]:
@@ -196,11 +197,11 @@ def overview(f: EventFilter, *, top: int = 10) -> Overview:
     The pass groups by the low-cardinality dimensions (day, operation, error, after-hours), by
     key and by principal; the totals and both charts are derived from the small first grouping.
     """
-    by_operation, by_key, by_principal = summary(f, OperationDay), summary(f, KeyDay), summary(f, PrincipalDay)
-    if by_operation is not None and by_key is not None and by_principal is not None:
-        (by_day,) = grouped(by_operation, [("day", "operation", "error_code", "after_hours")], ["calls"])
-        (by_key,) = grouped(by_key.exclude(key=""), [_KEY], ["calls", "failed", "after_hours_calls"])
-        principals = by_principal.exclude(principal="").values("principal").distinct().count()
+    operation_days, key_days, principal_days = summary(f, OperationDay), summary(f, KeyDay), summary(f, PrincipalDay)
+    if operation_days is not None and key_days is not None and principal_days is not None:
+        (by_day,) = grouped(operation_days, [("day", "operation", "error_code", "after_hours")], ["calls"])
+        (by_key,) = grouped(key_days.exclude(key=""), [_KEY], ["calls", "failed", "after_hours_calls"])
+        principals = principal_days.exclude(principal="").values("principal").distinct().count()
     else:
         by_day, by_key, by_principal = grouped(
             f.rollups(),
@@ -543,6 +544,8 @@ def add_reach(f: EventFilter, rows: list[dict[str, Any]]) -> None:
         return
     keys = {row["key"] for row in missing}
     principals, services = summary(f, KeyPrincipalDay), summary(f, KeyServiceDay)
+    by_principal: Iterable[dict[str, Any]]
+    by_service: Iterable[dict[str, Any]]
     if principals is not None and services is not None:
         # DISTINCT rather than a sum: answered from the summaries' (key, day, ...) unique indexes alone.
         by_principal = principals.filter(key__in=keys).values(*_KEY, "principal").distinct()
@@ -554,7 +557,9 @@ def add_reach(f: EventFilter, rows: list[dict[str, Any]]) -> None:
     _count_reach(missing, by_principal, by_service)
 
 
-def _count_reach(rows: list[dict[str, Any]], by_principal: list[dict], by_service: list[dict]) -> None:
+def _count_reach(
+    rows: list[dict[str, Any]], by_principal: Iterable[dict[str, Any]], by_service: Iterable[dict[str, Any]]
+) -> None:
     principals = Counter(tuple(r[c] for c in _KEY) for r in by_principal if r["principal"])
     services = Counter(tuple(r[c] for c in _KEY) for r in by_service if r["service"])
     for row in rows:

@@ -169,13 +169,13 @@ def reattribute_alias(account_id: str, region: str, *, alias_name: str, alias_ar
     under_alias = Q(key=alias_arn) | Q(key=alias_name, account_id=account_id, region=region)
     rollup, *summaries = keyed()
     # The rollup rows are locked before the events move, as an ingest batch writes events first.
-    rollup_rows = list(rollup.model.objects.select_for_update().filter(under_alias).order_by("id"))
+    rollup_rows = list(rollup.model._default_manager.select_for_update().filter(under_alias).order_by("id"))
     moved = Event.objects.filter(
         Q(key=alias_arn) | Q(key=alias_name, recipient_account_id=account_id, region=region)
     ).update(key=key_arn)
     _merge_into_key(rollup, rollup_rows, key_arn)
     for summary in summaries:
-        _merge_into_key(summary, summary.model.objects.select_for_update().filter(under_alias).order_by("id"), key_arn)
+        _merge_into_key(summary, summary.model._default_manager.select_for_update().filter(under_alias).order_by("id"), key_arn)
     return moved
 
 

@@ -71,14 +71,16 @@ def database_mib(url: str) -> float:
     import psycopg
 
     with psycopg.connect(url) as conn:
-        return conn.execute("SELECT pg_database_size(current_database())").fetchone()[0] / 2**20
+        (size,) = conn.execute("SELECT pg_database_size(current_database())").fetchall()[0]
+        return size / 2**20
 
 
 def raw_mib(url: str) -> float:
     import psycopg
 
     with psycopg.connect(url) as conn:
-        return conn.execute("SELECT coalesce(sum(octet_length(data)), 0) FROM audits_rawblock").fetchone()[0] / 2**20
+        (size,) = conn.execute("SELECT coalesce(sum(octet_length(data)), 0) FROM audits_rawblock").fetchall()[0]
+        return size / 2**20
 
 
 def main() -> None:
@@ -128,6 +130,7 @@ def main() -> None:
         before = report()
         raw_before = raw_mib(url)
         horizon = retention.horizon(days=args.days_kept, now=now)
+        assert horizon is not None  # --days-kept is a number of days
         connections.close_all()  # a template database must have no other connection
         admin_execute(url, f'DROP DATABASE IF EXISTS "{copy_name}" WITH (FORCE)',
                       f'CREATE DATABASE "{copy_name}" TEMPLATE "{name}"')

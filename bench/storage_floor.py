@@ -134,6 +134,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -441,7 +442,7 @@ class NarrowWriter:
     def write(self, rows) -> int:
         """Returns how many events were new, as audits.ingest.write_events."""
         per_block = rawcodec.BLOCK_RECORDS
-        unique = {}
+        unique: dict[tuple[str, str], tuple[Any, bytes]] = {}
         for event, text in sorted(rows, key=_write_order):
             unique.setdefault((event.recipient_account_id, event.event_id), (event, text))
         rows = list(unique.values())
@@ -519,6 +520,7 @@ def load_narrow(url: str, files: list[Path]) -> dict:
                 for path in files:
                     with path.open("rb") as stream:
                         for record in iter_file_records(stream, name=str(path)):
+                            assert isinstance(record, dict)  # S3 log files hold objects
                             text = rawcodec.dumps(record)
                             batch.append((parse_record(record, hours, json_text=text), text))
                             if len(batch) >= BATCH:

@@ -62,18 +62,18 @@ def demo_dataset(start: date, end: date, activity: dict, *, today: date | None =
             key_months = Decimal(count) / days_in_month
             rows.append(_row(day, account, f"{region}-KMS-Keys", key_months * table["key_month"], key_months,
                              estimated))
-            entry = usage.get((day, account, region))
-            if not entry:
+            day_usage = usage.get((day, account, region))
+            if not day_usage:
                 continue
-            if entry["requests"]:
-                requests = Decimal(entry["requests"])
+            if day_usage["requests"]:
+                requests = Decimal(day_usage["requests"])
                 free = min(free_left[(account, day.replace(day=1))], requests)
                 free_left[(account, day.replace(day=1))] -= free
                 free_used[account] += free
                 rows.append(_row(day, account, f"{region}-KMS-Requests", (requests - free) * table["symmetric"],
                                  requests, estimated))
-            if entry["asymmetric"]:
-                requests = Decimal(entry["asymmetric"])
+            if day_usage["asymmetric"]:
+                requests = Decimal(day_usage["asymmetric"])
                 rows.append(_row(day, account, f"{region}-KMS-Requests-Asymmetric", requests * table["asymmetric"],
                                  requests, estimated))
         for account, free in sorted(free_used.items()):

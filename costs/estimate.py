@@ -418,8 +418,8 @@ def reconcile_accounts(result: Estimate, actual_days: list[DayCost]) -> list[Rec
     covered = {d.day for d in actual_days if d.has_data}
     actual: dict[str, Decimal] = defaultdict(Decimal)
     attributed: dict[str, Decimal] = defaultdict(Decimal)
-    for day in actual_days:
-        for account, amount in day.by_account.items():
+    for day_cost in actual_days:
+        for account, amount in day_cost.by_account.items():
             actual[account] += amount
     for (day, account), amount in result.key_months.items():
         if day in covered:

@@ -25,6 +25,7 @@ class PeriodForm(forms.Form):
 
     def clean(self):
         data = super().clean()
+        assert data is not None  # Form.clean returns cleaned_data
         for name in ("since", "until"):
             day = data.get(name)
             if day is not None and not FIRST_DAY <= day <= LAST_DAY:

@@ -23,7 +23,8 @@ CENTS = Decimal("0.01")
 def money(value: Decimal) -> str:
     """A Decimal as plain text with at least two places and no trailing zeros beyond them."""
     value = value.normalize()
-    if value.as_tuple().exponent > -2:
+    exponent = value.as_tuple().exponent  # an int for a finite value
+    if isinstance(exponent, int) and exponent > -2:
         value = value.quantize(CENTS)
     return format(value, "f")
 

@@ -4,10 +4,12 @@ import json
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import render
 from django.views.decorators.http import require_POST, require_safe
 
 from kmsdash.csvexport import audited_csv, start_export_audit, web_row_cap
+from kmsdash.middleware import HtmxHttpRequest
 from kmsdash.roles import FINANCE, role_required
 
 from . import charts, estimate, savings, selectors
@@ -17,7 +19,7 @@ from .services import utc_today
 
 @require_safe
 @role_required(FINANCE)
-def overview(request: HttpRequest) -> HttpResponse:
+def overview(request: HtmxHttpRequest) -> HttpResponse:
     form = PeriodForm(request.GET)
     if not form.is_valid():
         form = PeriodForm({})
@@ -87,7 +89,7 @@ def overview(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 @role_required(FINANCE)
-def export_csv(request: HttpRequest) -> HttpResponse:
+def export_csv(request: HttpRequest) -> HttpResponseBase:
     form = PeriodForm(request.POST)
     if not form.is_valid():
         return HttpResponse("Invalid period.", status=400, content_type="text/plain; charset=utf-8")

@@ -407,7 +407,7 @@ class _Generator:
         if spec.state == "PendingDeletion" and when >= timeline.migration_scheduled:
             return
         call = self.use(key, when)
-        error = None
+        error: tuple[str, str | None] | None = None
         if throttled and rng.random() < throttled:
             error = ("ThrottlingException", "Rate exceeded")
         elif rng.random() < BACKGROUND_FAILURE_RATE:
@@ -548,12 +548,12 @@ class _Generator:
 
         # Grants for the EBS keys and a key policy change by an engineer in office hours.
         for alias in ("prod-ebs", "data-eu-pipeline"):
-            key = keys.get(alias)
-            if key:
-                yield self.record(key, timeline.at(15, 13, 20),
-                                  identity=identity_user(key.spec.account, ADMIN_USERS[key.spec.account][1]),
+            changed = keys.get(alias)
+            if changed:
+                yield self.record(changed, timeline.at(15, 13, 20),
+                                  identity=identity_user(changed.spec.account, ADMIN_USERS[changed.spec.account][1]),
                                   event_name="PutKeyPolicy", user_agent=CLI_AGENT, source_ip="192.0.2.41",
-                                  request_parameters={"keyId": key.key_id, "policyName": "default"})
+                                  request_parameters={"keyId": changed.key_id, "policyName": "default"})
 
         yield from self.alert_stories()
 

@@ -347,7 +347,7 @@ def cost_activity(keys: Sequence[DemoKey], records: Iterable[dict[str, Any]]) ->
     """
     owner_of = {key.arn: key.spec.account for key in keys}
     asymmetric = {key.arn for key in keys if key.spec.key_spec != "SYMMETRIC_DEFAULT"}
-    billed = defaultdict(int)
+    billed: defaultdict[tuple[str, str], int] = defaultdict(int)
     for key in keys:
         if key.spec.state != "PendingDeletion":
             billed[(key.spec.account, key.spec.region)] += 1

@@ -71,7 +71,7 @@ def _dispatch(call: Call, operation: str, body: dict[str, Any]) -> tuple[int, di
         ),
         "Host": f"kms.{call.region}.amazonaws.com",
     }
-    builder = EnvironBuilder(method="POST", path="/", headers=headers, data=json.dumps(body))
+    builder = EnvironBuilder(method="POST", path="/", headers=list(headers.items()), data=json.dumps(body))
     try:
         environ = builder.get_environ()
     finally:
@@ -120,9 +120,10 @@ def _paginated(operation: str):
             return aws_error("ValidationException", f"Limit must be between 1 and {maximum}")
         offset = 0
         if marker is not None:
-            offset = _offset(operation, call.body, marker)
-            if offset is None:
+            decoded = _offset(operation, call.body, marker)
+            if decoded is None:
                 return aws_error("InvalidMarkerException", "The request was rejected because the marker is not valid.")
+            offset = decoded
         status, data = _dispatch(call, operation, body)
         if status != 200:
             return json_response(data, status=status)

@@ -210,8 +210,7 @@ class EmulatorServer:
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{self._server.host}:{self._server.port}"  # the port bound when 0 was asked
 
     def start(self) -> EmulatorServer:
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)

@@ -28,6 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import boto3
+
 FOREIGN_ACCOUNT = "999988887777"  # a partner account that is not configured
 ORG_ID = "o-kmsdash01"
 
@@ -149,7 +151,7 @@ def _control(emulator_url: str, path: str, payload: dict) -> None:
 
 
 def seed_demo_keys(
-    session_for: Callable[[str], object],
+    session_for: Callable[[str], boto3.Session],
     *,
     accounts: tuple[str, ...] = ("111122223333", "444455556666"),
     regions: tuple[str, ...] = ("us-east-1", "eu-west-1", "ap-southeast-2"),

@@ -275,6 +275,7 @@ def reattribute_aliases(*, account_id: str | None = None, region: str | None = N
         aliases = aliases.filter(region=region)
     moved = 0
     for alias in aliases:
+        assert alias.key is not None  # filtered on key__isnull=False
         moved += reattribute_alias(
             alias.account_id, alias.region, alias_name=alias.name, alias_arn=alias.arn, key_arn=alias.key.arn
         )

@@ -43,7 +43,7 @@ def broker() -> None:
         conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=PROBE_TIMEOUT)
         if conn.transport_cls == "filesystem":
             # The file broker "connects" to anything: it answers when its queue folder takes files.
-            folder = settings.CELERY_BROKER_TRANSPORT_OPTIONS["data_folder_in"]
+            folder = str(settings.CELERY_BROKER_TRANSPORT_OPTIONS["data_folder_in"])
             if not os.access(folder, os.W_OK | os.X_OK):
                 raise OSError(f"broker folder {folder} is missing or not writable")
 

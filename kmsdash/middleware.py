@@ -38,13 +38,21 @@ def page_path(request: HttpRequest, htmx: HtmxDetails) -> str:
     return request.get_full_path()
 
 
+class HtmxHttpRequest(HttpRequest):
+    """A request after django_htmx's HtmxMiddleware, for views that read request.htmx (type checking only)."""
+
+    htmx: HtmxDetails
+
+
 class HtmxLoginRequiredMiddleware(LoginRequiredMiddleware):
     """LoginRequiredMiddleware, with an htmx-shaped answer for htmx requests."""
 
-    def handle_no_permission(self, request: HttpRequest, view_func) -> HttpResponse:
+    # Django returns whatever this gives; the stubs say a redirect, and htmx gets a 200 with HX-Redirect.
+    def handle_no_permission(self, request: HttpRequest, view_func) -> HttpResponse:  # type: ignore[override]
         # Built here rather than read from request.htmx: this works whether or not HtmxMiddleware
         # (further down MIDDLEWARE) is installed.
         htmx = HtmxDetails(request)
+        response: HttpResponse
         if not htmx:
             response = super().handle_no_permission(request, view_func)
         else:
@@ -65,7 +73,9 @@ def wants_fragment(request: HttpRequest) -> bool:
     A boosted request and a history restore (htmx re-requesting a page it has no snapshot of, to
     swap into <body>) want the whole page; any other htmx request only the fragment it swaps."""
     htmx = getattr(request, "htmx", None)
-    return bool(htmx) and not htmx.boosted and not htmx.history_restore_request
+    if not htmx:
+        return False
+    return not htmx.boosted and not htmx.history_restore_request
 
 
 class VaryOnHtmxMiddleware:

@@ -10,6 +10,7 @@ import json
 import os
 from datetime import time
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 from celery.schedules import crontab
@@ -473,7 +474,7 @@ CELERY_BEAT_SCHEDULE = {
 # --- Logging ----------------------------------------------------------------------------------
 # One JSON object a line, so attacker-chosen text from CloudTrail can never forge a log line;
 # a call's `extra={...}` fields become fields of its line (python-json-logger).
-LOGGING = {
+LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {

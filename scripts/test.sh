@@ -3,6 +3,9 @@
 # requirements.txt, including playwright's python package; the browser tests drive the system's
 # chromium, so no browser is downloaded). Honours DATABASE_URL (default: SQLite).
 # Extra arguments go to pytest, e.g. `scripts/test.sh -k demo -x`.
+# In parallel: one pytest-xdist worker per core (KMSDASH_TEST_WORKERS, default auto; 0 runs in this
+# process), each test file on one worker (--dist loadfile: a module's fixtures are set up once).
+# A later `-n N` or `--dist` among the arguments wins.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
@@ -21,4 +24,4 @@ if command -v npm >/dev/null && [ ! tests/oidc_provider/node_modules/.package-lo
 fi
 
 say "Running the test suite on ${DATABASE_URL:-SQLite}"
-exec python -m pytest -p no:cacheprovider "$@"
+exec python -m pytest -p no:cacheprovider -n "${KMSDASH_TEST_WORKERS:-auto}" --dist loadfile "$@"

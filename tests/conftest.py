@@ -1,4 +1,11 @@
-"""Shared fixtures. Each area keeps its own fixtures in its own conftest or test module."""
+"""Fixtures for the whole suite: fast password hashing, static files without collectstatic, the
+run-lock folder, and the AWS emulator (`aws`). Everything else lives in the test modules and in the
+*_support.py modules beside them.
+
+The suite runs in parallel (pytest-xdist, scripts/test.sh): each worker has its own test database
+(pytest-django adds the worker id to its name), its own emulator on a free port, its own lock
+folder and its own live server port, so no test sees another worker's state.
+"""
 
 from __future__ import annotations
 
@@ -28,6 +35,26 @@ def _static_files_without_collectstatic():
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     }
     with override_settings(STORAGES=storages, WHITENOISE_AUTOREFRESH=True, WHITENOISE_USE_FINDERS=True):
+        yield
+
+
+def pytest_collection_modifyitems(items):
+    # `make check` runs the fast tests with -m "not emulator ...": a test that starts the emulator
+    # is an emulator test whether or not its module says so.
+    for item in items:
+        if "aws" in getattr(item, "fixturenames", ()) and item.get_closest_marker("emulator") is None:
+            item.add_marker(pytest.mark.emulator)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _run_locks_of_this_worker(tmp_path_factory):
+    # On SQLite run locks are files under var/locks by default: shared by parallel workers (and by a
+    # demo running from the same checkout), where one worker's held lock would refuse another's.
+    # Each worker gets its own folder; tests that need a particular one still set it themselves.
+    # (On PostgreSQL advisory locks belong to one database, and each worker has its own.)
+    from django.test.utils import override_settings
+
+    with override_settings(KMSDASH_LOCK_DIR=tmp_path_factory.mktemp("locks")):
         yield
 
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from django.db.models import Model
+
 from audits.models import DailyRollup, Event, IngestRun, Quarantine, RawBlock
 from audits.rollups import SUMMARIES
 
 # Every table the write path fills; the summaries come from the write path's own list, so a new one
 # cannot be forgotten here (a forgotten table leaks rows into every later test of the session).
-INGESTED = (Event, RawBlock, DailyRollup, *(summary.model for summary in SUMMARIES), Quarantine, IngestRun)
+INGESTED: tuple[type[Model], ...] = (Event, RawBlock, DailyRollup, *(summary.model for summary in SUMMARIES), Quarantine, IngestRun)
 
 
 def delete_ingested() -> None:
     for model in INGESTED:
-        model.objects.all().delete()
+        model._default_manager.all().delete()

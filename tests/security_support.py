@@ -178,7 +178,7 @@ def seed_world() -> dict[str, object]:
         key=KEY, subject="DisableKey", first_event=now, last_event=now, detected_at=now, updated=now, count=1,
         summary="DisableKey on the key",
     )
-    return {"key": KEY, "event": Event.objects.order_by("id").first().pk, "finding": finding.pk, "alert": alert.pk}
+    return {"key": KEY, "event": Event.objects.earliest("id").pk, "finding": finding.pk, "alert": alert.pk}
 
 
 def manage_py(*args: str, **env: str) -> subprocess.CompletedProcess:

@@ -7,6 +7,7 @@ import csv
 import io
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
@@ -41,7 +42,7 @@ ROLE = "app\u202eevil"
 
 def hostile_records(now: datetime) -> list[dict]:
     def record(minutes: int, **fields) -> dict:
-        base = {
+        base: dict[str, Any] = {
             "event_name": "Decrypt",
             "event_time": now - timedelta(minutes=minutes),
             "key_arn": KEY,

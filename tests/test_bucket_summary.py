@@ -161,7 +161,7 @@ def bucket_keys_from_events(end: date, *, window_days: int = savings.BUCKET_WIND
         )[:25]
         names_objects = any(s3_context_names_object(context) for context in sample)
         monthly = Decimal(row["n"]) * savings.DAYS_PER_MONTH / window_days
-        saving = (monthly * unit * savings.BUCKET_KEY_SAVING).quantize(Decimal("0.01")) if names_objects else 0
+        saving = (monthly * unit * savings.BUCKET_KEY_SAVING).quantize(Decimal("0.01")) if names_objects else Decimal(0)
         cost = (monthly * unit).quantize(Decimal("0.01"))
         results.append(savings.BucketSaving(row["s3_bucket"], row["n"], names_objects, int(monthly), cost, saving))
     return sorted(results, key=lambda b: (-b.monthly_saving, -b.requests, b.bucket))

@@ -36,29 +36,40 @@ TARGET = "CloudTrail_20131101.LookupEvents"
 EVENTS = 400  # 8 pages of 50
 
 
+def worker_number(worker_id: str) -> int:
+    """0 for a serial run ("master") or pytest-xdist's first worker ("gw0"), 1 for "gw1", ..."""
+    return int(worker_id[2:]) if worker_id.startswith("gw") else 0
+
+
 @pytest.fixture
-def redis_broker():
+def redis_broker(worker_id):
     import redis
 
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
+    # Parallel workers flush and use their own database numbers: KMSDASH_E2E_REDIS_URL's, plus the
+    # worker's number.
+    parsed = urlparse(REDIS_URL)
+    base = int(parsed.path.lstrip("/") or 0)
+    url = parsed._replace(path=f"/{(base + worker_number(worker_id)) % 16}").geturl()
+    client = redis.Redis.from_url(url, socket_connect_timeout=1)
     try:
         client.ping()
     except redis.RedisError as exc:
-        pytest.skip(f"Redis is not reachable at {REDIS_URL}: {exc}")
+        pytest.skip(f"Redis is not reachable at {url}: {exc}")
     client.flushdb()  # this test's own database number
-    yield REDIS_URL
+    yield url
     client.flushdb()
 
 
 @pytest.fixture
-def e2e_database(tmp_path):
+def e2e_database(tmp_path, worker_id):
     """A database the test and the workers share: migrated by a subprocess, like a deployment."""
     url = os.getenv("DATABASE_URL", "")
     if url.startswith(("postgres://", "postgresql://")):
         import psycopg
 
         parsed = urlparse(url)
-        name = f"{parsed.path.lstrip('/') or 'kmsdash'}_e2e"
+        # One per parallel worker, like pytest-django's test databases.
+        name = f"{parsed.path.lstrip('/') or 'kmsdash'}_e2e_{worker_number(worker_id)}"
         admin = parsed._replace(path="/postgres").geturl()
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import uuid
 from datetime import UTC, datetime, time, timedelta, timezone
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -71,7 +72,7 @@ def assumed_role(account: str = OWNER, role: str = "app-backend", session: str =
 
 def record(**fields) -> dict:
     """A current-format KMS Decrypt record; keyword arguments replace fields, DROP removes them."""
-    base = {
+    base: dict[str, Any] = {
         "eventVersion": "1.11",
         "userIdentity": iam_user(),
         "eventTime": "2026-11-02T12:00:00Z",

@@ -1,4 +1,4 @@
-"""The README's two commands and CI: the scripts parse, and installs are skipped when nothing changed."""
+"""The README's two commands, the quality gate and CI: the scripts parse, and installs are skipped when nothing changed."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPTS = ["scripts/run.sh", "scripts/test.sh", "scripts/lib.sh", ".ci/run"]
+SCRIPTS = ["scripts/run.sh", "scripts/test.sh", "scripts/check.sh", "scripts/lib.sh", ".ci/run"]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -19,17 +19,25 @@ def test_the_script_is_valid_bash(script):
     assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.parametrize("script", ["scripts/run.sh", "scripts/test.sh", ".ci/run"])
+@pytest.mark.parametrize("script", ["scripts/run.sh", "scripts/test.sh", "scripts/check.sh", ".ci/run"])
 def test_the_entry_points_are_executable(script):
     assert os.access(ROOT / script, os.X_OK)
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
-@pytest.mark.parametrize(("target", "script"), [("run", "scripts/run.sh"), ("test", "scripts/test.sh")])
+@pytest.mark.parametrize(
+    ("target", "script"), [("run", "scripts/run.sh"), ("test", "scripts/test.sh"), ("check", "scripts/check.sh")]
+)
 def test_make_targets_call_the_scripts(target, script):
     result = subprocess.run(["make", "-n", "--no-print-directory", target], cwd=ROOT, capture_output=True,
                             text=True, check=True)
     assert result.stdout.strip() == script
+
+
+def test_ci_runs_the_quality_gate_before_the_tests():
+    commands = [line.strip() for line in (ROOT / ".ci/run").read_text().splitlines()]
+    assert "make check" in commands and "make test" in commands
+    assert commands.index("make check") < commands.index("make test")
 
 
 def ensure_venv(workdir: Path) -> None:

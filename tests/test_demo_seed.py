@@ -39,7 +39,7 @@ def session(account: str) -> boto3.Session:
 
 
 def all_objects(s3, bucket: str) -> list[str]:
-    keys = []
+    keys: list[str] = []
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
         keys.extend(item["Key"] for item in page.get("Contents", []))
     return keys

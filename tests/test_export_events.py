@@ -5,6 +5,7 @@ import hashlib
 import io
 import re
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 import time_machine
@@ -42,7 +43,7 @@ def ingest(records) -> None:
 
 
 def record(**overrides) -> dict:
-    fields = {
+    fields: dict[str, Any] = {
         "event_name": "Decrypt",
         "event_time": T0,
         "key_arn": KEY,

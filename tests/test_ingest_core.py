@@ -7,6 +7,7 @@ import os
 import threading
 from collections import Counter
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 
 import pytest
 from django.db import connection, connections
@@ -23,7 +24,7 @@ KEY = f"arn:aws:kms:us-east-1:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab
 
 
 def decrypt(n: int = 0, **overrides) -> dict:
-    values = dict(
+    values: dict[str, Any] = dict(
         event_name="Decrypt",
         event_time=T0 + timedelta(minutes=n),
         key_arn=KEY,

@@ -68,7 +68,7 @@ def ingest(*records: dict) -> None:
 
 
 def call(
-    key_arn: str,
+    key_arn: str | None,
     when: datetime,
     *,
     event_name: str = "Decrypt",

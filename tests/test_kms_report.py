@@ -40,7 +40,7 @@ def principal_by_the_rules(identity: dict) -> str:
 def expected_report(records: list, since: date | None = None, until: date | None = None) -> dict:
     """The report computed straight from the raw records: KMS only, once per (account, eventID)."""
     seen = set()
-    totals = Counter()
+    totals: Counter[str] = Counter()
     keys: dict[str, dict] = {}
     for record in records:
         if not isinstance(record, dict) or record.get("eventSource") != "kms.amazonaws.com":
@@ -51,7 +51,7 @@ def expected_report(records: list, since: date | None = None, until: date | None
         if identity in seen:
             continue
         seen.add(identity)
-        when = datetime.strptime(record["eventTime"], "%Y-%m-%dT%H:%M:%SZ")
+        when = datetime.strptime(record["eventTime"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
         if (since and when.date() < since) or (until and when.date() > until):
             continue
         failed = "errorCode" in record

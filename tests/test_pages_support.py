@@ -60,7 +60,8 @@ def pages_now():
 def make_user(username: str, *groups: str) -> User:
     user = User.objects.create_user(username, password="x")
     for name in groups:
-        user.groups.add(Group.objects.get(name=name))
+        # A transactional test run before on the same worker flushes the groups the migration made.
+        user.groups.add(Group.objects.get_or_create(name=name)[0])
     return user
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # interpreters and shells in subprocesses, timed on purpose
+
 ROOT = Path(__file__).resolve().parent.parent
 LIB = ROOT / "scripts/lib.sh"
 

@@ -19,7 +19,8 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.RunSQL(DELETE_REPEATS, migrations.RunSQL.noop),
+        # Elidable: a fresh database has no rows for it (see 0001_squashed_0014_quarantine_once).
+        migrations.RunSQL(DELETE_REPEATS, migrations.RunSQL.noop, elidable=True),
         migrations.AddConstraint(
             model_name='quarantine',
             constraint=models.UniqueConstraint(audits.fields.UniqueKey('location', 'reason', 'raw'), name='quarantine_unique_record'),

@@ -71,7 +71,8 @@ class FileError(Exception):
     """The whole file is unusable: truncated/corrupt gzip, decompression bomb, not JSON, unknown shape."""
 
 
-def _mark_invalid(error: UnicodeDecodeError) -> tuple[str, int]:
+def _mark_invalid(error: UnicodeError) -> tuple[str, int]:
+    assert isinstance(error, UnicodeDecodeError)  # registered for decoding only
     return INVALID_UTF8_MARK, error.end
 
 

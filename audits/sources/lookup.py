@@ -128,7 +128,7 @@ def window_length(account_id: str, region: str) -> timedelta:
         .order_by("-started_at", "-id")
         .first()
     )
-    if last is None:
+    if last is None or last.window_end is None or last.window_start is None:  # the query excludes open ones
         return longest
     length = last.window_end - last.window_start
     if last.error.startswith(CUT_SHORT):
@@ -272,6 +272,7 @@ def ingest_lookup(
     deadline = time.monotonic() + budget_seconds
     cloudtrail = cloudtrail_client(source, region)
     results: list[WindowResult] = []
+    window: Window | None
     if since is not None or until is not None:
         for window in plan_windows(None, now, since=since, until=until):
             results.append(ingest_window(source, region, cloudtrail, window))

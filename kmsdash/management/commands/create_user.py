@@ -48,7 +48,7 @@ class Command(BaseCommand):
         with transaction.atomic():
             user = User.objects.filter(**{User.USERNAME_FIELD: username}).first()
             created = user is None
-            if created:
+            if user is None:
                 user = User(**{User.USERNAME_FIELD: username})
             if not skip_validation:
                 try:
