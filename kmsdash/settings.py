@@ -92,6 +92,7 @@ INSTALLED_APPS = [
     "audits",
     "costs",
     "inventory",
+    "notify",
     "demo",
 ]
 
@@ -291,6 +292,42 @@ if 0 < KMSDASH_EVENT_RETENTION_DAYS <= KMSDASH_EC_RULE_DAYS:
     # The rules read events, and purged days would pass for days without violations.
     raise ImproperlyConfigured("KMSDASH_EVENT_RETENTION_DAYS must be longer than KMSDASH_EC_RULE_DAYS")
 
+# --- Alert delivery (notify/) ----------------------------------------------------------------
+# At most this many notifications per alert and channel in any hour; the excess is recorded as
+# suppressed (a resolution always goes out).
+KMSDASH_ALERT_MAX_NOTIFICATIONS_PER_HOUR = envint("KMSDASH_ALERT_MAX_NOTIFICATIONS_PER_HOUR", 4)
+# One delivery attempt may take this long (connect and read) before it counts as failed.
+KMSDASH_ALERT_DELIVERY_TIMEOUT = envint("KMSDASH_ALERT_DELIVERY_TIMEOUT", 10)
+# A worker claims a delivery for this long; if it dies mid-attempt, another takes it over after.
+KMSDASH_ALERT_DELIVERY_LEASE_SECONDS = envint("KMSDASH_ALERT_DELIVERY_LEASE_SECONDS", 120)
+if KMSDASH_ALERT_DELIVERY_LEASE_SECONDS <= 2 * KMSDASH_ALERT_DELIVERY_TIMEOUT:
+    # A lease shorter than an attempt would let a second worker send while the first still waits.
+    raise ImproperlyConfigured("KMSDASH_ALERT_DELIVERY_LEASE_SECONDS must exceed twice KMSDASH_ALERT_DELIVERY_TIMEOUT")
+# Retries: exponential from the first delay, capped, with jitter; given up after this many hours.
+KMSDASH_ALERT_RETRY_FIRST_SECONDS = envint("KMSDASH_ALERT_RETRY_FIRST_SECONDS", 30)
+KMSDASH_ALERT_RETRY_MAX_SECONDS = envint("KMSDASH_ALERT_RETRY_MAX_SECONDS", 3600)
+KMSDASH_ALERT_DELIVERY_HOURS = envint("KMSDASH_ALERT_DELIVERY_HOURS", 24)
+# Alert pages are linked from messages as this origin + the alert's path (e.g. https://kmsdash.example.com).
+KMSDASH_BASE_URL = os.getenv("KMSDASH_BASE_URL", "").rstrip("/")
+# KMS key (id, ARN or alias) that envelope-encrypts channel secrets stored in the database.
+KMSDASH_SECRETS_KMS_KEY = os.getenv("KMSDASH_SECRETS_KMS_KEY", "")
+
+# Email channels go through Django's email backend; KMSDASH_EMAIL_* wins over the standard names.
+def _email(name: str, default: str = "") -> str:
+    return os.getenv(f"KMSDASH_{name}", os.getenv(name, default))
+
+
+EMAIL_BACKEND = _email("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = _email("EMAIL_HOST", "localhost")
+EMAIL_PORT = int(_email("EMAIL_PORT", "25"))
+EMAIL_HOST_USER = _email("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = _email("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = envbool("KMSDASH_EMAIL_USE_TLS", os.getenv("EMAIL_USE_TLS", "False"))
+EMAIL_USE_SSL = envbool("KMSDASH_EMAIL_USE_SSL", os.getenv("EMAIL_USE_SSL", "False"))
+EMAIL_TIMEOUT = KMSDASH_ALERT_DELIVERY_TIMEOUT
+EMAIL_FILE_PATH = _email("EMAIL_FILE_PATH", str(VAR_DIR / "mail"))
+DEFAULT_FROM_EMAIL = _email("DEFAULT_FROM_EMAIL", "kmsdash@localhost")
+
 # Demo mode: set by the run script when no AWS credentials are configured; the banner says so.
 KMSDASH_DEMO = envbool("KMSDASH_DEMO", "False")
 
@@ -348,6 +385,13 @@ CELERY_BEAT_SCHEDULE = {
         "task": "audits.tasks.purge_events",
         "schedule": crontab(minute=40, hour=3),
         "options": {"expires": 3600},
+    },
+    # Alert deliveries are also queued as soon as they are recorded; this pass picks up retries
+    # and anything whose message was lost (the database is the queue).
+    "alert-deliveries": {
+        "task": "notify.tasks.deliver_alerts",
+        "schedule": crontab(minute="*"),
+        "options": {"expires": 55},
     },
     "kms-inventory": {
         "task": "inventory.tasks.schedule_inventory",
