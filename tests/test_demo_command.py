@@ -36,6 +36,11 @@ def test_seed_demo_registers_the_sources_and_creates_one_user_per_role(aws, sett
         assert source.external_id == EXTERNAL_ID
         assert source.s3_bucket == trail_bucket(account)
         assert sorted(source.regions) == sorted(REGIONS)
+    from notify.models import Channel
+
+    demo_channel = Channel.objects.get()  # alerts are written to a log file under the demo's var/
+    assert (demo_channel.name, demo_channel.type, demo_channel.target) == (
+        "demo-log", "file", str(settings.VAR_DIR / "alerts.log"))
     users = get_user_model().objects.all()
     assert {u.username: sorted(u.groups.values_list("name", flat=True)) for u in users} == {
         "analyst": ["analyst"], "finance": ["finance"], "admin": ["admin"],

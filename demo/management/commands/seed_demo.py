@@ -47,6 +47,9 @@ class Command(BaseCommand):
         except NotTheEmulator as exc:
             raise CommandError(str(exc)) from exc
         register_sources(result.buckets)
+        # The demo's alert channel: what would be sent, one JSON line each, in var/demo/alerts.log.
+        call_command("add_alert_channel", "demo-log", "--file", str(settings.VAR_DIR / "alerts.log"),
+                     stdout=io.StringIO())
         rules = context_rules(result.keys)
         self.stdout.write(
             f"Seeded {len(result.keys)} keys, {result.records} CloudTrail records in {result.log_files} S3 objects, "
