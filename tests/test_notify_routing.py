@@ -100,3 +100,24 @@ def test_the_limit_counts_per_channel():
         notify_alert(make_alert(id=9), event="escalated")
     assert [s for _, _, s in received("a")].count("suppressed") == 1
     assert [s for _, _, s in received("b")].count("suppressed") == 1
+
+
+def test_beat_runs_the_delivery_task_every_minute_and_each_tick_expires_before_the_next():
+    from celery.schedules import crontab
+    from django.conf import settings as django_settings
+
+    from kmsdash.celery import app
+
+    entry = django_settings.CELERY_BEAT_SCHEDULE["alert-deliveries"]
+    assert entry["task"] == "notify.tasks.deliver_alerts" and entry["task"] in app.tasks
+    assert entry["schedule"] == crontab(minute="*") and entry["options"]["expires"] < 60
+
+
+def test_the_task_is_one_delivery_pass(tmp_path):
+    from notify.tasks import deliver_alerts
+
+    Channel.objects.create(name="log", type="file", target=str(tmp_path / "alerts.log"))
+    notify_alert(make_alert(), event="opened")
+    assert deliver_alerts() == 1
+    assert deliver_alerts() == 0  # delivered once: nothing left
+    assert received("log") == [(42, "opened", "delivered")]
