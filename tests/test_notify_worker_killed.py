@@ -19,7 +19,9 @@ import pytest
 from celery import Celery
 
 from .notify_support import Receiver, make_alert
-from .test_celery_e2e import children, redis_broker, start_worker, stop, wait_for  # noqa: F401 (fixture)
+from .test_celery_e2e import children, start_worker, stop, wait_for
+
+pytest_plugins = ["tests.test_celery_e2e"]  # the `redis_broker` fixture (KMSDASH_E2E_REDIS_URL)
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "kill-test-secret"

@@ -33,10 +33,9 @@ class Command(BaseCommand):
         parser.add_argument("--disabled", action="store_true", help="Create or keep the channel switched off.")
 
     def handle(self, *args, **options):
-        for type_, option in (("webhook", "webhook"), ("email", "email"), ("sns", "sns_topic"),
-                              ("apprise", "apprise"), ("file", "file")):
-            if options[option] is not None:
-                break
+        options_of = {"webhook": "webhook", "email": "email", "sns": "sns_topic", "apprise": "apprise", "file": "file"}
+        type_ = next(kind for kind, option in options_of.items() if options[option] is not None)
+        option = options_of[type_]
         try:
             channel, verb, generated = upsert_channel(
                 name=options["name"],
