@@ -319,7 +319,7 @@ def _email(name: str, default: str = "") -> str:
 
 EMAIL_BACKEND = _email("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
 EMAIL_HOST = _email("EMAIL_HOST", "localhost")
-EMAIL_PORT = int(_email("EMAIL_PORT", "25"))
+EMAIL_PORT = envint("KMSDASH_EMAIL_PORT", int(os.getenv("EMAIL_PORT", "25")))
 EMAIL_HOST_USER = _email("EMAIL_HOST_USER")
 EMAIL_HOST_PASSWORD = _email("EMAIL_HOST_PASSWORD")
 EMAIL_USE_TLS = envbool("KMSDASH_EMAIL_USE_TLS", os.getenv("EMAIL_USE_TLS", "False"))

@@ -15,7 +15,7 @@ from notify.delivery import deliver_pending
 from notify.models import Channel, Notification
 from notify.services import notify_alert
 
-from .notify_support import Receiver, hostile_alert, make_alert
+from .test_notify_support import Receiver, hostile_alert, make_alert
 
 pytestmark = [pytest.mark.django_db, pytest.mark.emulator]
 

@@ -22,7 +22,7 @@ from notify.delivery import deliver_pending, retry_delay
 from notify.models import Channel, DeliveryAttempt, Notification
 from notify.services import notify_alert
 
-from .notify_support import HOSTILE, Receiver, hostile_alert, make_alert
+from .test_notify_support import HOSTILE, Receiver, hostile_alert, make_alert
 from .security_support import make_user
 
 pytestmark = pytest.mark.django_db
