@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections import defaultdict, deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -34,6 +35,9 @@ log = logging.getLogger(__name__)
 
 CLAIM_BATCH = 200
 MAX_PARALLEL_CHANNELS = 32
+# A pass starts no new attempt after this long (the rest waits for the next pass, a minute later),
+# so passes stay short and never run into the task time limit behind one slow channel.
+PASS_SECONDS = 50
 
 
 @dataclass
@@ -143,6 +147,7 @@ def _release(notifications: list[Notification]) -> int:
 def deliver_pending(*, ignore_backoff: bool = False) -> PassResult:
     """One pass over every due notification (with ignore_backoff: every pending one)."""
     result = PassResult()
+    stop_starting = time.monotonic() + PASS_SECONDS
     claimed = claim(timezone.now(), ignore_backoff=ignore_backoff)
     result.claimed = len(claimed)
     if not claimed:
@@ -159,6 +164,9 @@ def deliver_pending(*, ignore_backoff: bool = False) -> PassResult:
 
     def start_next(executor: ThreadPoolExecutor, channel_id: int) -> None:
         queue = queues[channel_id]
+        if time.monotonic() > stop_starting:
+            result.released += _release(list(queue))
+            queue.clear()
         while queue:
             notification = queue.popleft()
             attempt = _begin(notification)

@@ -275,3 +275,17 @@ def test_the_file_channel_appends_what_it_would_send(tmp_path):
     assert [line["body"]["alert"]["id"] for line in lines] == [42, 43]
     assert all("\n" not in line["subject"] for line in lines)
     assert HOSTILE not in log.read_text()  # one escaped JSON line each
+
+
+def test_a_pass_past_its_time_budget_starts_nothing_more_and_leaves_the_rest_to_the_next(monkeypatch, tmp_path):
+    from notify import delivery
+
+    Channel.objects.create(name="log", type="file", target=str(tmp_path / "alerts.log"))
+    for alert_id in (1, 2):
+        notify_alert(make_alert(id=alert_id), event="opened")
+    monkeypatch.setattr(delivery, "PASS_SECONDS", -1)
+    result = deliver_pending()
+    assert (result.claimed, result.released, result.delivered) == (2, 2, 0)
+    assert not DeliveryAttempt.objects.exists()
+    monkeypatch.setattr(delivery, "PASS_SECONDS", 50)
+    assert deliver_pending().delivered == 2  # released at once, not held until a lease expires
