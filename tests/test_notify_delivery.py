@@ -22,8 +22,8 @@ from notify.delivery import deliver_pending, retry_delay
 from notify.models import Channel, DeliveryAttempt, Notification
 from notify.services import notify_alert
 
-from .test_notify_support import HOSTILE, Receiver, hostile_alert, make_alert
 from .security_support import make_user
+from .test_notify_support import HOSTILE, Receiver, hostile_alert, make_alert
 
 pytestmark = pytest.mark.django_db
 

@@ -18,8 +18,8 @@ from urllib.parse import urlparse
 import pytest
 from celery import Celery
 
-from .test_notify_support import Receiver, make_alert
 from .test_celery_e2e import children, start_worker, stop, wait_for
+from .test_notify_support import Receiver, make_alert
 
 pytest_plugins = ["tests.test_celery_e2e"]  # the `redis_broker` fixture (KMSDASH_E2E_REDIS_URL)
 
