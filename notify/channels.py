@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -128,9 +127,11 @@ def send_apprise(job: Job, timeout: float) -> Outcome:
     if not notifier.add(_with_timeouts(job.secret, timeout)):
         return Outcome(False, error="apprise does not recognise the channel's URL")
     title, body = messages.chat(job.payload)
-    with apprise.LogCapture(level=logging.WARNING) as captured:
-        ok = notifier.notify(title=title, body=body, body_format=apprise.NotifyFormat.TEXT)
-        error = "" if ok else (captured.getvalue().strip() or "apprise reported a failure")
+    # apprise 2 keeps each call's warnings on its result (its global log would mix the channels
+    # that run in parallel threads).
+    with notifier.notify(title=title, body=body, body_format=apprise.NotifyFormat.TEXT) as result:
+        ok = bool(result)
+        error = "" if ok else ("; ".join(entry.message for entry in result.logs()) or "apprise reported a failure")
     # Its messages may quote the URL, which holds the service's token.
     return Outcome(bool(ok), error=error.replace(job.secret, "(apprise URL)"))
 
