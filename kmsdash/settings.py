@@ -91,8 +91,8 @@ INSTALLED_APPS = [
     "kmsdash",
     "audits",
     "costs",
-    "inventory",
     "notify",
+    "inventory",
     "demo",
 ]
 
@@ -284,14 +284,6 @@ KMSDASH_IDLE_KEY_DAYS = envint("KMSDASH_IDLE_KEY_DAYS", 90)
 # Cost Explorer bills $0.01 a request: runs stop being started once a UTC day's requests reach this.
 KMSDASH_CE_DAILY_REQUEST_BUDGET = envint("KMSDASH_CE_DAILY_REQUEST_BUDGET", 200)
 
-# --- Inventory and findings -------------------------------------------------------------------
-# Encryption-context rules are checked against the events of the last N days (at most M events a key).
-KMSDASH_EC_RULE_DAYS = envint("KMSDASH_EC_RULE_DAYS", 30)
-KMSDASH_EC_RULE_MAX_EVENTS = envint("KMSDASH_EC_RULE_MAX_EVENTS", 200_000)
-if 0 < KMSDASH_EVENT_RETENTION_DAYS <= KMSDASH_EC_RULE_DAYS:
-    # The rules read events, and purged days would pass for days without violations.
-    raise ImproperlyConfigured("KMSDASH_EVENT_RETENTION_DAYS must be longer than KMSDASH_EC_RULE_DAYS")
-
 # --- Alert delivery (notify/) ----------------------------------------------------------------
 # At most this many notifications per alert and channel in any hour; the excess is recorded as
 # suppressed (a resolution always goes out).
@@ -327,6 +319,14 @@ EMAIL_USE_SSL = envbool("KMSDASH_EMAIL_USE_SSL", os.getenv("EMAIL_USE_SSL", "Fal
 EMAIL_TIMEOUT = KMSDASH_ALERT_DELIVERY_TIMEOUT
 EMAIL_FILE_PATH = _email("EMAIL_FILE_PATH", str(VAR_DIR / "mail"))
 DEFAULT_FROM_EMAIL = _email("DEFAULT_FROM_EMAIL", "kmsdash@localhost")
+
+# --- Inventory and findings -------------------------------------------------------------------
+# Encryption-context rules are checked against the events of the last N days (at most M events a key).
+KMSDASH_EC_RULE_DAYS = envint("KMSDASH_EC_RULE_DAYS", 30)
+KMSDASH_EC_RULE_MAX_EVENTS = envint("KMSDASH_EC_RULE_MAX_EVENTS", 200_000)
+if 0 < KMSDASH_EVENT_RETENTION_DAYS <= KMSDASH_EC_RULE_DAYS:
+    # The rules read events, and purged days would pass for days without violations.
+    raise ImproperlyConfigured("KMSDASH_EVENT_RETENTION_DAYS must be longer than KMSDASH_EC_RULE_DAYS")
 
 # Demo mode: set by the run script when no AWS credentials are configured; the banner says so.
 KMSDASH_DEMO = envbool("KMSDASH_DEMO", "False")
@@ -386,17 +386,17 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": crontab(minute=40, hour=3),
         "options": {"expires": 3600},
     },
+    "kms-inventory": {
+        "task": "inventory.tasks.schedule_inventory",
+        "schedule": crontab(minute=15, hour="*"),
+        "options": {"expires": 3000},
+    },
     # Alert deliveries are also queued as soon as they are recorded; this pass picks up retries
     # and anything whose message was lost (the database is the queue).
     "alert-deliveries": {
         "task": "notify.tasks.deliver_alerts",
         "schedule": crontab(minute="*"),
         "options": {"expires": 55},
-    },
-    "kms-inventory": {
-        "task": "inventory.tasks.schedule_inventory",
-        "schedule": crontab(minute=15, hour="*"),
-        "options": {"expires": 3000},
     },
 }
 
