@@ -8,6 +8,7 @@ It only writes rows and queues a task: the network is touched by the delivery pa
 from __future__ import annotations
 
 import logging
+import math
 import re
 import secrets as token
 from datetime import timedelta
@@ -38,6 +39,9 @@ def notify_alert(alert: dict, *, event: str) -> None:
     if event not in Notification.Event.values:
         raise ValueError(f"unknown alert event {event!r}")
     alert_id = int(alert["id"])
+    # JSON has no NaN or infinity (PostgreSQL's jsonb refuses them): a figure that is not finite is null.
+    alert = {name: None if isinstance(value, float) and not math.isfinite(value) else value
+             for name, value in alert.items()}
     now = timezone.now()
     limit = settings.KMSDASH_ALERT_MAX_NOTIFICATIONS_PER_HOUR
     payload = {"event": event, "alert": alert}

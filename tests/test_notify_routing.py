@@ -53,6 +53,13 @@ def test_the_payload_is_the_alert_as_given_with_its_event():
     assert Notification.objects.get().payload == {"event": "opened", "alert": alert}
 
 
+def test_a_figure_that_is_not_finite_is_stored_as_null():
+    channel("all")
+    notify_alert(make_alert(observed=float("inf"), baseline=float("nan"), threshold=3.5), event="opened")
+    alert = Notification.objects.get().payload["alert"]
+    assert (alert["observed"], alert["baseline"], alert["threshold"]) == (None, None, 3.5)
+
+
 def test_an_unknown_event_is_refused():
     with pytest.raises(ValueError):
         notify_alert(make_alert(), event="deleted")
