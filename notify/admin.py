@@ -38,6 +38,9 @@ class ChannelForm(forms.ModelForm):
             if not apprise_display(secret):
                 raise ValidationError("apprise does not recognise this URL.")
             data["target"] = apprise_display(secret)
+        keeps_sealed = self.instance.is_sealed and self.instance.type == data.get("type")
+        if data.get("type") in SECRET_TYPES and not (secret or data.get("secret_env") or keeps_sealed):
+            raise ValidationError("A webhook or apprise channel needs its secret: type it, or name its environment variable.")
         if data.get("secret_env") or data.get("type") not in SECRET_TYPES:
             self.instance.sealed_key_id, self.instance.sealed_data_key, self.instance.sealed_value = "", b"", b""
         if secret:
