@@ -12,6 +12,7 @@ from django.views.decorators.http import require_safe
 
 from kmsdash.middleware import wants_fragment
 from kmsdash.roles import ADMIN, ANALYST, role_required
+from notify.selectors import delivery_health
 
 from . import charts, keyurls, retention, selectors
 from .cloudtrail import critical_class
@@ -222,6 +223,7 @@ def health(request: HttpRequest) -> HttpResponse:
         "quarantine_days": selectors.QUARANTINE_RECENT.days,
         "sources": selectors.sources(),
         "retention": selectors.retention(),
+        "deliveries": delivery_health(now),
     }
     template = "kmsdash/health.html#status" if wants_fragment(request) else "kmsdash/health.html"
     return render(request, template, context)

@@ -435,6 +435,19 @@ def push_live(emulator: Emulator, keys: Sequence[DemoKey], *, start: datetime, e
 
 
 # --- kmsdash's own rows ------------------------------------------------------------------------
+def ensure_secrets_key(endpoint: str, alias: str) -> str:
+    """The KMS key that seals alert channel secrets (KMSDASH_SECRETS_KMS_KEY), in the emulator's own
+    account: the demo's channels are set up like production ones, against the emulator's KMS."""
+    kms = boto3.client("kms", endpoint_url=endpoint, region_name=TRAIL_REGION)
+    try:
+        return kms.describe_key(KeyId=alias)["KeyMetadata"]["Arn"]
+    except kms.exceptions.NotFoundException:
+        pass
+    key = kms.create_key(Description="kmsdash demo: alert channel secrets")["KeyMetadata"]
+    kms.create_alias(AliasName=alias, TargetKeyId=key["KeyId"])
+    return key["Arn"]
+
+
 def register_sources(buckets: dict[str, str]) -> None:
     """The demo accounts as kmsdash Sources, reached like production ones: AssumeRole + ExternalId."""
     from django.core.management import call_command

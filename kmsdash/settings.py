@@ -125,6 +125,7 @@ INSTALLED_APPS = [
     "kmsdash",
     "audits",
     "costs",
+    "notify",
     "inventory",
     "alerts",
     "demo",
@@ -379,6 +380,42 @@ KMSDASH_IDLE_KEY_DAYS = envint("KMSDASH_IDLE_KEY_DAYS", 90)
 # Cost Explorer bills $0.01 a request: runs stop being started once a UTC day's requests reach this.
 KMSDASH_CE_DAILY_REQUEST_BUDGET = envint("KMSDASH_CE_DAILY_REQUEST_BUDGET", 200)
 
+# --- Alert delivery (notify/) ----------------------------------------------------------------
+# At most this many notifications per alert and channel in any hour; the excess is recorded as
+# suppressed (a resolution always goes out).
+KMSDASH_ALERT_MAX_NOTIFICATIONS_PER_HOUR = envint("KMSDASH_ALERT_MAX_NOTIFICATIONS_PER_HOUR", 4)
+# One delivery attempt may take this long (connect and read) before it counts as failed.
+KMSDASH_ALERT_DELIVERY_TIMEOUT = envint("KMSDASH_ALERT_DELIVERY_TIMEOUT", 10)
+# A worker claims a delivery for this long; if it dies mid-attempt, another takes it over after.
+KMSDASH_ALERT_DELIVERY_LEASE_SECONDS = envint("KMSDASH_ALERT_DELIVERY_LEASE_SECONDS", 120)
+if KMSDASH_ALERT_DELIVERY_LEASE_SECONDS <= 2 * KMSDASH_ALERT_DELIVERY_TIMEOUT:
+    # A lease shorter than an attempt would let a second worker send while the first still waits.
+    raise ImproperlyConfigured("KMSDASH_ALERT_DELIVERY_LEASE_SECONDS must exceed twice KMSDASH_ALERT_DELIVERY_TIMEOUT")
+# Retries: exponential from the first delay, capped, with jitter; given up after this many hours.
+KMSDASH_ALERT_RETRY_FIRST_SECONDS = envint("KMSDASH_ALERT_RETRY_FIRST_SECONDS", 30)
+KMSDASH_ALERT_RETRY_MAX_SECONDS = envint("KMSDASH_ALERT_RETRY_MAX_SECONDS", 3600)
+KMSDASH_ALERT_DELIVERY_HOURS = envint("KMSDASH_ALERT_DELIVERY_HOURS", 24)
+# Alert pages are linked from messages as this origin + the alert's path (e.g. https://kmsdash.example.com).
+KMSDASH_BASE_URL = os.getenv("KMSDASH_BASE_URL", "").rstrip("/")
+# KMS key (id, ARN or alias) that envelope-encrypts channel secrets stored in the database.
+KMSDASH_SECRETS_KMS_KEY = os.getenv("KMSDASH_SECRETS_KMS_KEY", "")
+
+# Email channels go through Django's email backend; KMSDASH_EMAIL_* wins over the standard names.
+def _email(name: str, default: str = "") -> str:
+    return os.getenv(f"KMSDASH_{name}", os.getenv(name, default))
+
+
+EMAIL_BACKEND = _email("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = _email("EMAIL_HOST", "localhost")
+EMAIL_PORT = envint("KMSDASH_EMAIL_PORT", int(os.getenv("EMAIL_PORT", "25")))
+EMAIL_HOST_USER = _email("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = _email("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = envbool("KMSDASH_EMAIL_USE_TLS", os.getenv("EMAIL_USE_TLS", "False"))
+EMAIL_USE_SSL = envbool("KMSDASH_EMAIL_USE_SSL", os.getenv("EMAIL_USE_SSL", "False"))
+EMAIL_TIMEOUT = KMSDASH_ALERT_DELIVERY_TIMEOUT
+EMAIL_FILE_PATH = _email("EMAIL_FILE_PATH", str(VAR_DIR / "mail"))
+DEFAULT_FROM_EMAIL = _email("DEFAULT_FROM_EMAIL", "kmsdash@localhost")
+
 # --- Inventory and findings -------------------------------------------------------------------
 # Encryption-context rules are checked against the events of the last N days (at most M events a key).
 KMSDASH_EC_RULE_DAYS = envint("KMSDASH_EC_RULE_DAYS", 30)
@@ -468,6 +505,13 @@ CELERY_BEAT_SCHEDULE = {
         "task": "inventory.tasks.schedule_inventory",
         "schedule": crontab(minute=15, hour="*"),
         "options": {"expires": 3000},
+    },
+    # Alert deliveries are also queued as soon as they are recorded; this pass picks up retries
+    # and anything whose message was lost (the database is the queue).
+    "alert-deliveries": {
+        "task": "notify.tasks.deliver_alerts",
+        "schedule": crontab(minute="*"),
+        "options": {"expires": 55},
     },
 }
 

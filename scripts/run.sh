@@ -95,6 +95,8 @@ if [ "$KMSDASH_DEMO" = True ]; then
     export KMSDASH_LOOKUP_INITIAL_DAYS=${KMSDASH_LOOKUP_INITIAL_DAYS:-2}
     # Fewer, longer LookupEvents windows for that first catch-up: it is paced at 2 requests/s.
     export KMSDASH_LOOKUP_MAX_WINDOW_MINUTES=${KMSDASH_LOOKUP_MAX_WINDOW_MINUTES:-720}
+    # Alert channel secrets are sealed with a key in the emulator's KMS (seed_demo creates it).
+    export KMSDASH_SECRETS_KMS_KEY=${KMSDASH_SECRETS_KMS_KEY:-alias/kmsdash-channel-secrets}
 else
     export KMSDASH_VAR_DIR=${KMSDASH_VAR_DIR:-$PWD/var}
 fi

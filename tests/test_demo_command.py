@@ -24,6 +24,7 @@ pytestmark = pytest.mark.emulator
 @pytest.mark.django_db
 def test_seed_demo_registers_the_sources_and_creates_one_user_per_role(aws, settings, tmp_path):
     settings.KMSDASH_DEMO = True
+    settings.KMSDASH_SECRETS_KMS_KEY = "alias/kmsdash-channel-secrets"  # as scripts/run.sh sets it
     credentials = tmp_path / "credentials.txt"
     out = io.StringIO()
     call_command("seed_demo", "--endpoint", aws.url, "--days", "2", "--events-per-day", "60",
@@ -36,6 +37,14 @@ def test_seed_demo_registers_the_sources_and_creates_one_user_per_role(aws, sett
         assert source.external_id == EXTERNAL_ID
         assert source.s3_bucket == trail_bucket(account)
         assert sorted(source.regions) == sorted(REGIONS)
+    from notify.models import Channel
+
+    demo_channel = Channel.objects.get()  # alerts are written to a log file under the demo's var/
+    assert (demo_channel.name, demo_channel.type, demo_channel.target) == (
+        "demo-log", "file", str(settings.VAR_DIR / "alerts.log"))
+    # The key that seals channel secrets exists in the emulator's KMS: a demo webhook can be added.
+    call_command("add_alert_channel", "hook", "--webhook", "https://hooks.example.com/", stdout=io.StringIO())
+    assert Channel.objects.get(name="hook").secret_source().startswith("encrypted with arn:aws:kms:us-east-1:")
     users = get_user_model().objects.all()
     assert {u.username: sorted(u.groups.values_list("name", flat=True)) for u in users} == {
         "analyst": ["analyst"], "finance": ["finance"], "admin": ["admin"],

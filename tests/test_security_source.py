@@ -18,7 +18,7 @@ from django.conf import settings
 from .security_support import manage_py
 
 ROOT = Path(settings.BASE_DIR)
-APPS = ("kmsdash", "audits", "costs", "inventory", "emulator", "demo")
+APPS = ("kmsdash", "audits", "costs", "inventory", "notify", "emulator", "demo")
 SKIP_DIRS = {"migrations", "__pycache__", ".venv", "node_modules", "vendor"}
 
 TEMPLATE_RULES = {

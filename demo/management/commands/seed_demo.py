@@ -11,7 +11,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
-from demo.seed import NotTheEmulator, context_rules, register_sources, seed_world
+from demo.seed import NotTheEmulator, context_rules, ensure_secrets_key, register_sources, seed_world
 from kmsdash.roles import ADMIN, ANALYST, FINANCE
 
 DEMO_USERS = {"analyst": [ANALYST], "finance": [FINANCE], "admin": [ADMIN]}
@@ -47,6 +47,11 @@ class Command(BaseCommand):
         except NotTheEmulator as exc:
             raise CommandError(str(exc)) from exc
         register_sources(result.buckets)
+        if settings.KMSDASH_SECRETS_KMS_KEY.startswith("alias/"):
+            ensure_secrets_key(endpoint, settings.KMSDASH_SECRETS_KMS_KEY)
+        # The demo's alert channel: what would be sent, one JSON line each, in var/demo/alerts.log.
+        call_command("add_alert_channel", "demo-log", "--file", str(settings.VAR_DIR / "alerts.log"),
+                     stdout=io.StringIO())
         rules = context_rules(result.keys)
         self.stdout.write(
             f"Seeded {len(result.keys)} keys, {result.records} CloudTrail records in {result.log_files} S3 objects, "
