@@ -32,6 +32,7 @@ from .models import (
     Event,
     IngestRun,
     KeyDay,
+    KeyHour,
     KeyPrincipalDay,
     KeyServiceDay,
     OperationDay,
@@ -249,6 +250,34 @@ def totals(f: EventFilter) -> dict[str, int]:
 def calls_per_day(f: EventFilter) -> list[dict[str, Any]]:
     """[{day, operation, calls}] ordered by day."""
     return list(f.rollups().values("day", "operation").annotate(calls=_sum()).order_by("day", "operation"))
+
+
+def calls_per_hour(f: EventFilter) -> list[dict[str, Any]] | None:
+    """[{hour, calls, failed, after_hours_calls}] per UTC hour (its start) under `f`, from KeyHour,
+    ordered by hour; None when `f` filters on a dimension KeyHour lacks (principal, service,
+    operation, error, after-hours, search) or has no start.
+
+    The window is `f`'s to the hour: from the hour holding its start to the one before its end.
+    """
+    if f.start is None or any((f.principal, f.service, f.operation, f.error, f.q)) or f.after_hours is not None:
+        return None
+    if f.errors:
+        return []
+    q = Q(hour__gte=f.start.replace(minute=0, second=0, microsecond=0))
+    if f.end:
+        q &= Q(hour__lt=f.end)
+    if f.key:
+        q &= Q(key__endswith=f":key/{f.key}") if KEY_ID_RE.match(f.key) else Q(key=f.key)
+    if f.account:
+        q &= Q(account_id=f.account)
+    if f.region:
+        q &= Q(region=f.region)
+    return list(
+        KeyHour.objects.filter(q)
+        .values("hour")
+        .annotate(calls=Sum("calls"), failed=Sum("failed"), after_hours_calls=Sum("after_hours_calls"))
+        .order_by("hour")
+    )
 
 
 def latest_critical(f: EventFilter, limit: int = 10) -> list[Event]:
