@@ -10,7 +10,7 @@ from django.utils import timezone
 from audits.models import DailyRollup
 
 from . import policy as pol
-from .models import Alias, Finding, Key
+from .models import Alias, Finding, InventoryRun, Key
 
 
 def alias_names() -> dict[str, str]:
@@ -173,3 +173,11 @@ def finding_accounts() -> list[str]:
     return list(
         Finding.objects.exclude(account_id="").values_list("account_id", flat=True).distinct().order_by("account_id")
     )
+
+
+def first_inventory() -> InventoryRun | None:
+    """Before the inventory's first successful pass: its latest run (None if none has started, or
+    once one has succeeded or left findings), for the findings page's empty state."""
+    if Finding.objects.exists() or InventoryRun.objects.filter(status=InventoryRun.Status.SUCCEEDED).exists():
+        return None
+    return InventoryRun.objects.order_by("-started_at", "-id").first() or InventoryRun(status="queued")

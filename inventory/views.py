@@ -60,15 +60,17 @@ def findings(request: HttpRequest) -> HttpResponse:
         column: "?" + urlencode({**kept, "sort": f"-{column}" if sort == column else column})
         for column in selectors.FINDING_SORTS
     }
+    shown = list(rows[:500])
     context = {
         "form": form,
         "sort": sort,
         "sort_urls": sort_urls,
-        "findings": rows[:500],
+        "findings": shown,
         "total": rows.count(),
         "counts": selectors.finding_counts(),
         "accounts": selectors.finding_accounts(),
         "accept_form": AcceptForm(),
+        "first_inventory": selectors.first_inventory() if not shown else None,
     }
     template = "inventory/findings.html#results" if wants_fragment(request) else "inventory/findings.html"
     return render(request, template, context)

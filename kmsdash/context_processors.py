@@ -15,7 +15,15 @@ def kmsdash(request: HttpRequest) -> dict:
         "is_kmsdash_admin": is_admin,
         # Key ARN -> alias for {% key_label %}: read once, and only by a page that names a key.
         "key_aliases": SimpleLazyObject(_alias_names),
+        # The first ingestion's progress, for the pages' notice (read only where a page shows it).
+        "first_ingestion": SimpleLazyObject(_first_ingestion),
     }
+
+
+def _first_ingestion():
+    from audits.selectors import first_ingestion
+
+    return first_ingestion()
 
 
 def _alias_names() -> dict[str, str]:
