@@ -108,3 +108,11 @@ def test_findings_say_the_inventory_has_not_run_yet(boss, pages_now):
     assert "The first key inventory is running since" in boss.get(reverse("inventory:findings")).content.decode()
     InventoryRun.objects.create(account_id=A, region="us-east-1", status="succeeded")
     assert "No finding matches." in boss.get(reverse("inventory:findings")).content.decode()
+
+
+def test_costs_say_cost_explorer_has_not_been_read_yet(boss, pages_now):
+    from costs.models import CostRun
+
+    assert "Cost Explorer has not been read yet" in boss.get(reverse("costs:overview")).content.decode()
+    CostRun.objects.create(window_start=NOW.date(), window_end=NOW.date(), metric="UnblendedCost", status="succeeded")
+    assert "Cost Explorer has not been read yet" not in boss.get(reverse("costs:overview")).content.decode()
