@@ -113,6 +113,7 @@ def test_findings_say_the_inventory_has_not_run_yet(boss, pages_now):
 def test_costs_say_cost_explorer_has_not_been_read_yet(boss, pages_now):
     from costs.models import CostRun
 
-    assert "Cost Explorer has not been read yet" in boss.get(reverse("costs:overview")).content.decode()
+    html = boss.get(reverse("costs:overview")).content.decode()
+    assert "Cost Explorer has not been read yet" in html and "fill in then.</p>" in html
     CostRun.objects.create(window_start=NOW.date(), window_end=NOW.date(), metric="UnblendedCost", status="succeeded")
     assert "Cost Explorer has not been read yet" not in boss.get(reverse("costs:overview")).content.decode()
