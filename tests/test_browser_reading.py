@@ -132,7 +132,10 @@ def test_findings_start_with_the_highest_severity(chromium, live_server, world):
         assert kinds == sorted(kinds)
         page.click("#findings-results th a:has-text('Kind')")
         page.wait_for_url(lambda url: "sort=-kind" in url)
-        page.wait_for_function("document.querySelector('#findings-results tbody tr td:nth-child(2)').innerText !== %r" % kinds[0])
+        page.wait_for_function(
+            "first => document.querySelector('#findings-results tbody tr td:nth-child(2)').innerText !== first",
+            arg=kinds[0],
+        )
         assert page.locator("#findings-results tbody tr td:nth-child(2)").all_inner_texts() == sorted(kinds, reverse=True)
         watchdog.assert_clean(page, "findings")
     finally:

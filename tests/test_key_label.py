@@ -102,14 +102,22 @@ def test_aliases_are_read_once_per_page_however_many_keys_it_shows(pages_analyst
             assert pages_analyst.get(url).status_code == 200
         return len(captured)
 
+    def found(n: int) -> None:
+        Finding.objects.create(fingerprint=f"{n:064d}", kind=Finding.Kind.UNUSED_KEY, severity="low", key=arn(n),
+                               account_id=A, region="us-east-1", summary="idle", first_seen_at=NOW, last_seen_at=NOW)
+
     ingest([record(key=arn(n)) for n in range(2)])
     for n in range(2):
         name_key(arn(n), f"alias/k{n}")
-    few = {name: queries(reverse(name)) for name in ("audits:events", "audits:keys", "audits:overview", "audits:critical")}
+        found(n)
+    pages = ("audits:events", "audits:keys", "audits:overview", "audits:critical", "inventory:findings")
+    few = {name: queries(reverse(name)) for name in pages}
     ingest([record(key=arn(n), when=NOW - timedelta(minutes=n + 2)) for n in range(2, 40)])
     for n in range(2, 40):
         name_key(arn(n), f"alias/k{n}")
+        found(n)
     many = {name: queries(reverse(name)) for name in few}
     assert many == few
-    html = pages_analyst.get(reverse("audits:events")).content.decode()
-    assert "alias/k39" in html and "alias/k0" in html
+    for name in ("audits:events", "inventory:findings"):
+        html = pages_analyst.get(reverse(name)).content.decode()
+        assert "alias/k39" in html and "alias/k0" in html, name
