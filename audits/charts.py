@@ -10,8 +10,10 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Iterable
-from datetime import date
+from datetime import date, datetime
 from typing import Any
+
+from django.utils import timezone
 
 from .templatetags.kmsdash_tags import visible
 
@@ -81,3 +83,25 @@ def calls_by_operation(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
 
 def failures_by_error(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
     return stacked_bars(rows, series="error_code")
+
+
+def calls_per_hour(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Succeeded and failed calls per hour of `rows` ({hour, calls, failed}), stacked.
+
+    Hours are shown in the site's time zone (KMSDASH_TIME_ZONE), as every time on the pages is;
+    plotly reads a date-time without an offset as it is written."""
+    hours: list[str] = []
+    succeeded: list[int] = []
+    failed: list[int] = []
+    for row in rows:
+        hour: datetime = timezone.localtime(row["hour"])
+        hours.append(hour.strftime("%Y-%m-%d %H:%M"))
+        succeeded.append(row["calls"] - row["failed"])
+        failed.append(row["failed"])
+    template = "%{x|%Y-%m-%d %H:00}: %{y:,d}<extra>%{fullData.name}</extra>"
+    data = [
+        {"type": "bar", "name": "Succeeded", "x": hours, "y": succeeded, "hovertemplate": template},
+        {"type": "bar", "name": "Failed", "x": hours, "y": failed, "hovertemplate": template,
+         "marker": {"color": "#b42318"}},
+    ]
+    return {"data": data, "layout": {**BASE_LAYOUT, "bargap": 0.1}}

@@ -36,6 +36,7 @@ from .models import (
     Event,
     IngestRun,
     KeyDay,
+    KeyHour,
     KeyPrincipalDay,
     KeyServiceDay,
     OperationDay,
@@ -256,6 +257,34 @@ def calls_per_day(f: EventFilter) -> list[dict[str, Any]]:
     return list(f.rollups().values("day", "operation").annotate(calls=_sum()).order_by("day", "operation"))
 
 
+def calls_per_hour(f: EventFilter) -> list[dict[str, Any]] | None:
+    """[{hour, calls, failed, after_hours_calls}] per UTC hour (its start) under `f`, from KeyHour,
+    ordered by hour; None when `f` filters on a dimension KeyHour lacks (principal, service,
+    operation, error, after-hours, search) or has no start.
+
+    The window is `f`'s to the hour: from the hour holding its start to the one before its end.
+    """
+    if f.start is None or any((f.principal, f.service, f.operation, f.error, f.q)) or f.after_hours is not None:
+        return None
+    if f.errors:
+        return []
+    q = Q(hour__gte=f.start.replace(minute=0, second=0, microsecond=0))
+    if f.end:
+        q &= Q(hour__lt=f.end)
+    if f.key:
+        q &= Q(key__endswith=f":key/{f.key}") if KEY_ID_RE.match(f.key) else Q(key=f.key)
+    if f.account:
+        q &= Q(account_id=f.account)
+    if f.region:
+        q &= Q(region=f.region)
+    return list(
+        KeyHour.objects.filter(q)
+        .values("hour")
+        .annotate(calls=Sum("calls"), failed=Sum("failed"), after_hours_calls=Sum("after_hours_calls"))
+        .order_by("hour")
+    )
+
+
 def latest_critical(f: EventFilter, limit: int = 10) -> list[Event]:
     """The latest important critical events (routine service grants left out)."""
     return list(critical_events(f, need=limit)[:limit])
@@ -467,6 +496,110 @@ def freshness(now: datetime | None = None) -> Freshness:
     )
     problems = [scope for scope in ingestion_health(now) if scope.configured and scope.warning]
     return Freshness(newest, problems)
+
+
+# --- first ingestion -----------------------------------------------------------------------------
+
+# The scheduled sources start a pass every 5 minutes (CELERY_BEAT_SCHEDULE).
+SCHEDULE_EVERY = timedelta(minutes=5)
+# A first pass reads KMSDASH_*_INITIAL_DAYS back; scopes that have not caught up this long after
+# their first run are behind, not starting (the overview's freshness warning says so).
+FIRST_PASS_LIMIT = timedelta(days=2)
+
+
+@dataclass(frozen=True)
+class ScopeProgress:
+    scope: ScopeHealth
+    first_started_at: datetime | None  # the scope's first run
+    progress: float | None  # share of its first window read, from its checkpoint
+    ready_at: datetime | None  # when it should be caught up, at the pace so far
+
+    @property
+    def percent(self) -> int | None:
+        return None if self.progress is None else int(self.progress * 100)
+
+
+@dataclass(frozen=True)
+class FirstIngestion:
+    """What the pages say before the configured sources have caught up once.
+
+    state: "unconfigured" (no source, no data), "queued" (no run has started), "running", "failed"
+    (every scope's last run failed, none is running)."""
+
+    state: str
+    scopes: list[ScopeProgress]
+    started_at: datetime | None
+    events: int
+    ready_at: datetime | None  # the latest scope's estimate, or None when one is unknown
+    next_start: datetime  # the scheduler's next tick
+    error: str = ""
+
+    @property
+    def pending(self) -> bool:
+        """Sources are configured and their first pass has not finished: empty lists say so."""
+        return self.state != "unconfigured"
+
+
+def first_ingestion(now: datetime | None = None) -> FirstIngestion | None:
+    """The first ingestion's state, or None once any configured scope has caught up (one indexed
+    query on the small checkpoint table in that, the usual, case) or after FIRST_PASS_LIMIT.
+
+    Progress of a scope is how far its checkpoint has moved from where its first window started to
+    now (less the LookupEvents settle time); its ready time extrapolates the pace since its first run.
+    """
+    now = now or timezone.now()
+    caught_up = Checkpoint.objects.filter(kind__in=SCHEDULED_KINDS, high_watermark__gte=now - LAG_WARNING)
+    if caught_up.exists():
+        return None
+    minute = now.replace(second=0, microsecond=0)
+    next_start = minute + timedelta(minutes=-minute.minute % 5 or 5)
+    if not Source.objects.filter(enabled=True).exists():
+        if DailyRollup.objects.exists():
+            return None  # imported files, nothing scheduled to wait for
+        return FirstIngestion("unconfigured", [], None, 0, None, next_start)
+    runs = IngestRun.objects.filter(kind__in=SCHEDULED_KINDS)
+    firsts = {
+        (r["kind"], r["account_id"], r["region"]): r
+        for r in runs.order_by().values("kind", "account_id", "region").annotate(
+            started=Min("started_at"), origin=Min("window_start")
+        )
+    }
+    started_at = min((r["started"] for r in firsts.values()), default=None)
+    if started_at is not None and started_at < now - FIRST_PASS_LIMIT:
+        return None
+    settle = timedelta(minutes=settings.KMSDASH_LOOKUP_SETTLE_MINUTES)
+    health = [scope for scope in ingestion_health(now) if scope.configured]
+    if any(not scope.lagging for scope in health):
+        return None  # caught up by the end of a successful run (a source without checkpoints)
+    scopes = []
+    for scope in health:
+        first = firsts.get((scope.kind, scope.account_id, scope.region), {})
+        origin, first_started = first.get("origin"), first.get("started")
+        progress = ready_at = None
+        if origin is not None and first_started is not None:
+            span = (now - settle - origin).total_seconds()
+            read = ((scope.high_watermark or origin) - origin).total_seconds()
+            progress = min(max(read / span, 0.0), 1.0) if span > 0 else 1.0
+            if progress > 0:
+                ready_at = first_started + (now - first_started) / progress
+        scopes.append(ScopeProgress(scope, first_started, progress, ready_at))
+    if not firsts:
+        state = "queued"
+    elif scopes and all(p.scope.last_run and p.scope.last_run.status == IngestRun.Status.FAILED for p in scopes):
+        state = "failed"
+    else:
+        state = "running"
+    estimates = [p.ready_at for p in scopes]
+    failure = max((p.scope.last_failure for p in scopes if p.scope.last_failure), key=lambda r: r.started_at, default=None)
+    return FirstIngestion(
+        state=state,
+        scopes=scopes,
+        started_at=started_at,
+        events=runs.aggregate(n=Sum("events_new", default=0))["n"],
+        ready_at=max(estimates) if estimates and all(estimates) else None,
+        next_start=next_start,
+        error=failure.error if failure and state == "failed" else "",
+    )
 
 
 def recent_quarantine_count(now: datetime | None = None) -> int:

@@ -20,12 +20,19 @@ from .exports import may_export
 from .filters import PERIODS, EventFilter, explorer_window, period_window
 from .models import Event
 
+# Periods short enough for an hour-by-hour chart (from the hourly summary); longer ones show days.
+HOURLY_PERIODS = ("24h", "7d")
 PER_PAGE = 50
 
 
 def period_filter(request: HttpRequest, default: str) -> tuple[EventFilter, str]:
     """The request's filters, with `period` (24h, 7d, 30d, 90d) as `since` (see filters.period_window)."""
     return period_window(request.GET, default)
+
+
+def _hourly_figure(f: EventFilter, period: str) -> dict | None:
+    rows = selectors.calls_per_hour(f) if period in HOURLY_PERIODS else None
+    return charts.calls_per_hour(rows) if rows else None
 
 
 def _template(request: HttpRequest, name: str, fragment: str) -> str:
@@ -37,6 +44,7 @@ def _context(f: EventFilter, period: str | None = None, **extra) -> dict:
         "filter": f,
         "period": period,
         "periods": PERIODS,
+        "period_name": PERIODS.get(period or "", ""),
         "events_url": f"{reverse('audits:events')}?{f.querystring()}",
         **extra,
     }
@@ -54,6 +62,7 @@ def overview(request: HttpRequest) -> HttpResponse:
         totals=data.totals,
         calls_figure=charts.calls_by_operation(data.calls_per_day),
         failures_figure=charts.failures_by_error(data.failures_per_day),
+        hourly_figure=_hourly_figure(figures, period),
         top_keys=data.top_keys,
         critical=selectors.latest_critical(figures),
         freshness=selectors.freshness(),
@@ -109,6 +118,7 @@ def key_detail(request: HttpRequest, key: str) -> HttpResponse:
         alias=alias,
         totals=selectors.totals(f),
         calls_figure=charts.calls_by_operation(selectors.calls_per_day(f)),
+        hourly_figure=_hourly_figure(f, period),
         principals=selectors.key_principals(f),
         services=selectors.key_services(f),
         errors=selectors.error_codes(f),

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from django.db.models import Count, Max, Min, Q, Sum
+from django.db.models import Case, Count, IntegerField, Max, Min, Q, Sum, Value, When
 from django.utils import timezone
 
 from audits.models import DailyRollup
 
 from . import policy as pol
-from .models import Alias, Finding, Key
+from .models import Alias, Finding, InventoryRun, Key
 
 
 def alias_names() -> dict[str, str]:
@@ -110,8 +110,45 @@ def key_panel(key: Key) -> dict:
 
 SEVERITY_ORDER = ["critical", "high", "medium", "low", "info"]
 
+# The rank of a severity, 0 for the most severe: the name sorts alphabetically otherwise.
+SEVERITY_RANK = Case(
+    *(When(severity=name, then=Value(rank)) for rank, name in enumerate(SEVERITY_ORDER)),
+    default=Value(len(SEVERITY_ORDER)),
+    output_field=IntegerField(),
+)
 
-def findings(*, kind: str = "", severity: str = "", account: str = "", status: str = "open"):
+# The findings page's column sorts, each with its tie-breaks; "-" reverses the first column only.
+# The default puts the worst first and, within a severity, the newest.
+FINDING_SORTS = {
+    "severity": (SEVERITY_RANK.asc(), "-first_seen_at"),
+    "kind": ("kind", SEVERITY_RANK.asc(), "-first_seen_at"),
+    "key": ("key", "subject", SEVERITY_RANK.asc()),
+    "account": ("account_id", SEVERITY_RANK.asc(), "-first_seen_at"),
+    "region": ("region", SEVERITY_RANK.asc(), "-first_seen_at"),
+    "first_seen": ("-first_seen_at",),
+}
+DEFAULT_FINDING_SORT = "severity"
+
+
+def finding_order(sort: str) -> list:
+    """ORDER BY for a column sort (`column`, or `-column` for the other way), ending in id so the
+    order is total."""
+    column = sort.lstrip("-")
+    if column not in FINDING_SORTS:
+        column, sort = DEFAULT_FINDING_SORT, DEFAULT_FINDING_SORT
+    first, *rest = FINDING_SORTS[column]
+    if sort.startswith("-"):
+        first = _reversed(first)
+    return [first, *rest, "id"]
+
+
+def _reversed(term):
+    if isinstance(term, str):
+        return term[1:] if term.startswith("-") else f"-{term}"
+    return term.expression.asc() if term.descending else term.expression.desc()
+
+
+def findings(*, kind: str = "", severity: str = "", account: str = "", status: str = "open", sort: str = ""):
     qs = Finding.objects.all()
     if status == "open":
         qs = qs.open()
@@ -125,7 +162,7 @@ def findings(*, kind: str = "", severity: str = "", account: str = "", status: s
         qs = qs.filter(severity=severity)
     if account:
         qs = qs.filter(account_id=account)
-    return qs.select_related("accepted_by").prefetch_related("decisions").order_by("kind", "account_id", "key", "subject")
+    return qs.select_related("accepted_by").prefetch_related("decisions").order_by(*finding_order(sort or DEFAULT_FINDING_SORT))
 
 
 def finding_counts() -> dict[str, int]:
@@ -136,3 +173,11 @@ def finding_accounts() -> list[str]:
     return list(
         Finding.objects.exclude(account_id="").values_list("account_id", flat=True).distinct().order_by("account_id")
     )
+
+
+def first_inventory() -> InventoryRun | None:
+    """Before the inventory's first successful pass: its latest run (None if none has started, or
+    once one has succeeded or left findings), for the findings page's empty state."""
+    if Finding.objects.exists() or InventoryRun.objects.filter(status=InventoryRun.Status.SUCCEEDED).exists():
+        return None
+    return InventoryRun.objects.order_by("-started_at", "-id").first() or InventoryRun(status="queued")

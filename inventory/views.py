@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from django import forms
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
@@ -18,6 +20,11 @@ class FindingFilterForm(forms.Form):
     account = forms.RegexField(regex=r"^\d{12}$", required=False, max_length=12)
     status = forms.ChoiceField(
         choices=[("open", "Open"), ("accepted", "Accepted"), ("resolved", "Resolved"), ("all", "All")], required=False
+    )
+    sort = forms.ChoiceField(
+        choices=[(f"{way}{column}", column) for column in selectors.FINDING_SORTS for way in ("", "-")],
+        required=False,
+        widget=forms.HiddenInput,
     )
 
 
@@ -46,14 +53,26 @@ def findings(request: HttpRequest) -> HttpResponse:
         severity=params.get("severity", ""),
         account=params.get("account", ""),
         status=params.get("status") or "open",
+        sort=params.get("sort") or selectors.DEFAULT_FINDING_SORT,
     )
+    sort = params.get("sort") or selectors.DEFAULT_FINDING_SORT
+    kept = {name: value for name, value in params.items() if value and name != "sort"}
+    # Clicking the sorted column flips its direction; another column starts in its own direction.
+    sort_urls = {
+        column: "?" + urlencode({**kept, "sort": f"-{column}" if sort == column else column})
+        for column in selectors.FINDING_SORTS
+    }
+    shown = list(rows[:500])
     context = {
         "form": form,
-        "findings": rows[:500],
+        "sort": sort,
+        "sort_urls": sort_urls,
+        "findings": shown,
         "total": rows.count(),
         "counts": selectors.finding_counts(),
         "accounts": selectors.finding_accounts(),
         "accept_form": AcceptForm(),
+        "first_inventory": selectors.first_inventory() if not shown else None,
     }
     template = "inventory/findings.html#results" if wants_fragment(request) else "inventory/findings.html"
     return render(request, template, context)

@@ -1,5 +1,6 @@
 from django.conf import settings
 from django.http import HttpRequest
+from django.utils.functional import SimpleLazyObject
 
 from .roles import ADMIN, ANALYST, FINANCE, user_roles
 
@@ -12,4 +13,20 @@ def kmsdash(request: HttpRequest) -> dict:
         "can_audit": is_admin or ANALYST in roles,
         "can_costs": is_admin or FINANCE in roles,
         "is_kmsdash_admin": is_admin,
+        # Key ARN -> alias for {% key_label %}: read once, and only by a page that names a key.
+        "key_aliases": SimpleLazyObject(_alias_names),
+        # The first ingestion's progress, for the pages' notice (read only where a page shows it).
+        "first_ingestion": SimpleLazyObject(_first_ingestion),
     }
+
+
+def _first_ingestion():
+    from audits.selectors import first_ingestion
+
+    return first_ingestion()
+
+
+def _alias_names() -> dict[str, str]:
+    from inventory.selectors import alias_names  # the inventory app builds on this one
+
+    return alias_names()

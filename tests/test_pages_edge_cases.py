@@ -84,7 +84,7 @@ def test_a_key_link_made_of_dot_segments_does_not_lead_to_another_page(pages_ana
     ingest([record("Decrypt", key=None, request_parameters={"keyId": "alias/../../health"},
                    error_code="NotFoundException")])
     page = reverse("audits:keys")
-    hrefs = re.findall(r'<td class="mono"><a href="([^"]*)"', pages_analyst.get(page).content.decode())
+    hrefs = re.findall(r'<span class="key-label"><a href="([^"]*)"', pages_analyst.get(page).content.decode())
     assert hrefs
     for href in hrefs:
         # Where a browser goes: resolving a link removes its dot segments (RFC 3986 5.2.4).

@@ -72,6 +72,41 @@ def short_key(key: str) -> str:
     return clip(text, 64)
 
 
+SHORT_ID = 8
+
+
+def short_id(key: str) -> str:
+    """A key ARN's key id cut to its first 8 characters (after a multi-Region `mrk-`), as `git`
+    shortens a commit; the full ARN is in the label's title. Other values: `short_key`."""
+    text = "" if key is None else str(key)
+    if text.startswith("arn:") and ":key/" in text:
+        key_id = text.rsplit(":key/", 1)[1]
+        prefix = "mrk-" if key_id.startswith("mrk-") else ""
+        rest = key_id[len(prefix) :]
+        return visible(prefix + rest[:SHORT_ID] + ("…" if len(rest) > SHORT_ID else ""))
+    return short_key(text)
+
+
+@register.inclusion_tag("_key_label.html", takes_context=True)
+def key_label(context, key: str, alias: str | None = None) -> dict:
+    """A key as every page names it: its alias when the inventory knows one, its short key id,
+    the full ARN on hover and a copy button, linking to the key's page (for those who may see it).
+
+    `alias` is the caller's own lookup ('' for none); without it, the page's `key_aliases` (one
+    query per page, see kmsdash.context_processors) names the key.
+    """
+    text = "" if key is None else str(key)
+    if alias is None:
+        aliases = context.get("key_aliases")
+        alias = aliases.get(text, "") if aliases is not None and text else ""
+    return {
+        "key": text,
+        "alias": alias,
+        "short": short_id(text),
+        "url": key_url(text) if text and context.get("can_audit") else "",
+    }
+
+
 @register.filter(is_safe=False)
 def tojson(value: object) -> str:
     """JSON for a data-* attribute (autoescaping then escapes it for the attribute).

@@ -40,6 +40,34 @@
     if (period) period.value = "custom";
   }, true);
 
+  // <button data-copy="TEXT"> puts TEXT on the clipboard (a key's ARN next to its label) and says so.
+  // navigator.clipboard needs a secure context (https or localhost); elsewhere, a selected textarea.
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest("[data-copy]");
+    if (!button) return;
+    event.preventDefault();
+    var text = button.dataset.copy;
+    function done() {
+      button.classList.add("copied");
+      button.textContent = "copied";
+      setTimeout(function () { button.classList.remove("copied"); button.textContent = "copy"; }, 1500);
+    }
+    function fallback() {
+      var area = document.createElement("textarea");
+      area.value = text;
+      area.setAttribute("readonly", "");
+      area.className = "offscreen";
+      document.body.appendChild(area);
+      area.select();
+      try { if (document.execCommand("copy")) done(); } finally { area.remove(); }
+    }
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(text).then(done, fallback);
+    } else {
+      fallback();
+    }
+  });
+
   // Filter forms send only the fields in use, so pushed URLs stay short and bookmarkable.
   document.addEventListener("htmx:configRequest", function (event) {
     if (event.detail.verb !== "get") return;
