@@ -589,14 +589,15 @@ def first_ingestion(now: datetime | None = None) -> FirstIngestion | None:
         state = "failed"
     else:
         state = "running"
-    estimates = [p.ready_at for p in scopes]
+    estimates = [p.ready_at for p in scopes if p.ready_at]
     failure = max((p.scope.last_failure for p in scopes if p.scope.last_failure), key=lambda r: r.started_at, default=None)
     return FirstIngestion(
         state=state,
         scopes=scopes,
         started_at=started_at,
         events=runs.aggregate(n=Sum("events_new", default=0))["n"],
-        ready_at=max(estimates) if estimates and all(estimates) else None,
+        # Known only when every scope has an estimate.
+        ready_at=max(estimates) if scopes and len(estimates) == len(scopes) else None,
         next_start=next_start,
         error=failure.error if failure and state == "failed" else "",
     )

@@ -29,6 +29,7 @@ class ChannelForm(forms.ModelForm):
 
     def clean(self):
         data = super().clean()
+        assert data is not None  # ModelForm.clean returns cleaned_data
         secret = data.get("new_secret")
         if secret and data.get("type") not in SECRET_TYPES:
             raise ValidationError("Only webhook and apprise channels have a secret.")

@@ -65,7 +65,7 @@ class Channel(models.Model):
         if self.kinds and alert.get("kind") not in self.kinds:
             return False
         if self.min_severity:
-            return SEVERITY_RANK.get(alert.get("severity"), -1) >= SEVERITY_RANK[self.min_severity]
+            return SEVERITY_RANK.get(str(alert.get("severity")), -1) >= SEVERITY_RANK[self.min_severity]
         return True
 
     @property
