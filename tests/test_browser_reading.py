@@ -38,6 +38,7 @@ PAGES = [
     ("key", f"/keys/{KEY}/", True),
     ("events", "/events/", False),
     ("critical", "/critical/", False),
+    ("alerts", "/alerts/?state=all", False),
     ("findings", "/findings/", False),
     ("costs", "/costs/", True),
     ("health", "/health/", False),
@@ -208,5 +209,46 @@ def test_a_first_run_says_what_is_happening(chromium, live_server, world):
             screenshot(page, f"reading-first-run-{name}")
             watchdog.assert_clean(page, f"first run {name}")
             assert watchdog.console_errors == []
+    finally:
+        context.close()
+
+
+def test_the_critical_view_hides_routine_service_grants_but_not_a_grant_to_another_account(chromium, live_server, world):
+    now = world["now"]
+    service_role = identity_role(ACCOUNT, "autoscaling", "s", invoked_by="autoscaling.amazonaws.com")
+    outsider = "arn:aws:iam::999988887777:role/outside"
+    records = [
+        kms_record(event_name=name, event_time=now - timedelta(minutes=5 + n), key_arn=KEY, identity=service_role,
+                   region="us-east-1", recipient_account_id=ACCOUNT)
+        for n, name in enumerate(["CreateGrant", "RetireGrant", "CreateGrant"])
+    ]
+    records.append(kms_record(
+        event_name="CreateGrant", event_time=now - timedelta(minutes=2), key_arn=KEY,
+        identity=identity_role(ACCOUNT, "admin-person", "jane"), region="us-east-1", recipient_account_id=ACCOUNT,
+        request_parameters={"keyId": KEY, "granteePrincipal": outsider, "operations": ["Decrypt"]},
+    ))
+    run = start_run("files")
+    finish_run(run, ingest_records(records, run=run))
+
+    context, page, watchdog = new_page(chromium, live_server.url)
+    try:
+        log_in(page, "boss", PASSWORD)
+        page.goto("/critical/?period=24h")
+        rows = page.locator("#results tbody tr")
+        classes = rows.evaluate_all("rows => rows.map(r => r.dataset.class)")
+        assert "routine" not in classes
+        grant = page.locator("#results tbody tr[data-class=access-changing]", has_text=outsider)
+        assert grant.count() == 1
+        assert "not configured here" in grant.inner_text()
+        note = page.locator(".routine-note")
+        assert "routine service grants in this period hidden" in note.inner_text()
+        screenshot(page, "reading-critical-default")
+        with page.expect_response(lambda r: "routine=1" in r.url):
+            note.get_by_role("link", name="Show them").click()
+        page.wait_for_selector("#results tbody tr[data-class=routine]")
+        assert "routine=1" in page.url
+        assert page.locator("#results tbody tr[data-class=routine]").count() >= 3
+        watchdog.assert_clean(page, "critical")
+        assert watchdog.console_errors == []
     finally:
         context.close()
