@@ -7,7 +7,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from kmsdash.middleware import wants_fragment
 from kmsdash.roles import ANALYST, role_required
@@ -44,7 +44,7 @@ class ActionForm(forms.Form):
     hours = forms.IntegerField(required=False, min_value=1, max_value=24 * 90)
 
 
-@require_GET
+@require_safe
 @role_required(ANALYST)
 def alert_list(request: HttpRequest) -> HttpResponse:
     form = AlertFilterForm(request.GET or None)
@@ -71,7 +71,7 @@ def alert_list(request: HttpRequest) -> HttpResponse:
     return render(request, template, context)
 
 
-@require_GET
+@require_safe
 @role_required(ANALYST)
 def detail(request: HttpRequest, pk: int) -> HttpResponse:
     alert = get_object_or_404(Alert, pk=pk)

@@ -26,7 +26,7 @@ HOSTILE = '<img src=x onerror=alert(1)>"\u202e'
 @pytest.fixture
 def analyst(client):
     user = User.objects.create_user("ana", password="x")
-    user.groups.add(Group.objects.get(name="analyst"))
+    user.groups.add(Group.objects.get_or_create(name="analyst")[0])
     client.force_login(user)
     return client
 
@@ -103,7 +103,7 @@ def test_actions_need_a_post_with_a_csrf_token(burst):
 
     client = Client(enforce_csrf_checks=True)
     user = User.objects.create_user("ana2", password="x")
-    user.groups.add(Group.objects.get(name="analyst"))
+    user.groups.add(Group.objects.get_or_create(name="analyst")[0])
     client.force_login(user)
     assert client.get(f"/alerts/{burst.pk}/act/").status_code == 405
     assert client.post(f"/alerts/{burst.pk}/act/", {"action": "resolve"}).status_code == 403

@@ -25,7 +25,7 @@ EXTREMES = [
 @pytest.fixture
 def finance(client):
     user = User.objects.create_user("fin", password="x")
-    user.groups.add(Group.objects.get(name="finance"))
+    user.groups.add(Group.objects.get_or_create(name="finance")[0])
     client.force_login(user)
     with time_machine.travel(NOW, tick=False):
         yield client

@@ -67,7 +67,7 @@ def test_the_event_export_neutralises_them_in_every_text_column(client):
     )
     finish_run(run, ingest_records([record], run=run))
     user = User.objects.create_user("adm", password="x")
-    user.groups.add(Group.objects.get(name="admin"))
+    user.groups.add(Group.objects.get_or_create(name="admin")[0])
     client.force_login(user)
     response = client.post("/events/export.csv", {"since": "2026-11-01"})
     (row,) = csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode(), newline=""))

@@ -20,7 +20,7 @@ NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 
 def login(client, username: str, role: str) -> User:
     user = User.objects.create_user(username, password="x")
-    user.groups.add(Group.objects.get(name=role))
+    user.groups.add(Group.objects.get_or_create(name=role)[0])
     client.force_login(user)
     return user
 

@@ -30,7 +30,7 @@ def clock(settings):
 @pytest.fixture
 def signed_in(client):
     user = get_user_model().objects.create_user("ann", password=PASSWORD)
-    user.groups.add(Group.objects.get(name="admin"))
+    user.groups.add(Group.objects.get_or_create(name="admin")[0])
     response = client.post("/accounts/login/", {"username": "ann", "password": PASSWORD})
     assert response.status_code == 302
     return client
