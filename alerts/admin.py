@@ -24,7 +24,7 @@ class AlertRuleForm(forms.ModelForm):
         if not isinstance(config, dict):
             raise forms.ValidationError("The configuration is a JSON object of overrides.")
         kind = self.cleaned_data.get("kind")
-        allowed = set(DEFAULTS.get(kind, {})) | {"resolve_after_hours"}
+        allowed = set(DEFAULTS.get(kind or "", {})) | {"resolve_after_hours"}  # kind: None when invalid
         unknown = sorted(set(config) - allowed)
         if unknown:
             raise forms.ValidationError(f"Unknown settings for {kind}: {', '.join(unknown)}.")

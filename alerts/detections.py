@@ -18,6 +18,7 @@ import bisect
 import math
 import statistics
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -119,7 +120,7 @@ class Detection:
             self.evidence["events"] = (events + other.evidence["events"])[:SAMPLE_EVENTS]
 
 
-def robust_threshold(values: list[float], rule: Rule) -> tuple[float, float]:
+def robust_threshold(values: Sequence[float], rule: Rule) -> tuple[float, float]:
     """(median, threshold) of a baseline."""
     if not values:
         return 0.0, float(rule["min_count"])
@@ -179,7 +180,7 @@ class Batch:
             .order_by()
         ]
         self.total = sum(row[4] for row in self.key_hours)
-        self.first_hour = min((row[3] for row in self.key_hours), default=None)
+        self.first_hour: datetime | None = min((row[3] for row in self.key_hours), default=None)
         self.active_scopes = active_scopes  # filled by the caller: scopes with an active alert
         self.window = timedelta(days=baseline_days())
         self._key_first: dict[tuple[str, str, str], datetime] | None = None
@@ -238,6 +239,7 @@ class Batch:
             keys = {row[2] for row in self.key_hours}
             found: dict[tuple[str, str, str], datetime] = {}
             if keys:
+                assert self.first_hour is not None  # there are key hours
                 since = (self.first_hour - self.window - DAY).date()
                 for row in (
                     KeyDay.objects.filter(key__in=keys, day__gte=since)
@@ -253,6 +255,7 @@ class Batch:
         """(key, principal) -> its first activity within the baseline window of the earliest new hour."""
         if not pairs:
             return {}
+        assert self.first_hour is not None  # the pairs come from the range's events
         since = (self.first_hour - self.window - DAY).date()
         keys, principals = {k for k, _ in pairs}, {p for _, p in pairs}
         found: dict[tuple[str, str], datetime] = {}
@@ -294,13 +297,13 @@ class Batch:
             return []
         found: list[Detection] = []
         known: set[str] | None = None
-        events = self.events.filter(event_name__in=sorted(names), error_code="")
+        query = self.events.filter(event_name__in=sorted(names), error_code="")
         if not critical["include_routine"]:
             # Grants that AWS services make on the caller's behalf are routine for key-exposed too:
             # their grantee is the service's choice. Skipping them spares reading their raw records.
-            events = events.exclude(event_name__in=GRANT_OPERATIONS, service__gt="")
+            query = query.exclude(event_name__in=GRANT_OPERATIONS, service__gt="")
         events = list(
-            events
+            query
             .only("event_time", "event_name", "recipient_account_id", "region", "key", "principal", "service",
                   "raw_block_id", "raw_index")
             .order_by("id")
@@ -350,7 +353,9 @@ class Batch:
         )
 
     def _exposed(self, event: Event, raw: dict, sample: dict, rule: Rule, known: set[str]) -> list[Detection]:
-        request = raw.get("requestParameters") if isinstance(raw.get("requestParameters"), dict) else {}
+        request = raw.get("requestParameters")
+        if not isinstance(request, dict):
+            request = {}
         owner = key_account(event.key, event.recipient_account_id)
         accounts = known | {owner, event.recipient_account_id}
         base = dict(
@@ -401,7 +406,8 @@ class Batch:
 
     def failure_burst(self) -> list[Detection]:
         rule = self.rules[Kind.FAILURE_BURST]
-        failed = defaultdict(int)  # (account, region, key, principal, error, hour) -> new failures
+        # (account, region, key, principal, error, hour) -> new failures
+        failed: dict[tuple[str, str, str, str, str, datetime], int] = defaultdict(int)
         for g in self.principal_groups():
             if not g.error_code:
                 continue
@@ -494,6 +500,7 @@ class Batch:
             first = first_seen.get((account, region, key))
             if not self.has_history(first, hour):
                 continue
+            assert first is not None  # has_history is false without it
             start = first.replace(minute=0, second=0, microsecond=0)
             # The same hour of the day on each earlier day of the window that the key's history covers.
             values = [own.get(hour - d * DAY, 0) for d in range(1, baseline_days() + 1) if hour - d * DAY >= start]

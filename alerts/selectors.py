@@ -11,14 +11,14 @@ from audits.models import Event, KeyHour, KeyPrincipalErrorHour, KeyPrincipalHou
 
 from .detections import baseline_days, robust_threshold
 from .models import ACTIVE_STATES, Alert, Kind, State
-from .rules import load
+from .rules import Rule, load
 
 JSON_FIELDS = (
     "id", "kind", "severity", "state", "account", "region", "key", "principal", "error_code", "first_event",
     "last_event", "detected_at", "count", "observed", "baseline", "threshold", "summary",
 )
 SAMPLE = 20
-MEDIAN_ONLY = {"min_count": 0, "ratio": 0, "mad_factor": 0}  # robust_threshold's median alone
+MEDIAN_ONLY = Rule("", True, {"min_count": 0, "ratio": 0, "mad_factor": 0})  # robust_threshold's median alone
 
 
 def alerts(*, state: str = "active", kind: str = "", severity: str = "", account: str = "", key: str = "",
@@ -74,7 +74,7 @@ def sample_events(alert: Alert) -> list[Event]:
     return list(f.events().order_by("event_time", "id")[:SAMPLE])
 
 
-def hourly_series(alert: Alert) -> tuple[list[datetime], list[int], list[float], list[float]] | None:
+def hourly_series(alert: Alert) -> tuple[list[datetime], list[int], list[float], list[float | None]] | None:
     """(hours, calls, baseline median, threshold) around the alert's activity, from the hourly
     summaries of its scope; the baseline as the detection computes it (same hour of the day for
     volume-spike, every hour for failures)."""
@@ -84,29 +84,30 @@ def hourly_series(alert: Alert) -> tuple[list[datetime], list[int], list[float],
     end = (alert.last_event or alert.first_event).astimezone(UTC).replace(minute=0, second=0, microsecond=0)
     end = end + timedelta(hours=6)
     window = timedelta(days=baseline_days())
+    scope = {"account_id": alert.account_id, "region": alert.region, "hour__gte": start - window, "hour__lte": end}
+    series: dict[datetime, int]
     if alert.kind == Kind.FAILURE_BURST:
-        rows = KeyPrincipalErrorHour.objects.filter(key=alert.key, principal=alert.principal,
-                                                    error_code=alert.error_code)
-        column = "failed"
+        series = dict(KeyPrincipalErrorHour.objects.filter(
+            key=alert.key, principal=alert.principal, error_code=alert.error_code, **scope
+        ).values_list("hour", "failed"))
     elif alert.kind in (Kind.AFTER_HOURS_UNUSUAL, Kind.NEW_PRINCIPAL):
-        rows = KeyPrincipalHour.objects.filter(key=alert.key, principal=alert.principal)
         column = "after_hours_calls" if alert.kind == Kind.AFTER_HOURS_UNUSUAL else "calls"
+        series = dict(KeyPrincipalHour.objects.filter(key=alert.key, principal=alert.principal, **scope)
+                      .values_list("hour", column))
     else:
-        rows = KeyHour.objects.filter(key=alert.key)
-        column = "calls"
-    rows = rows.filter(account_id=alert.account_id, region=alert.region)
-    rows = rows.filter(hour__gte=start - window, hour__lte=end)
-    if alert.kind == Kind.VOLUME_SPIKE:  # successful calls, as the detection counts them
-        series = {hour: calls - failed for hour, calls, failed in rows.values_list("hour", "calls", "failed")}
-    else:
-        series = dict(rows.values_list("hour", column))
-    hours = []
+        rows = KeyHour.objects.filter(key=alert.key, **scope)
+        if alert.kind == Kind.VOLUME_SPIKE:  # successful calls, as the detection counts them
+            series = {hour: calls - failed for hour, calls, failed in rows.values_list("hour", "calls", "failed")}
+        else:
+            series = dict(rows.values_list("hour", "calls"))
+    hours: list[datetime] = []
     at = start
     while at <= end and len(hours) < 24 * 40:
         hours.append(at)
         at += timedelta(hours=1)
     rule = load()[alert.kind]
-    medians, thresholds = [], []
+    medians: list[float] = []
+    thresholds: list[float | None] = []
     for hour in hours:
         if alert.kind == Kind.VOLUME_SPIKE:
             values = [series.get(hour - timedelta(days=d), 0) for d in range(1, baseline_days() + 1)]
@@ -114,8 +115,9 @@ def hourly_series(alert: Alert) -> tuple[list[datetime], list[int], list[float],
             values = [series.get(hour - timedelta(hours=h), 0) for h in range(1, baseline_days() * 24 + 1)]
         if alert.kind in (Kind.VOLUME_SPIKE, Kind.FAILURE_BURST):
             median, threshold = robust_threshold(values, rule)
+            thresholds.append(threshold)
         else:
-            median, threshold = robust_threshold(values, MEDIAN_ONLY), None
+            median = robust_threshold(values, MEDIAN_ONLY)[0]
+            thresholds.append(None)
         medians.append(median)
-        thresholds.append(threshold)
     return hours, [series.get(hour, 0) for hour in hours], medians, thresholds

@@ -32,6 +32,7 @@ class AlertFilterForm(forms.Form):
 
     def clean(self):
         data = super().clean()
+        assert data is not None  # Form.clean returns cleaned_data
         for name in ("key", "principal"):
             if "\x00" in data.get(name, ""):
                 self.add_error(name, "No NUL characters.")

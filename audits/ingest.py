@@ -31,7 +31,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, final
 
 import orjson
 from django.conf import settings
@@ -78,6 +78,7 @@ class Counts:
         return dataclasses.asdict(self)
 
 
+@final  # so that Ingestor.add's `type(record) is Unread` (cheaper than isinstance) narrows the rest
 @dataclass(frozen=True)
 class Unread:
     """A record a source could not hand over whole (e.g. one larger than any record may be, skipped
@@ -424,7 +425,7 @@ def bulk_gc():
         gc.set_threshold(*old)
 
 
-def ingest_records(records: Iterable[dict | str | bytes], *, run: IngestRun, location: str = "") -> Counts:
+def ingest_records(records: Iterable[dict | str | bytes | Unread], *, run: IngestRun, location: str = "") -> Counts:
     ingestor = Ingestor(run)
     for record in records:
         ingestor.add(record, location=location)

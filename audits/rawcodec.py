@@ -32,7 +32,8 @@ LEVEL = 6
 _dumps_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
-def _replacement_character(error: UnicodeEncodeError) -> tuple[bytes, int]:
+def _replacement_character(error: UnicodeError) -> tuple[bytes, int]:
+    assert isinstance(error, UnicodeEncodeError)  # registered for encoding only
     # As bytes: CPython's UTF-8 encoder takes only ASCII text from an error handler.
     return "\ufffd".encode() * (error.end - error.start), error.end
 

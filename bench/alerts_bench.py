@@ -43,11 +43,13 @@ def rounds(count: int, *, quiet: bool = False) -> list[tuple[float, float, int, 
     from audits.models import Event, IngestRun
 
     last = Event.objects.order_by("-event_time").values_list("event_time", flat=True).first()
+    assert last is not None, "rounds() adds to a database that has its history already"
     out = []
     for n in range(count):
         start = (last + timedelta(days=1 + n)).replace(hour=0, minute=0, second=0, microsecond=0)
         # A seed the database has not seen (event ids are drawn from it): the highest id only grows.
         seed = Event.objects.order_by("-id").values_list("id", flat=True).first()
+        assert seed is not None
         records = list(synthetic.generate_records(NEW, seed=seed, start=start, days=1, time_ordered=True))
         if quiet:
             records = [r for r in records if r["eventName"] not in MANAGEMENT]

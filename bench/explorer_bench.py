@@ -91,7 +91,7 @@ def main() -> None:
     for name, query in FILTERS:
         path = f"/events/?{query}"
         client.get(path)  # warm
-        statuses = set()
+        statuses: set[int] = set()
         page = timed(lambda path=path, seen=statuses: seen.add(client.get(path).status_code), args.requests)
 
         def now(query=query):

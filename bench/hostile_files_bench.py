@@ -65,7 +65,7 @@ def good_records(n: int, seed: int = 3) -> list[bytes]:
 
 def make_cases(directory: Path, only: set[int]) -> dict[str, Path]:
     good = good_records(4)
-    cases: dict[str, Callable[[Path], None]] = {
+    cases: dict[str, Callable[[Path], object]] = {
         "issue example (1 good, 4,000-digit number, 3 good)": lambda p: p.write_bytes(gzip.compress(
             b'{"Records":[' + b",".join([good[0], good[1][:-1] + b',"n":' + b"7" * 4000 + b"}", *good[1:]]) + b"]}")),
         "NaN in the second of 4 records": lambda p: p.write_bytes(gzip.compress(
@@ -107,6 +107,7 @@ def load_reader(which: str, rev: str):
     path = Path(tempfile.mkdtemp(prefix="kmsdash-old-reader-")) / "old_files.py"
     path.write_bytes(source)
     spec = importlib.util.spec_from_file_location("old_files", path)
+    assert spec is not None and spec.loader is not None  # a .py path always has a source loader
     module = importlib.util.module_from_spec(spec)
     sys.modules["old_files"] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
@@ -184,8 +185,8 @@ def main() -> None:
 
     if args.child:
         kind, *rest = args.child
-        result = child_normal(args.old, rest[0], args.rounds) if kind == "normal" else child_case(kind, args.old, rest[0])
-        print(json.dumps(result))
+        report = child_normal(args.old, rest[0], args.rounds) if kind == "normal" else child_case(kind, args.old, rest[0])
+        print(json.dumps(report))
         return
 
     import django

@@ -6,5 +6,7 @@ class KmsdashConfig(AppConfig):
     verbose_name = "kmsdash"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401  (registers the deploy check)
-        from . import signin  # noqa: F401  (starts the session clock at every login)
+        from . import (
+            checks,  # noqa: F401  (registers the deploy check)
+            signin,  # noqa: F401  (starts the session clock at every login)
+        )

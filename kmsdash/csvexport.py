@@ -57,10 +57,13 @@ def neutralize_text(value: str) -> str:
 
     A cell whose first visible character is a trigger gets the apostrophe, whatever invisible
     characters stand before it."""
-    if value[:1] in RISKY_FIRST_CHARACTERS and (
-        value[0] in FORMULA_TRIGGERS or value[_LEADING_INVISIBLE.match(value).end() :][:1] in FORMULA_TRIGGERS
-    ):
-        return "'" + value
+    if value[:1] in RISKY_FIRST_CHARACTERS:
+        if value[0] in FORMULA_TRIGGERS:
+            return "'" + value
+        invisible = _LEADING_INVISIBLE.match(value)
+        assert invisible is not None  # it matches the empty string
+        if value[invisible.end() :][:1] in FORMULA_TRIGGERS:
+            return "'" + value
     return value
 
 
@@ -115,6 +118,7 @@ def audited_csv_pages(
         for page in itertools.chain([()], pages):
             full = cap is not None and count + len(page) >= cap
             if full:
+                assert cap is not None  # full says so
                 rest, page = page[cap - count :], page[: cap - count]
                 # One more row settles whether the cap cut anything off.
                 truncated = len(rest) > 0 or any(len(more) for more in pages)

@@ -16,12 +16,13 @@ import django_otp
 import qrcode
 import qrcode.image.svg
 from django import forms
+from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render, resolve_url
-from django.conf import settings
 from django.utils.cache import add_never_cache_headers
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods
+from django_otp.middleware import is_verified
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 
@@ -57,7 +58,7 @@ def accept(request: HttpRequest, device: TOTPDevice) -> None:
 def verify(request: HttpRequest) -> HttpResponse:
     """The second step of a login: a code from the user's device."""
     device = confirmed_device(request.user)
-    if device is None or request.user.is_verified():
+    if device is None or is_verified(request.user):  # what OTPMiddleware's user.is_verified() calls
         return redirect(next_url(request))
     form = CodeForm(request.POST or None)
     if form.is_valid():
@@ -74,11 +75,12 @@ def verify(request: HttpRequest) -> HttpResponse:
 def setup(request: HttpRequest) -> HttpResponse:
     """Enrol a device, or remove the one in use (with a current code)."""
     user = request.user
+    assert user.is_authenticated  # HtmxLoginRequiredMiddleware
     if not user.has_usable_password():
         raise Http404("Single sign-on accounts use the identity provider's second factor")
     device = confirmed_device(user)
     if device is not None:
-        if not user.is_verified():
+        if not is_verified(user):
             return redirect("twofactor_verify")
         form = CodeForm(request.POST or None)
         if form.is_valid():

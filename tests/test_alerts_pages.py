@@ -15,7 +15,7 @@ from django.contrib.auth.models import Group, User
 from alerts.models import Alert, AlertStateChange, Kind, State
 from audits import synthetic
 
-from .test_alerts_support import K1, K2, A, T, hourly, ingest, rec
+from .test_alerts_support import FOREIGN, K1, K2, A, T, hourly, ingest, rec
 
 pytest_plugins = ["tests.test_alerts_support"]  # the `notified` fixture
 pytestmark = pytest.mark.django_db
@@ -77,6 +77,20 @@ def test_the_alert_page_shows_evidence_a_baseline_chart_and_links_to_its_events(
     assert "error=AccessDenied" in events_url and "principal=" in events_url
     explorer = analyst.get(events_url)
     assert len(explorer.context["page"].events) == 50  # the explorer's first page of the burst's 200
+
+
+def test_a_chart_without_a_threshold_draws_its_baseline_median_as_numbers(analyst, notified):
+    # new-principal (like after-hours-unusual and the critical kinds) charts the median alone.
+    with time_machine.travel(T + timedelta(hours=2), tick=False):
+        ingest(hourly(per_hour=2) + [rec(identity=synthetic.identity_role(FOREIGN, "thief", "t-1"))])
+        notified.evaluate()
+    alert = Alert.objects.get(kind=Kind.NEW_PRINCIPAL)
+    text = analyst.get(f"/alerts/{alert.pk}/").content.decode()
+    figure = json.loads(html.unescape(re.search(r'data-figure-json="([^"]*)"', text).group(1)))
+    assert [trace["name"] for trace in figure["data"]] == ["Baseline (median)", "Calls"]
+    medians = figure["data"][0]["y"]
+    assert medians and all(isinstance(m, int | float) for m in medians)
+    assert dict(zip(figure["data"][1]["x"], figure["data"][1]["y"], strict=True))[T.isoformat()] == 1
 
 
 def test_hostile_text_is_escaped_on_both_pages(analyst, burst):

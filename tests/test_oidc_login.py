@@ -15,7 +15,6 @@ import re
 import shutil
 import socket
 import subprocess
-import time
 from html import unescape
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
@@ -95,7 +94,9 @@ def sso(provider, settings):
 
 def form_of(html: str) -> tuple[str, dict[str, str]]:
     """The action and hidden fields of the (only) form of one of the provider's pages."""
-    action = unescape(re.search(r'<form[^>]*action="([^"]+)"', html).group(1))
+    form = re.search(r'<form[^>]*action="([^"]+)"', html)
+    assert form is not None, html
+    action = unescape(form.group(1))
     fields = {unescape(n): unescape(v) for n, v in re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', html)}
     return action, fields
 

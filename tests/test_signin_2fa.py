@@ -50,7 +50,9 @@ def enrol(client: Client) -> str:
     """Enrol from the setup page as a person would: read the key it shows, answer with a code."""
     page = client.get("/accounts/2fa/")
     assert page.status_code == 200
-    key = re.search(r"<code>([A-Z2-7]+)</code>", page.content.decode()).group(1)
+    shown = re.search(r"<code>([A-Z2-7]+)</code>", page.content.decode())
+    assert shown is not None, "the setup page shows the key"
+    key = shown.group(1)
     response = client.post("/accounts/2fa/", {"code": totp(key, time.time())})
     assert response.status_code == 302
     return key

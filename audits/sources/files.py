@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import codecs
 import gzip
+import io
 import re
 import zlib
 from collections.abc import Iterator
@@ -98,6 +99,10 @@ class _Prepended:
             data, self.head = (self.head, b"") if size < 0 else (self.head[:size], self.head[size:])
             return data
         return self.stream.read(size)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        # gzip.GzipFile's fileobj type asks for it, but it seeks only when rewound, which _Reader never is.
+        raise io.UnsupportedOperation("seek")
 
 
 class _Reader:
@@ -225,7 +230,9 @@ class _Scanner:
 
     def skip_whitespace(self) -> None:
         while True:
-            self.pos = _WHITESPACE.match(self.buf, self.pos).end()
+            match = _WHITESPACE.match(self.buf, self.pos)
+            assert match is not None  # it matches the empty string
+            self.pos = match.end()
             if self.pos < len(self.buf):
                 return
             self._more(self.pos)
@@ -238,7 +245,9 @@ class _Scanner:
     def at_end(self) -> bool:
         """Whitespace only up to the end of the file (raises a read error met on the way)."""
         while True:
-            self.pos = _WHITESPACE.match(self.buf, self.pos).end()
+            match = _WHITESPACE.match(self.buf, self.pos)
+            assert match is not None  # it matches the empty string
+            self.pos = match.end()
             if self.pos < len(self.buf):
                 return False
             self._drop_before(self.pos)
@@ -287,11 +296,15 @@ class _Scanner:
                 if byte == 0x22:
                     i = self._string_end(j + 1)
                 elif byte in b"[{":
-                    end = _OPENING_RUN.match(self.buf, j).end()
+                    run = _OPENING_RUN.match(self.buf, j)
+                    assert run is not None  # buf[j] opens one
+                    end = run.end()
                     depth += self.buf.count(b"[", j, end) + self.buf.count(b"{", j, end)
                     i = end
                 else:
-                    end = _CLOSING_RUN.match(self.buf, j).end()
+                    run = _CLOSING_RUN.match(self.buf, j)
+                    assert run is not None  # buf[j] closes one
+                    end = run.end()
                     if end - j < depth:
                         depth -= end - j
                         i = end
@@ -455,7 +468,9 @@ class _Scanner:
 
     def skip_whitespace_or_end(self) -> None:
         while True:
-            self.pos = _WHITESPACE.match(self.buf, self.pos).end()
+            match = _WHITESPACE.match(self.buf, self.pos)
+            assert match is not None  # it matches the empty string
+            self.pos = match.end()
             if self.pos < len(self.buf) or not self._read():
                 if self.pos >= len(self.buf) and self.pending is not None:
                     raise self.pending
