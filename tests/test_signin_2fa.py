@@ -36,7 +36,7 @@ def clock():
 
 def make(username: str, *roles: str):
     user = get_user_model().objects.create_user(username, password=PASSWORD)
-    user.groups.set(Group.objects.filter(name__in=roles))
+    user.groups.set([Group.objects.get_or_create(name=role)[0] for role in roles])
     user.is_staff = "admin" in roles
     user.save()
     return user
