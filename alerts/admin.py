@@ -44,11 +44,29 @@ class AlertRuleAdmin(admin.ModelAdmin):
 
 @admin.register(Suppression)
 class SuppressionAdmin(admin.ModelAdmin):
-    list_display = ["kind", "account_pattern", "key_pattern", "principal_pattern", "expires_at", "suppressed_count",
-                    "created_by", "created_at"]
+    list_display = [
+        "kind",
+        "account_pattern",
+        "key_pattern",
+        "principal_pattern",
+        "expires_at",
+        "suppressed_count",
+        "created_by",
+        "created_at",
+    ]
     list_filter = ["kind"]
-    fields = ["kind", "account_pattern", "key_pattern", "principal_pattern", "reason", "expires_at",
-              "suppressed_count", "last_suppressed_at", "created_by", "created_at"]
+    fields = [
+        "kind",
+        "account_pattern",
+        "key_pattern",
+        "principal_pattern",
+        "reason",
+        "expires_at",
+        "suppressed_count",
+        "last_suppressed_at",
+        "created_by",
+        "created_at",
+    ]
     readonly_fields = ["suppressed_count", "last_suppressed_at", "created_by", "created_at"]
 
     def save_model(self, request, obj, form, change):

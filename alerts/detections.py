@@ -108,8 +108,12 @@ class Detection:
         self.count += other.count
         if other.hours:
             self.hours = {**(self.hours or {}), **other.hours}
-        self.first_event = min(t for t in (self.first_event, other.first_event) if t) if other.first_event else self.first_event
-        self.last_event = max(t for t in (self.last_event, other.last_event) if t) if other.last_event else self.last_event
+        self.first_event = (
+            min(t for t in (self.first_event, other.first_event) if t) if other.first_event else self.first_event
+        )
+        self.last_event = (
+            max(t for t in (self.last_event, other.last_event) if t) if other.last_event else self.last_event
+        )
         if SEVERITY_RANK[other.severity] > SEVERITY_RANK[self.severity]:
             self.severity = other.severity
         if other.observed is not None and (self.observed is None or other.observed > self.observed):
@@ -225,9 +229,19 @@ class Batch:
             .order_by()
         )
         return [
-            Group(r["hour"], r["recipient_account_id"], r["region"], r["key"], r["principal"],
-                  r.get("principal_type", ""), r.get("error_code", ""), r.get("after_hours", False), r["n"],
-                  r["first"], r["last"])
+            Group(
+                r["hour"],
+                r["recipient_account_id"],
+                r["region"],
+                r["key"],
+                r["principal"],
+                r.get("principal_type", ""),
+                r.get("error_code", ""),
+                r.get("after_hours", False),
+                r["n"],
+                r["first"],
+                r["last"],
+            )
             for r in rows
         ]
 
@@ -303,10 +317,17 @@ class Batch:
             # their grantee is the service's choice. Skipping them spares reading their raw records.
             query = query.exclude(event_name__in=GRANT_OPERATIONS, service__gt="")
         events = list(
-            query
-            .only("event_time", "event_name", "recipient_account_id", "region", "key", "principal", "service",
-                  "raw_block_id", "raw_index")
-            .order_by("id")
+            query.only(
+                "event_time",
+                "event_name",
+                "recipient_account_id",
+                "region",
+                "key",
+                "principal",
+                "service",
+                "raw_block_id",
+                "raw_index",
+            ).order_by("id")
         )
         records = raw_records([e for e in events if e.event_name in ALIAS_OPERATIONS + EXPOSING_OPERATIONS])
         for event in events:
@@ -372,13 +393,21 @@ class Batch:
             grantee = grantee if isinstance(grantee, str) else ""
             account = pol.account_of(grantee)
             if account and account not in accounts:
-                found.append(Detection(
-                    Kind.KEY_EXPOSED, rule["foreign_account_severity"],
-                    f"CreateGrant gives account {account}, which is not a configured account, use of {event.key}",
-                    evidence={"operation": "CreateGrant", "grantee": grantee, "account": account,
-                              "operations": request.get("operations"), "events": [sample]},
-                    **base,
-                ))
+                found.append(
+                    Detection(
+                        Kind.KEY_EXPOSED,
+                        rule["foreign_account_severity"],
+                        f"CreateGrant gives account {account}, which is not a configured account, use of {event.key}",
+                        evidence={
+                            "operation": "CreateGrant",
+                            "grantee": grantee,
+                            "account": account,
+                            "operations": request.get("operations"),
+                            "events": [sample],
+                        },
+                        **base,
+                    )
+                )
             return found
         policy = request.get("policy")
         if not isinstance(policy, str) or not policy:
@@ -386,22 +415,32 @@ class Batch:
         public = pol.public_statements(policy)
         foreign = pol.foreign_account_grants(policy, accounts)
         if public:
-            found.append(Detection(
-                Kind.KEY_EXPOSED, rule["public_severity"],
-                f'{event.event_name} lets any AWS principal ("*") use {event.key} without an account or '
-                "organisation condition",
-                evidence={"operation": event.event_name, "statements": [s.raw for s in public], "events": [sample]},
-                **base,
-            ))
+            found.append(
+                Detection(
+                    Kind.KEY_EXPOSED,
+                    rule["public_severity"],
+                    f'{event.event_name} lets any AWS principal ("*") use {event.key} without an account or '
+                    "organisation condition",
+                    evidence={"operation": event.event_name, "statements": [s.raw for s in public], "events": [sample]},
+                    **base,
+                )
+            )
         elif foreign:
-            found.append(Detection(
-                Kind.KEY_EXPOSED, rule["foreign_account_severity"],
-                f"{event.event_name} lets account{'s' if len(foreign) > 1 else ''} {', '.join(sorted(foreign))}, "
-                f"not configured here, use {event.key}",
-                evidence={"operation": event.event_name, "accounts": sorted(foreign),
-                          "statements": [s.raw for ss in foreign.values() for s in ss], "events": [sample]},
-                **base,
-            ))
+            found.append(
+                Detection(
+                    Kind.KEY_EXPOSED,
+                    rule["foreign_account_severity"],
+                    f"{event.event_name} lets account{'s' if len(foreign) > 1 else ''} {', '.join(sorted(foreign))}, "
+                    f"not configured here, use {event.key}",
+                    evidence={
+                        "operation": event.event_name,
+                        "accounts": sorted(foreign),
+                        "statements": [s.raw for ss in foreign.values() for s in ss],
+                        "events": [sample],
+                    },
+                    **base,
+                )
+            )
         return found
 
     def failure_burst(self) -> list[Detection]:
@@ -416,8 +455,17 @@ class Batch:
             return []
         low = min(scope[5] for scope in failed)
         high = max(scope[5] for scope in failed)
-        columns = ("account_id", "region", "key", "principal", "error_code", "hour", "failed", "first_seen",
-                   "last_seen")
+        columns = (
+            "account_id",
+            "region",
+            "key",
+            "principal",
+            "error_code",
+            "hour",
+            "failed",
+            "first_seen",
+            "last_seen",
+        )
         series: dict[tuple, dict[datetime, int]] = defaultdict(dict)
         spans: dict[tuple, tuple[datetime, datetime]] = {}
 
@@ -428,42 +476,61 @@ class Batch:
 
         # First the new hours' whole counts: only those reaching the minimum are judged further,
         # and only their scopes' baselines are read.
-        read(KeyPrincipalErrorHour.objects.filter(
-            key__in={s[2] for s in failed}, principal__in={s[3] for s in failed}, hour__gte=low, hour__lte=high,
-            failed__gte=rule["min_count"],
-        ))
+        read(
+            KeyPrincipalErrorHour.objects.filter(
+                key__in={s[2] for s in failed},
+                principal__in={s[3] for s in failed},
+                hour__gte=low,
+                hour__lte=high,
+                failed__gte=rule["min_count"],
+            )
+        )
         judged = [scope for scope in failed if scope[5] in series.get(scope[:5], {})]
         if not judged:
             return []
-        read(KeyPrincipalErrorHour.objects.filter(
-            key__in={s[2] for s in judged}, principal__in={s[3] for s in judged},
-            error_code__in={s[4] for s in judged}, hour__gte=min(s[5] for s in judged) - self.window, hour__lte=high,
-        ))
+        read(
+            KeyPrincipalErrorHour.objects.filter(
+                key__in={s[2] for s in judged},
+                principal__in={s[3] for s in judged},
+                error_code__in={s[4] for s in judged},
+                hour__gte=min(s[5] for s in judged) - self.window,
+                hour__lte=high,
+            )
+        )
         first_seen = self.principal_first_seen({(s[2], s[3]) for s in judged})
         found = []
         for account, region, key, principal, error, hour in sorted(judged, key=lambda s: s[5]):
             if not self.has_history(first_seen.get((key, principal)), hour):
                 continue
-            history_start = max(first_seen[(key, principal)].replace(minute=0, second=0, microsecond=0),
-                                hour - self.window)
+            history_start = max(
+                first_seen[(key, principal)].replace(minute=0, second=0, microsecond=0), hour - self.window
+            )
             own = series[(account, region, key, principal, error)]
             values = [own.get(h, 0) for h in _hours(history_start, hour)]
             median, threshold = robust_threshold(values, rule)
             observed = own.get(hour, 0)
             if observed <= threshold:
                 continue
-            found.append(Detection(
-                Kind.FAILURE_BURST,
-                bump(rule["severity"], observed, threshold),
-                f"{observed:,} {error} failures in one hour by {principal} on {key} "
-                f"(usually {median:g} an hour, threshold {threshold:g})",
-                account=account, region=region, key=key, principal=principal, error_code=error,
-                first_event=spans[(account, region, key, principal, error, hour)][0],
-                last_event=spans[(account, region, key, principal, error, hour)][1],
-                hours={iso(hour): observed},
-                observed=observed, baseline=median, threshold=threshold,
-                evidence={"baseline_hours": len(values)},
-            ))
+            found.append(
+                Detection(
+                    Kind.FAILURE_BURST,
+                    bump(rule["severity"], observed, threshold),
+                    f"{observed:,} {error} failures in one hour by {principal} on {key} "
+                    f"(usually {median:g} an hour, threshold {threshold:g})",
+                    account=account,
+                    region=region,
+                    key=key,
+                    principal=principal,
+                    error_code=error,
+                    first_event=spans[(account, region, key, principal, error, hour)][0],
+                    last_event=spans[(account, region, key, principal, error, hour)][1],
+                    hours={iso(hour): observed},
+                    observed=observed,
+                    baseline=median,
+                    threshold=threshold,
+                    evidence={"baseline_hours": len(values)},
+                )
+            )
         return found
 
     def volume_spike(self) -> list[Detection]:
@@ -483,13 +550,19 @@ class Batch:
                 spans[(account, region, key, hour)] = (first, last)
 
         # The new hours first: only keys with an hour of at least min_count calls need a baseline.
-        read(KeyHour.objects.filter(key__in={s[2] for s in hours}, hour__gte=low, hour__lte=high,
-                                    calls__gte=rule["min_count"]))
+        read(
+            KeyHour.objects.filter(
+                key__in={s[2] for s in hours}, hour__gte=low, hour__lte=high, calls__gte=rule["min_count"]
+            )
+        )
         hours = {s for s in hours if series.get(s[:3], {}).get(s[3], 0) >= rule["min_count"]}
         if not hours:
             return []
-        read(KeyHour.objects.filter(key__in={s[2] for s in hours}, hour__gte=min(s[3] for s in hours) - self.window,
-                                    hour__lte=high))
+        read(
+            KeyHour.objects.filter(
+                key__in={s[2] for s in hours}, hour__gte=min(s[3] for s in hours) - self.window, hour__lte=high
+            )
+        )
         first_seen = self.key_first_seen()
         found = []
         for account, region, key, hour in sorted(hours, key=lambda s: s[3]):
@@ -507,22 +580,34 @@ class Batch:
             median, threshold = robust_threshold(values, rule)
             if observed <= threshold:
                 continue
-            found.append(Detection(
-                Kind.VOLUME_SPIKE,
-                bump(rule["severity"], observed, threshold),
-                f"{observed:,} successful calls to {key} in the hour from {hour:%Y-%m-%d %H:00} UTC "
-                f"(usually {median:g} at this hour, threshold {threshold:g})",
-                account=account, region=region, key=key,
-                first_event=spans[(account, region, key, hour)][0],
-                last_event=spans[(account, region, key, hour)][1],
-                hours={iso(hour): observed},
-                observed=observed, baseline=median, threshold=threshold,
-                evidence={"baseline_days": len(values)},
-            ))
+            found.append(
+                Detection(
+                    Kind.VOLUME_SPIKE,
+                    bump(rule["severity"], observed, threshold),
+                    f"{observed:,} successful calls to {key} in the hour from {hour:%Y-%m-%d %H:00} UTC "
+                    f"(usually {median:g} at this hour, threshold {threshold:g})",
+                    account=account,
+                    region=region,
+                    key=key,
+                    first_event=spans[(account, region, key, hour)][0],
+                    last_event=spans[(account, region, key, hour)][1],
+                    hours={iso(hour): observed},
+                    observed=observed,
+                    baseline=median,
+                    threshold=threshold,
+                    evidence={"baseline_days": len(values)},
+                )
+            )
         return found
 
-    def _fresh(self, kind: str, candidates: dict[tuple, list[Group]], previous: dict[tuple, list[datetime]],
-               first_seen: dict, history_key) -> list[tuple[tuple, int, list[Group]]]:
+    def _fresh(
+        self,
+        kind: str,
+        candidates: dict[tuple, list[Group]],
+        previous: dict[tuple, list[datetime]],
+        first_seen: dict,
+        history_key,
+    ) -> list[tuple[tuple, int, list[Group]]]:
         """For each (account, region, key, principal) candidate: the groups from the first new hour
         with no earlier activity of its kind in the window before it (and enough history), or all of
         them when an alert of the scope is active already."""
@@ -555,21 +640,32 @@ class Batch:
         previous = self._principal_hours(candidates, after_hours=True)
         first_seen = self.principal_first_seen({(s[2], s[3]) for s in candidates})
         found = []
-        for scope, _, groups in self._fresh(Kind.AFTER_HOURS_UNUSUAL, candidates, previous, first_seen,
-                                            lambda s: (s[2], s[3])):
+        for scope, _, groups in self._fresh(
+            Kind.AFTER_HOURS_UNUSUAL, candidates, previous, first_seen, lambda s: (s[2], s[3])
+        ):
             n = sum(g.n for g in groups)
             if n < rule["min_count"]:
                 continue
             account, region, key, principal = scope
             first = min(g.first for g in groups)
-            found.append(Detection(
-                Kind.AFTER_HOURS_UNUSUAL, rule["severity"],
-                f"{principal} called {key} after hours ({n:,} calls from {first:%Y-%m-%d %H:%M} UTC), "
-                f"with no after-hours activity on it in the previous {baseline_days()} days",
-                account=account, region=region, key=key, principal=principal,
-                first_event=first, last_event=max(g.last for g in groups), count=n,
-                observed=n, baseline=0, threshold=rule["min_count"],
-            ))
+            found.append(
+                Detection(
+                    Kind.AFTER_HOURS_UNUSUAL,
+                    rule["severity"],
+                    f"{principal} called {key} after hours ({n:,} calls from {first:%Y-%m-%d %H:%M} UTC), "
+                    f"with no after-hours activity on it in the previous {baseline_days()} days",
+                    account=account,
+                    region=region,
+                    key=key,
+                    principal=principal,
+                    first_event=first,
+                    last_event=max(g.last for g in groups),
+                    count=n,
+                    observed=n,
+                    baseline=0,
+                    threshold=rule["min_count"],
+                )
+            )
         return found
 
     def new_principal(self) -> list[Detection]:
@@ -587,20 +683,30 @@ class Batch:
         previous = self._principal_hours(candidates, after_hours=False)
         first_seen = self.key_first_seen()
         found = []
-        for scope, _, groups in self._fresh(Kind.NEW_PRINCIPAL, candidates, previous, first_seen,
-                                            lambda s: (s[0], s[1], s[2])):
+        for scope, _, groups in self._fresh(
+            Kind.NEW_PRINCIPAL, candidates, previous, first_seen, lambda s: (s[0], s[1], s[2])
+        ):
             account, region, key, principal = scope
             severity, why = reasons[scope]
             n = sum(g.n for g in groups)
             first = min(g.first for g in groups)
-            found.append(Detection(
-                Kind.NEW_PRINCIPAL, severity,
-                f"{principal} ({why}) used {key} for the first time in {baseline_days()} days",
-                account=account, region=region, key=key, principal=principal,
-                first_event=first, last_event=max(g.last for g in groups), count=n,
-                observed=n, baseline=0,
-                evidence={"reason": why, "principal_type": groups[0].principal_type},
-            ))
+            found.append(
+                Detection(
+                    Kind.NEW_PRINCIPAL,
+                    severity,
+                    f"{principal} ({why}) used {key} for the first time in {baseline_days()} days",
+                    account=account,
+                    region=region,
+                    key=key,
+                    principal=principal,
+                    first_event=first,
+                    last_event=max(g.last for g in groups),
+                    count=n,
+                    observed=n,
+                    baseline=0,
+                    evidence={"reason": why, "principal_type": groups[0].principal_type},
+                )
+            )
         return found
 
     @staticmethod
@@ -619,7 +725,9 @@ class Batch:
             return rule["own_account_role_severity"], "role of the key's account"
         return None
 
-    def _principal_hours(self, candidates: dict[tuple, list[Group]], *, after_hours: bool) -> dict[tuple, list[datetime]]:
+    def _principal_hours(
+        self, candidates: dict[tuple, list[Group]], *, after_hours: bool
+    ) -> dict[tuple, list[datetime]]:
         """Sorted hours with activity (after-hours activity) of each candidate scope: its latest one
         in the window before the first new hour, and every one from there to the last new hour."""
         keys = {s[2] for s in candidates}
@@ -632,8 +740,11 @@ class Batch:
         scope = ("account_id", "region", "key", "principal")
         found: dict[tuple, list[datetime]] = defaultdict(list)
         before = (
-            rows.filter(hour__gte=first - self.window, hour__lt=first).values(*scope).annotate(last=Max("hour"))
-            .order_by().values_list(*scope, "last")
+            rows.filter(hour__gte=first - self.window, hour__lt=first)
+            .values(*scope)
+            .annotate(last=Max("hour"))
+            .order_by()
+            .values_list(*scope, "last")
         )
         for *key, hour in [*before, *rows.filter(hour__gte=first, hour__lte=last).values_list(*scope, "hour")]:
             if tuple(key) in candidates:
@@ -658,19 +769,25 @@ def finding_detections(lo: int, hi: int, rule: Rule) -> list[Detection]:
     for finding in Finding.objects.filter(id__gt=lo, id__lte=hi).open().order_by("id"):
         if SEVERITY_RANK.get(finding.severity, 0) < floor:
             continue
-        found.append(Detection(
-            Kind.FINDING, finding.severity, f"{finding.kind}: {finding.summary}",
-            account=finding.account_id, region=finding.region, key=finding.key,
-            principal=finding.subject if finding.kind == Finding.Kind.NEW_PRINCIPAL else "",
-            subject=finding.fingerprint,
-            first_event=finding.first_seen_at, last_event=finding.last_seen_at, count=1,
-            evidence={"finding_kind": finding.kind, "finding_id": finding.pk, "finding": finding.evidence},
-            finding_id=finding.pk,
-        ))
+        found.append(
+            Detection(
+                Kind.FINDING,
+                finding.severity,
+                f"{finding.kind}: {finding.summary}",
+                account=finding.account_id,
+                region=finding.region,
+                key=finding.key,
+                principal=finding.subject if finding.kind == Finding.Kind.NEW_PRINCIPAL else "",
+                subject=finding.fingerprint,
+                first_event=finding.first_seen_at,
+                last_event=finding.last_seen_at,
+                count=1,
+                evidence={"finding_kind": finding.kind, "finding_id": finding.pk, "finding": finding.evidence},
+                finding_id=finding.pk,
+            )
+        )
     return found
 
 
 def new_events_total(lo: int, hi: int) -> int:
     return Event.objects.filter(id__gt=lo, id__lte=hi).aggregate(n=Count("id"))["n"]
-
-

@@ -71,7 +71,9 @@ class Alert(models.Model):
     first_event = models.DateTimeField(null=True, blank=True)
     last_event = models.DateTimeField(null=True, blank=True)
     detected_at = models.DateTimeField()
-    updated = models.DateTimeField(help_text="When a detection last added to this alert (the quiet time counts from it).")
+    updated = models.DateTimeField(
+        help_text="When a detection last added to this alert (the quiet time counts from it)."
+    )
     count = models.BigIntegerField(default=0)
     observed = models.FloatField(null=True, blank=True)
     baseline = models.FloatField(null=True, blank=True)

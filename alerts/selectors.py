@@ -14,15 +14,38 @@ from .models import ACTIVE_STATES, Alert, Kind, State
 from .rules import Rule, load
 
 JSON_FIELDS = (
-    "id", "kind", "severity", "state", "account", "region", "key", "principal", "error_code", "first_event",
-    "last_event", "detected_at", "count", "observed", "baseline", "threshold", "summary",
+    "id",
+    "kind",
+    "severity",
+    "state",
+    "account",
+    "region",
+    "key",
+    "principal",
+    "error_code",
+    "first_event",
+    "last_event",
+    "detected_at",
+    "count",
+    "observed",
+    "baseline",
+    "threshold",
+    "summary",
 )
 SAMPLE = 20
 MEDIAN_ONLY = Rule("", True, {"min_count": 0, "ratio": 0, "mad_factor": 0})  # robust_threshold's median alone
 
 
-def alerts(*, state: str = "active", kind: str = "", severity: str = "", account: str = "", key: str = "",
-           principal: str = "", detected_since: datetime | None = None) -> QuerySet[Alert]:
+def alerts(
+    *,
+    state: str = "active",
+    kind: str = "",
+    severity: str = "",
+    account: str = "",
+    key: str = "",
+    principal: str = "",
+    detected_since: datetime | None = None,
+) -> QuerySet[Alert]:
     """state: active (not resolved), all, or one State."""
     qs = Alert.objects.all()
     if state == "active":
@@ -60,8 +83,9 @@ def event_filter(alert: Alert) -> EventFilter:
     if alert.kind == Kind.CRITICAL_EVENT:
         f = f.replace(operation=alert.subject)
     if alert.first_event and alert.last_event and alert.kind != Kind.FINDING:
-        f = f.replace(since=Bound(alert.first_event.astimezone(UTC), False),
-                      until=Bound(alert.last_event.astimezone(UTC), False))
+        f = f.replace(
+            since=Bound(alert.first_event.astimezone(UTC), False), until=Bound(alert.last_event.astimezone(UTC), False)
+        )
     return f
 
 
@@ -87,13 +111,18 @@ def hourly_series(alert: Alert) -> tuple[list[datetime], list[int], list[float],
     scope = {"account_id": alert.account_id, "region": alert.region, "hour__gte": start - window, "hour__lte": end}
     series: dict[datetime, int]
     if alert.kind == Kind.FAILURE_BURST:
-        series = dict(KeyPrincipalErrorHour.objects.filter(
-            key=alert.key, principal=alert.principal, error_code=alert.error_code, **scope
-        ).values_list("hour", "failed"))
+        series = dict(
+            KeyPrincipalErrorHour.objects.filter(
+                key=alert.key, principal=alert.principal, error_code=alert.error_code, **scope
+            ).values_list("hour", "failed")
+        )
     elif alert.kind in (Kind.AFTER_HOURS_UNUSUAL, Kind.NEW_PRINCIPAL):
         column = "after_hours_calls" if alert.kind == Kind.AFTER_HOURS_UNUSUAL else "calls"
-        series = dict(KeyPrincipalHour.objects.filter(key=alert.key, principal=alert.principal, **scope)
-                      .values_list("hour", column))
+        series = dict(
+            KeyPrincipalHour.objects.filter(key=alert.key, principal=alert.principal, **scope).values_list(
+                "hour", column
+            )
+        )
     else:
         rows = KeyHour.objects.filter(key=alert.key, **scope)
         if alert.kind == Kind.VOLUME_SPIKE:  # successful calls, as the detection counts them

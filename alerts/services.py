@@ -111,8 +111,9 @@ def _escalated(alert: Alert) -> bool:
 # -- state changes -------------------------------------------------------------------------------
 
 
-def change_state(alert: Alert, to: str, *, user=None, comment: str = "", until: datetime | None = None,
-                 now: datetime | None = None) -> Alert:
+def change_state(
+    alert: Alert, to: str, *, user=None, comment: str = "", until: datetime | None = None, now: datetime | None = None
+) -> Alert:
     """Move `alert` to `to`, recording who (None: kmsdash), when and why; notifies a resolution."""
     now = now or timezone.now()
     with transaction.atomic():
@@ -136,8 +137,9 @@ def change_state(alert: Alert, to: str, *, user=None, comment: str = "", until: 
 # -- evaluation ------------------------------------------------------------------------------------
 
 
-def evaluate(*, now: datetime | None = None, wait_seconds: float | None = None,
-             chunk: int = CHUNK_EVENTS) -> EvaluationResult:
+def evaluate(
+    *, now: datetime | None = None, wait_seconds: float | None = None, chunk: int = CHUNK_EVENTS
+) -> EvaluationResult:
     """Judge everything that landed since the previous evaluation; see the module docstring."""
     started = time.monotonic()
     with run_lock(LOCK_NAME) as acquired:
@@ -166,8 +168,9 @@ def evaluate(*, now: datetime | None = None, wait_seconds: float | None = None,
         with transaction.atomic():
             last_finding = Finding.objects.aggregate(last=Max("id"))["last"] or 0
             if last_finding > state.finding_id:
-                _apply(finding_detections(state.finding_id, last_finding, rules[Kind.FINDING]), suppressions,
-                       result, now)
+                _apply(
+                    finding_detections(state.finding_id, last_finding, rules[Kind.FINDING]), suppressions, result, now
+                )
                 Evaluation.objects.filter(pk=state.pk).update(finding_id=last_finding)
         result.resolved = resolve_quiet(rules, now)
         result.seconds = time.monotonic() - started
@@ -180,21 +183,24 @@ def evaluate(*, now: datetime | None = None, wait_seconds: float | None = None,
 
 def _active_scopes() -> set[str]:
     return set(
-        Alert.objects.filter(state__in=ACTIVE_STATES, kind__in=(Kind.AFTER_HOURS_UNUSUAL, Kind.NEW_PRINCIPAL))
-        .values_list("scope_hash", flat=True)
+        Alert.objects.filter(
+            state__in=ACTIVE_STATES, kind__in=(Kind.AFTER_HOURS_UNUSUAL, Kind.NEW_PRINCIPAL)
+        ).values_list("scope_hash", flat=True)
     )
 
 
 def _suppressed_by(detection: Detection, suppressions: list[Suppression]) -> Suppression | None:
     for suppression in suppressions:
-        if suppression.matches(detection.kind, account=detection.account, key=detection.key,
-                               principal=detection.principal):
+        if suppression.matches(
+            detection.kind, account=detection.account, key=detection.key, principal=detection.principal
+        ):
             return suppression
     return None
 
 
-def _apply(detections: list[Detection], suppressions: list[Suppression], result: EvaluationResult,
-           now: datetime) -> None:
+def _apply(
+    detections: list[Detection], suppressions: list[Suppression], result: EvaluationResult, now: datetime
+) -> None:
     """Fold the detections into alerts: one active alert per (kind, scope)."""
     merged: dict[str, Detection] = {}
     for detection in detections:
@@ -226,11 +232,14 @@ def _apply(detections: list[Detection], suppressions: list[Suppression], result:
     if opened:
         # Written together: a backfill can open hundreds at once.
         Alert.objects.bulk_create(opened)
-        AlertStateChange.objects.bulk_create([
-            AlertStateChange(alert=alert, at=now, from_state="", to_state=State.OPEN,
-                             comment=f"Detected: {alert.summary}"[:4000])
-            for alert in opened
-        ])
+        AlertStateChange.objects.bulk_create(
+            [
+                AlertStateChange(
+                    alert=alert, at=now, from_state="", to_state=State.OPEN, comment=f"Detected: {alert.summary}"[:4000]
+                )
+                for alert in opened
+            ]
+        )
         for alert in opened:
             _notify(alert, "opened")  # the notified figures were written with the row
             result.opened += 1
@@ -243,11 +252,29 @@ def _new(scope: str, d: Detection, now: datetime) -> Alert:
         evidence["hours"] = dict(d.hours)
     count = sum(d.hours.values()) if d.hours else d.count
     return Alert(
-        kind=d.kind, severity=d.severity, state=State.OPEN, scope_hash=scope,
-        account_id=d.account, region=d.region, key=d.key, principal=d.principal, error_code=d.error_code,
-        subject=d.subject[:256], first_event=d.first_event, last_event=d.last_event, detected_at=now, updated=now,
-        count=count, observed=d.observed, baseline=d.baseline, threshold=d.threshold, summary=d.summary[:1024],
-        evidence=evidence, finding_id=d.finding_id, last_notified_count=count, last_notified_severity=d.severity,
+        kind=d.kind,
+        severity=d.severity,
+        state=State.OPEN,
+        scope_hash=scope,
+        account_id=d.account,
+        region=d.region,
+        key=d.key,
+        principal=d.principal,
+        error_code=d.error_code,
+        subject=d.subject[:256],
+        first_event=d.first_event,
+        last_event=d.last_event,
+        detected_at=now,
+        updated=now,
+        count=count,
+        observed=d.observed,
+        baseline=d.baseline,
+        threshold=d.threshold,
+        summary=d.summary[:1024],
+        evidence=evidence,
+        finding_id=d.finding_id,
+        last_notified_count=count,
+        last_notified_severity=d.severity,
     )
 
 
@@ -283,8 +310,9 @@ SAMPLE_KEEP = 20
 
 
 def _wake(alert: Alert, now: datetime) -> None:
-    AlertStateChange.objects.create(alert=alert, at=now, from_state=State.SNOOZED, to_state=State.OPEN,
-                                    comment="Snooze ended.")
+    AlertStateChange.objects.create(
+        alert=alert, at=now, from_state=State.SNOOZED, to_state=State.OPEN, comment="Snooze ended."
+    )
     alert.state = State.OPEN
     alert.snoozed_until = None
 
@@ -316,8 +344,9 @@ def resolve_quiet(rules: dict[str, alert_rules.Rule], now: datetime) -> int:
             previous = alert.state
             alert.state = State.RESOLVED
             alert.snoozed_until = None
-            AlertStateChange.objects.create(alert=alert, at=now, from_state=previous, to_state=State.RESOLVED,
-                                            comment=comment)
+            AlertStateChange.objects.create(
+                alert=alert, at=now, from_state=previous, to_state=State.RESOLVED, comment=comment
+            )
             _notify(alert, "resolved")
             alert.save(update_fields=["state", "snoozed_until", "last_notified_count", "last_notified_severity"])
             resolved += 1

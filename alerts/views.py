@@ -22,9 +22,7 @@ PER_PAGE = 200
 class AlertFilterForm(forms.Form):
     kind = forms.ChoiceField(choices=[("", "All kinds"), *Kind.choices], required=False)
     severity = forms.ChoiceField(choices=[("", "All severities"), *Severity.choices], required=False)
-    state = forms.ChoiceField(
-        choices=[("active", "Not resolved"), *State.choices, ("all", "All")], required=False
-    )
+    state = forms.ChoiceField(choices=[("active", "Not resolved"), *State.choices, ("all", "All")], required=False)
     account = forms.RegexField(regex=r"^\d{12}\Z", required=False, max_length=12)
     key = forms.CharField(required=False, max_length=2048)
     principal = forms.CharField(required=False, max_length=2048)
@@ -110,6 +108,7 @@ def act(request: HttpRequest, pk: int) -> HttpResponse:
         services.change_state(alert, State.RESOLVED, user=request.user, comment=comment)
     else:
         hours = form.cleaned_data["hours"] or 24
-        services.change_state(alert, State.SNOOZED, user=request.user, comment=comment,
-                              until=timezone.now() + timedelta(hours=hours))
+        services.change_state(
+            alert, State.SNOOZED, user=request.user, comment=comment, until=timezone.now() + timedelta(hours=hours)
+        )
     return redirect("alerts:detail", pk=alert.pk)

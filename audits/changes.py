@@ -53,7 +53,9 @@ def describe(event_name: str, record: dict | None, known_accounts: set[str]) -> 
         key_account = _text(record.get("userIdentity"), "accountId") or _text(record, "recipientAccountId")
         foreign = sorted(pol.foreign_account_grants(policy, known_accounts | {key_account}))
         if foreign:
-            return f"the policy lets in account{'s' if len(foreign) > 1 else ''} {', '.join(foreign)}, not configured here"
+            return (
+                f"the policy lets in account{'s' if len(foreign) > 1 else ''} {', '.join(foreign)}, not configured here"
+            )
         return "the policy lets in no other account"
     if event_name in ("EnableKeyRotation",):
         days = request.get("rotationPeriodInDays") if isinstance(request, dict) else None

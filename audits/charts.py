@@ -101,7 +101,13 @@ def calls_per_hour(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
     template = "%{x|%Y-%m-%d %H:00}: %{y:,d}<extra>%{fullData.name}</extra>"
     data = [
         {"type": "bar", "name": "Succeeded", "x": hours, "y": succeeded, "hovertemplate": template},
-        {"type": "bar", "name": "Failed", "x": hours, "y": failed, "hovertemplate": template,
-         "marker": {"color": "#b42318"}},
+        {
+            "type": "bar",
+            "name": "Failed",
+            "x": hours,
+            "y": failed,
+            "hovertemplate": template,
+            "marker": {"color": "#b42318"},
+        },
     ]
     return {"data": data, "layout": {**BASE_LAYOUT, "bargap": 0.1}}

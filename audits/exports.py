@@ -116,7 +116,7 @@ class IsoUtcText(Func):
     def as_postgresql(self, compiler, connection, **extra_context):
         template = (
             "to_char(%(expressions)s AT TIME ZONE 'UTC', CASE WHEN mod(date_part('microseconds', %(expressions)s)"
-            "::bigint, 1000000) = 0 THEN 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"' ELSE 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"' END)"
+            '::bigint, 1000000) = 0 THEN \'YYYY-MM-DD"T"HH24:MI:SS"Z"\' ELSE \'YYYY-MM-DD"T"HH24:MI:SS.US"Z"\' END)'
         )
         return super().as_sql(compiler, connection, template=template, **extra_context)
 

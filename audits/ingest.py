@@ -206,9 +206,7 @@ def advance_checkpoint(
 ) -> None:
     """Move (kind, account, region)'s checkpoint to `to`, or create it there; never backwards, and
     with `read_from` only when the checkpoint lies at or after it (the pass left no gap)."""
-    checkpoint = (
-        Checkpoint.objects.select_for_update().filter(kind=kind, account_id=account_id, region=region).first()
-    )
+    checkpoint = Checkpoint.objects.select_for_update().filter(kind=kind, account_id=account_id, region=region).first()
     if checkpoint is None:
         Checkpoint.objects.create(kind=kind, account_id=account_id, region=region, high_watermark=to)
     elif checkpoint.high_watermark < to and (read_from is None or read_from <= checkpoint.high_watermark):
@@ -382,7 +380,9 @@ class Ingestor:
                     # of its file) is kept once, and counted like a duplicate event.
                     requarantined = len(quarantine) + repeats - insert_quarantine(quarantine)
                     for model in {type(row) for row in done}:
-                        model._default_manager.bulk_create([row for row in done if type(row) is model], ignore_conflicts=True)
+                        model._default_manager.bulk_create(
+                            [row for row in done if type(row) is model], ignore_conflicts=True
+                        )
                     duplicates = len(writable) - inserted
                     IngestRun.objects.filter(pk=self.run.pk).update(
                         records_read=F("records_read") + pending.records_read,
@@ -480,8 +480,11 @@ def insert_quarantine(rows: list[Quarantine]) -> int:
             cursor.execute(
                 f"INSERT INTO {table} ({', '.join(_QUARANTINE_COLUMNS)}) VALUES {values} "
                 "ON CONFLICT DO NOTHING RETURNING id",
-                [v for row in chunk for v in (row.run_id, row.location, row.reason, row.raw, row.raw_truncated,
-                                              created_at)],
+                [
+                    v
+                    for row in chunk
+                    for v in (row.run_id, row.location, row.reason, row.raw, row.raw_truncated, created_at)
+                ],
             )
             inserted += len(cursor.fetchall())
     return inserted
@@ -593,8 +596,9 @@ def _pg_insert_sql() -> str:
     upserts = []
     for n, summary in enumerate(SUMMARIES):
         table, dims = summary.table, summary.dim_columns
-        counts = ", ".join(f"count(*) FILTER (WHERE {count.where})" if count.where else "count(*)"
-                           for count in summary.counts)
+        counts = ", ".join(
+            f"count(*) FILTER (WHERE {count.where})" if count.where else "count(*)" for count in summary.counts
+        )
         added = ", ".join(f"{column} = {table}.{column} + EXCLUDED.{column}" for column in summary.count_names)
         where = f"WHERE {summary.where[0]}" if summary.where else ""
         upserts.append(f"""

@@ -51,7 +51,7 @@ class Source(models.Model):
 
     account_id = models.CharField(max_length=12, unique=True, validators=[account_id_validator])
     name = models.CharField(max_length=200, blank=True)
-    regions = models.JSONField(default=list, help_text="AWS regions to read, e.g. [\"us-east-1\"].")
+    regions = models.JSONField(default=list, help_text='AWS regions to read, e.g. ["us-east-1"].')
     role_arn = models.CharField(max_length=2048, blank=True)
     external_id = models.CharField(max_length=1224, blank=True)
     s3_bucket = models.CharField(max_length=63, blank=True, help_text="Bucket of the CloudTrail trail's log files.")
@@ -121,7 +121,12 @@ class Event(models.Model):
     # no constraint: the block is only ever read through its event, and both are written in one
     # transaction. NULL only for rows made by hand (tests); ingestion always keeps the record.
     raw_block = models.ForeignKey(
-        "RawBlock", null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False,
+        "RawBlock",
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        db_index=False,
         related_name="+",
     )
     raw_index = models.PositiveIntegerField(default=0)
@@ -211,7 +216,14 @@ class DailyRollup(DailyCount):
             # The upsert's conflict target; a 16-byte hash of the nine dimensions on PostgreSQL (audits/fields.py).
             models.UniqueConstraint(
                 UniqueKey(
-                    "day", "account_id", "region", "key", "operation", "principal", "service", "error_code",
+                    "day",
+                    "account_id",
+                    "region",
+                    "key",
+                    "operation",
+                    "principal",
+                    "service",
+                    "error_code",
                     "after_hours",
                 ),
                 name="rollup_unique_dims",

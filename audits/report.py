@@ -27,8 +27,10 @@ def as_utc_day(value: date | datetime | str | None) -> date | None:
     if isinstance(value, str):
         text = value.strip()
         try:
-            value = datetime.fromisoformat(text.replace("Z", "+00:00")) if "T" in text or " " in text else (
-                date.fromisoformat(text)
+            value = (
+                datetime.fromisoformat(text.replace("Z", "+00:00"))
+                if "T" in text or " " in text
+                else (date.fromisoformat(text))
             )
         except ValueError as exc:
             raise ValueError(f"{value!r} is not an ISO date or date-time") from exc
@@ -67,8 +69,10 @@ def kms_report(*, since, until, account_id=None, region=None, key=None) -> dict[
         keys=Count("key", filter=Q(key__gt=""), distinct=True),
     )
     per_key: dict[str, dict[str, Any]] = {}
-    for row in key_days.filter(key__gt="").values("key").annotate(
-        events=Sum("calls"), failed=Sum("failed"), after_hours=Sum("after_hours_calls")
+    for row in (
+        key_days.filter(key__gt="")
+        .values("key")
+        .annotate(events=Sum("calls"), failed=Sum("failed"), after_hours=Sum("after_hours_calls"))
     ):
         per_key[row["key"]] = {
             "key": row["key"],

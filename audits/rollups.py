@@ -133,8 +133,11 @@ KEY_MEASURES = (
     Count("calls"),
     Count("encrypt", "operation = 'Encrypt'", lambda event: event.event_name == "Encrypt"),
     Count("decrypt", "operation = 'Decrypt'", lambda event: event.event_name == "Decrypt"),
-    Count("generate", "substr(operation, 1, 15) = 'GenerateDataKey'",
-          lambda event: event.event_name.startswith("GenerateDataKey")),
+    Count(
+        "generate",
+        "substr(operation, 1, 15) = 'GenerateDataKey'",
+        lambda event: event.event_name.startswith("GenerateDataKey"),
+    ),
     Count("failed", "error_code <> ''", lambda event: bool(event.error_code)),
     Count("after_hours_calls", "after_hours", lambda event: bool(event.after_hours)),
 )
@@ -149,9 +152,7 @@ S3_OBJECT_SQL = (
 _BY_NAME = {count.column: count for count in KEY_MEASURES}
 HOURLY_CALLS = (_BY_NAME["calls"], _BY_NAME["failed"], _BY_NAME["after_hours_calls"])
 
-ROLLUP = Summary(
-    DailyRollup, (*SCOPE, KEY, OPERATION, PRINCIPAL, SERVICE, ERROR_CODE, AFTER_HOURS), ALL
-)
+ROLLUP = Summary(DailyRollup, (*SCOPE, KEY, OPERATION, PRINCIPAL, SERVICE, ERROR_CODE, AFTER_HOURS), ALL)
 KEY_DAY = Summary(KeyDay, (*SCOPE, KEY), KEY_MEASURES)
 
 SUMMARIES = (
@@ -165,7 +166,10 @@ SUMMARIES = (
     Summary(
         BucketDay,
         (*SCOPE, KEY, S3_BUCKET),
-        (Count("count"), Count("object_calls", S3_OBJECT_SQL, lambda event: s3_context_names_object(event.encryption_context))),
+        (
+            Count("count"),
+            Count("object_calls", S3_OBJECT_SQL, lambda event: s3_context_names_object(event.encryption_context)),
+        ),
         where=("s3_bucket <> ''", lambda event: event.s3_bucket != ""),
     ),
     # Hourly, for alerts and the hourly views.

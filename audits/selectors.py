@@ -77,6 +77,7 @@ def _sum(condition: Q | None = None) -> Sum:
 
 # --- one scan, several groupings -----------------------------------------------------------------
 
+
 # The key measures (KeyDay's columns) as aggregates over DailyRollup rows and over KeyDay, in SQL
 # that PostgreSQL and SQLite both accept.
 def _measures(summary: rollups.Summary) -> dict[str, str]:
@@ -560,9 +561,9 @@ def first_ingestion(now: datetime | None = None) -> FirstIngestion | None:
     runs = IngestRun.objects.filter(kind__in=SCHEDULED_KINDS)
     firsts = {
         (r["kind"], r["account_id"], r["region"]): r
-        for r in runs.order_by().values("kind", "account_id", "region").annotate(
-            started=Min("started_at"), origin=Min("window_start")
-        )
+        for r in runs.order_by()
+        .values("kind", "account_id", "region")
+        .annotate(started=Min("started_at"), origin=Min("window_start"))
     }
     started_at = min((r["started"] for r in firsts.values()), default=None)
     if started_at is not None and started_at < now - FIRST_PASS_LIMIT:
@@ -590,7 +591,9 @@ def first_ingestion(now: datetime | None = None) -> FirstIngestion | None:
     else:
         state = "running"
     estimates = [p.ready_at for p in scopes if p.ready_at]
-    failure = max((p.scope.last_failure for p in scopes if p.scope.last_failure), key=lambda r: r.started_at, default=None)
+    failure = max(
+        (p.scope.last_failure for p in scopes if p.scope.last_failure), key=lambda r: r.started_at, default=None
+    )
     return FirstIngestion(
         state=state,
         scopes=scopes,

@@ -106,8 +106,10 @@ def scopes(kind: str, *, account_id: str | None = None, region: str | None = Non
     """(account, region) pairs that `kind` reads: enabled sources, their regions."""
     if kind not in KINDS:
         raise ValueError(f"unknown source kind {kind!r}")
-    return [(account, scope_region) for _, account, scope_region in
-            Source.objects.scopes((kind,), account_id=account_id, region=region)]
+    return [
+        (account, scope_region)
+        for _, account, scope_region in Source.objects.scopes((kind,), account_id=account_id, region=region)
+    ]
 
 
 @dataclass
@@ -155,8 +157,11 @@ def close_interrupted_runs(kind: str, account_id: str, region: str) -> int:
     """Ledger rows still 'running' for a scope whose lock we hold belong to a dead worker."""
     return IngestRun.objects.filter(
         kind=kind, account_id=account_id, region=region, status=IngestRun.Status.RUNNING
-    ).update(status=IngestRun.Status.FAILED, error="Interrupted: the worker stopped before the run finished.",
-             finished_at=timezone.now())
+    ).update(
+        status=IngestRun.Status.FAILED,
+        error="Interrupted: the worker stopped before the run finished.",
+        finished_at=timezone.now(),
+    )
 
 
 @transaction.atomic
@@ -175,7 +180,9 @@ def reattribute_alias(account_id: str, region: str, *, alias_name: str, alias_ar
     ).update(key=key_arn)
     _merge_into_key(rollup, rollup_rows, key_arn)
     for summary in summaries:
-        _merge_into_key(summary, summary.model._default_manager.select_for_update().filter(under_alias).order_by("id"), key_arn)
+        _merge_into_key(
+            summary, summary.model._default_manager.select_for_update().filter(under_alias).order_by("id"), key_arn
+        )
     return moved
 
 

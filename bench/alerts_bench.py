@@ -63,9 +63,12 @@ def rounds(count: int, *, quiet: bool = False) -> list[tuple[float, float, int, 
         evaluate_seconds = time.perf_counter() - began
         assert result.status == "done" and result.events == counts.events_new == len(records), (result, counts)
         out.append((ingest_seconds, evaluate_seconds, result.events, len(result.alerts)))
-        print(f"  round {n + 1}: ingest {ingest_seconds * 1000:7.1f} ms, evaluate {evaluate_seconds * 1000:6.1f} ms "
-              f"({evaluate_seconds / ingest_seconds:5.1%}), {result.events:,} events judged, "
-              f"{len(result.alerts)} alerts opened or grown", flush=True)
+        print(
+            f"  round {n + 1}: ingest {ingest_seconds * 1000:7.1f} ms, evaluate {evaluate_seconds * 1000:6.1f} ms "
+            f"({evaluate_seconds / ingest_seconds:5.1%}), {result.events:,} events judged, "
+            f"{len(result.alerts)} alerts opened or grown",
+            flush=True,
+        )
     return out
 
 
@@ -97,8 +100,11 @@ def main() -> None:
 
     began = time.perf_counter()
     first = evaluate(chunk=100_000)
-    print(f"catch-up evaluation: {first.events:,} events in {time.perf_counter() - began:,.1f} s "
-          f"({first.opened} alerts opened)", flush=True)
+    print(
+        f"catch-up evaluation: {first.events:,} events in {time.perf_counter() - began:,.1f} s "
+        f"({first.opened} alerts opened)",
+        flush=True,
+    )
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM audits_event")
         events = cursor.fetchone()[0]
@@ -112,9 +118,11 @@ def main() -> None:
         ingest = statistics.median(r[0] for r in results)
         evaluation = statistics.median(r[1] for r in results)
         verdict = "met" if evaluation <= 0.05 * ingest else "MISSED"
-        print(f"median{' (quiet)' if quiet else ''}: ingest {ingest * 1000:.0f} ms, evaluate {evaluation * 1000:.0f} ms "
-              f"per {NEW:,} new events: {evaluation / ingest:.1%} of ingestion (target <= 5%: {verdict}) "
-              "\n")
+        print(
+            f"median{' (quiet)' if quiet else ''}: ingest {ingest * 1000:.0f} ms, evaluate {evaluation * 1000:.0f} ms "
+            f"per {NEW:,} new events: {evaluation / ingest:.1%} of ingestion (target <= 5%: {verdict}) "
+            "\n"
+        )
 
 
 if __name__ == "__main__":

@@ -76,8 +76,12 @@ def main() -> None:
         load(args.events, args.workers)
     settings.ALLOWED_HOSTS = ["testserver"]
     # Pages render without a collectstatic run (as in the tests).
-    override_settings(STORAGES={**settings.STORAGES, "staticfiles": {
-        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}).enable()
+    override_settings(
+        STORAGES={
+            **settings.STORAGES,
+            "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+        }
+    ).enable()
     user, _ = User.objects.get_or_create(username="bench-analyst")
     user.groups.add(Group.objects.get(name="analyst"))
     client = Client()
@@ -85,8 +89,10 @@ def main() -> None:
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*), min(event_time), max(event_time) FROM audits_event")
         events, first, last = cursor.fetchone()
-    print(f"\n{events:,} events from {first:%Y-%m-%d} to {last:%Y-%m-%d}; statement timeout "
-          f"{settings.KMSDASH_STATEMENT_TIMEOUT_MS} ms; medians of {args.requests} runs, ms\n")
+    print(
+        f"\n{events:,} events from {first:%Y-%m-%d} to {last:%Y-%m-%d}; statement timeout "
+        f"{settings.KMSDASH_STATEMENT_TIMEOUT_MS} ms; medians of {args.requests} runs, ms\n"
+    )
     print(f"{'filter':36} {'page ms':>8} {'status':>6} {'query now':>10} {'query before':>13}")
     for name, query in FILTERS:
         path = f"/events/?{query}"
@@ -100,8 +106,10 @@ def main() -> None:
         def before(query=query):
             selectors.events_page(EventFilter.from_querydict(QueryDict(query)).events(), None, 50)
 
-        print(f"{name:36} {page[0]:8.1f} {','.join(map(str, sorted(statuses))):>6} "
-              f"{timed(now, args.requests)[0]:10.1f} {timed(before, args.requests)[0]:13.1f}")
+        print(
+            f"{name:36} {page[0]:8.1f} {','.join(map(str, sorted(statuses))):>6} "
+            f"{timed(now, args.requests)[0]:10.1f} {timed(before, args.requests)[0]:13.1f}"
+        )
 
 
 if __name__ == "__main__":

@@ -66,23 +66,39 @@ def good_records(n: int, seed: int = 3) -> list[bytes]:
 def make_cases(directory: Path, only: set[int]) -> dict[str, Path]:
     good = good_records(4)
     cases: dict[str, Callable[[Path], object]] = {
-        "issue example (1 good, 4,000-digit number, 3 good)": lambda p: p.write_bytes(gzip.compress(
-            b'{"Records":[' + b",".join([good[0], good[1][:-1] + b',"n":' + b"7" * 4000 + b"}", *good[1:]]) + b"]}")),
-        "NaN in the second of 4 records": lambda p: p.write_bytes(gzip.compress(
-            b'{"Records":[' + b",".join([good[0], good[1][:-1] + b',"n":NaN}', *good[2:]]) + b"]}")),
-        "300 MB string": lambda p: gzip_stream(p, iter(
-            [b'{"Records":[' + good[0] + b',{"userAgent":"', *repeated(b"A", 300_000_000), b'"},' + good[1] + b"]}"])),
-        "1.2 GB of whitespace (gzip)": lambda p: gzip_stream(p, iter(
-            [b'{"Records":[' + good[0], *repeated(b" ", 1_200_000_000), b"," + good[1] + b"]}"])),
-        "1.2 GiB string (gzip)": lambda p: gzip_stream(p, iter(
-            [b'{"Records":[' + good[0] + b',{"userAgent":"', *repeated(b"A", 1_288_490_189), b'"}]}'])),
-        "1,000,000 nested [ (closed)": lambda p: p.write_bytes(gzip.compress(
-            b'{"Records":[' + good[0] + b',{"x":' + b"[" * 1_000_000 + b"]" * 1_000_000 + b"}," + good[1] + b"]}")),
-        "120 MB of {} items (40 million, gzip)": lambda p: gzip_stream(p, iter(
-            [b'{"Records":[{}', *repeated(b",{}", 120_000_000), b"]}"])),
+        "issue example (1 good, 4,000-digit number, 3 good)": lambda p: p.write_bytes(
+            gzip.compress(
+                b'{"Records":[' + b",".join([good[0], good[1][:-1] + b',"n":' + b"7" * 4000 + b"}", *good[1:]]) + b"]}"
+            )
+        ),
+        "NaN in the second of 4 records": lambda p: p.write_bytes(
+            gzip.compress(b'{"Records":[' + b",".join([good[0], good[1][:-1] + b',"n":NaN}', *good[2:]]) + b"]}")
+        ),
+        "300 MB string": lambda p: gzip_stream(
+            p,
+            iter(
+                [b'{"Records":[' + good[0] + b',{"userAgent":"', *repeated(b"A", 300_000_000), b'"},' + good[1] + b"]}"]
+            ),
+        ),
+        "1.2 GB of whitespace (gzip)": lambda p: gzip_stream(
+            p, iter([b'{"Records":[' + good[0], *repeated(b" ", 1_200_000_000), b"," + good[1] + b"]}"])
+        ),
+        "1.2 GiB string (gzip)": lambda p: gzip_stream(
+            p, iter([b'{"Records":[' + good[0] + b',{"userAgent":"', *repeated(b"A", 1_288_490_189), b'"}]}'])
+        ),
+        "1,000,000 nested [ (closed)": lambda p: p.write_bytes(
+            gzip.compress(
+                b'{"Records":[' + good[0] + b',{"x":' + b"[" * 1_000_000 + b"]" * 1_000_000 + b"}," + good[1] + b"]}"
+            )
+        ),
+        "120 MB of {} items (40 million, gzip)": lambda p: gzip_stream(
+            p, iter([b'{"Records":[{}', *repeated(b",{}", 120_000_000), b"]}"])
+        ),
         "gzip with a lying CRC trailer (4 records)": lambda p: p.write_bytes(
             (lambda data: data[:-5] + bytes([data[-5] ^ 1]) + data[-4:])(
-                gzip.compress(b'{"Records":[' + b",".join(good) + b"]}"))),
+                gzip.compress(b'{"Records":[' + b",".join(good) + b"]}")
+            )
+        ),
     }
     paths = {}
     for n, (name, write) in enumerate(cases.items()):
@@ -102,8 +118,9 @@ def load_reader(which: str, rev: str):
         from audits.sources import files
 
         return files
-    source = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:audits/sources/files.py"], check=True,
-                            capture_output=True).stdout
+    source = subprocess.run(
+        ["git", "-C", str(ROOT), "show", f"{rev}:audits/sources/files.py"], check=True, capture_output=True
+    ).stdout
     path = Path(tempfile.mkdtemp(prefix="kmsdash-old-reader-")) / "old_files.py"
     path.write_bytes(source)
     spec = importlib.util.spec_from_file_location("old_files", path)
@@ -133,8 +150,14 @@ def child_case(which: str, rev: str, path: str) -> dict:
         error = " ".join(str(exc).replace("case: ", "").split())[:70]
     except MemoryError:
         error = "MemoryError"
-    return {"seconds": time.perf_counter() - started, "cpu": time.process_time() - cpu, "rss_before": before,
-            "peak_rss": rss_mib(), "kinds": kinds, "error": error}
+    return {
+        "seconds": time.perf_counter() - started,
+        "cpu": time.process_time() - cpu,
+        "rss_before": before,
+        "peak_rss": rss_mib(),
+        "kinds": kinds,
+        "error": error,
+    }
 
 
 def child_normal(rev: str, directory: str, rounds: int) -> dict:
@@ -162,8 +185,7 @@ def run_child(args: list[str], options: argparse.Namespace, timeout: float) -> d
     env = dict(os.environ, KMSDASH_LOG_LEVEL="WARNING")
     try:
         command = [sys.executable, __file__, "--old", options.old, "--rounds", str(options.rounds), "--child", *args]
-        out = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
-                             preexec_fn=limit, env=env)
+        out = subprocess.run(command, capture_output=True, text=True, timeout=timeout, preexec_fn=limit, env=env)
     except subprocess.TimeoutExpired:
         return f"killed after {timeout:.0f} s"
     if out.returncode != 0:
@@ -185,7 +207,9 @@ def main() -> None:
 
     if args.child:
         kind, *rest = args.child
-        report = child_normal(args.old, rest[0], args.rounds) if kind == "normal" else child_case(kind, args.old, rest[0])
+        report = (
+            child_normal(args.old, rest[0], args.rounds) if kind == "normal" else child_case(kind, args.old, rest[0])
+        )
         print(json.dumps(report))
         return
 
@@ -207,8 +231,10 @@ def main() -> None:
                     continue
                 yielded = ", ".join(f"{count} {kind}" for kind, count in sorted(result["kinds"].items())) or "nothing"
                 error = f"; then {result['error']}" if result["error"] else ""
-                print(f"{label:<52} {which:<6} {result['seconds']:>8.2f} {result['cpu']:>8.2f} "
-                      f"{result['peak_rss']:>5.0f} MiB {result['rss_before']:>4.0f} MiB  {yielded}{error}")
+                print(
+                    f"{label:<52} {which:<6} {result['seconds']:>8.2f} {result['cpu']:>8.2f} "
+                    f"{result['peak_rss']:>5.0f} MiB {result['rss_before']:>4.0f} MiB  {yielded}{error}"
+                )
             sys.stdout.flush()
         if not only or 8 in only:
             from audits.synthetic import generate_records, write_log_files
@@ -221,9 +247,11 @@ def main() -> None:
                 return
             for which in ("old", "new"):
                 r = result[which]
-                print(f"normal files ({r['events']} events in files of 1,000), {which}: "
-                      f"{r['events'] / r['seconds']:,.0f} events/s, cpu {r['cpu'] / r['events'] * 1e6:.1f} us/event "
-                      f"(best of {args.rounds})")
+                print(
+                    f"normal files ({r['events']} events in files of 1,000), {which}: "
+                    f"{r['events'] / r['seconds']:,.0f} events/s, cpu {r['cpu'] / r['events'] * 1e6:.1f} us/event "
+                    f"(best of {args.rounds})"
+                )
             print(f"new/old CPU per event: {result['new']['cpu'] / result['old']['cpu']:.3f}")
 
 

@@ -238,7 +238,10 @@ def child_import(directory: str) -> dict:
 def run_child(database_url: str, directory: Path) -> dict:
     env = dict(os.environ, DATABASE_URL=database_url, KMSDASH_LOG_LEVEL="WARNING")
     out = subprocess.run(
-        [sys.executable, __file__, "--child-import", str(directory)], env=env, check=True, capture_output=True,
+        [sys.executable, __file__, "--child-import", str(directory)],
+        env=env,
+        check=True,
+        capture_output=True,
         text=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -251,7 +254,8 @@ def main() -> None:
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_PG))
     parser.add_argument("--no-sqlite", action="store_true")
     parser.add_argument(
-        "--time-ordered", action="store_true",
+        "--time-ordered",
+        action="store_true",
         help="files in time order, as CloudTrail writes them (default: random times, the worst case)",
     )
     parser.add_argument("--parse-only", action="store_true", help="only the parse baselines (no database)")
@@ -268,24 +272,29 @@ def main() -> None:
         files = generate(workdir / "logs", args.events, args.per_file, args.time_ordered)
         gz_bytes = sum(p.stat().st_size for p in files)
         order = "in time order" if args.time_ordered else "at random times"
-        print(f"generated {args.events} events {order} in {len(files)} files ({gz_bytes / args.events:.0f} B/event "
-              f"gzipped) in {time.perf_counter() - started:.1f}s")
+        print(
+            f"generated {args.events} events {order} in {len(files)} files ({gz_bytes / args.events:.0f} B/event "
+            f"gzipped) in {time.perf_counter() - started:.1f}s"
+        )
         n, seconds, cpu = baseline_parse(files)
         parse_rate = n / seconds
         print(f"baseline  decompress+orjson.loads      {parse_rate:>9,.0f} events/s  cpu {cpu / n * 1e6:.0f} us/event")
         n, seconds, cpu = baseline_parse(files, json.loads)
         print(f"          decompress+json.loads        {n / seconds:>9,.0f} events/s  cpu {cpu / n * 1e6:.0f} us/event")
         n, seconds, cpu = baseline_ijson(files)
-        print(f"          decompress+iter_file_records {n / seconds:>9,.0f} events/s  cpu {cpu / n * 1e6:.0f} us/event"
-              f"  ({(n / seconds) / parse_rate:.2f}x orjson.loads)")
+        print(
+            f"          decompress+iter_file_records {n / seconds:>9,.0f} events/s  cpu {cpu / n * 1e6:.0f} us/event"
+            f"  ({(n / seconds) / parse_rate:.2f}x orjson.loads)"
+        )
         if args.parse_only:
             return
         recreate_pg_database(args.database_url)
         try:
             n, seconds, cpu = baseline_copy(files, args.database_url)
             copy_rate, copy_cpu = n / seconds, cpu / n
-            print(f"baseline  parse+COPY to a bare table   {copy_rate:>9,.0f} events/s  "
-                  f"cpu {copy_cpu * 1e6:.0f} us/event")
+            print(
+                f"baseline  parse+COPY to a bare table   {copy_rate:>9,.0f} events/s  cpu {copy_cpu * 1e6:.0f} us/event"
+            )
             results = [run_child(args.database_url, workdir / "logs")]
         finally:
             recreate_pg_database(args.database_url, drop_only=True)

@@ -125,37 +125,51 @@ def main() -> None:
                 ingestor.add(record)
             ingestor.flush()
         finish_run(run, ingestor.counts)
-        print(f"loaded {Event.objects.count():,} events, {RawBlock.objects.count():,} raw blocks in "
-              f"{time.perf_counter() - started:.0f}s; database {database_mib(url):.0f} MiB")
+        print(
+            f"loaded {Event.objects.count():,} events, {RawBlock.objects.count():,} raw blocks in "
+            f"{time.perf_counter() - started:.0f}s; database {database_mib(url):.0f} MiB"
+        )
         before = report()
         raw_before = raw_mib(url)
         horizon = retention.horizon(days=args.days_kept, now=now)
         assert horizon is not None  # --days-kept is a number of days
         connections.close_all()  # a template database must have no other connection
-        admin_execute(url, f'DROP DATABASE IF EXISTS "{copy_name}" WITH (FORCE)',
-                      f'CREATE DATABASE "{copy_name}" TEMPLATE "{name}"')
+        admin_execute(
+            url,
+            f'DROP DATABASE IF EXISTS "{copy_name}" WITH (FORCE)',
+            f'CREATE DATABASE "{copy_name}" TEMPLATE "{name}"',
+        )
 
         deleted, seconds = baseline_delete(copy_url, horizon, sorted(CRITICAL_EVENT_NAMES))
-        print(f"baseline  one DELETE          {deleted:>9,} events in {seconds:6.2f}s  "
-              f"{deleted / seconds:>9,.0f} events/s")
+        print(
+            f"baseline  one DELETE          {deleted:>9,} events in {seconds:6.2f}s  "
+            f"{deleted / seconds:>9,.0f} events/s"
+        )
 
         started = time.perf_counter()
         result = retention.purge_events(days=args.days_kept, now=now)
         seconds_purge = time.perf_counter() - started
-        print(f"purge     purge_events         {result.events:>9,} events in {seconds_purge:6.2f}s  "
-              f"{result.events / seconds_purge:>9,.0f} events/s  ({seconds / seconds_purge:.2f} of baseline's "
-              f"rate)")
-        print(f"          raw blocks: {result.raw_blocks:,} deleted, {result.raw_blocks_rewritten:,} rewritten with the "
-              f"records of kept critical events only; raw records {raw_before:.1f} -> {raw_mib(url):.1f} MiB")
+        print(
+            f"purge     purge_events         {result.events:>9,} events in {seconds_purge:6.2f}s  "
+            f"{result.events / seconds_purge:>9,.0f} events/s  ({seconds / seconds_purge:.2f} of baseline's "
+            f"rate)"
+        )
+        print(
+            f"          raw blocks: {result.raw_blocks:,} deleted, {result.raw_blocks_rewritten:,} rewritten with the "
+            f"records of kept critical events only; raw records {raw_before:.1f} -> {raw_mib(url):.1f} MiB"
+        )
         kept = Event.objects.count()
         assert result.events == deleted, (result.events, deleted)
         assert report() == before, "a purge changed a count"
-        print(f"          kept {kept:,} events ({Event.objects.filter(event_time__lt=horizon).count():,} critical "
-              f"before the horizon), {RawBlock.objects.count():,} raw blocks; kms_report identical before and after")
+        print(
+            f"          kept {kept:,} events ({Event.objects.filter(event_time__lt=horizon).count():,} critical "
+            f"before the horizon), {RawBlock.objects.count():,} raw blocks; kms_report identical before and after"
+        )
     finally:
         connections.close_all()
-        admin_execute(url, f'DROP DATABASE IF EXISTS "{copy_name}" WITH (FORCE)',
-                      f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin_execute(
+            url, f'DROP DATABASE IF EXISTS "{copy_name}" WITH (FORCE)', f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
+        )
 
 
 if __name__ == "__main__":

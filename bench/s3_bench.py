@@ -61,8 +61,11 @@ def free_port() -> int:
 def start_emulator() -> tuple[subprocess.Popen, str]:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "emulator.server", "--port", str(port)], cwd=ROOT, env={**os.environ, **AWS_ENV},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [sys.executable, "-m", "emulator.server", "--port", str(port)],
+        cwd=ROOT,
+        env={**os.environ, **AWS_ENV},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     for _ in range(200):
@@ -86,8 +89,10 @@ def log_files(events: int, per_file: int, start: datetime) -> list[tuple[str, by
     for (account, region, day), records in sorted(groups.items()):
         year, month, dom = day.split("-")
         for n in range(0, len(records), per_file):
-            key = (f"AWSLogs/{account}/CloudTrail/{region}/{year}/{month}/{dom}/"
-                   f"{account}_CloudTrail_{region}_{year}{month}{dom}T0000Z_{n // per_file:06d}.json.gz")
+            key = (
+                f"AWSLogs/{account}/CloudTrail/{region}/{year}/{month}/{dom}/"
+                f"{account}_CloudTrail_{region}_{year}{month}{dom}T0000Z_{n // per_file:06d}.json.gz"
+            )
             body = json.dumps({"Records": records[n : n + per_file]}, separators=(",", ":")).encode()
             files.append((key, gzip.compress(body, 6)))
     return files
@@ -103,25 +108,49 @@ def child(mode: str, argument: str) -> dict:
     from audits.models import Event, IngestRun, Source
 
     call_command("migrate", verbosity=0)
-    command = ["import_cloudtrail", argument] if mode == "files" else [
-        "ingest_cloudtrail", "--source", "s3", "--since", argument,
-        "--until", (datetime.fromisoformat(argument) + timedelta(days=DAYS)).isoformat()]
+    command = (
+        ["import_cloudtrail", argument]
+        if mode == "files"
+        else [
+            "ingest_cloudtrail",
+            "--source",
+            "s3",
+            "--since",
+            argument,
+            "--until",
+            (datetime.fromisoformat(argument) + timedelta(days=DAYS)).isoformat(),
+        ]
+    )
     if mode != "files":
         for account in ("111122223333", "444455556666"):
-            Source.objects.update_or_create(account_id=account, defaults={
-                "regions": ["us-east-1", "eu-west-1", "ap-southeast-2"], "s3_bucket": BUCKET, "lookup_enabled": False})
+            Source.objects.update_or_create(
+                account_id=account,
+                defaults={
+                    "regions": ["us-east-1", "eu-west-1", "ap-southeast-2"],
+                    "s3_bucket": BUCKET,
+                    "lookup_enabled": False,
+                },
+            )
     before = Event.objects.count()
     started, cpu = time.perf_counter(), time.process_time()
     call_command(*command, stdout=open(os.devnull, "w"))
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     runs = IngestRun.objects.filter(kind=IngestRun.Kind.S3 if mode != "files" else IngestRun.Kind.FILES)
-    return {"seconds": elapsed, "cpu": cpu, "new": Event.objects.count() - before, "events": Event.objects.count(),
-            "records": sum(runs.values_list("records_read", flat=True))}
+    return {
+        "seconds": elapsed,
+        "cpu": cpu,
+        "new": Event.objects.count() - before,
+        "events": Event.objects.count(),
+        "records": sum(runs.values_list("records_read", flat=True)),
+    }
 
 
 def run_child(database_url: str, env: dict, mode: str, argument: str) -> dict:
     out = subprocess.run(
-        [sys.executable, __file__, "--child", mode, argument], check=True, capture_output=True, text=True,
+        [sys.executable, __file__, "--child", mode, argument],
+        check=True,
+        capture_output=True,
+        text=True,
         env={**os.environ, **env, "DATABASE_URL": database_url, "KMSDASH_LOG_LEVEL": "WARNING"},
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -151,14 +180,21 @@ def main() -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(body)
         env = {**AWS_ENV, "AWS_ENDPOINT_URL": url}
-        s3 = boto3.client("s3", region_name="us-east-1", endpoint_url=url, aws_access_key_id="testing",
-                          aws_secret_access_key="testing")
+        s3 = boto3.client(
+            "s3",
+            region_name="us-east-1",
+            endpoint_url=url,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
         s3.create_bucket(Bucket=BUCKET)
         for key, body in files:
             s3.put_object(Bucket=BUCKET, Key=key, Body=body)
         size = sum(len(body) for _, body in files)
-        print(f"{args.events} events in {len(files)} objects of {args.per_file} records ({size / len(files) / 1024:.0f} KiB "
-              f"each), {DAYS} days, 2 accounts x 3 regions; {args.latency_ms:.0f} ms to each GetObject's answer")
+        print(
+            f"{args.events} events in {len(files)} objects of {args.per_file} records ({size / len(files) / 1024:.0f} KiB "
+            f"each), {DAYS} days, 2 accounts x 3 regions; {args.latency_ms:.0f} ms to each GetObject's answer"
+        )
 
         recreate_pg_database(args.database_url)
         base = run_child(args.database_url, env, "files", str(workdir))
@@ -166,20 +202,28 @@ def main() -> None:
         urllib.request.urlopen(urllib.request.Request(f"{url}/_kmsdash/reset", data=b"{}", method="POST"))
         if args.latency_ms:
             delay = {"target": ".json.gz", "error": "", "delay": args.latency_ms / 1000, "count": 10**9}
-            urllib.request.urlopen(urllib.request.Request(
-                f"{url}/_kmsdash/faults", data=json.dumps(delay).encode(), method="POST"))
+            urllib.request.urlopen(
+                urllib.request.Request(f"{url}/_kmsdash/faults", data=json.dumps(delay).encode(), method="POST")
+            )
         first = run_child(args.database_url, env, "s3", start.isoformat())
-        gets = sum(1 for r in json.loads(urllib.request.urlopen(f"{url}/_kmsdash/requests").read())
-                   if r["target"].startswith(f"s3:GET /{BUCKET}/"))
+        gets = sum(
+            1
+            for r in json.loads(urllib.request.urlopen(f"{url}/_kmsdash/requests").read())
+            if r["target"].startswith(f"s3:GET /{BUCKET}/")
+        )
         again = run_child(args.database_url, env, "s3", start.isoformat())
         recreate_pg_database(args.database_url, drop_only=True)
 
         base_rate = base["new"] / base["seconds"]
-        print(f"baseline  import_cloudtrail (local files)   {base_rate:>9,.0f} events/s  cpu {base['cpu'] / base['new'] * 1e6:.0f} "
-              f"us/event  events {base['events']}")
+        print(
+            f"baseline  import_cloudtrail (local files)   {base_rate:>9,.0f} events/s  cpu {base['cpu'] / base['new'] * 1e6:.0f} "
+            f"us/event  events {base['events']}"
+        )
         rate = first["new"] / first["seconds"]
-        print(f"s3        ingest_cloudtrail --source s3     {rate:>9,.0f} events/s  ratio {rate / base_rate:.2f}  "
-              f"cpu {first['cpu'] / first['new'] * 1e6:.0f} us/event  events {first['events']}  GetObject {gets}")
+        print(
+            f"s3        ingest_cloudtrail --source s3     {rate:>9,.0f} events/s  ratio {rate / base_rate:.2f}  "
+            f"cpu {first['cpu'] / first['new'] * 1e6:.0f} us/event  events {first['events']}  GetObject {gets}"
+        )
         print(f"s3 rerun  every object skipped (ledger)     {again['seconds']:>9.2f} s  new events {again['new']}")
         assert first["events"] == base["events"] == again["events"], "the S3 pass must store what the files hold"
     finally:

@@ -191,7 +191,15 @@ STAGE_COLUMNS = EVENT_COLUMNS + (
 )
 
 ROLLUP_DIMS = (
-    "day", "account", "region", "key_id", "event_name", "principal_id", "service", "error_code", "after_hours",
+    "day",
+    "account",
+    "region",
+    "key_id",
+    "event_name",
+    "principal_id",
+    "service",
+    "error_code",
+    "after_hours",
 )
 # The product's UniqueKey over ints: their text holds no backslash and a comma cannot occur in it,
 # so neither escaping nor length prefixes are needed. Every cast is IMMUTABLE (`int || text` is not).
@@ -341,18 +349,29 @@ ALTERNATIVES = {
 SUMMARIES = (
     ("narrow_rollup", ROLLUP_DIMS, _ALL, ROLLUP_HASH, None),
     (
-        "narrow_keyday", ("day", "account", "region", "key_id"),
-        (("calls", None), ("encrypt", "encrypt"), ("decrypt", "decrypt"), ("generate", "generate"),
-         ("failed", "failed"), ("after_hours_calls", "after_hours")),
-        None, None,
+        "narrow_keyday",
+        ("day", "account", "region", "key_id"),
+        (
+            ("calls", None),
+            ("encrypt", "encrypt"),
+            ("decrypt", "decrypt"),
+            ("generate", "generate"),
+            ("failed", "failed"),
+            ("after_hours_calls", "after_hours"),
+        ),
+        None,
+        None,
     ),
     ("narrow_operationday", ("day", "account", "region", "event_name", "error_code", "after_hours"), _ALL, None, None),
     ("narrow_principalday", ("day", "account", "region", "principal_id"), _ALL, None, None),
     ("narrow_keyprincipalday", ("key_id", "day", "account", "region", "principal_id"), _ALL, None, None),
     ("narrow_keyserviceday", ("key_id", "day", "account", "region", "service"), _ALL, None, None),
     (
-        "narrow_bucketday", ("day", "account", "region", "key_id", "s3_bucket"),
-        (("count", None), ("object_calls", "s3_object")), None, "s3_bucket IS NOT NULL",
+        "narrow_bucketday",
+        ("day", "account", "region", "key_id", "s3_bucket"),
+        (("count", None), ("object_calls", "s3_object")),
+        None,
+        "s3_bucket IS NOT NULL",
     ),
 )
 
@@ -466,15 +485,31 @@ class NarrowWriter:
             with cursor.copy(f"COPY narrow_stage ({names}) FROM STDIN (FORMAT BINARY)") as copy:
                 copy.set_types([kind for _, kind in STAGE_COLUMNS])
                 for n, e in enumerate(events):
-                    copy.write_row((
-                        e.event_time, key[e.key], principal[e.principal], service[e.service], agent[e.user_agent],
-                        address[e.source_ip], blocks[n // per_block], account[e.recipient_account_id],
-                        region[e.region], operation[e.event_name], error[e.error_code], n % per_block,
-                        dedupe_key(e.recipient_account_id, e.event_id), e.after_hours, e.read_only,
-                        bucket.get(e.s3_bucket), bool(e.s3_bucket) and s3_context_names_object(e.encryption_context),
-                        e.event_name == "Encrypt", e.event_name == "Decrypt",
-                        e.event_name.startswith("GenerateDataKey"), bool(e.error_code),
-                    ))
+                    copy.write_row(
+                        (
+                            e.event_time,
+                            key[e.key],
+                            principal[e.principal],
+                            service[e.service],
+                            agent[e.user_agent],
+                            address[e.source_ip],
+                            blocks[n // per_block],
+                            account[e.recipient_account_id],
+                            region[e.region],
+                            operation[e.event_name],
+                            error[e.error_code],
+                            n % per_block,
+                            dedupe_key(e.recipient_account_id, e.event_id),
+                            e.after_hours,
+                            e.read_only,
+                            bucket.get(e.s3_bucket),
+                            bool(e.s3_bucket) and s3_context_names_object(e.encryption_context),
+                            e.event_name == "Encrypt",
+                            e.event_name == "Decrypt",
+                            e.event_name.startswith("GenerateDataKey"),
+                            bool(e.error_code),
+                        )
+                    )
             # Without statistics the planner takes the stage's join with the inserted rows for 60 times
             # its size, and compiles the statement (JIT): 2.6 s of a 3 s batch.
             cursor.execute("ANALYZE narrow_stage")
@@ -574,8 +609,13 @@ def report(title: str, load: dict, sizes) -> float:
     events = load["events"]
     per = 1 / max(events, 1)
     tables = [
-        (name, total - sum(size for index, size in indexes if index in ALTERNATIVES), heap,
-         total - heap - sum(size for _, size in indexes), indexes)
+        (
+            name,
+            total - sum(size for index, size in indexes if index in ALTERNATIVES),
+            heap,
+            total - heap - sum(size for _, size in indexes),
+            indexes,
+        )
         for name, total, heap, indexes in sizes
     ]
     stored = sum(total for _, total, *_ in tables) * per
@@ -592,8 +632,10 @@ def report(title: str, load: dict, sizes) -> float:
             note = f"  (instead of {ALTERNATIVES[index]}: not in the total)" if index in ALTERNATIVES else ""
             print(f"  {size * per:9.1f}    {index}{note}")
     if small:
-        print(f"  {sum(total for _, total in small) * per:7.1f}  {len(small)} tables under 0.5 B/event each "
-              f"({', '.join(name for name, _ in small)})")
+        print(
+            f"  {sum(total for _, total in small) * per:7.1f}  {len(small)} tables under 0.5 B/event each "
+            f"({', '.join(name for name, _ in small)})"
+        )
     return stored
 
 
@@ -601,7 +643,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=500_000)
     parser.add_argument(
-        "--time-ordered", action="store_true",
+        "--time-ordered",
+        action="store_true",
         help="files in time order, as CloudTrail writes them (default: random times, the worst case)",
     )
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_PG))

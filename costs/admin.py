@@ -27,6 +27,14 @@ class CostRecordAdmin(ReadOnlyAdmin):
 @admin.register(CostRun)
 class CostRunAdmin(ReadOnlyAdmin):
     list_display = (
-        "started_at", "status", "window_start", "window_end", "requests", "pages", "restarts", "rows", "via",
+        "started_at",
+        "status",
+        "window_start",
+        "window_end",
+        "requests",
+        "pages",
+        "restarts",
+        "rows",
+        "via",
     )
     list_filter = ("status", "via")

@@ -35,8 +35,9 @@ def series_label(by: str, value: str, account_names: dict[str, str]) -> str:
     return value or "(none)"
 
 
-def daily_figure(days: list[DayCost], series: dict[str, list[Decimal]], by: str,
-                 account_names: dict[str, str] | None = None) -> dict[str, Any]:
+def daily_figure(
+    days: list[DayCost], series: dict[str, list[Decimal]], by: str, account_names: dict[str, str] | None = None
+) -> dict[str, Any]:
     """Daily spend stacked by usage class, usage type, account or region; estimated days hatched."""
     x = [day.day.isoformat() for day in days]
     patterns = [ESTIMATED_PATTERN if day.estimated else "" for day in days]
@@ -60,8 +61,18 @@ def daily_figure(days: list[DayCost], series: dict[str, list[Decimal]], by: str,
             "xaxis": {"type": "date"},
             "yaxis": {"title": {"text": "USD"}, "tickprefix": "$"},
             "legend": {"orientation": "h", "y": -0.15},
-            "annotations": [{"text": "hatched: estimated by AWS", "xref": "paper", "yref": "paper", "x": 1,
-                             "y": 1.06, "showarrow": False, "xanchor": "right", "font": {"size": 11}}],
+            "annotations": [
+                {
+                    "text": "hatched: estimated by AWS",
+                    "xref": "paper",
+                    "yref": "paper",
+                    "x": 1,
+                    "y": 1.06,
+                    "showarrow": False,
+                    "xanchor": "right",
+                    "font": {"size": 11},
+                }
+            ],
         },
     }
 
@@ -71,10 +82,20 @@ def reconciliation_figure(recon: Reconciliation) -> dict[str, Any]:
     x = [d.day.isoformat() for d in days]
     return {
         "data": [
-            {"type": "bar", "name": "Cost Explorer (actual)", "x": x, "y": [_number(d.actual) for d in days],
-             "marker": {"pattern": {"shape": [ESTIMATED_PATTERN if d.estimated else "" for d in days]}}},
-            {"type": "scatter", "mode": "lines+markers", "name": "Attributed to keys", "x": x,
-             "y": [_number(d.attributed) for d in days]},
+            {
+                "type": "bar",
+                "name": "Cost Explorer (actual)",
+                "x": x,
+                "y": [_number(d.actual) for d in days],
+                "marker": {"pattern": {"shape": [ESTIMATED_PATTERN if d.estimated else "" for d in days]}},
+            },
+            {
+                "type": "scatter",
+                "mode": "lines+markers",
+                "name": "Attributed to keys",
+                "x": x,
+                "y": [_number(d.attributed) for d in days],
+            },
         ],
         "layout": {
             "height": 300,
@@ -91,10 +112,20 @@ def tag_figure(rows: list[TagCost]) -> dict[str, Any]:
     shown = list(reversed(rows[:15]))
     return {
         "data": [
-            {"type": "bar", "orientation": "h", "name": "Key-months", "y": [plot_text(r.value) for r in shown],
-             "x": [_number(r.key_months) for r in shown]},
-            {"type": "bar", "orientation": "h", "name": "Requests", "y": [plot_text(r.value) for r in shown],
-             "x": [_number(r.request_cost) for r in shown]},
+            {
+                "type": "bar",
+                "orientation": "h",
+                "name": "Key-months",
+                "y": [plot_text(r.value) for r in shown],
+                "x": [_number(r.key_months) for r in shown],
+            },
+            {
+                "type": "bar",
+                "orientation": "h",
+                "name": "Requests",
+                "y": [plot_text(r.value) for r in shown],
+                "x": [_number(r.request_cost) for r in shown],
+            },
         ],
         "layout": {
             "barmode": "stack",

@@ -48,8 +48,9 @@ def demo_dataset(start: date, end: date, activity: dict, *, today: date | None =
         entry = usage.setdefault((_day(day), str(account), str(region)), {"requests": 0, "asymmetric": 0})
         entry["requests"] += int(spec.get("requests", 0))
         entry["asymmetric"] += int(spec.get("asymmetric_requests", 0))
-        keys[(str(account), str(region))] = max(keys.get((str(account), str(region)), 0),
-                                                int(spec.get("keys", DEFAULT_KEYS)))
+        keys[(str(account), str(region))] = max(
+            keys.get((str(account), str(region)), 0), int(spec.get("keys", DEFAULT_KEYS))
+        )
 
     rows: list[dict[str, Any]] = []
     free_left: dict[tuple[str, date], Decimal] = defaultdict(lambda: table["free_requests_per_month"])
@@ -60,8 +61,9 @@ def demo_dataset(start: date, end: date, activity: dict, *, today: date | None =
         free_used: dict[str, Decimal] = defaultdict(Decimal)
         for (account, region), count in sorted(keys.items()):
             key_months = Decimal(count) / days_in_month
-            rows.append(_row(day, account, f"{region}-KMS-Keys", key_months * table["key_month"], key_months,
-                             estimated))
+            rows.append(
+                _row(day, account, f"{region}-KMS-Keys", key_months * table["key_month"], key_months, estimated)
+            )
             day_usage = usage.get((day, account, region))
             if not day_usage:
                 continue
@@ -70,12 +72,28 @@ def demo_dataset(start: date, end: date, activity: dict, *, today: date | None =
                 free = min(free_left[(account, day.replace(day=1))], requests)
                 free_left[(account, day.replace(day=1))] -= free
                 free_used[account] += free
-                rows.append(_row(day, account, f"{region}-KMS-Requests", (requests - free) * table["symmetric"],
-                                 requests, estimated))
+                rows.append(
+                    _row(
+                        day,
+                        account,
+                        f"{region}-KMS-Requests",
+                        (requests - free) * table["symmetric"],
+                        requests,
+                        estimated,
+                    )
+                )
             if day_usage["asymmetric"]:
                 requests = Decimal(day_usage["asymmetric"])
-                rows.append(_row(day, account, f"{region}-KMS-Requests-Asymmetric", requests * table["asymmetric"],
-                                 requests, estimated))
+                rows.append(
+                    _row(
+                        day,
+                        account,
+                        f"{region}-KMS-Requests-Asymmetric",
+                        requests * table["asymmetric"],
+                        requests,
+                        estimated,
+                    )
+                )
         for account, free in sorted(free_used.items()):
             if free:
                 rows.append(_row(day, account, "Global-KMS-Requests", Decimal(0), free, estimated))
@@ -84,5 +102,11 @@ def demo_dataset(start: date, end: date, activity: dict, *, today: date | None =
 
 
 def _row(day: date, account: str, usage_type: str, cost: Decimal, usage: Decimal, estimated: bool) -> dict[str, Any]:
-    return {"date": day.isoformat(), "account": account, "usage_type": usage_type, "cost": _amount(cost),
-            "usage": _amount(usage), "estimated": estimated}
+    return {
+        "date": day.isoformat(),
+        "account": account,
+        "usage_type": usage_type,
+        "cost": _amount(cost),
+        "usage": _amount(usage),
+        "estimated": estimated,
+    }

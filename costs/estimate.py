@@ -323,8 +323,12 @@ def _key_cost(result: Estimate, facts: dict[str, KeyFacts], key: str) -> KeyCost
 
 
 def _principal_and_service_totals(
-    start: date, end: date, facts: dict[str, KeyFacts], watched: set[str],
-    shares: dict[tuple[str, date], Decimal], table: dict[str, Decimal],
+    start: date,
+    end: date,
+    facts: dict[str, KeyFacts],
+    watched: set[str],
+    shares: dict[tuple[str, date], Decimal],
+    table: dict[str, Decimal],
 ) -> dict[str, dict[str, list]]:
     """{"principal"|"service": {label: [requests, request cost]}}, priced like the lines of the same
     day, from one read of the rollups (a principal mostly calls through one service)."""
@@ -433,6 +437,6 @@ def reconcile_accounts(result: Estimate, actual_days: list[DayCost]) -> list[Rec
 
 def reconcile(result: Estimate, actual_days: list[DayCost]) -> Reconciliation:
     attributed = result.attributed_by_day()
-    return Reconciliation([
-        ReconciledDay(d.day, d.total, attributed.get(d.day, ZERO), d.estimated, d.has_data) for d in actual_days
-    ])
+    return Reconciliation(
+        [ReconciledDay(d.day, d.total, attributed.get(d.day, ZERO), d.estimated, d.has_data) for d in actual_days]
+    )

@@ -72,8 +72,9 @@ class CachingSaving:
     monthly_saving: Decimal
 
 
-def data_key_caching(end: date, *, facts: dict[str, KeyFacts] | None = None,
-                     window_days: int = CACHING_WINDOW_DAYS) -> list[CachingSaving]:
+def data_key_caching(
+    end: date, *, facts: dict[str, KeyFacts] | None = None, window_days: int = CACHING_WINDOW_DAYS
+) -> list[CachingSaving]:
     """Principals calling GenerateDataKey/Decrypt at high, steady rates, with what a cache saves.
 
     Calls made by an AWS service on a principal's behalf (service set) cannot be cached by the
@@ -101,8 +102,15 @@ def data_key_caching(end: date, *, facts: dict[str, KeyFacts] | None = None,
         if not principal or daily < CACHING_MIN_DAILY or len(entry["days"]) < CACHING_STEADY_SHARE * window_days:
             continue
         monthly_cost = entry["cost"] / window_days * DAYS_PER_MONTH
-        results.append(CachingSaving(principal, int(daily), len(entry["days"]), int(daily * DAYS_PER_MONTH),
-                                     (monthly_cost * hit_rate).quantize(Decimal("0.01"))))
+        results.append(
+            CachingSaving(
+                principal,
+                int(daily),
+                len(entry["days"]),
+                int(daily * DAYS_PER_MONTH),
+                (monthly_cost * hit_rate).quantize(Decimal("0.01")),
+            )
+        )
     return sorted(results, key=lambda c: (-c.monthly_saving, c.principal))
 
 
@@ -125,15 +133,14 @@ def idle_keys(today: date, *, facts: dict[str, KeyFacts] | None = None) -> list[
     days = settings.KMSDASH_IDLE_KEY_DAYS
     since = today - timedelta(days=days)
     candidates = {
-        arn: f for arn, f in facts.items()
+        arn: f
+        for arn, f in facts.items()
         if f.billed_monthly and not f.assumed and (f.creation_date is None or f.creation_date.date() <= since)
     }
     used = set(
         DailyRollup.objects.filter(day__gt=since, key__in=list(candidates)).values_list("key", flat=True).distinct()
     )
-    last_seen = dict(
-        DailyRollup.objects.filter(key__in=list(candidates)).values_list("key").annotate(last=Max("day"))
-    )
+    last_seen = dict(DailyRollup.objects.filter(key__in=list(candidates)).values_list("key").annotate(last=Max("day")))
     table = prices()
     results = []
     for arn, f in candidates.items():
@@ -146,4 +153,3 @@ def idle_keys(today: date, *, facts: dict[str, KeyFacts] | None = None) -> list[
             last = f.last_used_at.date()
         results.append(IdleKey(arn, f.account_id, f.region, last, f.monthly_charge(table)))
     return sorted(results, key=lambda k: (-k.monthly_saving, k.last_used or date.min, k.arn))
-

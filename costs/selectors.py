@@ -61,8 +61,12 @@ class DayCost:
         self.total += amount
         self.has_data = True
         self.estimated = self.estimated or record["estimated"]
-        for name, key in (("by_usage_type", "usage_type"), ("by_account", "account_id"),
-                          ("by_class", "usage_class"), ("by_region", "region")):
+        for name, key in (
+            ("by_usage_type", "usage_type"),
+            ("by_account", "account_id"),
+            ("by_class", "usage_class"),
+            ("by_region", "region"),
+        ):
             bucket = getattr(self, name)
             bucket[record[key]] = bucket.get(record[key], ZERO) + amount
 
@@ -82,15 +86,38 @@ def total_between(start: date, end: date) -> Decimal:
 
 def daily_table(start: date, end: date) -> Iterator[tuple]:
     """The stored rows, one per (day, account, usage type), for the CSV export and cost_report."""
-    columns = ("day", "account_id", "usage_type", "usage_class", "region", "amount", "unit", "usage_quantity",
-               "usage_unit", "estimated")
-    yield from CostRecord.objects.between(start, end).order_by("day", "account_id", "usage_type").values_list(
-        *columns
-    ).iterator(chunk_size=2000)
+    columns = (
+        "day",
+        "account_id",
+        "usage_type",
+        "usage_class",
+        "region",
+        "amount",
+        "unit",
+        "usage_quantity",
+        "usage_unit",
+        "estimated",
+    )
+    yield from (
+        CostRecord.objects.between(start, end)
+        .order_by("day", "account_id", "usage_type")
+        .values_list(*columns)
+        .iterator(chunk_size=2000)
+    )
 
 
-DAILY_TABLE_HEADER = ("date", "account", "usage_type", "usage_class", "region", "cost", "currency", "usage_quantity",
-                      "usage_unit", "estimated")
+DAILY_TABLE_HEADER = (
+    "date",
+    "account",
+    "usage_type",
+    "usage_class",
+    "region",
+    "cost",
+    "currency",
+    "usage_quantity",
+    "usage_unit",
+    "estimated",
+)
 
 
 @dataclass
@@ -148,8 +175,7 @@ def api_spend(start: date, end: date) -> ApiSpend:
 
 def grouped_series(days: list[DayCost], by: str) -> dict[str, list[Decimal]]:
     """{group label: [amount per day]} for a stacked chart; by is class, account or region."""
-    attribute = {"class": "by_class", "account": "by_account", "region": "by_region",
-                 "usage_type": "by_usage_type"}[by]
+    attribute = {"class": "by_class", "account": "by_account", "region": "by_region", "usage_type": "by_usage_type"}[by]
     series: dict[str, list[Decimal]] = defaultdict(lambda: [ZERO] * len(days))
     for index, day in enumerate(days):
         for label, amount in getattr(day, attribute).items():
@@ -176,5 +202,7 @@ def label_keys(keys: list) -> list[dict]:
 
 def label_drivers(drivers: list[tuple[str, int, Decimal]], *, aliases: dict[str, str] | None = None) -> list[dict]:
     aliases = aliases or {}
-    return [{"label": label, "alias": aliases.get(label, ""), "requests": requests, "cost": cost}
-            for label, requests, cost in drivers]
+    return [
+        {"label": label, "alias": aliases.get(label, ""), "requests": requests, "cost": cost}
+        for label, requests, cost in drivers
+    ]

@@ -99,8 +99,12 @@ def ingest_costs(*, since: date | None = None, until: date | None = None, via: s
             spent = requests_on(today)
             if spent >= settings.KMSDASH_CE_DAILY_REQUEST_BUDGET:
                 log.warning("cost explorer budget reached", extra={"requests_today": spent})
-                _finish(run, tally, CostRun.Status.SKIPPED,
-                        error=f"today's Cost Explorer request budget is spent ({spent} requests)")
+                _finish(
+                    run,
+                    tally,
+                    CostRun.Status.SKIPPED,
+                    error=f"today's Cost Explorer request budget is spent ({spent} requests)",
+                )
                 return run
             fetched = fetch_kms_costs(start, end, metric, tally, client=client)
             records = list(records_from_results(fetched.results, fetched.group_keys, metric, timezone.now()))

@@ -304,8 +304,7 @@ class _Generator:
             ip = agent = service
         elif spec.workload == "ebs":
             service = "ec2.amazonaws.com"
-            identity = identity_role(account, "ec2-autoscaling", f"{spec.resource}-{self.hexid(6)}",
-                                     invoked_by=service)
+            identity = identity_role(account, "ec2-autoscaling", f"{spec.resource}-{self.hexid(6)}", invoked_by=service)
             operation = rng.choices(("Decrypt", "GenerateDataKeyWithoutPlaintext", "CreateGrant"), (70, 28, 2))[0]
             context = {"aws:ebs:id": f"vol-0{self.hexid(16)}"}
             ip = agent = service
@@ -341,8 +340,15 @@ class _Generator:
             return {"Department": department, "DataClassification": "TopSecret"}  # not an allowed value
         return {"Department": department, "DataClassification": self.rng.choice(("Confidential", "Internal"))}
 
-    def record(self, key: DemoKey | None, when: datetime, *, recipient: str | None = None,
-               error: tuple[str, str | None] | None = None, **kwargs: Any) -> dict[str, Any]:
+    def record(
+        self,
+        key: DemoKey | None,
+        when: datetime,
+        *,
+        recipient: str | None = None,
+        error: tuple[str, str | None] | None = None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
         spec = key.spec if key else None
         account = recipient or (spec.account if spec else PROD)
         region = kwargs.pop("region", spec.region if spec else "us-east-1")
@@ -363,8 +369,14 @@ class _Generator:
         if message:
             identity = call["identity"]
             principal = identity.get("arn") or identity.get("invokedBy") or identity.get("accountId", "")
-            message = message.format(principal=principal, operation=call["event_name"], key=key.arn,
-                                     region=key.spec.region, account=key.spec.account, alias=key.spec.alias)
+            message = message.format(
+                principal=principal,
+                operation=call["event_name"],
+                key=key.arn,
+                region=key.spec.region,
+                account=key.spec.account,
+                alias=key.spec.alias,
+            )
         return code, message
 
     # --- the month -----------------------------------------------------------------------------
@@ -417,8 +429,9 @@ class _Generator:
             return
         yield self.record(key, when, error=error, **call)
 
-    def cross_account(self, key: DemoKey, when: datetime, call: dict[str, Any],
-                      error: tuple[str, str | None] | None) -> Iterator[dict[str, Any]]:
+    def cross_account(
+        self, key: DemoKey, when: datetime, call: dict[str, Any], error: tuple[str, str | None] | None
+    ) -> Iterator[dict[str, Any]]:
         """A caller in the other account: each side's trail logs its own copy, linked by sharedEventID."""
         spec = key.spec
         caller = OTHER_ACCOUNT[spec.account]
@@ -426,11 +439,18 @@ class _Generator:
         shared = self.uid()
         operation = "Decrypt" if self.rng.random() < 0.8 else "GenerateDataKey"
         context = call["encryption_context"]
-        common = {"event_name": operation, "encryption_context": context, "source_ip": self.ip(),
-                  "user_agent": self.rng.choice(AGENTS), "shared_event_id": shared, "error": error}
+        common = {
+            "event_name": operation,
+            "encryption_context": context,
+            "source_ip": self.ip(),
+            "user_agent": self.rng.choice(AGENTS),
+            "shared_event_id": shared,
+            "error": error,
+        }
         yield self.record(key, when, identity=identity_account(caller), **common)
-        yield self.record(key, when, recipient=caller,
-                          identity=identity_role(caller, role, f"{role}-{self.hexid(8)}"), **common)
+        yield self.record(
+            key, when, recipient=caller, identity=identity_role(caller, role, f"{role}-{self.hexid(8)}"), **common
+        )
 
     # --- stories -------------------------------------------------------------------------------
     def stories(self) -> Iterator[dict[str, Any]]:
@@ -443,91 +463,172 @@ class _Generator:
                 continue  # the unused key: nobody touches it
             admin = identity_user(spec.account, ADMIN_USERS[spec.account][0])
             if spec.rotation:
-                yield self.record(key, timeline.at(27, 10, rng.randrange(60)), identity=admin,
-                                  event_name="EnableKeyRotation", user_agent=CONSOLE_AGENT, source_ip="192.0.2.40",
-                                  request_parameters={"keyId": key.key_id})
+                yield self.record(
+                    key,
+                    timeline.at(27, 10, rng.randrange(60)),
+                    identity=admin,
+                    event_name="EnableKeyRotation",
+                    user_agent=CONSOLE_AGENT,
+                    source_ip="192.0.2.40",
+                    request_parameters={"keyId": key.key_id},
+                )
             # Inventory scripts and engineers look keys up now and then.
             for days_ago in range(0, 30, 3):
-                yield self.record(key, timeline.at(days_ago, 9 + rng.randrange(8), rng.randrange(60)),
-                                  identity=identity_user(spec.account, ADMIN_USERS[spec.account][1]),
-                                  event_name="DescribeKey", user_agent=CLI_AGENT, source_ip="192.0.2.41")
+                yield self.record(
+                    key,
+                    timeline.at(days_ago, 9 + rng.randrange(8), rng.randrange(60)),
+                    identity=identity_user(spec.account, ADMIN_USERS[spec.account][1]),
+                    event_name="DescribeKey",
+                    user_agent=CLI_AGENT,
+                    source_ip="192.0.2.41",
+                )
             if spec.workload == "ebs":
                 for days_ago in range(1, 30, 4):
-                    yield self.record(key, timeline.at(days_ago, 11, rng.randrange(60)),
-                                      identity=identity_role(spec.account, "ec2-autoscaling", "scale-in",
-                                                             invoked_by="ec2.amazonaws.com"),
-                                      event_name="RetireGrant", source_ip="ec2.amazonaws.com",
-                                      user_agent="ec2.amazonaws.com")
+                    yield self.record(
+                        key,
+                        timeline.at(days_ago, 11, rng.randrange(60)),
+                        identity=identity_role(
+                            spec.account, "ec2-autoscaling", "scale-in", invoked_by="ec2.amazonaws.com"
+                        ),
+                        event_name="RetireGrant",
+                        source_ip="ec2.amazonaws.com",
+                        user_agent="ec2.amazonaws.com",
+                    )
 
         signing = keys.get("data-signing")
         if signing:
             created = timeline.at(20, 16, 3)
             platform = identity_role(DATA, "platform-admin", "dave.platform")
-            yield self.record(None, created, recipient=DATA, identity=platform, event_name="CreateKey",
-                              region=signing.spec.region, key_arn=None, user_agent=CLI_AGENT,
-                              request_parameters={"keySpec": "RSA_2048", "keyUsage": "SIGN_VERIFY",
-                                                  "description": signing.spec.description},
-                              response_elements={"keyMetadata": {"keyId": signing.key_id, "arn": signing.arn,
-                                                                 "keyState": "Enabled", "keyManager": "CUSTOMER"}})
-            yield self.record(signing, created + timedelta(seconds=20), identity=platform, event_name="CreateAlias",
-                              user_agent=CLI_AGENT, request_parameters={"aliasName": signing.spec.alias_name,
-                                                                        "targetKeyId": signing.key_id})
-            yield self.record(signing, created + timedelta(minutes=2), identity=platform, event_name="PutKeyPolicy",
-                              user_agent=CLI_AGENT, request_parameters={"keyId": signing.key_id,
-                                                                        "policyName": "default"})
+            yield self.record(
+                None,
+                created,
+                recipient=DATA,
+                identity=platform,
+                event_name="CreateKey",
+                region=signing.spec.region,
+                key_arn=None,
+                user_agent=CLI_AGENT,
+                request_parameters={
+                    "keySpec": "RSA_2048",
+                    "keyUsage": "SIGN_VERIFY",
+                    "description": signing.spec.description,
+                },
+                response_elements={
+                    "keyMetadata": {
+                        "keyId": signing.key_id,
+                        "arn": signing.arn,
+                        "keyState": "Enabled",
+                        "keyManager": "CUSTOMER",
+                    }
+                },
+            )
+            yield self.record(
+                signing,
+                created + timedelta(seconds=20),
+                identity=platform,
+                event_name="CreateAlias",
+                user_agent=CLI_AGENT,
+                request_parameters={"aliasName": signing.spec.alias_name, "targetKeyId": signing.key_id},
+            )
+            yield self.record(
+                signing,
+                created + timedelta(minutes=2),
+                identity=platform,
+                event_name="PutKeyPolicy",
+                user_agent=CLI_AGENT,
+                request_parameters={"keyId": signing.key_id, "policyName": "default"},
+            )
 
         payments = keys.get("prod-payments-app")
         if payments:
             # The root user edits a key policy in the middle of the night: a finding.
-            yield self.record(payments, timeline.root_policy_change, identity=identity_root(PROD),
-                              event_name="PutKeyPolicy", source_ip="198.51.100.77", user_agent=CONSOLE_AGENT,
-                              request_parameters={"keyId": payments.key_id, "policyName": "default",
-                                                  "bypassPolicyLockoutSafetyCheck": False})
+            yield self.record(
+                payments,
+                timeline.root_policy_change,
+                identity=identity_root(PROD),
+                event_name="PutKeyPolicy",
+                source_ip="198.51.100.77",
+                user_agent=CONSOLE_AGENT,
+                request_parameters={
+                    "keyId": payments.key_id,
+                    "policyName": "default",
+                    "bypassPolicyLockoutSafetyCheck": False,
+                },
+            )
 
         # Annual rotation done by KMS itself: service events with no principal type.
         for key in self.keys:
             if key.spec.rotation and key.spec.state == "Enabled" and key.spec.share and rng.random() < 0.35:
-                record = self.record(key, timeline.at(rng.randrange(1, 29), 4, rng.randrange(60)),
-                                     identity={"accountId": key.spec.account, "invokedBy": "AWS Internal"},
-                                     event_name="RotateKey", source_ip="AWS Internal", user_agent="AWS Internal",
-                                     request_parameters=None)
+                record = self.record(
+                    key,
+                    timeline.at(rng.randrange(1, 29), 4, rng.randrange(60)),
+                    identity={"accountId": key.spec.account, "invokedBy": "AWS Internal"},
+                    event_name="RotateKey",
+                    source_ip="AWS Internal",
+                    user_agent="AWS Internal",
+                    request_parameters=None,
+                )
                 record["eventType"] = "AwsServiceEvent"
                 yield record
 
         legacy = keys.get("prod-legacy-reports")
         if legacy:
             admin = identity_user(PROD, ADMIN_USERS[PROD][0])
-            yield self.record(legacy, timeline.legacy_disabled, identity=admin, event_name="DisableKey",
-                              user_agent=CONSOLE_AGENT, source_ip="192.0.2.40",
-                              request_parameters={"keyId": legacy.key_id})
+            yield self.record(
+                legacy,
+                timeline.legacy_disabled,
+                identity=admin,
+                event_name="DisableKey",
+                user_agent=CONSOLE_AGENT,
+                source_ip="192.0.2.40",
+                request_parameters={"keyId": legacy.key_id},
+            )
             # The nightly report job was never moved to the new key.
             night = timeline.legacy_disabled.replace(hour=2, minute=10) + timedelta(days=1)
             while night < timeline.end:
                 for attempt in range(max(1, round(rng.randrange(25, 40) * self.scale))):
-                    yield self.record(legacy, night + timedelta(seconds=attempt * 7),
-                                      identity=identity_role(PROD, "report-builder", "nightly-report"),
-                                      event_name="Decrypt", user_agent=AGENTS[1], source_ip="10.4.18.22",
-                                      encryption_context={"Department": "Finance",
-                                                          "DataClassification": "Confidential"},
-                                      error=("DisabledException", f"{legacy.arn} is disabled."))
+                    yield self.record(
+                        legacy,
+                        night + timedelta(seconds=attempt * 7),
+                        identity=identity_role(PROD, "report-builder", "nightly-report"),
+                        event_name="Decrypt",
+                        user_agent=AGENTS[1],
+                        source_ip="10.4.18.22",
+                        encryption_context={"Department": "Finance", "DataClassification": "Confidential"},
+                        error=("DisabledException", f"{legacy.arn} is disabled."),
+                    )
                 night += timedelta(days=1)
 
         migration = keys.get("data-old-migration")
         if migration:
             when = timeline.migration_scheduled
             deletion = when + timedelta(days=30)
-            yield self.record(migration, when, identity=identity_role(DATA, "platform-admin", "dave.platform"),
-                              event_name="ScheduleKeyDeletion", user_agent=CLI_AGENT, source_ip="192.0.2.44",
-                              request_parameters={"keyId": migration.key_id, "pendingWindowInDays": 30},
-                              response_elements={"keyId": migration.arn, "keyState": "PendingDeletion",
-                                                 "deletionDate": deletion.strftime("%b %d, %Y, %I:%M:%S %p")})
+            yield self.record(
+                migration,
+                when,
+                identity=identity_role(DATA, "platform-admin", "dave.platform"),
+                event_name="ScheduleKeyDeletion",
+                user_agent=CLI_AGENT,
+                source_ip="192.0.2.44",
+                request_parameters={"keyId": migration.key_id, "pendingWindowInDays": 30},
+                response_elements={
+                    "keyId": migration.arn,
+                    "keyState": "PendingDeletion",
+                    "deletionDate": deletion.strftime("%b %d, %Y, %I:%M:%S %p"),
+                },
+            )
             straggler = when + timedelta(hours=5)
             while straggler < timeline.end:
-                yield self.record(migration, straggler, identity=identity_role(DATA, "ingest-worker", "backfill"),
-                                  event_name="Decrypt", user_agent=AGENTS[2], source_ip=self.ip(),
-                                  encryption_context={"Department": "Migration", "DataClassification": "Internal"},
-                                  error=("KMSInvalidStateException",
-                                         f"{migration.arn} is pending deletion."))
+                yield self.record(
+                    migration,
+                    straggler,
+                    identity=identity_role(DATA, "ingest-worker", "backfill"),
+                    event_name="Decrypt",
+                    user_agent=AGENTS[2],
+                    source_ip=self.ip(),
+                    encryption_context={"Department": "Migration", "DataClassification": "Internal"},
+                    error=("KMSInvalidStateException", f"{migration.arn} is pending deletion."),
+                )
                 straggler += timedelta(minutes=rng.randrange(20, 90) / self.scale)
 
         lake = keys.get("data-lake-s3")
@@ -536,24 +637,36 @@ class _Generator:
             role = identity_role(DATA, "ml-training", "training-job-42")
             when = begin
             while when < min(end, timeline.end):
-                yield self.record(lake, when, identity=role, event_name="Decrypt", user_agent=AGENTS[1],
-                                  source_ip="10.9.3.17",
-                                  encryption_context={"aws:s3:arn": f"arn:aws:s3:::data-lake-raw/features/"
-                                                                    f"{self.hexid(10)}.parquet"},
-                                  error=("AccessDeniedException",
-                                         f"User: {role['arn']} is not authorized to perform: kms:Decrypt on "
-                                         f"resource: {lake.arn} because no resource-based policy allows the "
-                                         "kms:Decrypt action"))
+                yield self.record(
+                    lake,
+                    when,
+                    identity=role,
+                    event_name="Decrypt",
+                    user_agent=AGENTS[1],
+                    source_ip="10.9.3.17",
+                    encryption_context={"aws:s3:arn": f"arn:aws:s3:::data-lake-raw/features/{self.hexid(10)}.parquet"},
+                    error=(
+                        "AccessDeniedException",
+                        f"User: {role['arn']} is not authorized to perform: kms:Decrypt on "
+                        f"resource: {lake.arn} because no resource-based policy allows the "
+                        "kms:Decrypt action",
+                    ),
+                )
                 when += timedelta(seconds=rng.randrange(20, 60) / self.scale)
 
         # Grants for the EBS keys and a key policy change by an engineer in office hours.
         for alias in ("prod-ebs", "data-eu-pipeline"):
             changed = keys.get(alias)
             if changed:
-                yield self.record(changed, timeline.at(15, 13, 20),
-                                  identity=identity_user(changed.spec.account, ADMIN_USERS[changed.spec.account][1]),
-                                  event_name="PutKeyPolicy", user_agent=CLI_AGENT, source_ip="192.0.2.41",
-                                  request_parameters={"keyId": changed.key_id, "policyName": "default"})
+                yield self.record(
+                    changed,
+                    timeline.at(15, 13, 20),
+                    identity=identity_user(changed.spec.account, ADMIN_USERS[changed.spec.account][1]),
+                    event_name="PutKeyPolicy",
+                    user_agent=CLI_AGENT,
+                    source_ip="192.0.2.41",
+                    request_parameters={"keyId": changed.key_id, "policyName": "default"},
+                )
 
         yield from self.alert_stories()
 
@@ -564,56 +677,114 @@ class _Generator:
         if warehouse:
             # key-exposed: an engineer opens the key policy to everyone, and restores it 25 minutes later.
             platform = identity_role(DATA, "platform-admin", "dave.platform")
-            root = {"Sid": "Enable IAM User Permissions", "Effect": "Allow",
-                    "Principal": {"AWS": f"arn:aws:iam::{DATA}:root"}, "Action": "kms:*", "Resource": "*"}
-            public = {"Sid": "TemporaryDebugAccess", "Effect": "Allow", "Principal": "*",
-                      "Action": ["kms:Decrypt", "kms:DescribeKey"], "Resource": "*"}
+            root = {
+                "Sid": "Enable IAM User Permissions",
+                "Effect": "Allow",
+                "Principal": {"AWS": f"arn:aws:iam::{DATA}:root"},
+                "Action": "kms:*",
+                "Resource": "*",
+            }
+            public = {
+                "Sid": "TemporaryDebugAccess",
+                "Effect": "Allow",
+                "Principal": "*",
+                "Action": ["kms:Decrypt", "kms:DescribeKey"],
+                "Resource": "*",
+            }
             opened = timeline.at(1, 14, 5)
             for when, statements in ((opened, [root, public]), (opened + timedelta(minutes=25), [root])):
-                yield self.record(warehouse, when, identity=platform, event_name="PutKeyPolicy",
-                                  user_agent=CLI_AGENT, source_ip="192.0.2.44",
-                                  request_parameters={"keyId": warehouse.key_id, "policyName": "default",
-                                                      "policy": json.dumps({"Version": "2012-10-17",
-                                                                            "Statement": statements})})
+                yield self.record(
+                    warehouse,
+                    when,
+                    identity=platform,
+                    event_name="PutKeyPolicy",
+                    user_agent=CLI_AGENT,
+                    source_ip="192.0.2.44",
+                    request_parameters={
+                        "keyId": warehouse.key_id,
+                        "policyName": "default",
+                        "policy": json.dumps({"Version": "2012-10-17", "Statement": statements}),
+                    },
+                )
         eu_lake = keys.get("data-eu-lake-s3")
         if eu_lake:
             # A look-alike: everyone in the organisation, pinned by aws:PrincipalOrgID, is not exposed.
-            org = {"Sid": "OrgRead", "Effect": "Allow", "Principal": "*", "Action": "kms:Decrypt", "Resource": "*",
-                   "Condition": {"StringEquals": {"aws:PrincipalOrgID": "o-demo1234ab"}}}
-            yield self.record(eu_lake, timeline.at(2, 11, 30),
-                              identity=identity_user(DATA, ADMIN_USERS[DATA][1]), event_name="PutKeyPolicy",
-                              user_agent=CLI_AGENT, source_ip="192.0.2.44",
-                              request_parameters={"keyId": eu_lake.key_id, "policyName": "default",
-                                                  "policy": json.dumps({"Version": "2012-10-17", "Statement": [org]})})
+            org = {
+                "Sid": "OrgRead",
+                "Effect": "Allow",
+                "Principal": "*",
+                "Action": "kms:Decrypt",
+                "Resource": "*",
+                "Condition": {"StringEquals": {"aws:PrincipalOrgID": "o-demo1234ab"}},
+            }
+            yield self.record(
+                eu_lake,
+                timeline.at(2, 11, 30),
+                identity=identity_user(DATA, ADMIN_USERS[DATA][1]),
+                event_name="PutKeyPolicy",
+                user_agent=CLI_AGENT,
+                source_ip="192.0.2.44",
+                request_parameters={
+                    "keyId": eu_lake.key_id,
+                    "policyName": "default",
+                    "policy": json.dumps({"Version": "2012-10-17", "Statement": [org]}),
+                },
+            )
         orders = keys.get("prod-orders-dynamodb")
         if orders:
             # after-hours-unusual: the SRE who looks the key up in office hours decrypts at 03:40 UTC.
             sre = identity_user(PROD, ADMIN_USERS[PROD][1])
             night = timeline.at(0.6, 3, 40)
             for n in range(12):
-                yield self.record(orders, night + timedelta(seconds=23 * n), identity=sre, event_name="Decrypt",
-                                  user_agent=CLI_AGENT, source_ip="203.0.113.99",
-                                  encryption_context={"aws:dynamodb:tableName": "Orders",
-                                                      "aws:dynamodb:subscriberId": PROD})
+                yield self.record(
+                    orders,
+                    night + timedelta(seconds=23 * n),
+                    identity=sre,
+                    event_name="Decrypt",
+                    user_agent=CLI_AGENT,
+                    source_ip="203.0.113.99",
+                    encryption_context={"aws:dynamodb:tableName": "Orders", "aws:dynamodb:subscriberId": PROD},
+                )
             # failure-burst: a script of the same SRE retries a denied call for most of an hour.
             burst = timeline.at(0.4, 9, 2)
             for n in range(max(30, round(150 * self.scale))):
-                yield self.record(orders, burst + timedelta(seconds=17 * n), identity=sre, event_name="ReEncrypt",
-                                  user_agent=CLI_AGENT, source_ip="203.0.113.99",
-                                  error=("AccessDeniedException",
-                                         f"User: {sre['arn']} is not authorized to perform: kms:ReEncryptFrom"))
+                yield self.record(
+                    orders,
+                    burst + timedelta(seconds=17 * n),
+                    identity=sre,
+                    event_name="ReEncrypt",
+                    user_agent=CLI_AGENT,
+                    source_ip="203.0.113.99",
+                    error=(
+                        "AccessDeniedException",
+                        f"User: {sre['arn']} is not authorized to perform: kms:ReEncryptFrom",
+                    ),
+                )
             # new-principal: a role of an account kmsdash does not watch calls the key.
             stranger = identity_role("777788889999", "vendor-sync", "sync-7")
             for n in range(3):
-                yield self.record(orders, timeline.at(0.5, 10, 12) + timedelta(minutes=n), recipient=PROD,
-                                  identity=stranger, event_name="Decrypt", user_agent=AGENTS[0],
-                                  source_ip="198.51.100.200",
-                                  error=("AccessDeniedException", "not authorized") if n == 2 else None)
+                yield self.record(
+                    orders,
+                    timeline.at(0.5, 10, 12) + timedelta(minutes=n),
+                    recipient=PROD,
+                    identity=stranger,
+                    event_name="Decrypt",
+                    user_agent=AGENTS[0],
+                    source_ip="198.51.100.200",
+                    error=("AccessDeniedException", "not authorized") if n == 2 else None,
+                )
 
 
-def generate_activity(keys: Sequence[DemoKey], *, end: datetime, days: int = 30,
-                      events_per_day: float = DEFAULT_EVENTS_PER_DAY, seed: int = 2026,
-                      start: datetime | None = None, stories: bool = True) -> list[dict[str, Any]]:
+def generate_activity(
+    keys: Sequence[DemoKey],
+    *,
+    end: datetime,
+    days: int = 30,
+    events_per_day: float = DEFAULT_EVENTS_PER_DAY,
+    seed: int = 2026,
+    start: datetime | None = None,
+    stories: bool = True,
+) -> list[dict[str, Any]]:
     """Every CloudTrail record of the demo month for `keys`, oldest first.
 
     `events_per_day` is the average of the ordinary traffic; the stories add a few hundred events.
@@ -637,4 +808,3 @@ def _utc(when: datetime) -> datetime:
 
 def _time(record: dict[str, Any]) -> datetime:
     return datetime.strptime(record["eventTime"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-

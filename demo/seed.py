@@ -110,7 +110,9 @@ class Emulator:
 
     def control(self, path: str, payload: Any) -> Any:
         request = urllib.request.Request(
-            f"{self.endpoint}/_kmsdash/{path}", data=json.dumps(payload).encode(), method="POST",
+            f"{self.endpoint}/_kmsdash/{path}",
+            data=json.dumps(payload).encode(),
+            method="POST",
             headers={"Content-Type": "application/json"},
         )
         with urllib.request.urlopen(request, timeout=120) as response:
@@ -131,13 +133,15 @@ def key_policy(spec: KeySpec) -> str:
     ]
     if spec.cross_account_role:
         other = OTHER_ACCOUNT[account]
-        statements.append({
-            "Sid": "Allow use by the other account",
-            "Effect": "Allow",
-            "Principal": {"AWS": f"arn:aws:iam::{other}:role/{spec.cross_account_role}"},
-            "Action": ["kms:Decrypt", "kms:GenerateDataKey*", "kms:DescribeKey"],
-            "Resource": "*",
-        })
+        statements.append(
+            {
+                "Sid": "Allow use by the other account",
+                "Effect": "Allow",
+                "Principal": {"AWS": f"arn:aws:iam::{other}:role/{spec.cross_account_role}"},
+                "Action": ["kms:Decrypt", "kms:GenerateDataKey*", "kms:DescribeKey"],
+                "Resource": "*",
+            }
+        )
     statements.extend(RISKY_STATEMENTS.get(spec.alias, []))
     return json.dumps({"Version": "2012-10-17", "Id": "key-default-1", "Statement": statements})
 
@@ -145,16 +149,35 @@ def key_policy(spec: KeySpec) -> str:
 # Policy statements someone added over time, each one a finding.
 RISKY_STATEMENTS: dict[str, list[dict[str, Any]]] = {
     # A shortcut: anyone at all may decrypt.
-    "data-eu-pipeline": [{"Sid": "Temporary pipeline access", "Effect": "Allow", "Principal": {"AWS": "*"},
-                          "Action": "kms:Decrypt", "Resource": "*"}],
+    "data-eu-pipeline": [
+        {
+            "Sid": "Temporary pipeline access",
+            "Effect": "Allow",
+            "Principal": {"AWS": "*"},
+            "Action": "kms:Decrypt",
+            "Resource": "*",
+        }
+    ],
     # Developers hold every KMS action on a production key.
-    "prod-eu-lambda": [{"Sid": "Developers", "Effect": "Allow",
-                        "Principal": {"AWS": f"arn:aws:iam::{PROD}:role/Developer"},
-                        "Action": "kms:*", "Resource": "*"}],
+    "prod-eu-lambda": [
+        {
+            "Sid": "Developers",
+            "Effect": "Allow",
+            "Principal": {"AWS": f"arn:aws:iam::{PROD}:role/Developer"},
+            "Action": "kms:*",
+            "Resource": "*",
+        }
+    ],
     # An external auditor's account that kmsdash does not watch.
-    "prod-invoices-s3": [{"Sid": "External auditor", "Effect": "Allow",
-                          "Principal": {"AWS": f"arn:aws:iam::{FOREIGN_ACCOUNT}:root"},
-                          "Action": ["kms:Decrypt", "kms:DescribeKey"], "Resource": "*"}],
+    "prod-invoices-s3": [
+        {
+            "Sid": "External auditor",
+            "Effect": "Allow",
+            "Principal": {"AWS": f"arn:aws:iam::{FOREIGN_ACCOUNT}:root"},
+            "Action": ["kms:Decrypt", "kms:DescribeKey"],
+            "Resource": "*",
+        }
+    ],
 }
 # Grants to an account kmsdash does not watch (a backup vendor).
 FOREIGN_GRANTS = {"prod-apac-backup": f"arn:aws:iam::{FOREIGN_ACCOUNT}:role/backup-vendor"}
@@ -189,8 +212,12 @@ def create_key(emulator: Emulator, spec: KeySpec) -> DemoKey:
             Name=f"{spec.cross_account_role}-cross-account",
         )
     if spec.alias in FOREIGN_GRANTS:
-        kms.create_grant(KeyId=key.key_id, GranteePrincipal=FOREIGN_GRANTS[spec.alias],
-                         Operations=["Decrypt", "GenerateDataKey"], Name="backup-vendor")
+        kms.create_grant(
+            KeyId=key.key_id,
+            GranteePrincipal=FOREIGN_GRANTS[spec.alias],
+            Operations=["Decrypt", "GenerateDataKey"],
+            Name="backup-vendor",
+        )
     if spec.state == "Disabled":
         kms.disable_key(KeyId=key.key_id)
     elif spec.state == "PendingDeletion":
@@ -222,12 +249,18 @@ def create_trails(emulator: Emulator, accounts: Iterable[str]) -> dict[str, str]
         )
         cloudtrail.start_logging(Name=TRAIL_NAME)
         if account == list(ACCOUNTS)[-1]:
-            cloudtrail.create_trail(Name="security-lake-export", S3BucketName=bucket, IsMultiRegionTrail=True,
-                                    S3KeyPrefix="security-lake")
+            cloudtrail.create_trail(
+                Name="security-lake-export", S3BucketName=bucket, IsMultiRegionTrail=True, S3KeyPrefix="security-lake"
+            )
             cloudtrail.put_event_selectors(
                 TrailName="security-lake-export",
-                EventSelectors=[{"ReadWriteType": "All", "IncludeManagementEvents": True,
-                                 "ExcludeManagementEventSources": ["kms.amazonaws.com"]}],
+                EventSelectors=[
+                    {
+                        "ReadWriteType": "All",
+                        "IncludeManagementEvents": True,
+                        "ExcludeManagementEventSources": ["kms.amazonaws.com"],
+                    }
+                ],
             )
         buckets[account] = bucket
     return buckets
@@ -235,12 +268,21 @@ def create_trails(emulator: Emulator, accounts: Iterable[str]) -> dict[str, str]
 
 def _other_service_record(rng: random.Random, account: str, region: str, when: datetime) -> dict[str, Any]:
     """A non-KMS management event: real trail files mix every service, kmsdash must skip them."""
-    source, name = rng.choice((("s3.amazonaws.com", "ListBuckets"), ("sts.amazonaws.com", "AssumeRole"),
-                               ("ec2.amazonaws.com", "DescribeInstances"), ("iam.amazonaws.com", "GetRole")))
+    source, name = rng.choice(
+        (
+            ("s3.amazonaws.com", "ListBuckets"),
+            ("sts.amazonaws.com", "AssumeRole"),
+            ("ec2.amazonaws.com", "DescribeInstances"),
+            ("iam.amazonaws.com", "GetRole"),
+        )
+    )
     return {
         "eventVersion": "1.11",
-        "userIdentity": {"type": "AssumedRole", "accountId": account,
-                         "arn": f"arn:aws:sts::{account}:assumed-role/ops/automation"},
+        "userIdentity": {
+            "type": "AssumedRole",
+            "accountId": account,
+            "arn": f"arn:aws:sts::{account}:assumed-role/ops/automation",
+        },
         "eventTime": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "eventSource": source,
         "eventName": name,
@@ -258,8 +300,9 @@ def _other_service_record(rng: random.Random, account: str, region: str, when: d
     }
 
 
-def log_files(records: Iterable[dict[str, Any]], *, now: datetime, file_minutes: int = 120,
-              seed: int = 0) -> list[tuple[str, str, bytes]]:
+def log_files(
+    records: Iterable[dict[str, Any]], *, now: datetime, file_minutes: int = 120, seed: int = 0
+) -> list[tuple[str, str, bytes]]:
     """(account, S3 key, gzip body) of the CloudTrail log files holding `records`.
 
     Files are cut per (recipient account, region, `file_minutes` slot) and named by their delivery
@@ -298,11 +341,16 @@ def digest_files(accounts: Iterable[str], *, start: datetime, now: datetime) -> 
         if delivered > now:
             break
         for account in accounts:
-            key = (f"AWSLogs/{account}/CloudTrail-Digest/{TRAIL_REGION}/{delivered:%Y/%m/%d}/"
-                   f"{account}_CloudTrail-Digest_{TRAIL_REGION}_{TRAIL_NAME}_{TRAIL_REGION}_{delivered:%Y%m%dT%H%M%SZ}"
-                   ".json.gz")
-            body = gzip.compress(json.dumps({"awsAccountId": account, "digestStartTime": f"{day:%Y-%m-%dT%H:%M:%SZ}",
-                                             "logFiles": []}).encode())
+            key = (
+                f"AWSLogs/{account}/CloudTrail-Digest/{TRAIL_REGION}/{delivered:%Y/%m/%d}/"
+                f"{account}_CloudTrail-Digest_{TRAIL_REGION}_{TRAIL_NAME}_{TRAIL_REGION}_{delivered:%Y%m%dT%H%M%SZ}"
+                ".json.gz"
+            )
+            body = gzip.compress(
+                json.dumps(
+                    {"awsAccountId": account, "digestStartTime": f"{day:%Y-%m-%dT%H:%M:%SZ}", "logFiles": []}
+                ).encode()
+            )
             files.append((account, key, body))
         day += timedelta(days=1)
     return files
@@ -313,8 +361,9 @@ def upload(emulator: Emulator, buckets: dict[str, str], files: Sequence[tuple[st
 
     def put(item: tuple[str, str, bytes]) -> None:
         account, key, body = item
-        clients[account].put_object(Bucket=buckets[account], Key=key, Body=body, ContentType="application/json",
-                                    ContentEncoding="gzip")
+        clients[account].put_object(
+            Bucket=buckets[account], Key=key, Body=body, ContentType="application/json", ContentEncoding="gzip"
+        )
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(put, files))
@@ -359,14 +408,17 @@ def cost_activity(keys: Sequence[DemoKey], records: Iterable[dict[str, Any]]) ->
         if owner_of.get(arn) != account or record.get("eventType") != "AwsApiCall":
             continue
         region = record["awsRegion"]
-        entry = activity.setdefault((record["eventTime"][:10], account, region),
-                                    {"requests": 0, "asymmetric_requests": 0, "keys": billed[(account, region)]})
+        entry = activity.setdefault(
+            (record["eventTime"][:10], account, region),
+            {"requests": 0, "asymmetric_requests": 0, "keys": billed[(account, region)]},
+        )
         entry["asymmetric_requests" if arn in asymmetric else "requests"] += 1
     return activity
 
 
-def backfill_activity(activity: dict[tuple, dict[str, int]], *, since: date,
-                      growth: float = 0.9) -> dict[tuple, dict[str, int]]:
+def backfill_activity(
+    activity: dict[tuple, dict[str, int]], *, since: date, growth: float = 0.9
+) -> dict[tuple, dict[str, int]]:
     """Extend daily activity back to `since`: each earlier day repeats the first seeded week's same
     weekday, a little lower (`growth`), so month-over-month comparisons have something to compare."""
     days = sorted({date.fromisoformat(day) for day, _, _ in activity})
@@ -389,8 +441,7 @@ def backfill_activity(activity: dict[tuple, dict[str, int]], *, since: date,
     return filled
 
 
-def push_costs(emulator: Emulator, keys: Sequence[DemoKey], records: Sequence[dict[str, Any]], *,
-               now: datetime) -> int:
+def push_costs(emulator: Emulator, keys: Sequence[DemoKey], records: Sequence[dict[str, Any]], *, now: datetime) -> int:
     """What Cost Explorer would bill for the month, from the same activity (costs.demo prices it)."""
     from costs.demo import demo_dataset
 
@@ -411,16 +462,20 @@ def find_keys(emulator: Emulator, specs: Sequence[KeySpec] = KEYS) -> list[DemoK
     keys = []
     for account, region in dict.fromkeys((spec.account, spec.region) for spec in specs):
         kms = emulator.client("kms", account, region)
-        targets = {alias["AliasName"]: alias.get("TargetKeyId") for page in kms.get_paginator("list_aliases").paginate()
-                   for alias in page["Aliases"]}
+        targets = {
+            alias["AliasName"]: alias.get("TargetKeyId")
+            for page in kms.get_paginator("list_aliases").paginate()
+            for alias in page["Aliases"]
+        }
         for spec in specs:
             if (spec.account, spec.region) == (account, region) and targets.get(spec.alias_name):
                 keys.append(DemoKey(spec, f"arn:aws:kms:{region}:{account}:key/{targets[spec.alias_name]}"))
     return keys
 
 
-def push_live(emulator: Emulator, keys: Sequence[DemoKey], *, start: datetime, end: datetime,
-              events_per_day: float = 3000) -> int:
+def push_live(
+    emulator: Emulator, keys: Sequence[DemoKey], *, start: datetime, end: datetime, events_per_day: float = 3000
+) -> int:
     """The ordinary traffic of [start, end) delivered as CloudTrail would: a log file per account
     and region, and its management events and failures to LookupEvents."""
     seed = int(start.timestamp())
@@ -454,8 +509,19 @@ def register_sources(buckets: dict[str, str]) -> None:
 
     for account, name in ACCOUNTS.items():
         call_command(
-            "add_source", "--account-id", account, "--name", name, "--regions", ",".join(REGIONS),
-            "--role-arn", reader_role_arn(account), "--external-id", EXTERNAL_ID, "--s3-bucket", buckets[account],
+            "add_source",
+            "--account-id",
+            account,
+            "--name",
+            name,
+            "--regions",
+            ",".join(REGIONS),
+            "--role-arn",
+            reader_role_arn(account),
+            "--external-id",
+            EXTERNAL_ID,
+            "--s3-bucket",
+            buckets[account],
             stdout=io.StringIO(),
         )
 
@@ -481,8 +547,16 @@ def context_rules(keys: Sequence[DemoKey]) -> int:
 
 
 # --- All of it ----------------------------------------------------------------------------------
-def seed_world(endpoint: str, *, now: datetime | None = None, days: int = 30, events_per_day: float = 3000,
-               seed: int = 2026, file_minutes: int = 120, specs: Sequence[KeySpec] = KEYS) -> SeedResult:
+def seed_world(
+    endpoint: str,
+    *,
+    now: datetime | None = None,
+    days: int = 30,
+    events_per_day: float = 3000,
+    seed: int = 2026,
+    file_minutes: int = 120,
+    specs: Sequence[KeySpec] = KEYS,
+) -> SeedResult:
     """Build the demo world in the emulator at `endpoint` (AWS side only; no database writes)."""
     now = (now or datetime.now(UTC)).astimezone(UTC)
     emulator = Emulator(endpoint)

@@ -96,8 +96,11 @@ def page_fault(request: Request) -> dict[str, Any]:
     spec = request.get_json(force=True)
     with STATE.lock:
         STATE.page_faults.append(
-            {"page": int(spec.get("page", 2)), "error": spec.get("error", "RequestChangedException"),
-             "count": int(spec.get("count", 1))}
+            {
+                "page": int(spec.get("page", 2)),
+                "error": spec.get("error", "RequestChangedException"),
+                "count": int(spec.get("count", 1)),
+            }
         )
     return {"ok": True}
 
@@ -126,8 +129,10 @@ def _metrics(rows: list[dict[str, Any]], metrics: list[str]) -> dict[str, Any]:
     for metric in metrics:
         if metric == "UsageQuantity":
             units = {row["usage_unit"] for row in rows}
-            out[metric] = {"Amount": _amount(sum((r["usage"] for r in rows), Decimal(0))),
-                           "Unit": units.pop() if len(units) == 1 else "N/A"}
+            out[metric] = {
+                "Amount": _amount(sum((r["usage"] for r in rows), Decimal(0))),
+                "Unit": units.pop() if len(units) == 1 else "N/A",
+            }
         else:
             out[metric] = {"Amount": _amount(sum((r["cost"] for r in rows), Decimal(0))), "Unit": "USD"}
     return out
@@ -223,4 +228,3 @@ def get_cost_and_usage(call: Call):
     if next_token:
         response["NextPageToken"] = next_token
     return json_response(response)
-

@@ -32,8 +32,16 @@ from emulator.server import Call, addon, aws_error, control, json_response, on_r
 TARGET = "com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101.LookupEvents"
 RATE_PER_SECOND = 2
 RETENTION_SECONDS = 90 * 86400
-ATTRIBUTE_KEYS = ("EventId", "EventName", "ReadOnly", "Username", "ResourceType", "ResourceName", "EventSource",
-                  "AccessKeyId")
+ATTRIBUTE_KEYS = (
+    "EventId",
+    "EventName",
+    "ReadOnly",
+    "Username",
+    "ResourceType",
+    "ResourceName",
+    "EventSource",
+    "AccessKeyId",
+)
 
 
 @dataclass
@@ -168,8 +176,7 @@ def _event(record: dict[str, Any]) -> dict[str, Any]:
         "EventSource": record.get("eventSource", ""),
         "Username": _username(identity),
         "Resources": [
-            {"ResourceType": r.get("type", ""), "ResourceName": r.get("ARN", "")}
-            for r in _resources(record)
+            {"ResourceType": r.get("type", ""), "ResourceName": r.get("ARN", "")} for r in _resources(record)
         ],
         "CloudTrailEvent": json.dumps(record),
     }

@@ -162,7 +162,11 @@ def findings(*, kind: str = "", severity: str = "", account: str = "", status: s
         qs = qs.filter(severity=severity)
     if account:
         qs = qs.filter(account_id=account)
-    return qs.select_related("accepted_by").prefetch_related("decisions").order_by(*finding_order(sort or DEFAULT_FINDING_SORT))
+    return (
+        qs.select_related("accepted_by")
+        .prefetch_related("decisions")
+        .order_by(*finding_order(sort or DEFAULT_FINDING_SORT))
+    )
 
 
 def finding_counts() -> dict[str, int]:

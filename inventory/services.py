@@ -289,12 +289,14 @@ class DecisionRefused(Exception):
 def _decide(finding, *, user, reason: str, action: str) -> FindingDecision:
     now = timezone.now()
     decision = FindingDecision.objects.create(
-        finding=finding, action=action, user=user, username=user.get_username() if user else "", reason=reason,
+        finding=finding,
+        action=action,
+        user=user,
+        username=user.get_username() if user else "",
+        reason=reason,
         decided_at=now,
     )
-    log.info(
-        "finding %s", action, extra={"finding": finding.pk, "kind": finding.kind, "user": decision.username}
-    )
+    log.info("finding %s", action, extra={"finding": finding.pk, "kind": finding.kind, "user": decision.username})
     return decision
 
 

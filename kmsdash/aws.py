@@ -53,9 +53,7 @@ def session_for(source: Source | None = None, *, region: str | None = None) -> b
     assumed = botocore.session.Session()
     # botocore's documented extension point for custom credentials is the session's provider
     # chain; a deferred refreshable set assumes the role on first use and again before expiry.
-    assumed._credentials = DeferredRefreshableCredentials(
-        refresh_using=fetcher.fetch_credentials, method="assume-role"
-    )
+    assumed._credentials = DeferredRefreshableCredentials(refresh_using=fetcher.fetch_credentials, method="assume-role")
     return boto3.Session(botocore_session=assumed)
 
 

@@ -28,9 +28,10 @@ from .models import ExportAudit
 FORMULA_TRIGGERS = frozenset("=+-@\t\r\n\0") | frozenset("\uff1d\uff0b\uff0d\uff20\ufe66\ufe62\ufe63\ufe6b\u2212")
 # What a spreadsheet may skip before the first character it reads: whitespace, and the invisible
 # format characters (zero-width space and joiners, the BOM, bidi marks, soft hyphen: category Cf).
-_INVISIBLE = frozenset(
-    c for c in map(chr, range(sys.maxunicode + 1)) if c.isspace() or unicodedata.category(c) == "Cf"
-) - FORMULA_TRIGGERS
+_INVISIBLE = (
+    frozenset(c for c in map(chr, range(sys.maxunicode + 1)) if c.isspace() or unicodedata.category(c) == "Cf")
+    - FORMULA_TRIGGERS
+)
 _LEADING_INVISIBLE = re.compile("[" + "".join(map(re.escape, sorted(_INVISIBLE))) + "]*")
 # First characters that can make a text cell a formula: the triggers, and whatever may stand before
 # one. Any other first character settles it without looking further.

@@ -64,7 +64,9 @@ def run_probes(timeout: float = PROBE_TIMEOUT) -> dict[str, str]:
             outcome[name] = "ok"
 
     # Daemon threads: one stuck in a connect never holds up the next probe or the server's exit.
-    threads = [threading.Thread(target=run, args=item, daemon=True, name=f"healthz-{item[0]}") for item in PROBES.items()]
+    threads = [
+        threading.Thread(target=run, args=item, daemon=True, name=f"healthz-{item[0]}") for item in PROBES.items()
+    ]
     deadline = time.monotonic() + timeout
     for thread in threads:
         thread.start()

@@ -400,6 +400,7 @@ KMSDASH_BASE_URL = os.getenv("KMSDASH_BASE_URL", "").rstrip("/")
 # KMS key (id, ARN or alias) that envelope-encrypts channel secrets stored in the database.
 KMSDASH_SECRETS_KMS_KEY = os.getenv("KMSDASH_SECRETS_KMS_KEY", "")
 
+
 # Email channels go through Django's email backend; KMSDASH_EMAIL_* wins over the standard names.
 def _email(name: str, default: str = "") -> str:
     return os.getenv(f"KMSDASH_{name}", os.getenv(name, default))

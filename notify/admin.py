@@ -41,7 +41,9 @@ class ChannelForm(forms.ModelForm):
             data["target"] = apprise_display(secret)
         keeps_sealed = self.instance.is_sealed and self.instance.type == data.get("type")
         if data.get("type") in SECRET_TYPES and not (secret or data.get("secret_env") or keeps_sealed):
-            raise ValidationError("A webhook or apprise channel needs its secret: type it, or name its environment variable.")
+            raise ValidationError(
+                "A webhook or apprise channel needs its secret: type it, or name its environment variable."
+            )
         if data.get("secret_env") or data.get("type") not in SECRET_TYPES:
             self.instance.sealed_key_id, self.instance.sealed_data_key, self.instance.sealed_value = "", b"", b""
         if secret:
@@ -72,8 +74,7 @@ class ChannelAdmin(admin.ModelAdmin):
 
 @admin.register(Notification)
 class NotificationAdmin(ReadOnlyAdmin):
-    list_display = ["created_at", "channel", "alert_id", "event", "state", "attempts", "next_attempt_at",
-                    "finished_at"]
+    list_display = ["created_at", "channel", "alert_id", "event", "state", "attempts", "next_attempt_at", "finished_at"]
     list_filter = ["state", "event", "channel"]
     search_fields = ["=alert_id", "=id"]
     list_select_related = ["channel"]

@@ -57,8 +57,9 @@ def send_webhook(job: Job, timeout: float) -> Outcome:
     try:
         # No redirects: a receiver cannot bounce the signed alert somewhere else. The body is
         # not read: only the status decides.
-        with requests.post(job.target, data=body, headers=headers, timeout=(timeout, timeout),
-                           allow_redirects=False, stream=True) as response:
+        with requests.post(
+            job.target, data=body, headers=headers, timeout=(timeout, timeout), allow_redirects=False, stream=True
+        ) as response:
             status = response.status_code
     except requests.RequestException as exc:
         return Outcome(False, error=f"{type(exc).__name__}: {exc}")

@@ -52,7 +52,9 @@ class PassResult:
 def retry_delay(attempt: int, rng: random.Random | None = None) -> timedelta:
     """After the `attempt`-th failure: first delay x 2^(attempt-1), capped, with "equal jitter"
     (between half and all of it) so that retries of one outage do not all land together."""
-    base = min(settings.KMSDASH_ALERT_RETRY_MAX_SECONDS, settings.KMSDASH_ALERT_RETRY_FIRST_SECONDS * 2 ** (attempt - 1))
+    base = min(
+        settings.KMSDASH_ALERT_RETRY_MAX_SECONDS, settings.KMSDASH_ALERT_RETRY_FIRST_SECONDS * 2 ** (attempt - 1)
+    )
     return timedelta(seconds=base * (rng or random).uniform(0.5, 1.0))
 
 
@@ -89,7 +91,9 @@ def _begin(notification: Notification) -> DeliveryAttempt | None:
     now = timezone.now()
     number = notification.attempts + 1
     taken = Notification.objects.filter(
-        id=notification.id, state=Notification.State.PENDING, attempts=notification.attempts,
+        id=notification.id,
+        state=Notification.State.PENDING,
+        attempts=notification.attempts,
         leased_until=notification.leased_until,
     ).update(attempts=F("attempts") + 1, leased_until=now + lease())
     if not taken:
@@ -113,13 +117,20 @@ def _finish(notification: Notification, attempt: DeliveryAttempt, outcome: Outco
     end = deadline(notification)
     if now >= end:
         mine.update(state=Notification.State.FAILED, finished_at=now, leased_until=None, last_error=outcome.error)
-        log.warning("alert delivery failed for good", extra={"delivery": str(notification.id),
-                                                             "channel": notification.channel.name,
-                                                             "attempts": attempt.number, "error": outcome.error})
+        log.warning(
+            "alert delivery failed for good",
+            extra={
+                "delivery": str(notification.id),
+                "channel": notification.channel.name,
+                "attempts": attempt.number,
+                "error": outcome.error,
+            },
+        )
         return "failed"
     # The last retry falls on the deadline itself, so the window is used to its end.
-    mine.update(next_attempt_at=min(now + retry_delay(attempt.number), end), leased_until=None,
-                last_error=outcome.error)
+    mine.update(
+        next_attempt_at=min(now + retry_delay(attempt.number), end), leased_until=None, last_error=outcome.error
+    )
     return "retrying"
 
 

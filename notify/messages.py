@@ -85,23 +85,30 @@ def html(payload: dict) -> str:
     alert = payload["alert"]
     return render_to_string(
         "notify/alert_email.html",
-        {"subject": subject(payload, limit=10_000), "event": payload["event"], "rows": rows(alert), "link": link(alert)},
+        {
+            "subject": subject(payload, limit=10_000),
+            "event": payload["event"],
+            "rows": rows(alert),
+            "link": link(alert),
+        },
     )
 
 
 # Chat services read markup in plain text: Slack's <!channel>, <@U123> and <url|text>, markdown
 # links [text](url), HTML in some, @mentions, code fences. Each such character becomes a
 # look-alike that no service parses, and URL schemes lose their colon so nothing auto-links.
-_CHAT_MARKUP = str.maketrans({
-    "<": "\u2039",  # ‹
-    ">": "\u203a",  # ›
-    "[": "\u2045",  # ⁅
-    "]": "\u2046",  # ⁆
-    "@": "\uff20",  # ＠
-    "`": "\u02cb",  # ˋ
-    "&": "\uff06",  # ＆
-    "|": "\u00a6",  # ¦
-})
+_CHAT_MARKUP = str.maketrans(
+    {
+        "<": "\u2039",  # ‹
+        ">": "\u203a",  # ›
+        "[": "\u2045",  # ⁅
+        "]": "\u2046",  # ⁆
+        "@": "\uff20",  # ＠
+        "`": "\u02cb",  # ˋ
+        "&": "\uff06",  # ＆
+        "|": "\u00a6",  # ¦
+    }
+)
 _SCHEME = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*):(?=//)|\b(javascript|data|vbscript|mailto|tel)\s*:")
 
 

@@ -44,7 +44,9 @@ class Channel(models.Model):
         help_text="Webhook URL, comma-separated email addresses, SNS topic ARN or file path. For apprise, "
         "the URL with its tokens masked (the URL itself is the secret).",
     )
-    kinds = models.JSONField(default=list, blank=True, help_text='Alert kinds to send, e.g. ["critical-event"]; empty: all.')
+    kinds = models.JSONField(
+        default=list, blank=True, help_text='Alert kinds to send, e.g. ["critical-event"]; empty: all.'
+    )
     min_severity = models.CharField(max_length=10, choices=Severity.choices, blank=True, help_text="Empty: all.")
     enabled = models.BooleanField(default=True)
     secret_env = models.CharField(max_length=200, blank=True, help_text="Environment variable holding the secret.")

@@ -34,20 +34,28 @@ def delivery_health(now: datetime) -> list[ChannelDeliveries]:
         n_delivered=Count("notifications", filter=recent & Q(notifications__state=Notification.State.DELIVERED)),
         n_failed=Count("notifications", filter=recent & Q(notifications__state=Notification.State.FAILED)),
         n_suppressed=Count("notifications", filter=recent & Q(notifications__state=Notification.State.SUPPRESSED)),
-        last_delivered=Max("notifications__finished_at",
-                           filter=Q(notifications__state=Notification.State.DELIVERED)),
+        last_delivered=Max("notifications__finished_at", filter=Q(notifications__state=Notification.State.DELIVERED)),
     ).order_by("name")
     # The newest error of each channel's undelivered notifications (a short list: pending or failed).
     errors: dict[int, str] = {}
     undelivered = Notification.objects.filter(
         state__in=[Notification.State.PENDING, Notification.State.FAILED], finished_at__isnull=True
     ) | Notification.objects.filter(state=Notification.State.FAILED, finished_at__gte=since)
-    for channel_id, error in undelivered.exclude(last_error="").order_by("-created_at").values_list(
-        "channel_id", "last_error"
+    for channel_id, error in (
+        undelivered.exclude(last_error="").order_by("-created_at").values_list("channel_id", "last_error")
     ):
         errors.setdefault(channel_id, error)
     return [
-        ChannelDeliveries(c.name, c.type, c.enabled, c.n_pending, c.n_delivered, c.n_failed, c.n_suppressed,
-                          c.last_delivered, errors.get(c.pk, ""))
+        ChannelDeliveries(
+            c.name,
+            c.type,
+            c.enabled,
+            c.n_pending,
+            c.n_delivered,
+            c.n_failed,
+            c.n_suppressed,
+            c.last_delivered,
+            errors.get(c.pk, ""),
+        )
         for c in channels
     ]

@@ -40,8 +40,9 @@ def notify_alert(alert: dict, *, event: str) -> None:
         raise ValueError(f"unknown alert event {event!r}")
     alert_id = int(alert["id"])
     # JSON has no NaN or infinity (PostgreSQL's jsonb refuses them): a figure that is not finite is null.
-    alert = {name: None if isinstance(value, float) and not math.isfinite(value) else value
-             for name, value in alert.items()}
+    alert = {
+        name: None if isinstance(value, float) and not math.isfinite(value) else value for name, value in alert.items()
+    }
     now = timezone.now()
     limit = settings.KMSDASH_ALERT_MAX_NOTIFICATIONS_PER_HOUR
     payload = {"event": event, "alert": alert}
@@ -71,8 +72,10 @@ def notify_alert(alert: dict, *, event: str) -> None:
         if pending:
             transaction.on_commit(queue_delivery)
     if pending or suppressed:
-        log.info("alert notifications recorded",
-                 extra={"alert": alert_id, "event": event, "pending": pending, "suppressed": suppressed})
+        log.info(
+            "alert notifications recorded",
+            extra={"alert": alert_id, "event": event, "pending": pending, "suppressed": suppressed},
+        )
 
 
 def queue_delivery() -> None:
@@ -200,5 +203,14 @@ def upsert_channel(
 
 
 def _state(channel: Channel) -> tuple:
-    return (channel.type, channel.target, list(channel.kinds), channel.min_severity, channel.enabled,
-            channel.secret_env, channel.sealed_key_id, bytes(channel.sealed_data_key), bytes(channel.sealed_value))
+    return (
+        channel.type,
+        channel.target,
+        list(channel.kinds),
+        channel.min_severity,
+        channel.enabled,
+        channel.secret_env,
+        channel.sealed_key_id,
+        bytes(channel.sealed_data_key),
+        bytes(channel.sealed_value),
+    )

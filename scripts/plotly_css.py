@@ -61,7 +61,7 @@ def rules(bundle: str) -> list[tuple[str, str]]:
     while bundle[position] != "}":
         token = STRING.match(bundle, position) or IDENTIFIER.match(bundle, position)
         if token is None:
-            raise SystemExit(f"plotly_css: unexpected text at {position}: {bundle[position:position + 40]!r}")
+            raise SystemExit(f"plotly_css: unexpected text at {position}: {bundle[position : position + 40]!r}")
         key = js_string(token.group()) if token.group()[0] in "'\"" else token.group()
         position = token.end()
         assert bundle[position] == ":", bundle[position : position + 40]

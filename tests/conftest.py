@@ -70,8 +70,9 @@ class Emulator:
         with urllib.request.urlopen(request) as response:
             return json.loads(response.read())
 
-    def fault(self, target: str, error: str = "ThrottlingException", *, status: int = 400, count: int = 1,
-              delay: float = 0.0) -> None:
+    def fault(
+        self, target: str, error: str = "ThrottlingException", *, status: int = 400, count: int = 1, delay: float = 0.0
+    ) -> None:
         self.control("faults", {"target": target, "error": error, "status": status, "count": count, "delay": delay})
 
     def requests(self, target: str | None = None) -> list[dict]:

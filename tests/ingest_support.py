@@ -9,7 +9,14 @@ from audits.rollups import SUMMARIES
 
 # Every table the write path fills; the summaries come from the write path's own list, so a new one
 # cannot be forgotten here (a forgotten table leaks rows into every later test of the session).
-INGESTED: tuple[type[Model], ...] = (Event, RawBlock, DailyRollup, *(summary.model for summary in SUMMARIES), Quarantine, IngestRun)
+INGESTED: tuple[type[Model], ...] = (
+    Event,
+    RawBlock,
+    DailyRollup,
+    *(summary.model for summary in SUMMARIES),
+    Quarantine,
+    IngestRun,
+)
 
 
 def delete_ingested() -> None:

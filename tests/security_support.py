@@ -174,8 +174,18 @@ def seed_world() -> dict[str, object]:
         last_seen_at=now,
     )
     alert = Alert.objects.create(
-        kind=Kind.CRITICAL_EVENT, severity="high", scope_hash="a" * 64, account_id=ACCOUNT, region="us-east-1",
-        key=KEY, subject="DisableKey", first_event=now, last_event=now, detected_at=now, updated=now, count=1,
+        kind=Kind.CRITICAL_EVENT,
+        severity="high",
+        scope_hash="a" * 64,
+        account_id=ACCOUNT,
+        region="us-east-1",
+        key=KEY,
+        subject="DisableKey",
+        first_event=now,
+        last_event=now,
+        detected_at=now,
+        updated=now,
+        count=1,
         summary="DisableKey on the key",
     )
     return {"key": KEY, "event": Event.objects.earliest("id").pk, "finding": finding.pk, "alert": alert.pk}
@@ -187,6 +197,10 @@ def manage_py(*args: str, **env: str) -> subprocess.CompletedProcess:
     environment = {key: value for key, value in os.environ.items() if not key.startswith(("KMSDASH_", "DJANGO_"))}
     environment.update(DJANGO_SETTINGS_MODULE="kmsdash.settings", **env)
     return subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=settings.BASE_DIR, env=environment, capture_output=True, text=True,
+        [sys.executable, "manage.py", *args],
+        cwd=settings.BASE_DIR,
+        env=environment,
+        capture_output=True,
+        text=True,
         timeout=120,
     )

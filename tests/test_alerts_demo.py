@@ -26,8 +26,13 @@ def test_the_demo_month_alerts_for_its_incidents_and_not_for_its_look_alikes():
     assert evaluate().status == "done"
     alerts = list(Alert.objects.all())
     kinds = {a.kind for a in alerts}
-    assert {Kind.CRITICAL_EVENT, Kind.KEY_EXPOSED, Kind.FAILURE_BURST, Kind.AFTER_HOURS_UNUSUAL,
-            Kind.NEW_PRINCIPAL} <= kinds
+    assert {
+        Kind.CRITICAL_EVENT,
+        Kind.KEY_EXPOSED,
+        Kind.FAILURE_BURST,
+        Kind.AFTER_HOURS_UNUSUAL,
+        Kind.NEW_PRINCIPAL,
+    } <= kinds
     exposed = [a for a in alerts if a.kind == Kind.KEY_EXPOSED]
     assert [a.key for a in exposed] == [by_alias["data-warehouse"].arn]
     assert not [a for a in alerts if a.key == by_alias["data-eu-lake-s3"].arn and a.kind == Kind.KEY_EXPOSED]
@@ -37,6 +42,7 @@ def test_the_demo_month_alerts_for_its_incidents_and_not_for_its_look_alikes():
     assert not [p for _, p in night if p.endswith("role/report-builder")]
     assert "arn:aws:iam::777788889999:role/vendor-sync" in {a.principal for a in alerts if a.kind == Kind.NEW_PRINCIPAL}
     assert ("arn:aws:iam::111122223333:user/bob.sre", "AccessDeniedException") in {
-        (a.principal, a.error_code) for a in alerts if a.kind == Kind.FAILURE_BURST}
+        (a.principal, a.error_code) for a in alerts if a.kind == Kind.FAILURE_BURST
+    }
     # The routine EBS grants never alert.
     assert not [a for a in alerts if a.subject in ("RetireGrant", "CreateGrant")]

@@ -44,15 +44,22 @@ def test_every_critical_event_has_a_class_and_service_grants_are_routine():
 
 def test_a_successful_key_deletion_alerts_once_with_its_event_time_and_a_failed_one_does_not(notified):
     when = T + timedelta(minutes=3)
-    ingest([
-        rec("ScheduleKeyDeletion", when=when, request_parameters={"keyId": K1, "pendingWindowInDays": 7}),
-        rec("ScheduleKeyDeletion", key=K2, error="AccessDeniedException"),
-        rec("Decrypt"),
-    ])
+    ingest(
+        [
+            rec("ScheduleKeyDeletion", when=when, request_parameters={"keyId": K1, "pendingWindowInDays": 7}),
+            rec("ScheduleKeyDeletion", key=K2, error="AccessDeniedException"),
+            rec("Decrypt"),
+        ]
+    )
     notified.evaluate()
     alert = only(Kind.CRITICAL_EVENT)
     assert (alert.key, alert.severity, alert.count, alert.first_event, alert.subject) == (
-        K1, "critical", 1, when, "ScheduleKeyDeletion")
+        K1,
+        "critical",
+        1,
+        when,
+        "ScheduleKeyDeletion",
+    )
     assert alert.principal == APP
     assert notified.events() == ["opened"]
     sent = notified.calls[0][1]
@@ -70,10 +77,14 @@ def test_a_key_deletion_named_only_in_request_parameters_alerts_too(notified):
 
 def test_routine_grants_made_by_aws_services_do_not_alert_even_when_grants_are_in_the_set(notified):
     # update_or_create: a transactional test before this one on the same worker flushes the migration's rule rows.
-    AlertRule.objects.update_or_create(kind=Kind.CRITICAL_EVENT, defaults={"config": {"operations": {"CreateGrant": "medium"}}})
+    AlertRule.objects.update_or_create(
+        kind=Kind.CRITICAL_EVENT, defaults={"config": {"operations": {"CreateGrant": "medium"}}}
+    )
     ebs = role("app", invoked_by="ec2.amazonaws.com")
-    ingest([rec("CreateGrant", identity=ebs, when=T + timedelta(minutes=i)) for i in range(30)]
-           + [rec("RetireGrant", identity=ebs)])
+    ingest(
+        [rec("CreateGrant", identity=ebs, when=T + timedelta(minutes=i)) for i in range(30)]
+        + [rec("RetireGrant", identity=ebs)]
+    )
     notified.evaluate()
     assert kinds() == []
     ingest([rec("CreateGrant", identity=synthetic.identity_user(A, "mallory"), when=T + timedelta(hours=1))])
@@ -82,10 +93,12 @@ def test_routine_grants_made_by_aws_services_do_not_alert_even_when_grants_are_i
 
 
 def test_deleting_a_customer_alias_alerts_and_an_aws_managed_alias_does_not(notified):
-    ingest([
-        rec("DeleteAlias", request_parameters={"aliasName": "alias/aws/ebs"}),
-        rec("DeleteAlias", key=K2, request_parameters={"aliasName": "alias/payments"}),
-    ])
+    ingest(
+        [
+            rec("DeleteAlias", request_parameters={"aliasName": "alias/aws/ebs"}),
+            rec("DeleteAlias", key=K2, request_parameters={"aliasName": "alias/payments"}),
+        ]
+    )
     notified.evaluate()
     assert only(Kind.CRITICAL_EVENT).key == K2
 
@@ -107,18 +120,31 @@ def policy(*statements) -> str:
     return json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
 
 
-ROOT = {"Sid": "root", "Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{A}:root"}, "Action": "kms:*",
-        "Resource": "*"}
+ROOT = {
+    "Sid": "root",
+    "Effect": "Allow",
+    "Principal": {"AWS": f"arn:aws:iam::{A}:root"},
+    "Action": "kms:*",
+    "Resource": "*",
+}
 PUBLIC = {"Sid": "open", "Effect": "Allow", "Principal": "*", "Action": "kms:Decrypt", "Resource": "*"}
 
 
 def test_a_policy_open_to_everyone_alerts_critical_and_one_pinned_to_the_organisation_does_not(notified):
     pinned = {**PUBLIC, "Condition": {"StringEquals": {"aws:PrincipalOrgID": "o-abc123def4"}}}
-    ingest([
-        rec("PutKeyPolicy", request_parameters={"keyId": K1, "policyName": "default", "policy": policy(ROOT, PUBLIC)}),
-        rec("PutKeyPolicy", key=K2, request_parameters={"keyId": K2, "policyName": "default",
-                                                        "policy": policy(ROOT, pinned)}),
-    ])
+    ingest(
+        [
+            rec(
+                "PutKeyPolicy",
+                request_parameters={"keyId": K1, "policyName": "default", "policy": policy(ROOT, PUBLIC)},
+            ),
+            rec(
+                "PutKeyPolicy",
+                key=K2,
+                request_parameters={"keyId": K2, "policyName": "default", "policy": policy(ROOT, pinned)},
+            ),
+        ]
+    )
     notified.evaluate()
     alert = only(Kind.KEY_EXPOSED)
     assert (alert.key, alert.severity) == (K1, "critical")
@@ -126,19 +152,47 @@ def test_a_policy_open_to_everyone_alerts_critical_and_one_pinned_to_the_organis
 
 
 def test_a_policy_or_grant_for_an_unknown_account_alerts_high_and_one_for_a_known_account_does_not(notified):
-    foreign = {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{FOREIGN}:root"}, "Action": "kms:Decrypt",
-               "Resource": "*"}
-    ingest([
-        rec("CreateKey", key=None, request_parameters={"policy": policy(ROOT, foreign)},
-            response_elements={"keyMetadata": {"arn": K1, "keyId": K1.rsplit("/", 1)[1]}}),
-        rec("CreateGrant", key=K2, request_parameters={"keyId": K2, "granteePrincipal": f"arn:aws:iam::{A}:role/x",
-                                                       "operations": ["Decrypt"]}),
-    ])
+    foreign = {
+        "Effect": "Allow",
+        "Principal": {"AWS": f"arn:aws:iam::{FOREIGN}:root"},
+        "Action": "kms:Decrypt",
+        "Resource": "*",
+    }
+    ingest(
+        [
+            rec(
+                "CreateKey",
+                key=None,
+                request_parameters={"policy": policy(ROOT, foreign)},
+                response_elements={"keyMetadata": {"arn": K1, "keyId": K1.rsplit("/", 1)[1]}},
+            ),
+            rec(
+                "CreateGrant",
+                key=K2,
+                request_parameters={
+                    "keyId": K2,
+                    "granteePrincipal": f"arn:aws:iam::{A}:role/x",
+                    "operations": ["Decrypt"],
+                },
+            ),
+        ]
+    )
     notified.evaluate()
     alert = only(Kind.KEY_EXPOSED)
     assert (alert.key, alert.severity) == (K1, "high") and FOREIGN in alert.summary
-    ingest([rec("CreateGrant", key=K2, request_parameters={
-        "keyId": K2, "granteePrincipal": f"arn:aws:iam::{FOREIGN}:role/x", "operations": ["Decrypt"]})])
+    ingest(
+        [
+            rec(
+                "CreateGrant",
+                key=K2,
+                request_parameters={
+                    "keyId": K2,
+                    "granteePrincipal": f"arn:aws:iam::{FOREIGN}:role/x",
+                    "operations": ["Decrypt"],
+                },
+            )
+        ]
+    )
     notified.evaluate()
     assert Alert.objects.get(kind=Kind.KEY_EXPOSED, key=K2).severity == "high"
 
@@ -236,12 +290,15 @@ def synthetic_time(hour: int):
 
 def test_a_principal_of_another_account_a_user_and_root_alert_and_a_new_own_role_does_not(notified):
     outsider = synthetic.identity_role(FOREIGN, "thief", "t-1")
-    ingest(hourly(per_hour=2) + [
-        rec(identity=outsider),
-        rec(identity=synthetic.identity_user(A, "bob"), when=T + timedelta(minutes=1)),
-        rec(identity=synthetic.identity_root(A), when=T + timedelta(minutes=2)),
-        rec(identity=role("brand-new-service-role"), when=T + timedelta(minutes=3)),
-    ])
+    ingest(
+        hourly(per_hour=2)
+        + [
+            rec(identity=outsider),
+            rec(identity=synthetic.identity_user(A, "bob"), when=T + timedelta(minutes=1)),
+            rec(identity=synthetic.identity_root(A), when=T + timedelta(minutes=2)),
+            rec(identity=role("brand-new-service-role"), when=T + timedelta(minutes=3)),
+        ]
+    )
     notified.evaluate()
     found = {a.principal: a.severity for a in Alert.objects.filter(kind=Kind.NEW_PRINCIPAL)}
     assert found == {
@@ -253,8 +310,12 @@ def test_a_principal_of_another_account_a_user_and_root_alert_and_a_new_own_role
 
 def test_a_principal_seen_in_the_baseline_is_not_new_and_a_key_without_history_is_not_judged(notified):
     user = synthetic.identity_user(A, "bob")
-    ingest(hourly(per_hour=2) + hourly(per_hour=1, hours=[9], identity=user) + [rec(identity=user)]
-           + [rec(key=K2, identity=user)])  # K2 has no history
+    ingest(
+        hourly(per_hour=2)
+        + hourly(per_hour=1, hours=[9], identity=user)
+        + [rec(identity=user)]
+        + [rec(key=K2, identity=user)]
+    )  # K2 has no history
     notified.evaluate()
     assert kinds() == []
 
@@ -264,8 +325,15 @@ def test_a_principal_seen_in_the_baseline_is_not_new_and_a_key_without_history_i
 
 def make_finding(severity: str, fingerprint: str) -> Finding:
     return Finding.objects.create(
-        fingerprint=fingerprint, kind=Finding.Kind.POLICY_PUBLIC, severity=severity, key=K1, account_id=A,
-        region="us-east-1", summary="Key policy allows any AWS principal", first_seen_at=T, last_seen_at=T,
+        fingerprint=fingerprint,
+        kind=Finding.Kind.POLICY_PUBLIC,
+        severity=severity,
+        key=K1,
+        account_id=A,
+        region="us-east-1",
+        summary="Key policy allows any AWS principal",
+        first_seen_at=T,
+        last_seen_at=T,
     )
 
 

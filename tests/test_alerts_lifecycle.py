@@ -32,14 +32,22 @@ def thirty_days_with_look_alikes() -> list[dict]:
         + hourly(days=30, per_hour=30, key=K2)  # ten times busier
         + hourly(days=30, per_hour=40, hours=[2], identity=batch)  # nightly batch at 02:00
         + hourly(days=30, per_hour=1, hours=range(24), error="AccessDenied", identity=role("scanner"))
-        + [rec("CreateGrant", identity=role("app", invoked_by="ec2.amazonaws.com"), when=T - timedelta(days=d))
-           for d in range(30)]
+        + [
+            rec("CreateGrant", identity=role("app", invoked_by="ec2.amazonaws.com"), when=T - timedelta(days=d))
+            for d in range(30)
+        ]
     )
 
 
 def test_thirty_days_imported_at_once_alert_for_the_last_days_incident_only(notified):
-    incident = [rec("ScheduleKeyDeletion", key=K2, identity=synthetic.identity_role(FOREIGN, "thief", "t"),
-                    when=T + timedelta(minutes=5))]
+    incident = [
+        rec(
+            "ScheduleKeyDeletion",
+            key=K2,
+            identity=synthetic.identity_role(FOREIGN, "thief", "t"),
+            when=T + timedelta(minutes=5),
+        )
+    ]
     ingest(thirty_days_with_look_alikes() + incident)
     result = notified.evaluate()
     assert result.status == "done" and result.events > 10_000
@@ -104,12 +112,18 @@ def test_an_event_committed_out_of_id_order_is_not_skipped(notified):
 
 
 def test_suppressed_detections_are_counted_not_alerted(notified):
-    suppression = Suppression.objects.create(kind=Kind.CRITICAL_EVENT, key_pattern="*:key/1111*",
-                                             reason="decommissioning")
+    suppression = Suppression.objects.create(
+        kind=Kind.CRITICAL_EVENT, key_pattern="*:key/1111*", reason="decommissioning"
+    )
     Suppression.objects.create(kind=Kind.CRITICAL_EVENT, reason="expired", expires_at=T - timedelta(days=1))
     with time_machine.travel(T, tick=False):
-        ingest([rec("DisableKey", key=K1), rec("DisableKey", key=K1, when=T + timedelta(seconds=1)),
-                rec("DisableKey", key=K2)])
+        ingest(
+            [
+                rec("DisableKey", key=K1),
+                rec("DisableKey", key=K1, when=T + timedelta(seconds=1)),
+                rec("DisableKey", key=K2),
+            ]
+        )
         notified.evaluate()
     assert list(Alert.objects.values_list("key", flat=True)) == [K2]
     suppression.refresh_from_db()
@@ -163,15 +177,31 @@ def test_acknowledged_and_snoozed_alerts_record_who_and_a_snooze_ends(notified, 
 
 
 def test_the_alerts_command_prints_the_json_shape_and_neutralised_csv(notified):
-    hostile = "=HYPERLINK(\"http://x\")"
+    hostile = '=HYPERLINK("http://x")'
     ingest([rec("DisableKey", identity=synthetic.identity_user(A, hostile))])
     notified.evaluate()
     out = io.StringIO()
     call_command("alerts", "--format", "json", stdout=out)
     (row,) = json.loads(out.getvalue())["alerts"]
-    assert list(row) == ["id", "kind", "severity", "state", "account", "region", "key", "principal", "error_code",
-                         "first_event", "last_event", "detected_at", "count", "observed", "baseline", "threshold",
-                         "summary"]
+    assert list(row) == [
+        "id",
+        "kind",
+        "severity",
+        "state",
+        "account",
+        "region",
+        "key",
+        "principal",
+        "error_code",
+        "first_event",
+        "last_event",
+        "detected_at",
+        "count",
+        "observed",
+        "baseline",
+        "threshold",
+        "summary",
+    ]
     assert row["error_code"] is None and row["first_event"] == T.isoformat()
     out = io.StringIO()
     call_command("alerts", "--format", "csv", "--state", "all", "--kind", "critical-event", stdout=out)

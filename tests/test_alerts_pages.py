@@ -36,9 +36,13 @@ def burst(notified):
     """A failure burst by a principal whose name, user agent and error text are hostile."""
     with time_machine.travel(T + timedelta(hours=2), tick=False):
         identity = synthetic.identity_user(A, HOSTILE)
-        ingest(hourly(per_hour=2, identity=identity)
-               + [rec(when=T + timedelta(seconds=5 * i), identity=identity, error="AccessDenied",
-                      user_agent=HOSTILE) for i in range(200)])
+        ingest(
+            hourly(per_hour=2, identity=identity)
+            + [
+                rec(when=T + timedelta(seconds=5 * i), identity=identity, error="AccessDenied", user_agent=HOSTILE)
+                for i in range(200)
+            ]
+        )
         notified.evaluate()
     return Alert.objects.get(kind=Kind.FAILURE_BURST)
 
@@ -127,8 +131,17 @@ def test_actions_need_a_post_with_a_csrf_token(burst):
 def test_a_finding_alert_page_renders_without_chart_or_events(analyst, notified):
     from inventory.models import Finding
 
-    Finding.objects.create(fingerprint="c" * 64, kind=Finding.Kind.POLICY_PUBLIC, severity="critical", key=K2,
-                           account_id=A, region="us-east-1", summary=HOSTILE, first_seen_at=T, last_seen_at=T)
+    Finding.objects.create(
+        fingerprint="c" * 64,
+        kind=Finding.Kind.POLICY_PUBLIC,
+        severity="critical",
+        key=K2,
+        account_id=A,
+        region="us-east-1",
+        summary=HOSTILE,
+        first_seen_at=T,
+        last_seen_at=T,
+    )
     notified.evaluate()
     alert = Alert.objects.get(kind=Kind.FINDING)
     page = analyst.get(f"/alerts/{alert.pk}/")

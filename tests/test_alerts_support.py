@@ -28,11 +28,26 @@ def role(name: str = "app", account: str = A, **options) -> dict:
     return synthetic.identity_role(account, name, f"{name}-1", **options)
 
 
-def rec(name: str = "Decrypt", *, when: datetime = T, key: str = K1, identity: dict | None = None, account: str = A,
-        error: str | None = None, **extra) -> dict:
+def rec(
+    name: str = "Decrypt",
+    *,
+    when: datetime = T,
+    key: str = K1,
+    identity: dict | None = None,
+    account: str = A,
+    error: str | None = None,
+    **extra,
+) -> dict:
     return synthetic.kms_record(
-        event_name=name, event_time=when, key_arn=key, identity=identity or role(), region="us-east-1",
-        recipient_account_id=account, error_code=error, error_message="denied" if error else None, **extra,
+        event_name=name,
+        event_time=when,
+        key_arn=key,
+        identity=identity or role(),
+        region="us-east-1",
+        recipient_account_id=account,
+        error_code=error,
+        error_message="denied" if error else None,
+        **extra,
     )
 
 

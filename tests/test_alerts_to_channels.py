@@ -29,12 +29,33 @@ def test_a_key_deletion_that_lands_reaches_a_signed_webhook_as_the_alerts_comman
     # below run the same code synchronously.
     settings.CELERY_BROKER_URL = "memory://"
     with Receiver() as receiver:
-        call_command("add_alert_channel", "security-hook", "--webhook", receiver.url + "/in",
-                     "--min-severity", "high", "--secret-env", "JOINED_SECRET", stdout=io.StringIO())
-        Channel.objects.create(name="low-only", type="webhook", target=receiver.url + "/low", secret_env="JOINED_SECRET",
-                               kinds=["volume-spike"])
-        ingest([rec("ScheduleKeyDeletion", when=T + timedelta(minutes=3),
-                    request_parameters={"keyId": K1, "pendingWindowInDays": 7})])
+        call_command(
+            "add_alert_channel",
+            "security-hook",
+            "--webhook",
+            receiver.url + "/in",
+            "--min-severity",
+            "high",
+            "--secret-env",
+            "JOINED_SECRET",
+            stdout=io.StringIO(),
+        )
+        Channel.objects.create(
+            name="low-only",
+            type="webhook",
+            target=receiver.url + "/low",
+            secret_env="JOINED_SECRET",
+            kinds=["volume-spike"],
+        )
+        ingest(
+            [
+                rec(
+                    "ScheduleKeyDeletion",
+                    when=T + timedelta(minutes=3),
+                    request_parameters={"keyId": K1, "pendingWindowInDays": 7},
+                )
+            ]
+        )
         call_command("evaluate_alerts", stdout=io.StringIO())
         call_command("deliver_alerts", "--now", stdout=io.StringIO())
 
@@ -51,4 +72,8 @@ def test_a_key_deletion_that_lands_reaches_a_signed_webhook_as_the_alerts_comman
     sent = body["alert"]
     assert sent["url"] == f"/alerts/{listed['id']}/"
     assert {k: v for k, v in sent.items() if k != "url"} == listed
-    assert (sent["kind"], sent["key"], sent["first_event"]) == ("critical-event", K1, (T + timedelta(minutes=3)).isoformat())
+    assert (sent["kind"], sent["key"], sent["first_event"]) == (
+        "critical-event",
+        K1,
+        (T + timedelta(minutes=3)).isoformat(),
+    )

@@ -100,8 +100,15 @@ def world(chromium):
     from notify.models import Channel, Notification
 
     channel = Channel.objects.create(name=f"hook {UA_IMG}", type="webhook", target="https://hooks.example.com/")
-    Notification.objects.create(channel=channel, alert_id=1, event="opened", payload={}, state="failed",
-                                finished_at=now, last_error=f"HTTP 500 {ERROR_SCRIPT}")
+    Notification.objects.create(
+        channel=channel,
+        alert_id=1,
+        event="opened",
+        payload={},
+        state="failed",
+        finished_at=now,
+        last_error=f"HTTP 500 {ERROR_SCRIPT}",
+    )
     for days_ago in range(1, 8):
         for usage_type, amount in (
             ("us-east-1-KMS-Requests", "0.12"),

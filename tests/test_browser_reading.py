@@ -26,11 +26,17 @@ ALIAS = "alias/payments"
 PASSWORD = "matrix-password-not-secret"  # what security_support.make_user sets
 ROW_HEIGHT_LIMIT = 48  # pixels: two lines of text and the cell padding
 
-LONG_UA = "aws-cli/2.15.0 Python/3.11.6 Linux/6.1 exe/x86_64 " + "prompt/off command/kms.decrypt " * 30 + "<img src=x onerror=alert(1)>"
+LONG_UA = (
+    "aws-cli/2.15.0 Python/3.11.6 Linux/6.1 exe/x86_64 "
+    + "prompt/off command/kms.decrypt " * 30
+    + "<img src=x onerror=alert(1)>"
+)
 LONG_ROLE = "a-role-with-a-very-long-name-" * 2 + "\u202etxt.exe"
 LONG_SESSION = "session-" * 8
-LONG_ERROR = ("User: arn:aws:sts::111122223333:assumed-role/x/y is not authorized to perform: kms:Decrypt " * 8
-              + "</script><script>alert(1)</script>")
+LONG_ERROR = (
+    "User: arn:aws:sts::111122223333:assumed-role/x/y is not authorized to perform: kms:Decrypt " * 8
+    + "</script><script>alert(1)</script>"
+)
 
 PAGES = [
     ("overview", "/", True),
@@ -55,9 +61,15 @@ def world(chromium):
     now = datetime.now(UTC).replace(microsecond=0)
 
     def record(minutes: int, **fields) -> dict:
-        base = {"event_name": "Decrypt", "event_time": now - timedelta(minutes=minutes), "key_arn": KEY,
-                "identity": identity_role(ACCOUNT, LONG_ROLE, LONG_SESSION), "region": "us-east-1",
-                "recipient_account_id": ACCOUNT, "user_agent": LONG_UA}
+        base = {
+            "event_name": "Decrypt",
+            "event_time": now - timedelta(minutes=minutes),
+            "key_arn": KEY,
+            "identity": identity_role(ACCOUNT, LONG_ROLE, LONG_SESSION),
+            "region": "us-east-1",
+            "recipient_account_id": ACCOUNT,
+            "user_agent": LONG_UA,
+        }
         base.update(fields)
         return kms_record(**base)
 
@@ -67,21 +79,44 @@ def world(chromium):
     run = start_run("files")
     finish_run(run, ingest_records(records, run=run))
 
-    key = Key.objects.create(arn=KEY, key_id=KEY.rsplit("/", 1)[1], account_id=ACCOUNT, region="us-east-1",
-                             key_manager="CUSTOMER", key_state="Enabled", last_seen_at=now)
-    Alias.objects.create(arn=f"arn:aws:kms:us-east-1:{ACCOUNT}:{ALIAS}", name=ALIAS, account_id=ACCOUNT,
-                         region="us-east-1", key=key, last_seen_at=now)
+    key = Key.objects.create(
+        arn=KEY,
+        key_id=KEY.rsplit("/", 1)[1],
+        account_id=ACCOUNT,
+        region="us-east-1",
+        key_manager="CUSTOMER",
+        key_state="Enabled",
+        last_seen_at=now,
+    )
+    Alias.objects.create(
+        arn=f"arn:aws:kms:us-east-1:{ACCOUNT}:{ALIAS}",
+        name=ALIAS,
+        account_id=ACCOUNT,
+        region="us-east-1",
+        key=key,
+        last_seen_at=now,
+    )
     # Listed by kind name, "policy-public" would sit between the others; by severity it leads.
-    for n, (kind, severity, age) in enumerate([
-        (Finding.Kind.UNUSED_KEY, "low", 1),
-        (Finding.Kind.ROTATION_DISABLED, "medium", 2),
-        (Finding.Kind.POLICY_PUBLIC, "critical", 30),
-        (Finding.Kind.GRANT_CROSS_ACCOUNT, "high", 3),
-        (Finding.Kind.NEW_PRINCIPAL, "info", 0),
-    ]):
-        Finding.objects.create(fingerprint=f"{n:064d}", kind=kind, severity=severity, key=KEY, account_id=ACCOUNT,
-                               region="us-east-1", summary=f"{kind} on the key", first_seen_at=now - timedelta(hours=age),
-                               last_seen_at=now)
+    for n, (kind, severity, age) in enumerate(
+        [
+            (Finding.Kind.UNUSED_KEY, "low", 1),
+            (Finding.Kind.ROTATION_DISABLED, "medium", 2),
+            (Finding.Kind.POLICY_PUBLIC, "critical", 30),
+            (Finding.Kind.GRANT_CROSS_ACCOUNT, "high", 3),
+            (Finding.Kind.NEW_PRINCIPAL, "info", 0),
+        ]
+    ):
+        Finding.objects.create(
+            fingerprint=f"{n:064d}",
+            kind=kind,
+            severity=severity,
+            key=KEY,
+            account_id=ACCOUNT,
+            region="us-east-1",
+            summary=f"{kind} on the key",
+            first_seen_at=now - timedelta(hours=age),
+            last_seen_at=now,
+        )
     make_user("boss", ("admin",))
     return {"now": now}
 
@@ -108,7 +143,9 @@ def test_every_page_loads_without_a_console_error_or_a_failed_request_and_is_pho
         log_in(page, "boss", PASSWORD)
         for name, path, charts in PAGES:
             visit(page, name, path, charts)
-            icon = page.evaluate("document.querySelector('link[rel=icon]') && document.querySelector('link[rel=icon]').href")
+            icon = page.evaluate(
+                "document.querySelector('link[rel=icon]') && document.querySelector('link[rel=icon]').href"
+            )
             assert icon and "/static/kmsdash/favicon" in icon, name
             screenshot(page, f"reading-{name}")
             watchdog.assert_clean(page, name)
@@ -137,7 +174,9 @@ def test_findings_start_with_the_highest_severity(chromium, live_server, world):
             "first => document.querySelector('#findings-results tbody tr td:nth-child(2)').innerText !== first",
             arg=kinds[0],
         )
-        assert page.locator("#findings-results tbody tr td:nth-child(2)").all_inner_texts() == sorted(kinds, reverse=True)
+        assert page.locator("#findings-results tbody tr td:nth-child(2)").all_inner_texts() == sorted(
+            kinds, reverse=True
+        )
         watchdog.assert_clean(page, "findings")
     finally:
         context.close()
@@ -176,7 +215,9 @@ def test_explorer_rows_stay_compact_with_hostile_long_values(chromium, live_serv
         page.goto(f"/events/?key={KEY}")
         rows = page.locator("#results tbody tr")
         assert rows.count() >= 12
-        heights = page.evaluate("Array.from(document.querySelectorAll('#results tbody tr')).map(r => r.getBoundingClientRect().height)")
+        heights = page.evaluate(
+            "Array.from(document.querySelectorAll('#results tbody tr')).map(r => r.getBoundingClientRect().height)"
+        )
         assert max(heights) < ROW_HEIGHT_LIMIT, heights
         # The cut text keeps the visible bidi marker; the whole value is in the title and the drawer.
         principal = page.locator("#results tbody tr").first.locator("td:nth-child(4) .cut").first
@@ -213,20 +254,34 @@ def test_a_first_run_says_what_is_happening(chromium, live_server, world):
         context.close()
 
 
-def test_the_critical_view_hides_routine_service_grants_but_not_a_grant_to_another_account(chromium, live_server, world):
+def test_the_critical_view_hides_routine_service_grants_but_not_a_grant_to_another_account(
+    chromium, live_server, world
+):
     now = world["now"]
     service_role = identity_role(ACCOUNT, "autoscaling", "s", invoked_by="autoscaling.amazonaws.com")
     outsider = "arn:aws:iam::999988887777:role/outside"
     records = [
-        kms_record(event_name=name, event_time=now - timedelta(minutes=5 + n), key_arn=KEY, identity=service_role,
-                   region="us-east-1", recipient_account_id=ACCOUNT)
+        kms_record(
+            event_name=name,
+            event_time=now - timedelta(minutes=5 + n),
+            key_arn=KEY,
+            identity=service_role,
+            region="us-east-1",
+            recipient_account_id=ACCOUNT,
+        )
         for n, name in enumerate(["CreateGrant", "RetireGrant", "CreateGrant"])
     ]
-    records.append(kms_record(
-        event_name="CreateGrant", event_time=now - timedelta(minutes=2), key_arn=KEY,
-        identity=identity_role(ACCOUNT, "admin-person", "jane"), region="us-east-1", recipient_account_id=ACCOUNT,
-        request_parameters={"keyId": KEY, "granteePrincipal": outsider, "operations": ["Decrypt"]},
-    ))
+    records.append(
+        kms_record(
+            event_name="CreateGrant",
+            event_time=now - timedelta(minutes=2),
+            key_arn=KEY,
+            identity=identity_role(ACCOUNT, "admin-person", "jane"),
+            region="us-east-1",
+            recipient_account_id=ACCOUNT,
+            request_parameters={"keyId": KEY, "granteePrincipal": outsider, "operations": ["Decrypt"]},
+        )
+    )
     run = start_run("files")
     finish_run(run, ingest_records(records, run=run))
 

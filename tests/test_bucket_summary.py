@@ -50,8 +50,16 @@ TRICKY_ARNS = {
 
 def record(when, *, context=None, account=A, key=KEY_A, region="us-east-1", event_id=None):
     identity = identity_role(account, "app", "AWSService", invoked_by="s3.amazonaws.com")
-    return kms_record(event_name="Decrypt", event_time=when, key_arn=key, identity=identity, region=region,
-                      recipient_account_id=account, encryption_context=context, event_id=event_id)
+    return kms_record(
+        event_name="Decrypt",
+        event_time=when,
+        key_arn=key,
+        identity=identity,
+        region=region,
+        recipient_account_id=account,
+        encryption_context=context,
+        event_id=event_id,
+    )
 
 
 def s3_record(arn, when, **kwargs):
@@ -70,8 +78,13 @@ def grouped_events() -> dict[tuple, tuple[int, int, datetime, datetime]]:
     """What BucketDay must hold, computed from the events in Python."""
     groups: dict[tuple, list] = {}
     for event in Event.objects.exclude(s3_bucket=""):
-        dims = (event.event_time.astimezone(UTC).date(), event.recipient_account_id, event.region, event.key,
-                event.s3_bucket)
+        dims = (
+            event.event_time.astimezone(UTC).date(),
+            event.recipient_account_id,
+            event.region,
+            event.key,
+            event.s3_bucket,
+        )
         group = groups.setdefault(dims, [0, 0, event.event_time, event.event_time])
         group[0] += 1
         group[1] += s3_context_names_object(event.encryption_context)
@@ -81,8 +94,12 @@ def grouped_events() -> dict[tuple, tuple[int, int, datetime, datetime]]:
 
 def summary_rows() -> dict[tuple, tuple[int, int, datetime, datetime]]:
     return {
-        (row.day, row.account_id, row.region, row.key, row.s3_bucket):
-            (row.count, row.object_calls, row.first_seen, row.last_seen)
+        (row.day, row.account_id, row.region, row.key, row.s3_bucket): (
+            row.count,
+            row.object_calls,
+            row.first_seen,
+            row.last_seen,
+        )
         for row in BucketDay.objects.all()
     }
 
@@ -152,13 +169,15 @@ def bucket_keys_from_events(end: date, *, window_days: int = savings.BUCKET_WIND
     since = datetime.combine(end - timedelta(days=window_days - 1), time.min, tzinfo=UTC)
     until = datetime.combine(end + timedelta(days=1), time.min, tzinfo=UTC)
     events = Event.objects.filter(event_time__gte=since, event_time__lt=until).exclude(s3_bucket="")
-    ranked = events.values("s3_bucket").annotate(n=Count("id")).order_by("-n", "s3_bucket")[:savings.BUCKET_LIMIT]
+    ranked = events.values("s3_bucket").annotate(n=Count("id")).order_by("-n", "s3_bucket")[: savings.BUCKET_LIMIT]
     unit = prices()["symmetric"]
     results = []
     for row in ranked:
-        sample = events.filter(s3_bucket=row["s3_bucket"]).order_by("-event_time").values_list(
-            "encryption_context", flat=True
-        )[:25]
+        sample = (
+            events.filter(s3_bucket=row["s3_bucket"])
+            .order_by("-event_time")
+            .values_list("encryption_context", flat=True)[:25]
+        )
         names_objects = any(s3_context_names_object(context) for context in sample)
         monthly = Decimal(row["n"]) * savings.DAYS_PER_MONTH / window_days
         saving = (monthly * unit * savings.BUCKET_KEY_SAVING).quantize(Decimal("0.01")) if names_objects else Decimal(0)
@@ -177,8 +196,9 @@ def savings_world() -> list[dict]:
         for i in range(10 + (n * 7) % 13):  # some counts tie
             day = end - timedelta(days=i % savings.BUCKET_WINDOW_DAYS)
             account, key, region = (A, KEY_A, "us-east-1") if i % 2 else (B, KEY_B, "eu-west-1")
-            records.append(s3_record(arn, datetime.combine(day, time(i % 24), tzinfo=UTC),
-                                     account=account, key=key, region=region))
+            records.append(
+                s3_record(arn, datetime.combine(day, time(i % 24), tzinfo=UTC), account=account, key=key, region=region)
+            )
     first_day = datetime.combine(end - timedelta(days=savings.BUCKET_WINDOW_DAYS - 1), time.min, tzinfo=UTC)
     for when in (first_day - timedelta(microseconds=1), first_day + timedelta(days=savings.BUCKET_WINDOW_DAYS)):
         records += [s3_record("arn:aws:s3:::outside/o", when) for _ in range(50)]

@@ -96,15 +96,33 @@ def query(url: str, sql: str) -> list[tuple]:
 
 
 def manage(env: dict[str, str], *args: str) -> None:
-    subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True, capture_output=True,
-                   timeout=120)
+    subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True, capture_output=True, timeout=120
+    )
 
 
 def start_worker(env: dict[str, str], name: str, log: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "kmsdash", "worker", "--pool=prefork", "-c", "1", "-n", name,
-         "--without-gossip", "--without-mingle", "--loglevel=INFO"],
-        cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "kmsdash",
+            "worker",
+            "--pool=prefork",
+            "-c",
+            "1",
+            "-n",
+            name,
+            "--without-gossip",
+            "--without-mingle",
+            "--loglevel=INFO",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
     )
 
 
@@ -146,12 +164,16 @@ def fed_records() -> list[dict]:
     records = []
     for i in range(EVENTS):
         identity = identity_user(ACCOUNT, "alice") if i % 7 == 0 else identity_role(ACCOUNT, "app", f"s{i % 3}")
-        records.append(kms_record(
-            event_name=("Decrypt", "GenerateDataKey", "Encrypt", "DescribeKey")[i % 4],
-            event_time=now - timedelta(minutes=2) - i * timedelta(minutes=3),  # the last ~20 hours
-            key_arn=f"arn:aws:kms:{REGION}:{ACCOUNT}:key/{i % 3:08d}-0000-4000-8000-000000000000",
-            identity=identity, region=REGION, recipient_account_id=ACCOUNT,
-        ))
+        records.append(
+            kms_record(
+                event_name=("Decrypt", "GenerateDataKey", "Encrypt", "DescribeKey")[i % 4],
+                event_time=now - timedelta(minutes=2) - i * timedelta(minutes=3),  # the last ~20 hours
+                key_arn=f"arn:aws:kms:{REGION}:{ACCOUNT}:key/{i % 3:08d}-0000-4000-8000-000000000000",
+                identity=identity,
+                region=REGION,
+                recipient_account_id=ACCOUNT,
+            )
+        )
     return records
 
 
@@ -199,8 +221,10 @@ def test_a_worker_killed_mid_window_is_redelivered_and_the_result_equals_an_unin
             if worker is not None:
                 stop(worker)
 
-    runs = query(e2e_database, f"SELECT status, events_new, duplicates, window_end, error "
-                               f"FROM {IngestRun._meta.db_table} ORDER BY id")
+    runs = query(
+        e2e_database,
+        f"SELECT status, events_new, duplicates, window_end, error FROM {IngestRun._meta.db_table} ORDER BY id",
+    )
     assert [run[0] for run in runs] == ["failed", "succeeded"], (tmp_path / "first.log").read_text()[-3000:]
     interrupted, resumed = runs
     assert "Interrupted" in interrupted[4]
@@ -210,13 +234,15 @@ def test_a_worker_killed_mid_window_is_redelivered_and_the_result_equals_an_unin
 
     assert query(e2e_database, f"SELECT count(*) FROM {Event._meta.db_table}") == [(EVENTS,)]
     expected = Counter((r["eventTime"][:10], r["eventName"]) for r in records)
-    stored = Counter({
-        (str(day)[:10], operation): n
-        for day, operation, n in query(
-            e2e_database,
-            f"SELECT day, operation, sum(count) FROM {DailyRollup._meta.db_table} GROUP BY day, operation",
-        )
-    })
+    stored = Counter(
+        {
+            (str(day)[:10], operation): n
+            for day, operation, n in query(
+                e2e_database,
+                f"SELECT day, operation, sum(count) FROM {DailyRollup._meta.db_table} GROUP BY day, operation",
+            )
+        }
+    )
     assert stored == expected
     checkpoints = query(e2e_database, f"SELECT high_watermark FROM {Checkpoint._meta.db_table}")
     assert len(checkpoints) == 1

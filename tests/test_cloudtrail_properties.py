@@ -28,7 +28,14 @@ EXAMPLES = [example["record"] for example in json.loads(FIXTURE.read_text())]
 
 FIELDS = sorted({name for rec in EXAMPLES for name in rec} | {"vpcEndpointId", "errorMessage", "brandNewField"})
 IDENTITY_FIELDS = [
-    "type", "arn", "accountId", "principalId", "invokedBy", "sessionContext", "sessionIssuer", "onBehalfOf"
+    "type",
+    "arn",
+    "accountId",
+    "principalId",
+    "invokedBy",
+    "sessionContext",
+    "sessionIssuer",
+    "onBehalfOf",
 ]
 
 # Any character at all, NUL and lone surrogates included.
@@ -75,9 +82,9 @@ JSON = st.recursive(
     lambda children: st.lists(children, max_size=4) | st.dictionaries(KEYS | ANY_TEXT, children, max_size=5),
     max_leaves=20,
 )
-TIMES = st.datetimes(
-    min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.timezones()
-).map(datetime.isoformat)
+TIMES = st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.timezones()).map(
+    datetime.isoformat
+)
 PLAUSIBLE_TIMES = st.datetimes(min_value=datetime(2013, 1, 1), max_value=datetime(2030, 1, 1)).map(
     lambda when: when.strftime("%Y-%m-%dT%H:%M:%SZ")
 )
@@ -90,7 +97,6 @@ HOURS = st.builds(
     st.just(time(23, 0)),
     st.booleans(),
 )
-
 
 
 def mostly(valid):
@@ -139,10 +145,20 @@ KMS_SHAPED = st.fixed_dictionaries(
         "responseElements": mostly(st.fixed_dictionaries({"keyMetadata": mostly(KEY_METADATA)})),
         "resources": mostly(st.lists(mostly(RESOURCE), max_size=3)),
         "readOnly": mostly(st.booleans() | st.sampled_from(["true", "false"])),
-        **{name: mostly(STRINGS) for name in (
-            "errorCode", "errorMessage", "userAgent", "sourceIPAddress", "requestID", "sharedEventID",
-            "vpcEndpointId", "eventType", "eventCategory",
-        )},
+        **{
+            name: mostly(STRINGS)
+            for name in (
+                "errorCode",
+                "errorMessage",
+                "userAgent",
+                "sourceIPAddress",
+                "requestID",
+                "sharedEventID",
+                "vpcEndpointId",
+                "eventType",
+                "eventCategory",
+            )
+        },
         "additionalEventData": JSON,
         "brandNewField": JSON,
     },

@@ -543,8 +543,14 @@ def test_every_other_field_is_kept_as_logged():
 
 def test_absent_optional_fields_are_empty_not_null():
     event = parse(
-        sourceIPAddress=DROP, userAgent=DROP, requestID=DROP, eventType=DROP, eventCategory=DROP, awsRegion=DROP,
-        readOnly=DROP, requestParameters=None,
+        sourceIPAddress=DROP,
+        userAgent=DROP,
+        requestID=DROP,
+        eventType=DROP,
+        eventCategory=DROP,
+        awsRegion=DROP,
+        readOnly=DROP,
+        requestParameters=None,
     )
 
     assert (event.source_ip, event.user_agent, event.request_id, event.region) == ("", "", "", "")
@@ -666,8 +672,10 @@ for _ in range(100_000):
         ({"additionalEventData": DEEP}, "nested deeper"),
         ({"readOnly": 1}, "readOnly"),
         ({"readOnly": "yes"}, "readOnly"),
-        ({"recipientAccountId": DROP, "userIdentity": {"type": "AWSService", "invokedBy": "s3.amazonaws.com"}},
-         "recipientAccountId"),
+        (
+            {"recipientAccountId": DROP, "userIdentity": {"type": "AWSService", "invokedBy": "s3.amazonaws.com"}},
+            "recipientAccountId",
+        ),
         ({"recipientAccountId": "12345"}, "recipientAccountId"),
         ({"recipientAccountId": 111122223333}, "recipientAccountId"),
         ({"recipientAccountId": "111122223333\n"}, "recipientAccountId"),
@@ -864,9 +872,16 @@ def test_nul_characters_are_replaced_not_stored():
 
 def test_lone_surrogates_are_replaced_so_the_text_encodes():
     # Valid JSON: a \ud800 escape with no partner decodes to a lone surrogate.
-    text = json.dumps(record(userAgent="a\ud800b", errorMessage="\udfff", requestParameters={
-        "keyId": KEY, "encryptionContext": {"\udc80": "\ud83d"},
-    }))
+    text = json.dumps(
+        record(
+            userAgent="a\ud800b",
+            errorMessage="\udfff",
+            requestParameters={
+                "keyId": KEY,
+                "encryptionContext": {"\udc80": "\ud83d"},
+            },
+        )
+    )
     assert "\\ud800" in text
 
     event = parse_record(loads_record(text))

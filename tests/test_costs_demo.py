@@ -41,8 +41,9 @@ def test_requests_use_up_the_accounts_free_tier_across_regions_first():
 
 
 def test_only_the_current_month_is_estimated():
-    rows = demo_dataset(date(2026, 10, 31), date(2026, 11, 1), {(date(2026, 10, 31), A, "us-east-1"): 1},
-                        today=date(2026, 11, 5))
+    rows = demo_dataset(
+        date(2026, 10, 31), date(2026, 11, 1), {(date(2026, 10, 31), A, "us-east-1"): 1}, today=date(2026, 11, 5)
+    )
     assert {(r["date"], r["estimated"]) for r in rows} == {("2026-10-31", False), ("2026-11-01", True)}
 
 
@@ -57,14 +58,32 @@ def test_the_per_key_estimate_reconciles_with_the_demo_bill_for_the_same_activit
             for k in range(4):
                 arn = f"arn:aws:kms:{region}:{account}:key/0000000{k}-0000-0000-0000-000000000000"
                 when = datetime.combine(day, datetime.min.time(), tzinfo=UTC)
-                DailyRollup.objects.create(day=day, account_id=account, region=region, key=arn, operation="Decrypt",
-                                           principal=f"arn:aws:iam::{account}:role/app", service="",
-                                           error_code="", after_hours=False, count=n // 4 + (k < n % 4),
-                                           first_seen=when, last_seen=when)
+                DailyRollup.objects.create(
+                    day=day,
+                    account_id=account,
+                    region=region,
+                    key=arn,
+                    operation="Decrypt",
+                    principal=f"arn:aws:iam::{account}:role/app",
+                    service="",
+                    error_code="",
+                    after_hours=False,
+                    count=n // 4 + (k < n % 4),
+                    first_seen=when,
+                    last_seen=when,
+                )
                 if offset == 0:
-                    Key.objects.create(arn=arn, key_id=arn.rsplit("/", 1)[1], account_id=account, region=region,
-                                       key_manager="CUSTOMER", key_spec="SYMMETRIC_DEFAULT", key_state="Enabled",
-                                       creation_date=datetime(2025, 1, 1, tzinfo=UTC), last_seen_at=timezone.now())
+                    Key.objects.create(
+                        arn=arn,
+                        key_id=arn.rsplit("/", 1)[1],
+                        account_id=account,
+                        region=region,
+                        key_manager="CUSTOMER",
+                        key_spec="SYMMETRIC_DEFAULT",
+                        key_state="Enabled",
+                        creation_date=datetime(2025, 1, 1, tzinfo=UTC),
+                        last_seen_at=timezone.now(),
+                    )
     rows = demo_dataset(start, end, activity, today=date(2026, 11, 11))
     aws.control("ce/dataset", {"rows": rows})
     with time_machine.travel(datetime(2026, 11, 11, 6, tzinfo=UTC), tick=True):

@@ -34,28 +34,68 @@ def q(value: Decimal) -> Decimal:
     return value.quantize(Decimal("1e-12"))
 
 
-def rollup(day, key, count, *, account=A, region="us-east-1", operation="Decrypt", principal=ROLE, service="",
-           error_code=""):
+def rollup(
+    day, key, count, *, account=A, region="us-east-1", operation="Decrypt", principal=ROLE, service="", error_code=""
+):
     when = datetime.combine(day, datetime.min.time(), tzinfo=UTC)
-    return DailyRollup.objects.create(day=day, account_id=account, region=region, key=key, operation=operation,
-                                      principal=principal, service=service, error_code=error_code, after_hours=False,
-                                      count=count, first_seen=when, last_seen=when)
+    return DailyRollup.objects.create(
+        day=day,
+        account_id=account,
+        region=region,
+        key=key,
+        operation=operation,
+        principal=principal,
+        service=service,
+        error_code=error_code,
+        after_hours=False,
+        count=count,
+        first_seen=when,
+        last_seen=when,
+    )
 
 
-def key(arn, *, spec="SYMMETRIC_DEFAULT", manager="CUSTOMER", state="Enabled", created=LONG_AGO, rotations=0,
-        last_used_at=None, multi_region_type=""):
+def key(
+    arn,
+    *,
+    spec="SYMMETRIC_DEFAULT",
+    manager="CUSTOMER",
+    state="Enabled",
+    created=LONG_AGO,
+    rotations=0,
+    last_used_at=None,
+    multi_region_type="",
+):
     _, _, _, region, account, rest = arn.split(":", 5)
-    return Key.objects.create(arn=arn, key_id=rest.split("/", 1)[1], account_id=account, region=region,
-                              key_manager=manager, key_spec=spec, key_state=state, creation_date=created,
-                              rotations=rotations, last_used_at=last_used_at, multi_region=bool(multi_region_type),
-                              multi_region_type=multi_region_type, last_seen_at=timezone.now())
+    return Key.objects.create(
+        arn=arn,
+        key_id=rest.split("/", 1)[1],
+        account_id=account,
+        region=region,
+        key_manager=manager,
+        key_spec=spec,
+        key_state=state,
+        creation_date=created,
+        rotations=rotations,
+        last_used_at=last_used_at,
+        multi_region=bool(multi_region_type),
+        multi_region_type=multi_region_type,
+        last_seen_at=timezone.now(),
+    )
 
 
 def actual(day, account, usage_type, amount, estimated=True):
     kind = UsageClass.KEY_MONTHS if usage_type.endswith("Keys") else UsageClass.SYMMETRIC
-    CostRecord.objects.create(day=day, account_id=account, usage_type=usage_type, usage_class=kind,
-                              region="us-east-1", metric="UnblendedCost", amount=Decimal(amount), estimated=estimated,
-                              fetched_at=timezone.now())
+    CostRecord.objects.create(
+        day=day,
+        account_id=account,
+        usage_type=usage_type,
+        usage_class=kind,
+        region="us-east-1",
+        metric="UnblendedCost",
+        amount=Decimal(amount),
+        estimated=estimated,
+        fetched_at=timezone.now(),
+    )
 
 
 def test_key_months_are_prorated_by_day_and_hour_and_rotations_add_up_to_two():
@@ -186,9 +226,18 @@ def test_drivers_rank_keys_principals_and_services_by_estimated_request_cost():
 def s3_event(bucket_arn, when, *, n=1):
     # Through the write path: the savings finder reads the bucket summary it maintains.
     identity = identity_role(A, "app", "AWSService", invoked_by="s3.amazonaws.com")
-    records = [kms_record(event_name="GenerateDataKey", event_time=when, key_arn=KEY1, identity=identity,
-                          region="us-east-1", recipient_account_id=A, encryption_context={"aws:s3:arn": bucket_arn})
-               for _ in range(n)]
+    records = [
+        kms_record(
+            event_name="GenerateDataKey",
+            event_time=when,
+            key_arn=KEY1,
+            identity=identity,
+            region="us-east-1",
+            recipient_account_id=A,
+            encryption_context={"aws:s3:arn": bucket_arn},
+        )
+        for _ in range(n)
+    ]
     ingest_records(records, run=start_run(IngestRun.Kind.FILES))
 
 
@@ -200,8 +249,9 @@ def test_buckets_whose_contexts_name_objects_are_bucket_key_savings():
     found = {b.bucket: b for b in savings.bucket_keys(date(2026, 11, 20))}
     assert set(found) == {"no-bucket-key", "with-bucket-key"}
     assert found["no-bucket-key"].names_objects and found["no-bucket-key"].monthly_requests == 304
-    assert found["no-bucket-key"].monthly_saving == (Decimal(70) * Decimal("30.4") / 7 * SYMMETRIC *
-                                                     Decimal("0.99")).quantize(Decimal("0.01"))
+    assert found["no-bucket-key"].monthly_saving == (
+        Decimal(70) * Decimal("30.4") / 7 * SYMMETRIC * Decimal("0.99")
+    ).quantize(Decimal("0.01"))
     assert not found["with-bucket-key"].names_objects and found["with-bucket-key"].monthly_saving == 0
 
 
@@ -232,8 +282,7 @@ def test_idle_keys_have_no_use_in_ninety_days_by_rollups_and_inventory(settings)
     rollup(today - timedelta(days=100), idle, 5)
     rollup(today - timedelta(days=10), used_recently, 5)
     found = savings.idle_keys(today)
-    assert [(k.arn, k.last_used, k.monthly_saving) for k in found] == [
-        (idle, today - timedelta(days=100), Decimal(2))]
+    assert [(k.arn, k.last_used, k.monthly_saving) for k in found] == [(idle, today - timedelta(days=100), Decimal(2))]
 
 
 def test_source_accounts_count_as_watched_even_without_rollups_of_their_own():
@@ -274,8 +323,13 @@ def estimate_row_by_row(start, end):
                     line[4] = line[3] * (1 - free / eligible)
     totals = {by: {} for by in ("key", "principal", "service", "account", "day")}
     for row, account, _, _, cost in (line for line in lines if line[0].day >= start):
-        for by, label in (("key", row.key), ("principal", row.principal), ("service", row.service),
-                          ("account", account), ("day", row.day)):
+        for by, label in (
+            ("key", row.key),
+            ("principal", row.principal),
+            ("service", row.service),
+            ("account", account),
+            ("day", row.day),
+        ):
             requests, amount = totals[by].get(label, (0, Decimal(0)))
             totals[by][label] = (requests + row.count, amount + cost)
     return totals
@@ -296,8 +350,16 @@ def test_summing_the_rollups_in_sql_changes_no_figure_of_the_estimate():
                 for principal in principals:
                     for service, error_code in (("", ""), ("s3.amazonaws.com", ""), ("", "AccessDenied")):
                         n += 1
-                        rollup(day, arn, 97 * n % 800 + 1, operation=operation, principal=principal,
-                               service=service, error_code=error_code, account=B if arn == UNKNOWN else A)
+                        rollup(
+                            day,
+                            arn,
+                            97 * n % 800 + 1,
+                            operation=operation,
+                            principal=principal,
+                            service=service,
+                            error_code=error_code,
+                            account=B if arn == UNKNOWN else A,
+                        )
     start, end = date(2026, 11, 2), date(2026, 11, 4)
     result = est.estimate(start, end)
     reference = estimate_row_by_row(start, end)
@@ -319,6 +381,7 @@ def test_summing_the_rollups_in_sql_changes_no_figure_of_the_estimate():
     # The cases that matter are there: callers charged, copies skipped, the free tier shared within a day.
     assert {C, f"{C}\n", arabic_digits} <= set(by_account) and B in by_account
     assert {"data_key_pair_ecc", "asymmetric", "asymmetric_rsa_2048", "symmetric"} == {
-        line.price_name for line in result.lines}
+        line.price_name for line in result.lines
+    }
     shared = [line for line in result.lines if (line.day, line.account_id, line.price_name) == (start, A, "symmetric")]
     assert 0 < sum(line.cost for line in shared) < sum(line.gross for line in shared)

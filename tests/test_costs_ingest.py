@@ -21,8 +21,14 @@ A, B = "111122223333", "444455556666"
 
 
 def row(day, account, usage_type, cost, usage="1000", estimated=True):
-    return {"date": str(day), "account": account, "usage_type": usage_type, "cost": cost, "usage": usage,
-            "estimated": estimated}
+    return {
+        "date": str(day),
+        "account": account,
+        "usage_type": usage_type,
+        "cost": cost,
+        "usage": usage,
+        "estimated": estimated,
+    }
 
 
 def days(start: date, end: date):
@@ -50,9 +56,12 @@ def test_the_window_runs_from_the_first_of_last_month_to_tomorrow(aws, clock):
 
 
 def test_every_page_is_read_with_the_same_parameters_and_every_request_counted(aws, clock):
-    rows = [row(d, acct, f"{region}-KMS-Requests", "0.0123")
-            for d in days(date(2026, 10, 1), date(2026, 11, 21)) for acct in (A, B)
-            for region in ("us-east-1", "eu-west-1")]
+    rows = [
+        row(d, acct, f"{region}-KMS-Requests", "0.0123")
+        for d in days(date(2026, 10, 1), date(2026, 11, 21))
+        for acct in (A, B)
+        for region in ("us-east-1", "eu-west-1")
+    ]
     aws.control("ce/dataset", {"rows": rows, "page_size": 7})
     run = services.ingest_costs()
     # 51 days at 7 per page.
@@ -73,8 +82,15 @@ def test_restated_amounts_replace_the_old_ones_and_the_estimated_flag_clears(aws
 
 
 def test_a_group_that_vanishes_from_cost_explorer_vanishes_here(aws, clock):
-    aws.control("ce/dataset", {"rows": [row("2026-11-02", A, "us-east-1-KMS-Requests", "1.00"),
-                                        row("2026-11-02", B, "us-east-1-KMS-Requests", "2.00")]})
+    aws.control(
+        "ce/dataset",
+        {
+            "rows": [
+                row("2026-11-02", A, "us-east-1-KMS-Requests", "1.00"),
+                row("2026-11-02", B, "us-east-1-KMS-Requests", "2.00"),
+            ]
+        },
+    )
     services.ingest_costs()
     aws.control("ce/dataset", {"rows": [row("2026-11-02", A, "us-east-1-KMS-Requests", "3.00")]})
     services.ingest_costs()
@@ -82,9 +98,17 @@ def test_a_group_that_vanishes_from_cost_explorer_vanishes_here(aws, clock):
 
 
 def test_days_before_the_window_are_left_alone(aws, clock):
-    CostRecord.objects.create(day=date(2026, 9, 30), account_id=A, usage_type="us-east-1-KMS-Keys",
-                              usage_class=UsageClass.KEY_MONTHS, region="us-east-1", metric="UnblendedCost",
-                              amount=Decimal("0.0333333333"), estimated=False, fetched_at=NOW)
+    CostRecord.objects.create(
+        day=date(2026, 9, 30),
+        account_id=A,
+        usage_type="us-east-1-KMS-Keys",
+        usage_class=UsageClass.KEY_MONTHS,
+        region="us-east-1",
+        metric="UnblendedCost",
+        amount=Decimal("0.0333333333"),
+        estimated=False,
+        fetched_at=NOW,
+    )
     aws.control("ce/dataset", {"rows": []})
     services.ingest_costs()
     assert list(stored()) == [("2026-09-30", A, "us-east-1-KMS-Keys")]
@@ -112,8 +136,14 @@ def test_a_query_whose_parameters_changed_between_pages_restarts_from_the_first_
 
 
 def test_restarts_are_bounded_and_a_failed_run_keeps_the_old_data_and_its_request_count(aws, clock):
-    aws.control("ce/dataset", {"rows": [row("2026-11-01", A, "us-east-1-KMS-Requests", "1.00")] +
-                               [row("2026-10-01", A, "us-east-1-KMS-Keys", "0.03")], "page_size": 40})
+    aws.control(
+        "ce/dataset",
+        {
+            "rows": [row("2026-11-01", A, "us-east-1-KMS-Requests", "1.00")]
+            + [row("2026-10-01", A, "us-east-1-KMS-Keys", "0.03")],
+            "page_size": 40,
+        },
+    )
     services.ingest_costs()
     before = stored()
     aws.control("ce/dataset", {"rows": [], "page_size": 40})
@@ -161,12 +191,22 @@ def test_days_are_utc_dates_across_a_dst_change_in_the_display_time_zone(aws, se
     assert (run.window_start, run.window_end) == (date(2026, 10, 1), date(2026, 11, 2))
     assert run_again.rows == 3
     assert sorted(str(d) for d in CostRecord.objects.values_list("day", flat=True)) == [
-        "2026-10-30", "2026-10-31", "2026-11-01"]
+        "2026-10-30",
+        "2026-10-31",
+        "2026-11-01",
+    ]
 
 
 def test_the_command_reads_an_explicit_window(aws, clock, capsys):
-    aws.control("ce/dataset", {"rows": [row("2026-06-15", A, "us-east-1-KMS-Requests", "4.20", estimated=False),
-                                        row("2026-06-16", A, "us-east-1-KMS-Requests", "5.00", estimated=False)]})
+    aws.control(
+        "ce/dataset",
+        {
+            "rows": [
+                row("2026-06-15", A, "us-east-1-KMS-Requests", "4.20", estimated=False),
+                row("2026-06-16", A, "us-east-1-KMS-Requests", "5.00", estimated=False),
+            ]
+        },
+    )
     call_command("ingest_costs", "--since", "2026-06-15", "--until", "2026-06-15")
     assert stored() == {("2026-06-15", A, "us-east-1-KMS-Requests"): (Decimal("4.20"), False)}
     assert "1 Cost Explorer requests" in capsys.readouterr().out
@@ -232,8 +272,10 @@ def test_runs_stop_once_the_daily_request_budget_is_spent(aws, clock, settings):
 
 
 def test_cost_explorer_serves_only_the_filtered_service(aws, clock):
-    aws.control("ce/dataset", {"rows": [row("2026-11-05", A, "us-east-1-KMS-Requests", "1.25")],
-                               "service": "Amazon Simple Storage Service"})
+    aws.control(
+        "ce/dataset",
+        {"rows": [row("2026-11-05", A, "us-east-1-KMS-Requests", "1.25")], "service": "Amazon Simple Storage Service"},
+    )
     assert services.ingest_costs().rows == 0
     assert CostRecord.objects.count() == 0
 
@@ -243,13 +285,23 @@ def test_the_emulator_answers_like_cost_explorer(aws):
 
     from kmsdash.aws import client
 
-    aws.control("ce/dataset", {"rows": [row("2026-11-01", A, "us-east-1-KMS-Requests", "0.1", estimated=False),
-                                        row("2026-11-01", B, "us-east-1-KMS-Keys", "0.2", estimated=True),
-                                        row("2026-11-02", A, "us-east-1-KMS-Requests", "0.3", estimated=False)],
-                               "page_size": 1})
+    aws.control(
+        "ce/dataset",
+        {
+            "rows": [
+                row("2026-11-01", A, "us-east-1-KMS-Requests", "0.1", estimated=False),
+                row("2026-11-01", B, "us-east-1-KMS-Keys", "0.2", estimated=True),
+                row("2026-11-02", A, "us-east-1-KMS-Requests", "0.3", estimated=False),
+            ],
+            "page_size": 1,
+        },
+    )
     ce = client("ce", "us-east-1", max_attempts=1)
-    base = {"TimePeriod": {"Start": "2026-11-01", "End": "2026-11-03"}, "Granularity": "DAILY",
-            "Metrics": ["UnblendedCost", "UsageQuantity"]}
+    base = {
+        "TimePeriod": {"Start": "2026-11-01", "End": "2026-11-03"},
+        "Granularity": "DAILY",
+        "Metrics": ["UnblendedCost", "UsageQuantity"],
+    }
     first = ce.get_cost_and_usage(**base)
     assert first["ResultsByTime"][0]["Total"]["UnblendedCost"] == {"Amount": "0.3", "Unit": "USD"}
     assert first["ResultsByTime"][0]["Estimated"] is True and first["ResultsByTime"][0]["Groups"] == []
@@ -257,9 +309,11 @@ def test_the_emulator_answers_like_cost_explorer(aws):
     assert second["ResultsByTime"][0]["TimePeriod"] == {"Start": "2026-11-02", "End": "2026-11-03"}
     assert "NextPageToken" not in second
 
-    grouped = ce.get_cost_and_usage(**base, GroupBy=[{"Type": "DIMENSION", "Key": "LINKED_ACCOUNT"}],
-                                     Filter={"Not": {"Dimensions": {"Key": "USAGE_TYPE",
-                                                                    "Values": ["us-east-1-KMS-Keys"]}}})
+    grouped = ce.get_cost_and_usage(
+        **base,
+        GroupBy=[{"Type": "DIMENSION", "Key": "LINKED_ACCOUNT"}],
+        Filter={"Not": {"Dimensions": {"Key": "USAGE_TYPE", "Values": ["us-east-1-KMS-Keys"]}}},
+    )
     assert grouped["ResultsByTime"][0]["Total"] == {}
     assert [g["Keys"] for g in grouped["ResultsByTime"][0]["Groups"]] == [[A]]
     assert grouped["ResultsByTime"][0]["Estimated"] is False

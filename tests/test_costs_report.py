@@ -25,8 +25,13 @@ pytestmark = [pytest.mark.django_db, pytest.mark.emulator]
 TARGET = "AWSInsightsIndexService.GetCostAndUsage"
 NOW = datetime(2026, 11, 12, 15, 0, tzinfo=UTC)
 ACCOUNTS = ("111122223333", "444455556666")
-USAGE_TYPES = ("us-east-1-KMS-Keys", "us-east-1-KMS-Requests", "eu-west-1-KMS-Requests-Asymmetric",
-               "Global-KMS-Requests", "<b>x</b>-KMS-Requests")
+USAGE_TYPES = (
+    "us-east-1-KMS-Keys",
+    "us-east-1-KMS-Requests",
+    "eu-west-1-KMS-Requests-Asymmetric",
+    "Global-KMS-Requests",
+    "<b>x</b>-KMS-Requests",
+)
 
 
 @functools.cache
@@ -41,17 +46,20 @@ def report(*args: str) -> dict:
     return json.loads(out.getvalue())
 
 
-amounts = st.decimals(min_value=Decimal("-50"), max_value=Decimal("9999"), places=10, allow_nan=False,
-                      allow_infinity=False) | st.decimals(min_value=0, max_value=100, places=2)
+amounts = st.decimals(
+    min_value=Decimal("-50"), max_value=Decimal("9999"), places=10, allow_nan=False, allow_infinity=False
+) | st.decimals(min_value=0, max_value=100, places=2)
 rows = st.lists(
-    st.fixed_dictionaries({
-        "date": st.dates(min_value=date(2026, 10, 1), max_value=date(2026, 11, 12)).map(str),
-        "account": st.sampled_from(ACCOUNTS),
-        "usage_type": st.sampled_from(USAGE_TYPES),
-        "cost": amounts.map(str),
-        "usage": st.integers(0, 10**9).map(str),
-        "estimated": st.booleans(),
-    }),
+    st.fixed_dictionaries(
+        {
+            "date": st.dates(min_value=date(2026, 10, 1), max_value=date(2026, 11, 12)).map(str),
+            "account": st.sampled_from(ACCOUNTS),
+            "usage_type": st.sampled_from(USAGE_TYPES),
+            "cost": amounts.map(str),
+            "usage": st.integers(0, 10**9).map(str),
+            "estimated": st.booleans(),
+        }
+    ),
     max_size=25,
 )
 
@@ -90,12 +98,29 @@ def test_the_report_equals_the_sums_of_the_last_restatement_exactly(aws, setting
 
 
 def test_the_csv_report_is_the_daily_table_with_numbers_left_numeric(aws):
-    aws.control("ce/dataset", {"rows": [
-        {"date": "2026-11-02", "account": ACCOUNTS[0], "usage_type": "=cmd|' /C calc'!A0", "cost": "-12.34",
-         "usage": "3", "estimated": True},
-        {"date": "2026-11-02", "account": ACCOUNTS[1], "usage_type": "us-east-1-KMS-Requests", "cost": "0.0300000001",
-         "usage": "10000", "estimated": True},
-    ]})
+    aws.control(
+        "ce/dataset",
+        {
+            "rows": [
+                {
+                    "date": "2026-11-02",
+                    "account": ACCOUNTS[0],
+                    "usage_type": "=cmd|' /C calc'!A0",
+                    "cost": "-12.34",
+                    "usage": "3",
+                    "estimated": True,
+                },
+                {
+                    "date": "2026-11-02",
+                    "account": ACCOUNTS[1],
+                    "usage_type": "us-east-1-KMS-Requests",
+                    "cost": "0.0300000001",
+                    "usage": "10000",
+                    "estimated": True,
+                },
+            ]
+        },
+    )
     with time_machine.travel(NOW, tick=True):
         services.ingest_costs()
         out = io.StringIO()
@@ -112,8 +137,15 @@ def test_month_summary_compares_the_same_days_and_forecasts_from_the_last_week(a
     rows = []
     day = date(2026, 10, 1)
     while day <= date(2026, 11, 12):
-        rows.append({"date": str(day), "account": ACCOUNTS[0], "usage_type": "us-east-1-KMS-Requests",
-                     "cost": "2.00" if day.month == 10 else "3.00", "estimated": day.month == 11})
+        rows.append(
+            {
+                "date": str(day),
+                "account": ACCOUNTS[0],
+                "usage_type": "us-east-1-KMS-Requests",
+                "cost": "2.00" if day.month == 10 else "3.00",
+                "estimated": day.month == 11,
+            }
+        )
         day += timedelta(days=1)
     aws.control("ce/dataset", {"rows": rows, "page_size": 100})
     with time_machine.travel(NOW, tick=True):

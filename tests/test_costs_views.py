@@ -26,8 +26,8 @@ pytestmark = pytest.mark.django_db
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 A = "111122223333"
-HOSTILE = '<img src=x onerror=alert(1)>'
-HOSTILE_USAGE = f'{HOSTILE}-KMS-Requests'
+HOSTILE = "<img src=x onerror=alert(1)>"
+HOSTILE_USAGE = f"{HOSTILE}-KMS-Requests"
 OVERVIEW = reverse("costs:overview")
 EXPORT = reverse("costs:export")
 
@@ -49,15 +49,24 @@ def login(client, role: str | None) -> User:
 
 def cost(day, usage_type, amount, *, account=A, estimated=True):
     kind = classify_usage_type(usage_type)
-    return CostRecord.objects.create(day=day, account_id=account, usage_type=usage_type, usage_class=kind.usage_class,
-                                     region=kind.region, metric="UnblendedCost", amount=Decimal(amount),
-                                     estimated=estimated, fetched_at=timezone.now())
+    return CostRecord.objects.create(
+        day=day,
+        account_id=account,
+        usage_type=usage_type,
+        usage_class=kind.usage_class,
+        region=kind.region,
+        metric="UnblendedCost",
+        amount=Decimal(amount),
+        estimated=estimated,
+        fetched_at=timezone.now(),
+    )
 
 
 def figure(body: str, element_id: str) -> dict:
     """The figure app.js would read: the text content of the element with that id."""
-    match = re.search(rf'<script id="{element_id}" type="application/json">(.*?)</script>', body, re.S) or \
-        re.search(rf'<div id="{element_id}" hidden>(.*?)</div>', body, re.S)
+    match = re.search(rf'<script id="{element_id}" type="application/json">(.*?)</script>', body, re.S) or re.search(
+        rf'<div id="{element_id}" hidden>(.*?)</div>', body, re.S
+    )
     assert match, f"no {element_id} in the page"
     assert "<" not in match.group(1)
     return json.loads(html.unescape(match.group(1)))
@@ -107,9 +116,20 @@ def test_hostile_usage_types_and_account_names_render_as_text_in_the_page_and_th
     cost(date(2026, 11, 3), HOSTILE_USAGE, "1.50")
     cost(date(2026, 11, 3), "us-east-1-KMS-Requests", "0.25", estimated=False)
     when = datetime(2026, 11, 3, tzinfo=UTC)
-    DailyRollup.objects.create(day=date(2026, 11, 3), account_id=A, region="us-east-1", key="alias/" + HOSTILE,
-                               operation="Decrypt", principal=f"arn:aws:iam::{A}:role/{HOSTILE}", service="",
-                               error_code="", after_hours=False, count=50_000, first_seen=when, last_seen=when)
+    DailyRollup.objects.create(
+        day=date(2026, 11, 3),
+        account_id=A,
+        region="us-east-1",
+        key="alias/" + HOSTILE,
+        operation="Decrypt",
+        principal=f"arn:aws:iam::{A}:role/{HOSTILE}",
+        service="",
+        error_code="",
+        after_hours=False,
+        count=50_000,
+        first_seen=when,
+        last_seen=when,
+    )
     page = client.get(OVERVIEW, {"by": "usage_type"}).content.decode()
     assert "<img src=x" not in page and "<script>alert(2)" not in page
     assert "&lt;img src=x onerror=alert(1)&gt;-KMS-Requests" in page
@@ -118,7 +138,8 @@ def test_hostile_usage_types_and_account_names_render_as_text_in_the_page_and_th
     assert "&lt;img src=x onerror=alert(1)&gt;-KMS-Requests" in names
     by_account = client.get(OVERVIEW, {"by": "account"}).content.decode()
     assert [t["name"] for t in figure(by_account, "cost-daily-figure")["data"]] == [
-        f'"&gt;&lt;script&gt;alert(2)&lt;/script&gt; ({A})']
+        f'"&gt;&lt;script&gt;alert(2)&lt;/script&gt; ({A})'
+    ]
 
 
 def test_the_chart_switch_returns_only_the_chart_fragment_for_htmx(client):
@@ -140,8 +161,13 @@ def test_the_overview_shows_month_to_date_forecast_spend_and_reconciliation(clie
     login(client, "admin")
     cost(date(2026, 10, 5), "us-east-1-KMS-Requests", "2.00", estimated=False)
     cost(date(2026, 11, 5), "us-east-1-KMS-Requests", "3.00")
-    CostRun.objects.create(window_start=date(2026, 10, 1), window_end=date(2026, 11, 21), metric="UnblendedCost",
-                           status=CostRun.Status.SUCCEEDED, requests=12)
+    CostRun.objects.create(
+        window_start=date(2026, 10, 1),
+        window_end=date(2026, 11, 21),
+        metric="UnblendedCost",
+        status=CostRun.Status.SUCCEEDED,
+        requests=12,
+    )
     response = client.get(OVERVIEW)
     page = response.content.decode()
     assert response.context["summary"].month_to_date == Decimal("3.00")
@@ -170,7 +196,7 @@ def test_rendering_the_pages_never_calls_cost_explorer(client, aws):
 
 def test_the_csv_export_streams_the_daily_table_safely_and_is_audited(client):
     user = login(client, "finance")
-    cost(date(2026, 11, 3), "=HYPERLINK(\"http://evil/\")", "-12.34", estimated=False)
+    cost(date(2026, 11, 3), '=HYPERLINK("http://evil/")', "-12.34", estimated=False)
     cost(date(2026, 11, 3), "us-east-1-KMS-Requests", "0.0000030000")
     cost(date(2026, 9, 3), "us-east-1-KMS-Requests", "9.99")  # outside the period
     response = client.post(EXPORT, {"since": "2026-11-01", "until": "2026-11-20"})
@@ -191,8 +217,11 @@ def test_the_csv_export_streams_the_daily_table_safely_and_is_audited(client):
 
 def test_htmx_history_restores_get_the_whole_page_and_responses_vary_on_htmx(client):
     login(client, "finance")
-    response = client.get(OVERVIEW, {"by": "account"},
-                          headers={"HX-Request": "true", "HX-Target": "daily-chart", "HX-History-Restore-Request": "true"})
+    response = client.get(
+        OVERVIEW,
+        {"by": "account"},
+        headers={"HX-Request": "true", "HX-Target": "daily-chart", "HX-History-Restore-Request": "true"},
+    )
     assert "<html" in response.content.decode()
     assert "HX-Request" in response["Vary"]
 
@@ -202,10 +231,18 @@ def test_estimated_cost_is_allocated_by_key_tag_with_hostile_values_kept_as_text
 
     login(client, "finance")
     for n, tags in enumerate([{"team": HOSTILE}, {"team": "payments", "env": "prod"}, {}]):
-        Key.objects.create(arn=f"arn:aws:kms:us-east-1:{A}:key/0000000{n}-0000-0000-0000-000000000000",
-                           key_id=f"0000000{n}-0000-0000-0000-000000000000", account_id=A, region="us-east-1",
-                           key_manager="CUSTOMER", key_spec="SYMMETRIC_DEFAULT", key_state="Enabled",
-                           creation_date=datetime(2025, 1, 1, tzinfo=UTC), tags=tags, last_seen_at=timezone.now())
+        Key.objects.create(
+            arn=f"arn:aws:kms:us-east-1:{A}:key/0000000{n}-0000-0000-0000-000000000000",
+            key_id=f"0000000{n}-0000-0000-0000-000000000000",
+            account_id=A,
+            region="us-east-1",
+            key_manager="CUSTOMER",
+            key_spec="SYMMETRIC_DEFAULT",
+            key_state="Enabled",
+            creation_date=datetime(2025, 1, 1, tzinfo=UTC),
+            tags=tags,
+            last_seen_at=timezone.now(),
+        )
     htmx = {"HX-Request": "true", "HX-Target": "by-tag"}
     response = client.get(OVERVIEW, {"since": "2026-11-01", "until": "2026-11-30", "tag": "team"}, headers=htmx)
     body = response.content.decode()

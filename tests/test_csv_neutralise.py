@@ -14,9 +14,31 @@ from kmsdash.csvexport import neutralize, neutralize_text
 
 # What a spreadsheet may skip or ignore before a cell's first visible character.
 INVISIBLE = [
-    "\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u200e", "\u200f", "\u202a", "\u202b", "\u202c",
-    "\u202d", "\u202e", "\u2066", "\u2067", "\u2068", "\u2069", "\u00ad", "\u180e", " ", "\u00a0", "\u2003",
-    "\u3000", "\x0b", "\x0c", "\x1c",
+    "\u200b",
+    "\u200c",
+    "\u200d",
+    "\u2060",
+    "\ufeff",
+    "\u200e",
+    "\u200f",
+    "\u202a",
+    "\u202b",
+    "\u202c",
+    "\u202d",
+    "\u202e",
+    "\u2066",
+    "\u2067",
+    "\u2068",
+    "\u2069",
+    "\u00ad",
+    "\u180e",
+    " ",
+    "\u00a0",
+    "\u2003",
+    "\u3000",
+    "\x0b",
+    "\x0c",
+    "\x1c",
 ]
 ASCII_TRIGGERS = list("=+-@\t\r\n\0")
 FULLWIDTH_TRIGGERS = ["\uff1d", "\uff0b", "\uff0d", "\uff20", "\ufe66", "\ufe62", "\ufe63", "\ufe6b"]
@@ -57,13 +79,18 @@ def test_the_event_export_neutralises_them_in_every_text_column(client):
     from audits.ingest import finish_run, ingest_records, start_run
     from audits.synthetic import identity_role, kms_record
 
-    hostile = {"user_agent": "\u200b=HYPERLINK(\"http://evil\")", "session": "\ufeff@SUM(1)", "error": "\uff1d1+1"}
+    hostile = {"user_agent": '\u200b=HYPERLINK("http://evil")', "session": "\ufeff@SUM(1)", "error": "\uff1d1+1"}
     run = start_run("files")
     record = kms_record(
-        event_name="Decrypt", event_time=datetime(2026, 11, 2, tzinfo=UTC),
-        key_arn="arn:aws:kms:us-east-1:111122223333:key/k", region="us-east-1", recipient_account_id="111122223333",
-        identity=identity_role("111122223333", "app", hostile["session"]), user_agent=hostile["user_agent"],
-        error_code="AccessDenied", error_message=hostile["error"],
+        event_name="Decrypt",
+        event_time=datetime(2026, 11, 2, tzinfo=UTC),
+        key_arn="arn:aws:kms:us-east-1:111122223333:key/k",
+        region="us-east-1",
+        recipient_account_id="111122223333",
+        identity=identity_role("111122223333", "app", hostile["session"]),
+        user_agent=hostile["user_agent"],
+        error_code="AccessDenied",
+        error_message=hostile["error"],
     )
     finish_run(run, ingest_records([record], run=run))
     user = User.objects.create_user("adm", password="x")

@@ -27,8 +27,18 @@ def test_seed_demo_registers_the_sources_and_creates_one_user_per_role(aws, sett
     settings.KMSDASH_SECRETS_KMS_KEY = "alias/kmsdash-channel-secrets"  # as scripts/run.sh sets it
     credentials = tmp_path / "credentials.txt"
     out = io.StringIO()
-    call_command("seed_demo", "--endpoint", aws.url, "--days", "2", "--events-per-day", "60",
-                 "--credentials-file", str(credentials), stdout=out)
+    call_command(
+        "seed_demo",
+        "--endpoint",
+        aws.url,
+        "--days",
+        "2",
+        "--events-per-day",
+        "60",
+        "--credentials-file",
+        str(credentials),
+        stdout=out,
+    )
     assert "Seeded 20 keys" in out.getvalue()
     sources = {s.account_id: s for s in Source.objects.all()}
     assert set(sources) == set(ACCOUNTS)
@@ -41,13 +51,18 @@ def test_seed_demo_registers_the_sources_and_creates_one_user_per_role(aws, sett
 
     demo_channel = Channel.objects.get()  # alerts are written to a log file under the demo's var/
     assert (demo_channel.name, demo_channel.type, demo_channel.target) == (
-        "demo-log", "file", str(settings.VAR_DIR / "alerts.log"))
+        "demo-log",
+        "file",
+        str(settings.VAR_DIR / "alerts.log"),
+    )
     # The key that seals channel secrets exists in the emulator's KMS: a demo webhook can be added.
     call_command("add_alert_channel", "hook", "--webhook", "https://hooks.example.com/", stdout=io.StringIO())
     assert Channel.objects.get(name="hook").secret_source().startswith("encrypted with arn:aws:kms:us-east-1:")
     users = get_user_model().objects.all()
     assert {u.username: sorted(u.groups.values_list("name", flat=True)) for u in users} == {
-        "analyst": ["analyst"], "finance": ["finance"], "admin": ["admin"],
+        "analyst": ["analyst"],
+        "finance": ["finance"],
+        "admin": ["admin"],
     }
     assert stat.S_IMODE(credentials.stat().st_mode) == 0o600
     for line in credentials.read_text().splitlines():
@@ -88,8 +103,9 @@ def test_a_running_demo_gets_new_ordinary_traffic_for_the_time_that_passed(aws):
         return {
             (account, item["Key"]): item["Key"]
             for account in ACCOUNTS
-            for page in emulator.client("s3", account).get_paginator("list_objects_v2").paginate(
-                Bucket=trail_bucket(account), Prefix=f"AWSLogs/{account}/CloudTrail/")
+            for page in emulator.client("s3", account)
+            .get_paginator("list_objects_v2")
+            .paginate(Bucket=trail_bucket(account), Prefix=f"AWSLogs/{account}/CloudTrail/")
             for item in page.get("Contents", [])
         }
 
@@ -118,8 +134,17 @@ def test_the_demo_world_raises_every_finding_kind_once_ingested(aws, settings):
     """The same steps as `make run`: seed, ingest the trail's S3 files, read the inventory."""
     settings.KMSDASH_DEMO = True
     settings.KMSDASH_S3_INITIAL_DAYS = 12
-    call_command("seed_demo", "--endpoint", aws.url, "--days", "10", "--events-per-day", "200", "--no-users",
-                 stdout=io.StringIO())
+    call_command(
+        "seed_demo",
+        "--endpoint",
+        aws.url,
+        "--days",
+        "10",
+        "--events-per-day",
+        "200",
+        "--no-users",
+        stdout=io.StringIO(),
+    )
     call_command("ingest_cloudtrail", "--source", "s3", stdout=io.StringIO())
     call_command("ingest_keys", stdout=io.StringIO())
 

@@ -29,8 +29,9 @@ def test_the_entry_points_are_executable(script):
     ("target", "script"), [("run", "scripts/run.sh"), ("test", "scripts/test.sh"), ("check", "scripts/check.sh")]
 )
 def test_make_targets_call_the_scripts(target, script):
-    result = subprocess.run(["make", "-n", "--no-print-directory", target], cwd=ROOT, capture_output=True,
-                            text=True, check=True)
+    result = subprocess.run(
+        ["make", "-n", "--no-print-directory", target], cwd=ROOT, capture_output=True, text=True, check=True
+    )
     assert result.stdout.strip() == script
 
 

@@ -49,8 +49,12 @@ def all_objects(s3, bucket: str) -> list[str]:
 def seeded(_emulator_server):
     """One small demo world for the module's read-only tests (seeding takes seconds)."""
     with pytest.MonkeyPatch.context() as env:
-        for name, value in {"AWS_ENDPOINT_URL": _emulator_server.url, "AWS_ACCESS_KEY_ID": "testing",
-                            "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        for name, value in {
+            "AWS_ENDPOINT_URL": _emulator_server.url,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }.items():
             env.setenv(name, value)
         env.delenv("AWS_PROFILE", raising=False)
         emulator = Emulator(_emulator_server.url)
@@ -126,9 +130,12 @@ def test_each_account_has_a_trail_and_the_data_account_one_that_leaves_kms_out(s
         assert trails["management-events"]["S3BucketName"] == trail_bucket(account)
         assert trails["management-events"]["IsMultiRegionTrail"]
         excluded = [
-            name for name in trails
-            if any("kms.amazonaws.com" in s.get("ExcludeManagementEventSources", [])
-                   for s in cloudtrail.get_event_selectors(TrailName=name).get("EventSelectors", []))
+            name
+            for name in trails
+            if any(
+                "kms.amazonaws.com" in s.get("ExcludeManagementEventSources", [])
+                for s in cloudtrail.get_event_selectors(TrailName=name).get("EventSelectors", [])
+            )
         ]
         assert excluded == (["security-lake-export"] if ACCOUNTS[account] == "data" else [])
 

@@ -94,8 +94,13 @@ def test_two_to_three_percent_of_calls_fail_with_real_kms_error_codes(ingested):
     assert 0.02 <= failed / total <= 0.03
     codes = set(Event.objects.exclude(error_code="").values_list("error_code", flat=True))
     assert codes == {
-        "AccessDeniedException", "KMSInvalidStateException", "DisabledException", "IncorrectKeyException",
-        "InvalidCiphertextException", "ThrottlingException", "NotFoundException",
+        "AccessDeniedException",
+        "KMSInvalidStateException",
+        "DisabledException",
+        "IncorrectKeyException",
+        "InvalidCiphertextException",
+        "ThrottlingException",
+        "NotFoundException",
     }
 
 
@@ -109,15 +114,24 @@ def test_the_month_has_a_rhythm_after_hours_activity_weekends_and_spikes(ingeste
     assert sum(weekends) / len(weekends) < 0.6 * sum(weekdays) / len(weekdays)
     # The backfill: one key's busiest hour is several times its ordinary busy hours.
     orders = next(k.arn for k in placeholder_keys() if k.spec.alias == "prod-orders-s3")
-    per_hour = sorted(Counter(Event.objects.filter(key=orders).values_list("event_time__date", "event_time__hour"))
-                      .values())
+    per_hour = sorted(
+        Counter(Event.objects.filter(key=orders).values_list("event_time__date", "event_time__hour")).values()
+    )
     assert per_hour[-1] > 2.5 * per_hour[int(len(per_hour) * 0.9)]
 
 
 def test_critical_key_events_are_present(ingested):
     names = set(Event.objects.filter(event_name__in=CRITICAL_EVENT_NAMES).values_list("event_name", flat=True))
-    assert {"ScheduleKeyDeletion", "DisableKey", "PutKeyPolicy", "CreateGrant", "CreateKey", "CreateAlias",
-            "EnableKeyRotation", "RetireGrant"} <= names
+    assert {
+        "ScheduleKeyDeletion",
+        "DisableKey",
+        "PutKeyPolicy",
+        "CreateGrant",
+        "CreateKey",
+        "CreateAlias",
+        "EnableKeyRotation",
+        "RetireGrant",
+    } <= names
     assert Event.objects.filter(event_name="PutKeyPolicy", principal_type="Root", after_hours=True).exists()
 
 
@@ -125,13 +139,21 @@ def test_callers_are_roles_users_root_other_accounts_and_aws_services(ingested):
     types = set(Event.objects.values_list("principal_type", flat=True))
     assert {"AssumedRole", "IAMUser", "Root", "AWSAccount", "AWSService"} <= types
     services = set(Event.objects.exclude(service="").values_list("service", flat=True))
-    assert {"s3.amazonaws.com", "dynamodb.amazonaws.com", "secretsmanager.amazonaws.com", "ec2.amazonaws.com",
-            "lambda.amazonaws.com"} <= services
+    assert {
+        "s3.amazonaws.com",
+        "dynamodb.amazonaws.com",
+        "secretsmanager.amazonaws.com",
+        "ec2.amazonaws.com",
+        "lambda.amazonaws.com",
+    } <= services
 
 
 def test_cross_account_calls_are_logged_by_both_accounts_under_one_shared_event_id(ingested):
-    shared = (Event.objects.exclude(shared_event_id="").values("shared_event_id")
-              .annotate(copies=Count("id"), accounts=Count("recipient_account_id", distinct=True)))
+    shared = (
+        Event.objects.exclude(shared_event_id="")
+        .values("shared_event_id")
+        .annotate(copies=Count("id"), accounts=Count("recipient_account_id", distinct=True))
+    )
     assert shared.count() > 0
     assert all(row["copies"] == 2 and row["accounts"] == 2 for row in shared)
     owner_copy = Event.objects.filter(principal_type="AWSAccount").first()
@@ -162,8 +184,9 @@ def test_a_disabled_key_fails_only_after_it_was_disabled(ingested):
     assert failures.exists()
     assert not failures.filter(event_time__lt=disabled_at).exists()
     # Nothing encrypts or decrypts with it any more (DescribeKey still works on a disabled key).
-    assert not Event.objects.filter(key=legacy, event_time__gt=disabled_at, error_code="",
-                                    event_name__in=CRYPTO_OPERATIONS).exists()
+    assert not Event.objects.filter(
+        key=legacy, event_time__gt=disabled_at, error_code="", event_name__in=CRYPTO_OPERATIONS
+    ).exists()
 
 
 def test_a_key_pending_deletion_fails_only_after_its_deletion_was_scheduled(ingested):
@@ -172,8 +195,9 @@ def test_a_key_pending_deletion_fails_only_after_its_deletion_was_scheduled(inge
     failures = Event.objects.filter(key=migration, error_code="KMSInvalidStateException")
     assert failures.exists()
     assert not failures.filter(event_time__lt=scheduled_at).exists()
-    assert not Event.objects.filter(key=migration, event_time__gt=scheduled_at, error_code="",
-                                    event_name__in=CRYPTO_OPERATIONS).exists()
+    assert not Event.objects.filter(
+        key=migration, event_time__gt=scheduled_at, error_code="", event_name__in=CRYPTO_OPERATIONS
+    ).exists()
 
 
 def test_log_files_follow_the_cloudtrail_layout_and_hold_every_record(month):
@@ -195,8 +219,11 @@ def test_log_files_follow_the_cloudtrail_layout_and_hold_every_record(month):
         seen.extend(r["eventID"] for r in kms)
     assert sorted(seen) == sorted(r["eventID"] for r in month)
     # Like real trails, the files also carry other services' events for kmsdash to skip.
-    assert any(b'"eventSource":"s3.amazonaws.com"' in gzip.decompress(body) or
-               b'"eventSource":"sts.amazonaws.com"' in gzip.decompress(body) for _, _, body in files[:50])
+    assert any(
+        b'"eventSource":"s3.amazonaws.com"' in gzip.decompress(body)
+        or b'"eventSource":"sts.amazonaws.com"' in gzip.decompress(body)
+        for _, _, body in files[:50]
+    )
 
 
 def test_lookup_events_get_the_last_two_days_of_management_events_and_failures(month):
@@ -215,8 +242,10 @@ def test_costs_count_each_request_once_for_the_key_owner(month):
     owned = {k.arn: k.spec.account for k in keys}
     # Every request in the owner's copy, none of the callers' copies, no KMS service events.
     expected = sum(
-        1 for r in month
-        if r.get("resources") and owned[r["resources"][0]["ARN"]] == r["recipientAccountId"]
+        1
+        for r in month
+        if r.get("resources")
+        and owned[r["resources"][0]["ARN"]] == r["recipientAccountId"]
         and r["eventType"] == "AwsApiCall"
     )
     assert sum(e["requests"] + e["asymmetric_requests"] for e in activity.values()) == expected
@@ -242,6 +271,7 @@ def test_costs_reach_back_to_the_previous_month_a_little_lower(month):
         if when >= first:
             assert entry == activity[(day, account, region)]
             continue
-        template = next(d for d in sorted(days) if first < d <= first + timedelta(days=7) and
-                        d.weekday() == when.weekday())
+        template = next(
+            d for d in sorted(days) if first < d <= first + timedelta(days=7) and d.weekday() == when.weekday()
+        )
         assert entry["requests"] == round(activity[(template.isoformat(), account, region)]["requests"] * 0.9)

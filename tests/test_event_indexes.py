@@ -20,8 +20,13 @@ pytestmark = pytest.mark.django_db
 
 def event(n: int, key: str, principal: str = ROLE) -> Event:
     return Event.objects.create(
-        recipient_account_id="111122223333", event_id=f"e{n}", event_time=T0 + timedelta(minutes=n),
-        event_name="Decrypt", region="us-east-1", key=key, principal=principal,
+        recipient_account_id="111122223333",
+        event_id=f"e{n}",
+        event_time=T0 + timedelta(minutes=n),
+        event_name="Decrypt",
+        region="us-east-1",
+        key=key,
+        principal=principal,
     )
 
 

@@ -23,8 +23,17 @@ LONG_ROLE = "r" * 60 + RLO + "txt.exe"
 
 @pytest.fixture
 def long_event(pages_now):
-    ingest([record(role=LONG_ROLE, session="s" * 64, user_agent=LONG_UA, error_code="AccessDenied",
-                   error_message=LONG_ERROR)])
+    ingest(
+        [
+            record(
+                role=LONG_ROLE,
+                session="s" * 64,
+                user_agent=LONG_UA,
+                error_code="AccessDenied",
+                error_message=LONG_ERROR,
+            )
+        ]
+    )
     return Event.objects.get()
 
 

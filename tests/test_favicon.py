@@ -15,7 +15,9 @@ pytestmark = pytest.mark.django_db
 ICON = re.compile(r'<link rel="icon" href="(/static/kmsdash/favicon[^"]*\.svg)" type="image/svg\+xml">')
 
 
-@pytest.mark.parametrize("path", ["/", "/keys/", "/events/", "/critical/", "/findings/", "/costs/", "/health/", "/admin/"])
+@pytest.mark.parametrize(
+    "path", ["/", "/keys/", "/events/", "/critical/", "/findings/", "/costs/", "/health/", "/admin/"]
+)
 def test_every_page_links_the_icon(client, path):
     client.force_login(make_user("boss", ("admin",)))
     html = client.get(path).content.decode()

@@ -27,9 +27,16 @@ def login(client, username: str, role: str) -> User:
 
 def finding(**fields) -> Finding:
     return Finding.objects.create(
-        fingerprint=fields.pop("fingerprint", "f" * 64), kind=Finding.Kind.ROTATION_DISABLED,
-        severity=Finding.Severity.LOW, key="arn:aws:kms:us-east-1:111122223333:key/k", account_id="111122223333",
-        region="us-east-1", summary="Rotation is off", first_seen_at=NOW, last_seen_at=NOW, **fields,
+        fingerprint=fields.pop("fingerprint", "f" * 64),
+        kind=Finding.Kind.ROTATION_DISABLED,
+        severity=Finding.Severity.LOW,
+        key="arn:aws:kms:us-east-1:111122223333:key/k",
+        account_id="111122223333",
+        region="us-east-1",
+        summary="Rotation is off",
+        first_seen_at=NOW,
+        last_seen_at=NOW,
+        **fields,
     )
 
 
@@ -59,7 +66,10 @@ def test_a_revocation_reopens_the_finding_and_is_kept_with_its_reason(client):
     assert post(client, f, "revoke", "the job was retired").status_code == 302
     f.refresh_from_db()
     assert f.status == "open" and f.accepted_at is None and f.accepted_by is None and f.accepted_reason == ""
-    assert list(f.decisions.values_list("action", "reason")) == [("accepted", "temporary"), ("revoked", "the job was retired")]
+    assert list(f.decisions.values_list("action", "reason")) == [
+        ("accepted", "temporary"),
+        ("revoked", "the job was retired"),
+    ]
     assert post(client, f, "revoke", "again").status_code == 409  # nothing in force to revoke
     assert f.decisions.count() == 2
 

@@ -60,7 +60,9 @@ def test_findings_start_with_the_most_severe_and_the_newest_within_a_severity(cl
 def test_a_filter_keeps_the_severity_order(client, mixed):
     client.force_login(make_user("ana", "analyst"))
     m = mixed
-    assert order(client, account="111122223333") == [m[n].pk for n in ("old_critical", "high", "new_medium", "old_low", "info")]
+    assert order(client, account="111122223333") == [
+        m[n].pk for n in ("old_critical", "high", "new_medium", "old_low", "info")
+    ]
 
 
 def test_the_columns_still_sort_and_a_second_click_reverses(client, mixed):
@@ -69,7 +71,10 @@ def test_the_columns_still_sort_and_a_second_click_reverses(client, mixed):
     by_kind = order(client, sort="kind")
     kinds = [Finding.objects.get(pk=pk).kind for pk in by_kind]
     assert kinds == sorted(kinds)
-    assert order(client, sort="-severity")[0] == m["info"].pk and order(client, sort="-severity")[-1] == m["old_critical"].pk
+    assert (
+        order(client, sort="-severity")[0] == m["info"].pk
+        and order(client, sort="-severity")[-1] == m["old_critical"].pk
+    )
     assert order(client, sort="first_seen")[0] == m["info"].pk  # newest first
     assert order(client, sort="-first_seen")[0] == m["old_low"].pk
     assert order(client, sort="account")[-1] == m["new_critical"].pk

@@ -21,8 +21,10 @@ def test_the_url_is_named_healthz():
 
 
 def test_with_database_and_broker_answering_it_is_200_and_says_only_that(client, tmp_path, settings):
-    settings.CELERY_BROKER_TRANSPORT_OPTIONS = {**settings.CELERY_BROKER_TRANSPORT_OPTIONS,
-                                                "data_folder_in": str(tmp_path)}
+    settings.CELERY_BROKER_TRANSPORT_OPTIONS = {
+        **settings.CELERY_BROKER_TRANSPORT_OPTIONS,
+        "data_folder_in": str(tmp_path),
+    }
     response = client.get(URL)
     assert response.status_code == 200
     assert response["Content-Type"] == "application/json"
@@ -67,14 +69,18 @@ def test_the_database_probe_really_queries_the_database(monkeypatch):
     from django.db.backends.utils import CursorWrapper
 
     original = CursorWrapper.execute
-    monkeypatch.setattr(CursorWrapper, "execute", lambda self, sql, params=None: seen.append(sql) or original(self, sql, params))
+    monkeypatch.setattr(
+        CursorWrapper, "execute", lambda self, sql, params=None: seen.append(sql) or original(self, sql, params)
+    )
     healthz.database()
     assert seen == ["SELECT 1"]
 
 
 def test_the_file_broker_is_unavailable_when_its_queue_folder_is_missing(settings, tmp_path):
-    settings.CELERY_BROKER_TRANSPORT_OPTIONS = {**settings.CELERY_BROKER_TRANSPORT_OPTIONS,
-                                                "data_folder_in": str(tmp_path / "gone")}
+    settings.CELERY_BROKER_TRANSPORT_OPTIONS = {
+        **settings.CELERY_BROKER_TRANSPORT_OPTIONS,
+        "data_folder_in": str(tmp_path / "gone"),
+    }
     with pytest.raises(OSError):
         healthz.broker()
 

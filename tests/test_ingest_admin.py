@@ -41,7 +41,7 @@ def test_the_event_page_shows_the_raw_record_pretty_printed_and_escaped(admin_cl
     body = response.content.decode()
     assert "<img src=x" not in body and "<script>alert(1)" not in body
     assert "&lt;img src=x onerror=alert(2)&gt;" in body
-    assert '\n  &quot;eventName&quot;: &quot;Decrypt&quot;' in body  # indented JSON
+    assert "\n  &quot;eventName&quot;: &quot;Decrypt&quot;" in body  # indented JSON
     assert 'name="_save"' not in body  # read-only
 
 
@@ -67,8 +67,18 @@ def test_the_quarantine_list_escapes_the_rejected_text(admin_client, evil_event)
 def test_sources_are_editable(admin_client):
     response = admin_client.post(
         reverse("admin:audits_source_add"),
-        {"account_id": "111122223333", "name": "prod", "regions": '["us-east-1"]', "role_arn": "", "external_id": "",
-         "s3_bucket": "", "s3_prefix": "", "org_id": "", "lookup_enabled": "on", "enabled": "on"},
+        {
+            "account_id": "111122223333",
+            "name": "prod",
+            "regions": '["us-east-1"]',
+            "role_arn": "",
+            "external_id": "",
+            "s3_bucket": "",
+            "s3_prefix": "",
+            "org_id": "",
+            "lookup_enabled": "on",
+            "enabled": "on",
+        },
     )
     assert response.status_code == 302
     assert Source.objects.get().regions == ["us-east-1"]

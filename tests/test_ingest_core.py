@@ -45,13 +45,31 @@ def rollups_as_group_by() -> dict:
     """Rollups recomputed from the stored events, for comparison with the incremental ones."""
     grouped = (
         Event.objects.annotate(day=TruncDate("event_time", tzinfo=UTC))
-        .values("day", "recipient_account_id", "region", "key", "event_name", "principal", "service", "error_code",
-                "after_hours")
+        .values(
+            "day",
+            "recipient_account_id",
+            "region",
+            "key",
+            "event_name",
+            "principal",
+            "service",
+            "error_code",
+            "after_hours",
+        )
         .annotate(n=Count("id"), first=Min("event_time"), last=Max("event_time"))
     )
     return {
-        (r["day"], r["recipient_account_id"], r["region"], r["key"], r["event_name"], r["principal"], r["service"],
-         r["error_code"], r["after_hours"]): (r["n"], r["first"], r["last"])
+        (
+            r["day"],
+            r["recipient_account_id"],
+            r["region"],
+            r["key"],
+            r["event_name"],
+            r["principal"],
+            r["service"],
+            r["error_code"],
+            r["after_hours"],
+        ): (r["n"], r["first"], r["last"])
         for r in grouped
     }
 
@@ -59,7 +77,10 @@ def rollups_as_group_by() -> dict:
 def stored_rollups() -> dict:
     return {
         (r.day, r.account_id, r.region, r.key, r.operation, r.principal, r.service, r.error_code, r.after_hours): (
-            r.count, r.first_seen, r.last_seen)
+            r.count,
+            r.first_seen,
+            r.last_seen,
+        )
         for r in DailyRollup.objects.all()
     }
 
@@ -76,7 +97,13 @@ def test_an_event_and_its_rollup_are_stored_with_the_raw_record_kept():
     assert event.raw_record() == record
     rollup = DailyRollup.objects.get()
     assert (rollup.day, rollup.account_id, rollup.key, rollup.operation, rollup.error_code, rollup.count) == (
-        date(2026, 3, 2), ACCOUNT, KEY, "Decrypt", "AccessDenied", 1)
+        date(2026, 3, 2),
+        ACCOUNT,
+        KEY,
+        "Decrypt",
+        "AccessDenied",
+        1,
+    )
     assert rollup.first_seen == rollup.last_seen == T0 + timedelta(minutes=1)
 
 
@@ -139,7 +166,9 @@ def test_after_hours_follows_the_configured_business_hours(settings):
     # 12:00 UTC = 13:00 Berlin (inside); 17:30 UTC = 18:30 Berlin (after hours).
     ingest_records([decrypt(0), decrypt(330)], run=start_run("files"))
     assert dict(Event.objects.values_list("event_time", "after_hours")) == {
-        T0: False, T0 + timedelta(minutes=330): True}
+        T0: False,
+        T0 + timedelta(minutes=330): True,
+    }
     assert dict(DailyRollup.objects.values_list("after_hours", "count")) == {False: 1, True: 1}
 
 

@@ -71,8 +71,14 @@ def test_lookup_events_output_yields_the_cloudtrail_event_strings():
     recs = records(4)
     # The API/CLI shape: event summary fields, the record as a JSON string, then the page token.
     events = [
-        {"EventId": r["eventID"], "EventName": r["eventName"], "ReadOnly": "true", "CloudTrailEvent": json.dumps(r),
-         "Resources": [], "EventTime": r["eventTime"]}
+        {
+            "EventId": r["eventID"],
+            "EventName": r["eventName"],
+            "ReadOnly": "true",
+            "CloudTrailEvent": json.dumps(r),
+            "Resources": [],
+            "EventTime": r["eventTime"],
+        }
         for r in recs
     ]
     out = read_all(json.dumps({"Events": events, "NextToken": "abc"}).encode())
@@ -238,18 +244,22 @@ OPENING = '{"Records": [{"a": 1}, '  # each case below goes on from one good rec
     ("document", "expected", "error"),
     [
         # Integers outside the int64 range, which orjson would round (or refuse), come back exact.
-        pytest.param(OPENING + '{"n": 9223372036854775808}, {"b": 2}]}', [{"a": 1}, {"n": 2**63}, {"b": 2}], None,
-                     id="2**63"),
-        pytest.param(OPENING + '{"n": 18446744073709551616}, {"b": 2}]}', [{"a": 1}, {"n": 2**64}, {"b": 2}], None,
-                     id="2**64"),
-        pytest.param(OPENING + '{"n": -92233720368547758090}]}', [{"a": 1}, {"n": -92233720368547758090}], None,
-                     id="-10 * 2**63"),
+        pytest.param(
+            OPENING + '{"n": 9223372036854775808}, {"b": 2}]}', [{"a": 1}, {"n": 2**63}, {"b": 2}], None, id="2**63"
+        ),
+        pytest.param(
+            OPENING + '{"n": 18446744073709551616}, {"b": 2}]}', [{"a": 1}, {"n": 2**64}, {"b": 2}], None, id="2**64"
+        ),
+        pytest.param(
+            OPENING + '{"n": -92233720368547758090}]}', [{"a": 1}, {"n": -92233720368547758090}], None, id="-10 * 2**63"
+        ),
         # A lone surrogate is read as one (it becomes U+FFFD when stored, see test_ingest_hostile.py).
         pytest.param(OPENING + '{"s": "x\\ud800"}]}', [{"a": 1}, {"s": "x\ud800"}], None, id="lone surrogate"),
         # No JSON reader takes NaN: the record's bytes go on to the Ingestor, which quarantines them.
         pytest.param(OPENING + '{"n": NaN}]}', [{"a": 1}, b'{"n": NaN}'], None, id="NaN"),
-        pytest.param(OPENING + '{"n": Infinity}, {"b": 2}]}', [{"a": 1}, b'{"n": Infinity}', {"b": 2}], None,
-                     id="Infinity"),
+        pytest.param(
+            OPENING + '{"n": Infinity}, {"b": 2}]}', [{"a": 1}, b'{"n": Infinity}', {"b": 2}], None, id="Infinity"
+        ),
         pytest.param(OPENING + '{"b": 2}]}\f', [{"a": 1}, {"b": 2}], "after the document", id="trailing form feed"),
         pytest.param(OPENING + '{"b": 2}]', [{"a": 1}, {"b": 2}], "invalid JSON", id="truncated"),
         pytest.param(OPENING + '{"b": 2}]} {}', [{"a": 1}, {"b": 2}], "invalid JSON", id="trailing garbage"),

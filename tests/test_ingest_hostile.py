@@ -293,7 +293,10 @@ def test_a_gzip_whose_trailer_lies_keeps_its_records_as_a_truncated_file_does(tm
 # Values of any JSON shape, with the characters the scanner must treat with care.
 TRICKY_TEXT = st.text(st.sampled_from('ab"\\{}[],:\n\t\u2028é😀 0'), max_size=12)
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False, allow_infinity=False)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
     | TRICKY_TEXT,
     lambda children: st.lists(children, max_size=4) | st.dictionaries(TRICKY_TEXT, children, max_size=4),
     max_leaves=25,
@@ -319,8 +322,26 @@ GOOD = records(8, seed=7)
 HOSTILE_VALUES = st.one_of(
     st.integers(19, 4300).map(lambda n: "9" * n),
     st.integers(4301, 6000).map(lambda n: "-" + "1" * n),
-    st.sampled_from(["NaN", "Infinity", "-Infinity", "1e400", "-2.5E+999", "tru", "01", "1.", '"\\q"', '"a\tb"', '"\\ud800"', "[1,]",
-                     '{"a" 1}', '"},{\\"eventID\\": 1}"', "[" * 80 + "]" * 80, "[" * 3000 + "]" * 3000]),
+    st.sampled_from(
+        [
+            "NaN",
+            "Infinity",
+            "-Infinity",
+            "1e400",
+            "-2.5E+999",
+            "tru",
+            "01",
+            "1.",
+            '"\\q"',
+            '"a\tb"',
+            '"\\ud800"',
+            "[1,]",
+            '{"a" 1}',
+            '"},{\\"eventID\\": 1}"',
+            "[" * 80 + "]" * 80,
+            "[" * 3000 + "]" * 3000,
+        ]
+    ),
     st.integers(9_000, 20_000).map(lambda n: '"' + "x" * n + '"'),
 )
 
@@ -384,7 +405,7 @@ def test_a_long_number_across_a_read_chunk_boundary_is_still_read_exactly(shift)
     number = int("1" + "0" * 24)
     head = b'{"Records":[{"pad":"'
     pad = files.CHUNK - len(head) - len(b'"},{"n":') - 25 + shift
-    data = head + b"p" * pad + b'"},{"n":' + str(number).encode() + b"},{\"b\":2}]}"
+    data = head + b"p" * pad + b'"},{"n":' + str(number).encode() + b'},{"b":2}]}'
     got = read(data)
     assert got[1] == {"n": number} and type(got[1]["n"]) is int and got[2] == {"b": 2}
 

@@ -33,42 +33,66 @@ def base_records() -> list[dict]:
     from audits.synthetic import generate_records
 
     # Few keys and days, so that many events share a rollup row.
-    return list(generate_records(40, seed=9, start=T0, days=2, accounts=("111122223333",),
-                                 regions=("us-east-1",), keys_per_account_region=2))
+    return list(
+        generate_records(
+            40, seed=9, start=T0, days=2, accounts=("111122223333",), regions=("us-east-1",), keys_per_account_region=2
+        )
+    )
 
 
 BASE = base_records()
 
 
-
-
 def stored_events() -> set[tuple]:
     return {
-        (e.recipient_account_id, e.event_id, e.event_time, e.key, e.principal, e.event_name, e.after_hours,
-         json.dumps(e.raw_record(), sort_keys=True))
+        (
+            e.recipient_account_id,
+            e.event_id,
+            e.event_time,
+            e.key,
+            e.principal,
+            e.event_name,
+            e.after_hours,
+            json.dumps(e.raw_record(), sort_keys=True),
+        )
         for e in Event.objects.all()
     }
 
 
 def stored_raw_records() -> int:
     """Records kept in raw blocks, counting every non-empty slot: a duplicate must store nothing."""
-    return sum(sum(1 for text in rawcodec.decode_block(data) if text)
-               for data in RawBlock.objects.values_list("data", flat=True))
+    return sum(
+        sum(1 for text in rawcodec.decode_block(data) if text)
+        for data in RawBlock.objects.values_list("data", flat=True)
+    )
 
 
 def summaries_as_group_by() -> dict:
     """Every rollup summary recomputed from the stored events, in the summaries' own shape."""
-    tables: dict[str, dict] = {"key": {}, "operation": {}, "principal": {}, "key principal": {}, "key service": {},
-                               "key hour": {}, "key principal hour": {}}
+    tables: dict[str, dict] = {
+        "key": {},
+        "operation": {},
+        "principal": {},
+        "key principal": {},
+        "key service": {},
+        "key hour": {},
+        "key principal hour": {},
+    }
     for e in Event.objects.all():
         where = (e.event_time.astimezone(UTC).date(), e.recipient_account_id, e.region)
-        hour = (e.event_time.astimezone(UTC).replace(minute=0, second=0, microsecond=0), e.recipient_account_id,
-                e.region)
+        hour = (
+            e.event_time.astimezone(UTC).replace(minute=0, second=0, microsecond=0),
+            e.recipient_account_id,
+            e.region,
+        )
         generate = e.event_name.startswith("GenerateDataKey")
         hourly = [1, bool(e.error_code), e.after_hours]
         rows = (
-            ("key", (*where, e.key),
-             [1, e.event_name == "Encrypt", e.event_name == "Decrypt", generate, bool(e.error_code), e.after_hours]),
+            (
+                "key",
+                (*where, e.key),
+                [1, e.event_name == "Encrypt", e.event_name == "Decrypt", generate, bool(e.error_code), e.after_hours],
+            ),
             ("operation", (*where, e.event_name, e.error_code, e.after_hours), [1]),
             ("principal", (*where, e.principal), [1]),
             ("key principal", (*where, e.key, e.principal), [1]),
@@ -78,30 +102,63 @@ def summaries_as_group_by() -> dict:
         )
         for table, dims, counts in rows:
             first, last, *total = tables[table].get(dims, (e.event_time, e.event_time, *[0] * len(counts)))
-            tables[table][dims] = (min(first, e.event_time), max(last, e.event_time),
-                                   *(t + int(c) for t, c in zip(total, counts, strict=True)))
+            tables[table][dims] = (
+                min(first, e.event_time),
+                max(last, e.event_time),
+                *(t + int(c) for t, c in zip(total, counts, strict=True)),
+            )
     return tables
 
 
 def stored_summaries() -> dict:
     return {
-        "key": {(r.day, r.account_id, r.region, r.key): (r.first_seen, r.last_seen, r.calls, r.encrypt, r.decrypt,
-                                                         r.generate, r.failed, r.after_hours_calls)
-                for r in KeyDay.objects.all()},
-        "operation": {(r.day, r.account_id, r.region, r.operation, r.error_code, r.after_hours):
-                      (r.first_seen, r.last_seen, r.count) for r in OperationDay.objects.all()},
-        "principal": {(r.day, r.account_id, r.region, r.principal): (r.first_seen, r.last_seen, r.count)
-                      for r in PrincipalDay.objects.all()},
-        "key principal": {(r.day, r.account_id, r.region, r.key, r.principal): (r.first_seen, r.last_seen, r.count)
-                          for r in KeyPrincipalDay.objects.all()},
-        "key service": {(r.day, r.account_id, r.region, r.key, r.service): (r.first_seen, r.last_seen, r.count)
-                        for r in KeyServiceDay.objects.all()},
-        "key hour": {(r.hour, r.account_id, r.region, r.key): (r.first_seen, r.last_seen, r.calls, r.failed,
-                                                               r.after_hours_calls)
-                     for r in KeyHour.objects.all()},
-        "key principal hour": {(r.hour, r.account_id, r.region, r.key, r.principal):
-                               (r.first_seen, r.last_seen, r.calls, r.failed, r.after_hours_calls)
-                               for r in KeyPrincipalHour.objects.all()},
+        "key": {
+            (r.day, r.account_id, r.region, r.key): (
+                r.first_seen,
+                r.last_seen,
+                r.calls,
+                r.encrypt,
+                r.decrypt,
+                r.generate,
+                r.failed,
+                r.after_hours_calls,
+            )
+            for r in KeyDay.objects.all()
+        },
+        "operation": {
+            (r.day, r.account_id, r.region, r.operation, r.error_code, r.after_hours): (
+                r.first_seen,
+                r.last_seen,
+                r.count,
+            )
+            for r in OperationDay.objects.all()
+        },
+        "principal": {
+            (r.day, r.account_id, r.region, r.principal): (r.first_seen, r.last_seen, r.count)
+            for r in PrincipalDay.objects.all()
+        },
+        "key principal": {
+            (r.day, r.account_id, r.region, r.key, r.principal): (r.first_seen, r.last_seen, r.count)
+            for r in KeyPrincipalDay.objects.all()
+        },
+        "key service": {
+            (r.day, r.account_id, r.region, r.key, r.service): (r.first_seen, r.last_seen, r.count)
+            for r in KeyServiceDay.objects.all()
+        },
+        "key hour": {
+            (r.hour, r.account_id, r.region, r.key): (r.first_seen, r.last_seen, r.calls, r.failed, r.after_hours_calls)
+            for r in KeyHour.objects.all()
+        },
+        "key principal hour": {
+            (r.hour, r.account_id, r.region, r.key, r.principal): (
+                r.first_seen,
+                r.last_seen,
+                r.calls,
+                r.failed,
+                r.after_hours_calls,
+            )
+            for r in KeyPrincipalHour.objects.all()
+        },
     }
 
 
@@ -160,6 +217,8 @@ def test_the_backfill_migrations_rebuild_the_summaries_ingestion_keeps():
         for name in ("0003_backfill_rollup_summaries", "0005_backfill_key_reach_summaries"):
             for statement in import_module(f"audits.migrations.{name}").BACKFILL:
                 cursor.execute(statement)
-        for statement in import_module("audits.migrations.0016_backfill_hourly_summaries").statements(connection.vendor):
+        for statement in import_module("audits.migrations.0016_backfill_hourly_summaries").statements(
+            connection.vendor
+        ):
             cursor.execute(statement)
     assert stored_summaries() == kept == summaries_as_group_by()

@@ -19,11 +19,18 @@ from .test_pages_support import K1, K2, NOW, A, ingest, record
 pytest_plugins = ["tests.test_pages_support"]
 pytestmark = pytest.mark.django_db
 
+
 def name_key(arn: str, alias: str) -> None:
     account, region = arn.split(":")[4], arn.split(":")[3]
     key = Key.objects.create(arn=arn, key_id=arn.rsplit("/", 1)[1], account_id=account, region=region, last_seen_at=NOW)
-    Alias.objects.create(arn=f"arn:aws:kms:{region}:{account}:{alias}", name=alias, account_id=account, region=region,
-                         key=key, last_seen_at=NOW)
+    Alias.objects.create(
+        arn=f"arn:aws:kms:{region}:{account}:{alias}",
+        name=alias,
+        account_id=account,
+        region=region,
+        key=key,
+        last_seen_at=NOW,
+    )
 
 
 def labels(html: str, arn: str) -> set[str]:
@@ -46,11 +53,25 @@ def test_short_id_keeps_eight_characters_of_the_key_id():
 
 @pytest.fixture
 def named(pages_now):
-    ingest([record("Decrypt", key=K1), record("DisableKey", key=K1, when=NOW - timedelta(minutes=5)),
-            record("Encrypt", key=K2, region="eu-west-1")])
+    ingest(
+        [
+            record("Decrypt", key=K1),
+            record("DisableKey", key=K1, when=NOW - timedelta(minutes=5)),
+            record("Encrypt", key=K2, region="eu-west-1"),
+        ]
+    )
     name_key(K1, "alias/payments")
-    Finding.objects.create(fingerprint="a" * 64, kind=Finding.Kind.ROTATION_DISABLED, severity="high", key=K1,
-                           account_id=A, region="us-east-1", summary="rotation off", first_seen_at=NOW, last_seen_at=NOW)
+    Finding.objects.create(
+        fingerprint="a" * 64,
+        kind=Finding.Kind.ROTATION_DISABLED,
+        severity="high",
+        key=K1,
+        account_id=A,
+        region="us-east-1",
+        summary="rotation off",
+        first_seen_at=NOW,
+        last_seen_at=NOW,
+    )
 
 
 def test_a_key_has_the_same_label_on_every_page(client, named):
@@ -103,8 +124,17 @@ def test_aliases_are_read_once_per_page_however_many_keys_it_shows(pages_analyst
         return len(captured)
 
     def found(n: int) -> None:
-        Finding.objects.create(fingerprint=f"{n:064d}", kind=Finding.Kind.UNUSED_KEY, severity="low", key=arn(n),
-                               account_id=A, region="us-east-1", summary="idle", first_seen_at=NOW, last_seen_at=NOW)
+        Finding.objects.create(
+            fingerprint=f"{n:064d}",
+            kind=Finding.Kind.UNUSED_KEY,
+            severity="low",
+            key=arn(n),
+            account_id=A,
+            region="us-east-1",
+            summary="idle",
+            first_seen_at=NOW,
+            last_seen_at=NOW,
+        )
 
     ingest([record(key=arn(n)) for n in range(2)])
     for n in range(2):

@@ -122,7 +122,9 @@ def test_any_key_link_leads_to_that_key_and_no_other(key):
     assert resolved_key(key_url(key)) in (("audits:key_detail", key), ("audits:events", key))
 
 
-@pytest.mark.parametrize("key", ["alias/app", "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"])
+@pytest.mark.parametrize(
+    "key", ["alias/app", "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"]
+)
 def test_the_inventory_fragment_has_its_own_prefix(key):
     from audits.keyurls import key_panel_url
 
@@ -154,7 +156,9 @@ def test_each_key_page_counts_exactly_its_own_key(pages_analyst, pages_now):
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("key", [" alias/pad", "alias/pad ", "alias/pad\u2028", "\u2028alias/pad", "alias/pad/inventory"])
+@pytest.mark.parametrize(
+    "key", [" alias/pad", "alias/pad ", "alias/pad\u2028", "\u2028alias/pad", "alias/pad/inventory"]
+)
 def test_a_url_naming_another_key_than_a_stored_one_finds_nothing(pages_analyst, pages_now, key):
     ingest([record("Decrypt", key=None, request_parameters={"keyId": "alias/pad"}, error_code="NotFoundException")])
     response = pages_analyst.get(key_url(key))

@@ -60,8 +60,18 @@ def expected_report(records: list, since: date | None = None, until: date | None
         key = next((r["ARN"] for r in record.get("resources", []) if r.get("type") == "AWS::KMS::Key"), "")
         if not key:
             continue
-        item = keys.setdefault(key, {"key": key, "events": 0, "operations": Counter(), "principals": set(),
-                                     "services": set(), "failed": 0, "after_hours": 0})
+        item = keys.setdefault(
+            key,
+            {
+                "key": key,
+                "events": 0,
+                "operations": Counter(),
+                "principals": set(),
+                "services": set(),
+                "failed": 0,
+                "after_hours": 0,
+            },
+        )
         item["events"] += 1
         item["operations"][record["eventName"]] += 1
         principal = principal_by_the_rules(record["userIdentity"])
@@ -72,8 +82,12 @@ def expected_report(records: list, since: date | None = None, until: date | None
         item["failed"] += failed
         item["after_hours"] += after_hours
     rows = [
-        {**item, "operations": dict(sorted(item["operations"].items())), "principals": sorted(item["principals"]),
-         "services": sorted(item["services"])}
+        {
+            **item,
+            "operations": dict(sorted(item["operations"].items())),
+            "principals": sorted(item["principals"]),
+            "services": sorted(item["services"]),
+        }
         for item in keys.values()
     ]
     return {
@@ -89,13 +103,27 @@ def messy_record_set(seed: int = 11) -> list:
     rng = random.Random(seed)
     records: list = list(generate_records(1500, seed=seed, start=T0, days=6))
     for n in range(20):  # keyless: GenerateRandom names no key
-        records.append(kms_record(event_name="GenerateRandom", event_time=T0 + timedelta(hours=5 * n), key_arn=None,
-                                  identity=identity_service("ec2.amazonaws.com"), region="us-east-1",
-                                  recipient_account_id="111122223333"))
+        records.append(
+            kms_record(
+                event_name="GenerateRandom",
+                event_time=T0 + timedelta(hours=5 * n),
+                key_arn=None,
+                identity=identity_service("ec2.amazonaws.com"),
+                region="us-east-1",
+                recipient_account_id="111122223333",
+            )
+        )
     records += rng.sample(records, 300)  # duplicates
     for n in range(30):
-        records.append({"eventSource": "s3.amazonaws.com", "eventName": "GetObject", "eventID": f"s3-{n}",
-                        "eventTime": "2026-03-03T00:00:00Z", "recipientAccountId": "111122223333"})
+        records.append(
+            {
+                "eventSource": "s3.amazonaws.com",
+                "eventName": "GetObject",
+                "eventID": f"s3-{n}",
+                "eventTime": "2026-03-03T00:00:00Z",
+                "recipientAccountId": "111122223333",
+            }
+        )
     for n, victim in enumerate(rng.sample(records[:1500], 25)):
         broken = json.loads(json.dumps(victim))
         broken["eventID"] = f"broken-{n}"
@@ -156,10 +184,16 @@ def test_the_report_filters_by_account_region_and_key(utc_business_hours):
 @pytest.mark.django_db
 def test_the_csv_report_has_one_neutralized_row_per_key(utc_business_hours):
     key = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
-    evil = {"type": "AWSService", "invokedBy": "=HYPERLINK(\"http://x\")"}
+    evil = {"type": "AWSService", "invokedBy": '=HYPERLINK("http://x")'}
     records = [
-        kms_record(event_name="Decrypt", event_time=T0 + timedelta(hours=h), key_arn=key, identity=evil,
-                   region="us-east-1", recipient_account_id="111122223333")
+        kms_record(
+            event_name="Decrypt",
+            event_time=T0 + timedelta(hours=h),
+            key_arn=key,
+            identity=evil,
+            region="us-east-1",
+            recipient_account_id="111122223333",
+        )
         for h in (8, 9)
     ]
     ingest_records(records, run=start_run("files"))
@@ -168,15 +202,17 @@ def test_the_csv_report_has_one_neutralized_row_per_key(utc_business_hours):
     rows = list(csv.reader(io.StringIO(out.getvalue())))
     assert rows[0] == ["key", "events", "failed", "after_hours", "operations", "principals", "services"]
     assert rows[1][:5] == [key, "2", "0", "0", "Decrypt=2"]
-    assert rows[1][5] == rows[1][6] == "'=HYPERLINK(\"http://x\")"
+    assert rows[1][5] == rows[1][6] == '\'=HYPERLINK("http://x")'
     assert len(rows) == 2
 
 
 @pytest.mark.django_db
 def test_an_empty_range_reports_zeros():
     assert kms_report(since="2030-01-01", until="2030-01-31") == {
-        "since": "2030-01-01", "until": "2030-01-31",
-        "totals": {"events": 0, "failed": 0, "after_hours": 0, "keys": 0}, "keys": [],
+        "since": "2030-01-01",
+        "until": "2030-01-31",
+        "totals": {"events": 0, "failed": 0, "after_hours": 0, "keys": 0},
+        "keys": [],
     }
 
 

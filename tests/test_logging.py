@@ -37,8 +37,13 @@ def lines(records) -> list[dict]:
 
 def test_a_logged_line_is_one_json_object_with_the_calls_extra_fields_even_with_cr_lf_inside():
     # As a real process writes it: the settings' LOGGING on stderr.
-    result = manage_py("shell", "-v0", "-c", "import logging; logging.getLogger('kmsdash.test').warning("
-                       "'line\\r\\nINFO forged \\u2028 x', extra={'bucket': 'b\\nc', 'count': 3})")
+    result = manage_py(
+        "shell",
+        "-v0",
+        "-c",
+        "import logging; logging.getLogger('kmsdash.test').warning("
+        "'line\\r\\nINFO forged \\u2028 x', extra={'bucket': 'b\\nc', 'count': 3})",
+    )
     assert result.returncode == 0, result.stderr
     written = [line for line in result.stderr.split("\n") if line]
     assert len(written) == 1, result.stderr
@@ -54,7 +59,8 @@ def test_an_exception_is_one_field_of_the_same_line():
         raise ValueError("bad\nvalue")
     except ValueError:
         record = logging.getLogger("kmsdash.test").makeRecord(
-            "kmsdash.test", logging.ERROR, __file__, 1, "failed", (), exc_info=sys.exc_info())
+            "kmsdash.test", logging.ERROR, __file__, 1, "failed", (), exc_info=sys.exc_info()
+        )
     [entry] = lines([record])
     assert entry["message"] == "failed" and "ValueError: bad\nvalue" in entry["exc"]
 
@@ -69,9 +75,14 @@ def test_a_deferred_s3_object_is_logged_with_its_bucket_key_and_error_code(aws, 
     Source.objects.create(account_id=ACCOUNT, regions=[REGION], s3_bucket=BUCKET, lookup_enabled=False)
     day = datetime.now(UTC).date()
     key = f"AWSLogs/{ACCOUNT}/CloudTrail/{REGION}/{day:%Y/%m/%d}/{ACCOUNT}_CloudTrail_{REGION}_20000101T0000Z_a.json.gz"
-    record = kms_record(event_name="Decrypt", event_time=datetime.now(UTC) - timedelta(minutes=2),
-                        key_arn=f"arn:aws:kms:{REGION}:{ACCOUNT}:key/00000000-0000-4000-8000-000000000000",
-                        identity=identity_role(ACCOUNT, "app", "s"), region=REGION, recipient_account_id=ACCOUNT)
+    record = kms_record(
+        event_name="Decrypt",
+        event_time=datetime.now(UTC) - timedelta(minutes=2),
+        key_arn=f"arn:aws:kms:{REGION}:{ACCOUNT}:key/00000000-0000-4000-8000-000000000000",
+        identity=identity_role(ACCOUNT, "app", "s"),
+        region=REGION,
+        recipient_account_id=ACCOUNT,
+    )
     s3.put_object(Bucket=BUCKET, Key=key, Body=gzip.compress(json.dumps({"Records": [record]}).encode()))
     # e.g. encrypted under a KMS key the reader's role may not use
     aws.fault(key, error="AccessDenied", status=403, count=1000)

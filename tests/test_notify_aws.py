@@ -143,15 +143,33 @@ def test_the_admin_never_shows_a_sealed_secret(kms_key, client):
     assert "encrypted with" in html
 
     # A new secret typed into the admin is sealed, never stored as typed.
-    response = client.post(reverse("admin:notify_channel_add"), {
-        "name": "hook", "type": "webhook", "target": "https://hooks.example.com/in", "kinds": "[]",
-        "min_severity": "", "enabled": "on", "secret_env": "", "new_secret": "typed-in-admin-secret-123",
-    })
+    response = client.post(
+        reverse("admin:notify_channel_add"),
+        {
+            "name": "hook",
+            "type": "webhook",
+            "target": "https://hooks.example.com/in",
+            "kinds": "[]",
+            "min_severity": "",
+            "enabled": "on",
+            "secret_env": "",
+            "new_secret": "typed-in-admin-secret-123",
+        },
+    )
     assert response.status_code == 302, response.content.decode()[:2000]
-    refused = client.post(reverse("admin:notify_channel_add"), {
-        "name": "unsigned", "type": "webhook", "target": "https://hooks.example.com/in", "kinds": "[]",
-        "min_severity": "", "enabled": "on", "secret_env": "", "new_secret": "",
-    })
+    refused = client.post(
+        reverse("admin:notify_channel_add"),
+        {
+            "name": "unsigned",
+            "type": "webhook",
+            "target": "https://hooks.example.com/in",
+            "kinds": "[]",
+            "min_severity": "",
+            "enabled": "on",
+            "secret_env": "",
+            "new_secret": "",
+        },
+    )
     assert refused.status_code == 200 and "needs its secret" in refused.content.decode()
     assert not Channel.objects.filter(name="unsigned").exists()
     assert b"typed-in-admin-secret-123" not in raw_row("hook")

@@ -63,7 +63,9 @@ def test_a_webhook_that_fails_three_times_gets_the_same_signed_notification_on_t
     for request in receiver.requests:
         assert verify(SECRET, request["body"], request["headers"]["X-Kmsdash-Signature"])
         assert request["headers"]["Content-Type"] == "application/json"
-    assert not verify("another-secret", receiver.requests[0]["body"], receiver.requests[0]["headers"]["X-Kmsdash-Signature"])
+    assert not verify(
+        "another-secret", receiver.requests[0]["body"], receiver.requests[0]["headers"]["X-Kmsdash-Signature"]
+    )
     body = receiver.json()
     assert body["delivery"] == str(notification.id) and body["event"] == "opened"
     assert body["alert"] == make_alert()
@@ -129,7 +131,7 @@ def test_a_delivery_still_failing_after_24_hours_is_marked_failed_and_shown_on_t
     client.force_login(make_user("boss", (ADMIN,)))
     with time_machine.travel(T0 + timedelta(hours=25), tick=False):
         page = client.get(reverse("health")).content.decode()
-    section = page[page.index('id="alert-deliveries"'):]
+    section = page[page.index('id="alert-deliveries"') :]
     assert "broken-hook" in section and '<span class="tag bad">1</span>' in section and "HTTP 500" in section
 
 
@@ -187,8 +189,9 @@ def smtp_server():
             self.messages = []
 
         async def handle_DATA(self, server, session, envelope):
-            self.messages.append((message_from_bytes(envelope.original_content, policy=policy.default),
-                                  envelope.rcpt_tos))
+            self.messages.append(
+                (message_from_bytes(envelope.original_content, policy=policy.default), envelope.rcpt_tos)
+            )
             return "250 OK"
 
     with socket.socket() as probe:  # a free port (the controller cannot start on port 0)
@@ -212,7 +215,7 @@ def test_email_goes_through_the_smtp_backend_as_text_and_escaped_html(settings, 
     notify_alert(alert, event="opened")
     assert deliver_pending().delivered == 1
 
-    (message, recipients), = inbox.messages
+    ((message, recipients),) = inbox.messages
     assert sorted(recipients) == ["oncall@example.com", "sec@example.com"]
     notification = Notification.objects.get()
     assert message["X-Kmsdash-Delivery"] == str(notification.id)

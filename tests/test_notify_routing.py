@@ -23,8 +23,11 @@ def channel(name: str, **fields) -> Channel:
 
 
 def received(name: str) -> list[tuple[int, str, str]]:
-    return list(Notification.objects.filter(channel__name=name).order_by("created_at", "state")
-                .values_list("alert_id", "event", "state"))
+    return list(
+        Notification.objects.filter(channel__name=name)
+        .order_by("created_at", "state")
+        .values_list("alert_id", "event", "state")
+    )
 
 
 def test_a_channel_with_neither_kinds_nor_severity_gets_every_alert_and_the_others_filter(published):

@@ -13,11 +13,23 @@ from kmsdash.celery import app
 
 # Every kind of markup a field could try to smuggle into a page, an email or a chat message.
 HOSTILE = (
-    '<img src=x onerror=alert(1)> <!channel> <@U024BE7LH> <https://evil.example|click> '
+    "<img src=x onerror=alert(1)> <!channel> <@U024BE7LH> <https://evil.example|click> "
     '[docs](https://evil.example/x) @here @everyone `code` "quote" & \u202eevil\u202c\nSubject: forged\r\nX: y'
 )
-FIELDS = ("kind", "severity", "state", "account", "region", "key", "principal", "error_code", "first_event",
-          "last_event", "detected_at", "summary")
+FIELDS = (
+    "kind",
+    "severity",
+    "state",
+    "account",
+    "region",
+    "key",
+    "principal",
+    "error_code",
+    "first_event",
+    "last_event",
+    "detected_at",
+    "summary",
+)
 
 
 def make_alert(**overrides) -> dict:
@@ -46,8 +58,9 @@ def make_alert(**overrides) -> dict:
 
 
 def hostile_alert() -> dict:
-    return make_alert(**{name: f"{name} {HOSTILE}" for name in FIELDS}, count=10, observed=5.5,
-                      baseline=1.0, threshold=3.0)
+    return make_alert(
+        **{name: f"{name} {HOSTILE}" for name in FIELDS}, count=10, observed=5.5, baseline=1.0, threshold=3.0
+    )
 
 
 class Receiver:

@@ -59,21 +59,33 @@ def query(url: str, sql: str) -> list[tuple]:
 
 
 def manage(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True,
-                          capture_output=True, text=True, timeout=180)
+    done = subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True, capture_output=True, text=True, timeout=180
+    )
     return done.stdout
 
 
 def environment(database: str, tmp_path: Path, broker: str = "memory://") -> dict[str, str]:
-    return {**os.environ, "DATABASE_URL": database, "CELERY_BROKER_URL": broker, "HOOK_SECRET": SECRET,
-            "KMSDASH_VAR_DIR": str(tmp_path / "var"), "KMSDASH_ALERT_DELIVERY_TIMEOUT": str(TIMEOUT),
-            "KMSDASH_ALERT_DELIVERY_LEASE_SECONDS": str(LEASE), "DJANGO_SETTINGS_MODULE": "kmsdash.settings"}
+    return {
+        **os.environ,
+        "DATABASE_URL": database,
+        "CELERY_BROKER_URL": broker,
+        "HOOK_SECRET": SECRET,
+        "KMSDASH_VAR_DIR": str(tmp_path / "var"),
+        "KMSDASH_ALERT_DELIVERY_TIMEOUT": str(TIMEOUT),
+        "KMSDASH_ALERT_DELIVERY_LEASE_SECONDS": str(LEASE),
+        "DJANGO_SETTINGS_MODULE": "kmsdash.settings",
+    }
 
 
 def notify(env: dict[str, str]) -> None:
     alert = json.dumps(make_alert())
-    manage(env, "shell", "-c", "import json; from notify.services import notify_alert; "
-           f"notify_alert(json.loads({alert!r}), event='opened')")
+    manage(
+        env,
+        "shell",
+        "-c",
+        f"import json; from notify.services import notify_alert; notify_alert(json.loads({alert!r}), event='opened')",
+    )
 
 
 def assert_one_delivery_id_and_signed(database: str, receiver: Receiver) -> None:
@@ -92,8 +104,13 @@ def test_a_worker_killed_mid_delivery_leaves_it_to_the_next_pass_after_its_lease
         manage(env, "add_alert_channel", "hook", "--webhook", receiver.url, "--secret-env", "HOOK_SECRET")
         notify(env)
 
-        worker = subprocess.Popen([sys.executable, "manage.py", "deliver_alerts"], cwd=ROOT, env=env,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        worker = subprocess.Popen(
+            [sys.executable, "manage.py", "deliver_alerts"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         assert receiver.arrived.wait(60), "the worker never reached the receiver"
         claimed_at = time.monotonic()
         worker.send_signal(signal.SIGKILL)
@@ -134,8 +151,11 @@ def test_a_celery_worker_killed_mid_delivery_delivers_once_restarted(database, r
             # tick after the lease (sent here by hand) delivers.
             time.sleep(max(0.0, claimed_at + LEASE + 0.5 - time.monotonic()))
             broker.send_task("notify.tasks.deliver_alerts")
-            wait_for(lambda: query(database, "SELECT state FROM notify_notification") == [("delivered",)], 60,
-                     "the delivery after the restart")
+            wait_for(
+                lambda: query(database, "SELECT state FROM notify_notification") == [("delivered",)],
+                60,
+                "the delivery after the restart",
+            )
         finally:
             stop(worker)
     assert sorted(query(database, "SELECT number, ok FROM notify_deliveryattempt")) == [(1, None), (2, True)]

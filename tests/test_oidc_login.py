@@ -97,7 +97,9 @@ def form_of(html: str) -> tuple[str, dict[str, str]]:
     form = re.search(r'<form[^>]*action="([^"]+)"', html)
     assert form is not None, html
     action = unescape(form.group(1))
-    fields = {unescape(n): unescape(v) for n, v in re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', html)}
+    fields = {
+        unescape(n): unescape(v) for n, v in re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', html)
+    }
     return action, fields
 
 
@@ -216,6 +218,8 @@ def test_the_client_secret_can_come_from_a_file(tmp_path):
 
     secret = tmp_path / "secret"
     secret.write_text("from-a-file\n")
-    code = "from django.conf import settings; print(settings.OIDC_RP_CLIENT_SECRET, settings.AUTHENTICATION_BACKENDS[-1])"
+    code = (
+        "from django.conf import settings; print(settings.OIDC_RP_CLIENT_SECRET, settings.AUTHENTICATION_BACKENDS[-1])"
+    )
     result = manage_py("shell", "--no-imports", "-c", code, **OIDC_ENV, KMSDASH_OIDC_CLIENT_SECRET_FILE=str(secret))
     assert result.stdout.split() == ["from-a-file", "kmsdash.oidc.RoleMappingOIDCBackend"], result.stderr

@@ -81,8 +81,13 @@ def test_critical_event_windows_near_year_one_are_answered_not_a_server_error(pa
 
 def test_a_key_link_made_of_dot_segments_does_not_lead_to_another_page(pages_analyst, pages_now):
     # A failed call with a made-up keyId is logged with that keyId: the caller chose it.
-    ingest([record("Decrypt", key=None, request_parameters={"keyId": "alias/../../health"},
-                   error_code="NotFoundException")])
+    ingest(
+        [
+            record(
+                "Decrypt", key=None, request_parameters={"keyId": "alias/../../health"}, error_code="NotFoundException"
+            )
+        ]
+    )
     page = reverse("audits:keys")
     hrefs = re.findall(r'<span class="key-label"><a href="([^"]*)"', pages_analyst.get(page).content.decode())
     assert hrefs

@@ -192,8 +192,10 @@ def test_the_rollup_summaries_answer_every_filter_they_accept_as_the_rollups_do(
                 f.after_hours is not None
             )
             continue
-        for group, fast, slow in zip(sets, grouped(qs, sets, measures), grouped(f.rollups(), sets, measures),
-                                     strict=True):
+        for group, fast, slow in zip(
+            sets, grouped(qs, sets, measures), grouped(f.rollups(), sets, measures), strict=True
+        ):
+
             def order(row, group=group):
                 return tuple(row[c] for c in group)
 
@@ -209,8 +211,10 @@ def test_the_overview_and_keys_from_summaries_equal_those_from_rollups(loaded):
     assert summary(f, KeyDay) is not None and summary(f, OperationDay) is not None
     fast = selectors.overview(f, top=50)
     assert fast.totals["calls"] == Event.objects.filter(recipient_account_id=A).count() > 0
-    assert fast.totals["principals"] == Event.objects.filter(recipient_account_id=A).exclude(principal="").values(
-        "principal").distinct().count()
+    assert (
+        fast.totals["principals"]
+        == Event.objects.filter(recipient_account_id=A).exclude(principal="").values("principal").distinct().count()
+    )
     table = selectors.keys_table(f)
     selectors.add_reach(f, table)
     keys = {row["key"]: row for row in table}

@@ -49,11 +49,25 @@ def test_a_running_first_ingestion_shows_its_progress_and_when_it_will_be_ready(
     start = NOW - timedelta(days=1)
     # us-east-1 began 30 minutes ago and has read 6 of its 24 hours; eu-west-1 has not run yet.
     with time_machine.travel(NOW - timedelta(minutes=30), tick=False):
-        run = IngestRun.objects.create(kind="lookup", account_id=A, region="us-east-1", status="succeeded",
-                                       window_start=start, window_end=start + timedelta(hours=6))
-    Checkpoint.objects.create(kind="lookup", account_id=A, region="us-east-1", high_watermark=start + timedelta(hours=6))
-    IngestRun.objects.create(kind="lookup", account_id=A, region="us-east-1", status="running",
-                             window_start=start + timedelta(hours=6), events_new=120)
+        run = IngestRun.objects.create(
+            kind="lookup",
+            account_id=A,
+            region="us-east-1",
+            status="succeeded",
+            window_start=start,
+            window_end=start + timedelta(hours=6),
+        )
+    Checkpoint.objects.create(
+        kind="lookup", account_id=A, region="us-east-1", high_watermark=start + timedelta(hours=6)
+    )
+    IngestRun.objects.create(
+        kind="lookup",
+        account_id=A,
+        region="us-east-1",
+        status="running",
+        window_start=start + timedelta(hours=6),
+        events_new=120,
+    )
     run.events_new = 1000
     run.save()
     state = selectors.first_ingestion()
@@ -72,8 +86,14 @@ def test_a_running_first_ingestion_shows_its_progress_and_when_it_will_be_ready(
 def test_a_failing_first_ingestion_says_so(boss, pages_now):
     watch()
     for region in ("us-east-1", "eu-west-1"):
-        IngestRun.objects.create(kind="lookup", account_id=A, region=region, status="failed",
-                                 error="ClientError: AccessDenied <b>x</b>", finished_at=NOW)
+        IngestRun.objects.create(
+            kind="lookup",
+            account_id=A,
+            region=region,
+            status="failed",
+            error="ClientError: AccessDenied <b>x</b>",
+            finished_at=NOW,
+        )
     assert selectors.first_ingestion().state == "failed"
     html = boss.get(reverse("audits:keys")).content.decode()
     assert "The first ingestion failed" in html and "AccessDenied &lt;b&gt;x&lt;/b&gt;" in html
@@ -81,7 +101,9 @@ def test_a_failing_first_ingestion_says_so(boss, pages_now):
 
 def test_the_notice_goes_once_a_scope_has_caught_up(boss, pages_now):
     watch()
-    Checkpoint.objects.create(kind="lookup", account_id=A, region="us-east-1", high_watermark=NOW - timedelta(minutes=6))
+    Checkpoint.objects.create(
+        kind="lookup", account_id=A, region="us-east-1", high_watermark=NOW - timedelta(minutes=6)
+    )
     assert selectors.first_ingestion() is None
     assert "first ingestion" not in boss.get(reverse("audits:overview")).content.decode()
 

@@ -22,14 +22,16 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def night(pages_now):
     # "What happened last night": 3 calls at 02:xx, one of them failed, 1 at 09:xx, and K2 at 02:xx.
-    ingest([
-        record("Decrypt", when=NOW.replace(hour=2, minute=5)),
-        record("Decrypt", when=NOW.replace(hour=2, minute=40)),
-        record("Decrypt", when=NOW.replace(hour=2, minute=41), error_code="AccessDenied"),
-        record("Encrypt", when=NOW.replace(hour=9, minute=0)),
-        record("Encrypt", key=K2, region="eu-west-1", when=NOW.replace(hour=2, minute=10)),
-        record("Encrypt", when=NOW - timedelta(days=20)),
-    ])
+    ingest(
+        [
+            record("Decrypt", when=NOW.replace(hour=2, minute=5)),
+            record("Decrypt", when=NOW.replace(hour=2, minute=40)),
+            record("Decrypt", when=NOW.replace(hour=2, minute=41), error_code="AccessDenied"),
+            record("Encrypt", when=NOW.replace(hour=9, minute=0)),
+            record("Encrypt", key=K2, region="eu-west-1", when=NOW.replace(hour=2, minute=10)),
+            record("Encrypt", when=NOW - timedelta(days=20)),
+        ]
+    )
 
 
 def figure(html: str, figure_id: str) -> dict | None:

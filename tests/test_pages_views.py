@@ -353,7 +353,9 @@ def test_critical_pagination_reaches_rare_events_spread_over_many_days(pages_ana
 
 
 def routine_grant(name="CreateGrant", **extra):
-    return record(name, identity=synthetic.identity_role(A, "autoscaling", "s", invoked_by="ec2.amazonaws.com"), **extra)
+    return record(
+        name, identity=synthetic.identity_role(A, "autoscaling", "s", invoked_by="ec2.amazonaws.com"), **extra
+    )
 
 
 def test_the_critical_page_hides_routine_service_grants_by_default_and_counts_them(pages_analyst, pages_now):
@@ -364,8 +366,11 @@ def test_the_critical_page_hides_routine_service_grants_by_default_and_counts_th
             # A person granting decrypt to another account is access-changing, never routine.
             record(
                 "CreateGrant",
-                request_parameters={"keyId": K1, "granteePrincipal": "arn:aws:iam::999988887777:role/outside",
-                                    "operations": ["Decrypt"]},
+                request_parameters={
+                    "keyId": K1,
+                    "granteePrincipal": "arn:aws:iam::999988887777:role/outside",
+                    "operations": ["Decrypt"],
+                },
             ),
             record("ScheduleKeyDeletion", request_parameters={"keyId": K1, "pendingWindowInDays": 7}),
         ]
@@ -376,7 +381,9 @@ def test_the_critical_page_hides_routine_service_grants_by_default_and_counts_th
     assert response.context["routine_count"] == 2
     html = unescape(response.content.decode())
     assert "2 routine service grants in this period hidden" in html
-    assert "grants Decrypt to arn:aws:iam::999988887777:role/outside (account 999988887777 is not configured here)" in html
+    assert (
+        "grants Decrypt to arn:aws:iam::999988887777:role/outside (account 999988887777 is not configured here)" in html
+    )
     assert "deletion after 7 days" in html
 
     everything = pages_analyst.get(reverse("audits:critical"), {"routine": "1"})
@@ -392,8 +399,19 @@ def test_what_a_critical_change_did_is_shown_as_text(pages_analyst, pages_now):
     ingest(
         [
             record("UpdateAlias", request_parameters={"aliasName": hostile, "targetKeyId": K2}),
-            record("PutKeyPolicy", request_parameters={"keyId": K1, "policy": json.dumps({"Statement": [
-                {"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "kms:Decrypt", "Resource": "*"}]})}),
+            record(
+                "PutKeyPolicy",
+                request_parameters={
+                    "keyId": K1,
+                    "policy": json.dumps(
+                        {
+                            "Statement": [
+                                {"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "kms:Decrypt", "Resource": "*"}
+                            ]
+                        }
+                    ),
+                },
+            ),
         ]
     )
     response = pages_analyst.get(reverse("audits:critical"))

@@ -20,7 +20,7 @@ LIB = ROOT / "scripts/lib.sh"
 
 # CPython 3.11.7's http.cookies._unquote, the code CVE-2024-7592 is about: each step searches the
 # rest of the value again, so a value of n backslashes costs n^2/2 character steps.
-QUADRATIC_UNQUOTE = r'''
+QUADRATIC_UNQUOTE = r"""
 import http.cookies, re
 
 _OctalPatt = re.compile(r"\\[0-3][0-7][0-7]")
@@ -59,13 +59,19 @@ def _unquote(str):
 
 
 http.cookies._unquote = _unquote
-'''
+"""
 
 
 def lib(command: str, *args: str, cwd: Path = ROOT, env: dict | None = None) -> subprocess.CompletedProcess:
     """`command` in bash with scripts/lib.sh loaded; "$1"... are `args`."""
-    return subprocess.run(["bash", "-c", f". {LIB} && {command}", "lib", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=120, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        ["bash", "-c", f". {LIB} && {command}", "lib", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def executable(path: Path, text: str) -> Path:
@@ -82,8 +88,7 @@ def vulnerable_python(tmp_path) -> Path:
     site = tmp_path / "quadratic-site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(QUADRATIC_UNQUOTE)
-    return executable(tmp_path / "vulnerable/python3",
-                      f'#!/bin/sh\nPYTHONPATH="{site}" exec "{sys.executable}" "$@"\n')
+    return executable(tmp_path / "vulnerable/python3", f'#!/bin/sh\nPYTHONPATH="{site}" exec "{sys.executable}" "$@"\n')
 
 
 def test_this_test_runs_interpreter_passes_the_cookie_check_in_well_under_a_second():
@@ -138,26 +143,36 @@ def recording_python(path: Path, calls: Path) -> Path:
 
 
 def ensure_venv(workdir: Path, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", "-c", ". ./lib.sh && ensure_venv"], cwd=workdir, capture_output=True, text=True,
-                          timeout=120, env={**os.environ, **env})
+    return subprocess.run(
+        ["bash", "-c", ". ./lib.sh && ensure_venv"],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **env},
+    )
 
 
 @pytest.fixture
 def base_python(tmp_path) -> Path:
     """An interpreter that passes the check and whose `-m venv DIR` makes a recording venv."""
     calls = tmp_path / "calls"
-    return executable(tmp_path / "base/python3", f'''#!/bin/sh
+    return executable(
+        tmp_path / "base/python3",
+        f'''#!/bin/sh
 if [ "$1" = -m ] && [ "$2" = venv ]; then
     mkdir -p "$3/bin" && printf '#!/bin/sh\\necho "$@" >> "{calls}"\\n' > "$3/bin/python" && chmod +x "$3/bin/python"
     echo "venv $3" >> "{calls}"
     exit 0
 fi
 exec "{sys.executable}" "$@"
-''')
+''',
+    )
 
 
 def test_a_venv_this_script_built_on_a_vulnerable_interpreter_is_rebuilt_on_a_patched_one(
-        tmp_path, vulnerable_python, base_python):
+    tmp_path, vulnerable_python, base_python
+):
     workdir = project(tmp_path / "project")
     (workdir / ".venv/bin").mkdir(parents=True)
     os.symlink(vulnerable_python, workdir / ".venv/bin/python")
@@ -213,14 +228,19 @@ def test_with_no_usable_interpreter_the_error_says_why_each_one_was_refused(vuln
 def test_the_secret_key_file_is_readable_by_its_owner_only_and_kept_across_starts(tmp_path):
     key = tmp_path / "var/secret_key"
     key.parent.mkdir()
-    first = subprocess.run(["bash", "-c", f'umask 022; . {LIB}; ensure_secret_key "$1"', "lib", str(key)],
-                           capture_output=True, text=True, check=True)
+    first = subprocess.run(
+        ["bash", "-c", f'umask 022; . {LIB}; ensure_secret_key "$1"', "lib", str(key)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "Generating a secret key" in first.stderr
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     value = key.read_text().strip()
     assert len(value) >= 50 and len(set(value)) >= 5  # what Django's deploy check asks of a key
 
-    second = subprocess.run(["bash", "-c", f'. {LIB}; ensure_secret_key "$1"', "lib", str(key)],
-                            capture_output=True, text=True, check=True)
+    second = subprocess.run(
+        ["bash", "-c", f'. {LIB}; ensure_secret_key "$1"', "lib", str(key)], capture_output=True, text=True, check=True
+    )
     assert key.read_text().strip() == value
     assert "Generating" not in second.stderr

@@ -129,9 +129,7 @@ def test_records_read_again_after_a_purge_are_refused_as_expired_and_no_count_ch
 
     counts = ingest(EVERYTHING)
 
-    assert counts == Counts(
-        records_read=len(EVERYTHING), duplicates=1 + len(RECENT_CALLS), expired=len(OLD_DECRYPTS)
-    )
+    assert counts == Counts(records_read=len(EVERYTHING), duplicates=1 + len(RECENT_CALLS), expired=len(OLD_DECRYPTS))
     assert IngestRun.objects.order_by("-pk").first().expired == len(OLD_DECRYPTS)
     assert (report(), rollups(), Event.objects.count()) == before
 

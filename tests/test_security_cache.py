@@ -39,4 +39,3 @@ def test_every_answer_to_a_signed_in_user_is_private_and_not_stored(client, worl
 def test_other_signed_in_answers_too(client, path):
     client.force_login(make_user("someone", ("analyst",)))
     assert {"private", "no-store"} <= directives(client.get(path))
-

@@ -51,7 +51,12 @@ def environment(tmp: Path, **extra: str) -> dict[str, str]:
 def gunicorn(env: dict[str, str], port: int) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}", "kmsdash.wsgi"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
     )
 
 
@@ -95,8 +100,14 @@ def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("serving")
     (tmp / "var/broker").mkdir(parents=True)
     env = environment(tmp, KMSDASH_SECRET_KEY=TEST_KEY)
-    subprocess.run([sys.executable, "manage.py", "collectstatic", "--no-input", "-v0"], cwd=ROOT, env=env,
-                   check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--no-input", "-v0"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     port = free_port()
     process = gunicorn(env, port)
     url = f"http://127.0.0.1:{port}"
@@ -173,15 +184,25 @@ def test_gunicorn_refuses_to_start_with_the_public_development_key(tmp_path):
     assert "public development key" in output and "KMSDASH_SECRET_KEY" in output
 
 
-@pytest.mark.parametrize(("extra", "starts"), [
-    ({}, False),
-    ({"KMSDASH_DEMO": "True"}, True),
-    ({"KMSDASH_DEBUG": "True"}, True),
-    ({"KMSDASH_SECRET_KEY": TEST_KEY}, True),
-], ids=["production", "demo", "debug", "own-key"])
+@pytest.mark.parametrize(
+    ("extra", "starts"),
+    [
+        ({}, False),
+        ({"KMSDASH_DEMO": "True"}, True),
+        ({"KMSDASH_DEBUG": "True"}, True),
+        ({"KMSDASH_SECRET_KEY": TEST_KEY}, True),
+    ],
+    ids=["production", "demo", "debug", "own-key"],
+)
 def test_the_wsgi_application_refuses_the_development_key_outside_the_demo_and_debug(tmp_path, extra, starts):
-    result = subprocess.run([sys.executable, "-c", "import kmsdash.wsgi"], cwd=ROOT, env=environment(tmp_path, **extra),
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", "import kmsdash.wsgi"],
+        cwd=ROOT,
+        env=environment(tmp_path, **extra),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert (result.returncode == 0) == starts, result.stderr[-2000:]
     if not starts:
         assert "ImproperlyConfigured" in result.stderr and "KMSDASH_SECRET_KEY" in result.stderr

@@ -25,7 +25,7 @@ def totp(key_b32: str, at: float) -> str:
     """RFC 6238 (SHA-1, 30 s, 6 digits), written out here rather than borrowed from django-otp."""
     digest = hmac.new(b32decode(key_b32), struct.pack(">Q", int(at) // 30), sha1).digest()
     offset = digest[-1] & 0x0F
-    return f"{(struct.unpack('>I', digest[offset:offset + 4])[0] & 0x7FFFFFFF) % 1_000_000:06d}"
+    return f"{(struct.unpack('>I', digest[offset : offset + 4])[0] & 0x7FFFFFFF) % 1_000_000:06d}"
 
 
 @pytest.fixture
@@ -89,13 +89,17 @@ def test_after_the_password_a_user_with_a_device_must_give_a_code(clock):
     browser = Client()
     assert log_in(browser, "ann")["Location"] == "/start/"
     response = browser.get("/events/?period=7d")
-    assert response.status_code == 302 and response["Location"] == "/accounts/2fa/verify/?next=%2Fevents%2F%3Fperiod%3D7d"
+    assert (
+        response.status_code == 302 and response["Location"] == "/accounts/2fa/verify/?next=%2Fevents%2F%3Fperiod%3D7d"
+    )
     htmx = browser.get("/events/1/raw/", headers={"HX-Request": "true", "HX-Current-URL": "http://testserver/events/"})
     assert htmx.status_code == 200 and htmx["HX-Redirect"] == "/accounts/2fa/verify/?next=%2Fevents%2F"
     assert browser.get("/accounts/2fa/verify/?next=/events/").status_code == 200
 
     before = browser.session.session_key
-    wrong = browser.post("/accounts/2fa/verify/", {"code": "000000" if totp(key, time.time()) != "000000" else "111111"})
+    wrong = browser.post(
+        "/accounts/2fa/verify/", {"code": "000000" if totp(key, time.time()) != "000000" else "111111"}
+    )
     assert wrong.status_code == 200 and b"That code is not right" in wrong.content
     clock.shift(3)  # django-otp's throttle: one second after the first wrong code, doubling after each
     response = browser.post("/accounts/2fa/verify/", {"code": totp(key, time.time()), "next": "/events/"})

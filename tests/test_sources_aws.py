@@ -31,8 +31,9 @@ def test_without_a_role_the_default_credential_chain_is_used(aws):
 
 
 def test_a_source_with_a_role_is_reached_through_assume_role(aws):
-    source = Source(account_id="444455556666", role_arn="arn:aws:iam::444455556666:role/kmsdash-reader",
-                    external_id="ext-7")
+    source = Source(
+        account_id="444455556666", role_arn="arn:aws:iam::444455556666:role/kmsdash-reader", external_id="ext-7"
+    )
 
     identity = client("sts", "us-east-1", source=source).get_caller_identity()
 

@@ -29,8 +29,15 @@ def _settings(settings, tmp_path):
 
 
 def record(when, n=0):
-    return kms_record(event_name="Decrypt", event_time=when, key_arn=None, identity=identity_role(ACCOUNT, "app", "s"),
-                      region=REGION, recipient_account_id=ACCOUNT, event_id=f"00000000-0000-4000-8000-{n:012d}")
+    return kms_record(
+        event_name="Decrypt",
+        event_time=when,
+        key_arn=None,
+        identity=identity_role(ACCOUNT, "app", "s"),
+        region=REGION,
+        recipient_account_id=ACCOUNT,
+        event_id=f"00000000-0000-4000-8000-{n:012d}",
+    )
 
 
 def ingest(*args):
@@ -45,9 +52,13 @@ def test_it_reads_lookup_events_and_s3_and_prints_counts_per_scope(aws):
     aws.control("cloudtrail/events", {"records": [record(now - timedelta(minutes=m), m) for m in range(1, 4)]})
     s3 = boto3.client("s3", region_name=REGION)
     s3.create_bucket(Bucket="trail-logs")
-    s3.put_object(Bucket="trail-logs", Key=f"AWSLogs/{ACCOUNT}/CloudTrail/{REGION}/{now:%Y/%m/%d}/f.json.gz",
-                  Body=gzip.compress(json.dumps({"Records": [record(now - timedelta(minutes=m), m)
-                                                             for m in range(2, 6)]}).encode()))
+    s3.put_object(
+        Bucket="trail-logs",
+        Key=f"AWSLogs/{ACCOUNT}/CloudTrail/{REGION}/{now:%Y/%m/%d}/f.json.gz",
+        Body=gzip.compress(
+            json.dumps({"Records": [record(now - timedelta(minutes=m), m) for m in range(2, 6)]}).encode()
+        ),
+    )
 
     output = ingest()
 
@@ -61,21 +72,29 @@ def test_source_account_and_region_options_narrow_the_pass(aws):
 
     output = ingest("--source", "lookup", "--region", "eu-west-1")
 
-    assert output.splitlines() == [f"LookupEvents {ACCOUNT} eu-west-1: done, 1 run(s), 0 read, 0 new, "
-                                   "0 duplicate, 0 ignored, 0 quarantined"]
+    assert output.splitlines() == [
+        f"LookupEvents {ACCOUNT} eu-west-1: done, 1 run(s), 0 read, 0 new, 0 duplicate, 0 ignored, 0 quarantined"
+    ]
     assert ingest("--account-id", "999999999999") == "No enabled source matches.\n"
 
 
 def test_since_and_until_backfill_without_moving_the_checkpoint_back(aws):
     Source.objects.create(account_id=ACCOUNT, regions=[REGION])
     now = datetime.now(UTC)
-    aws.control("cloudtrail/events", {"records": [record(now - timedelta(minutes=1), 1),
-                                                  record(now - timedelta(days=5), 2)]})
+    aws.control(
+        "cloudtrail/events", {"records": [record(now - timedelta(minutes=1), 1), record(now - timedelta(days=5), 2)]}
+    )
     ingest("--source", "lookup")
     checkpoint = Checkpoint.objects.get().high_watermark
 
-    ingest("--source", "lookup", "--since", f"{(now - timedelta(days=6)).date()}",
-           "--until", (now - timedelta(days=4)).isoformat())
+    ingest(
+        "--source",
+        "lookup",
+        "--since",
+        f"{(now - timedelta(days=6)).date()}",
+        "--until",
+        (now - timedelta(days=4)).isoformat(),
+    )
 
     assert Event.objects.count() == 2
     assert Checkpoint.objects.get().high_watermark == checkpoint

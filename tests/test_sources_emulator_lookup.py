@@ -22,8 +22,15 @@ BASE = (datetime.now(UTC) - timedelta(days=5)).replace(microsecond=0)
 
 def records(n, *, start=BASE, step=timedelta(seconds=30), account=ACCOUNT, region="us-east-1", **extra):
     return [
-        kms_record(event_name="Decrypt", event_time=start + i * step, key_arn=KEY,
-                   identity=identity_role(account, "app", "s1"), region=region, recipient_account_id=account, **extra)
+        kms_record(
+            event_name="Decrypt",
+            event_time=start + i * step,
+            key_arn=KEY,
+            identity=identity_role(account, "app", "s1"),
+            region=region,
+            recipient_account_id=account,
+            **extra,
+        )
         for i in range(n)
     ]
 
@@ -47,9 +54,11 @@ def test_lookup_events_pages_newest_first_with_exact_fields(aws):
     aws.control("cloudtrail/events", {"records": fed})
     cloudtrail = paced(client("cloudtrail", "us-east-1", max_attempts=1))
 
-    pages = list(cloudtrail.get_paginator("lookup_events").paginate(
-        LookupAttributes=[{"AttributeKey": "EventSource", "AttributeValue": "kms.amazonaws.com"}]
-    ))
+    pages = list(
+        cloudtrail.get_paginator("lookup_events").paginate(
+            LookupAttributes=[{"AttributeKey": "EventSource", "AttributeValue": "kms.amazonaws.com"}]
+        )
+    )
 
     assert [len(page["Events"]) for page in pages] == [50, 50, 20]
     events = [event for page in pages for event in page["Events"]]
@@ -83,9 +92,14 @@ def test_events_are_served_to_their_own_account_and_region_only(aws):
 
 
 def test_lookup_attribute_filters_and_only_one_is_accepted(aws):
-    user_event = kms_record(event_name="DisableKey", event_time=BASE, key_arn=KEY,
-                            identity=identity_user(ACCOUNT, "alice"), region="us-east-1",
-                            recipient_account_id=ACCOUNT)
+    user_event = kms_record(
+        event_name="DisableKey",
+        event_time=BASE,
+        key_arn=KEY,
+        identity=identity_user(ACCOUNT, "alice"),
+        region="us-east-1",
+        recipient_account_id=ACCOUNT,
+    )
     aws.control("cloudtrail/events", {"records": records(3) + [user_event]})
     cloudtrail = paced(client("cloudtrail", "us-east-1", max_attempts=1))
 
@@ -99,10 +113,12 @@ def test_lookup_attribute_filters_and_only_one_is_accepted(aws):
     assert len(ids("ResourceName", KEY)) == 4
     assert ids("EventSource", "s3.amazonaws.com") == []
     with pytest.raises(ClientError) as excinfo:
-        cloudtrail.lookup_events(LookupAttributes=[
-            {"AttributeKey": "EventName", "AttributeValue": "Decrypt"},
-            {"AttributeKey": "ReadOnly", "AttributeValue": "true"},
-        ])
+        cloudtrail.lookup_events(
+            LookupAttributes=[
+                {"AttributeKey": "EventName", "AttributeValue": "Decrypt"},
+                {"AttributeKey": "ReadOnly", "AttributeValue": "true"},
+            ]
+        )
     assert excinfo.value.response["Error"]["Code"] == "InvalidLookupAttributesException"
 
 

@@ -52,9 +52,14 @@ def now() -> datetime:
 def records(n, *, end, spacing=timedelta(seconds=5), account=LOOKUP_ACCOUNT):
     """n KMS records, newest at `end`, `spacing` apart."""
     return [
-        kms_record(event_name="Decrypt", event_time=end - i * spacing,
-                   key_arn=f"arn:aws:kms:{REGION}:{account}:key/00000000-0000-4000-8000-000000000000",
-                   identity=identity_role(account, "app", "s"), region=REGION, recipient_account_id=account)
+        kms_record(
+            event_name="Decrypt",
+            event_time=end - i * spacing,
+            key_arn=f"arn:aws:kms:{REGION}:{account}:key/00000000-0000-4000-8000-000000000000",
+            identity=identity_role(account, "app", "s"),
+            region=REGION,
+            recipient_account_id=account,
+        )
         for i in range(n)
     ]
 
@@ -239,13 +244,19 @@ def test_a_failed_pass_records_only_the_quarantine_rows_it_committed(aws, s3, s3
     s3.put_object(Bucket=BUCKET, Key=log_key("20000101T0000Z_dddd"), Body=gz(recs))
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            cursor.execute("CREATE FUNCTION review_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-                           "IF NEW.event_id = 'poison' THEN RAISE EXCEPTION 'poison'; END IF; RETURN NEW; END $$")
-            cursor.execute("CREATE TRIGGER review_poison BEFORE INSERT ON audits_event FOR EACH ROW "
-                           "EXECUTE FUNCTION review_poison()")
+            cursor.execute(
+                "CREATE FUNCTION review_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                "IF NEW.event_id = 'poison' THEN RAISE EXCEPTION 'poison'; END IF; RETURN NEW; END $$"
+            )
+            cursor.execute(
+                "CREATE TRIGGER review_poison BEFORE INSERT ON audits_event FOR EACH ROW "
+                "EXECUTE FUNCTION review_poison()"
+            )
         else:
-            cursor.execute("CREATE TRIGGER review_poison BEFORE INSERT ON audits_event WHEN NEW.event_id = 'poison' "
-                           "BEGIN SELECT RAISE(ABORT, 'poison'); END")
+            cursor.execute(
+                "CREATE TRIGGER review_poison BEFORE INSERT ON audits_event WHEN NEW.event_id = 'poison' "
+                "BEGIN SELECT RAISE(ABORT, 'poison'); END"
+            )
     try:
         with pytest.raises(Exception, match="poison"):
             run_scope("s3", S3_ACCOUNT, REGION)

@@ -47,9 +47,16 @@ def make_records(n, *, end, spacing=timedelta(seconds=20), account=ACCOUNT, regi
         j = i + offset
         key = f"arn:aws:kms:{region}:{account}:key/{j % 3:08d}-0000-4000-8000-000000000000"
         identity = identity_service("s3.amazonaws.com") if j % 5 == 0 else identity_role(account, "app", f"s{j % 4}")
-        out.append(kms_record(event_name=("Decrypt", "Encrypt", "GenerateDataKey")[j % 3],
-                              event_time=end - i * spacing, key_arn=key, identity=identity, region=region,
-                              recipient_account_id=account))
+        out.append(
+            kms_record(
+                event_name=("Decrypt", "Encrypt", "GenerateDataKey")[j % 3],
+                event_time=end - i * spacing,
+                key_arn=key,
+                identity=identity,
+                region=region,
+                recipient_account_id=account,
+            )
+        )
     return out
 
 
@@ -262,8 +269,12 @@ def test_since_and_until_read_that_range_and_never_move_the_checkpoint_back(aws,
 
 
 def test_a_source_with_a_role_is_read_through_assume_role_in_its_own_account(aws, db):
-    Source.objects.create(account_id="111122223333", regions=[REGION],
-                          role_arn="arn:aws:iam::111122223333:role/kmsdash-reader", external_id="ext-123")
+    Source.objects.create(
+        account_id="111122223333",
+        regions=[REGION],
+        role_arn="arn:aws:iam::111122223333:role/kmsdash-reader",
+        external_id="ext-123",
+    )
     feed(aws, make_records(6, end=now(), account="111122223333") + make_records(4, end=now(), offset=30))
 
     run_scope("lookup", "111122223333", REGION)

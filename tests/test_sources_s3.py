@@ -54,9 +54,14 @@ def make_records(n, *, day=None, account=ACCOUNT, region=REGION, seed=0):
     day = day or today()
     start = datetime.combine(day, datetime.min.time(), tzinfo=UTC)
     return [
-        kms_record(event_name=("Decrypt", "GenerateDataKey")[i % 2], event_time=start + timedelta(minutes=7 * i + seed),
-                   key_arn=f"arn:aws:kms:{region}:{account}:key/{i % 2:08d}-0000-4000-8000-000000000000",
-                   identity=identity_role(account, "app", "s"), region=region, recipient_account_id=account)
+        kms_record(
+            event_name=("Decrypt", "GenerateDataKey")[i % 2],
+            event_time=start + timedelta(minutes=7 * i + seed),
+            key_arn=f"arn:aws:kms:{region}:{account}:key/{i % 2:08d}-0000-4000-8000-000000000000",
+            identity=identity_role(account, "app", "s"),
+            region=region,
+            recipient_account_id=account,
+        )
         for i in range(n)
     ]
 
@@ -65,8 +70,10 @@ def log_key(day, *, account=ACCOUNT, region=REGION, folder="CloudTrail", org="",
     head = f"{prefix}/" if prefix else ""
     org = f"{org}/" if org else ""
     stamp = f"{day:%Y%m%d}T{uuid.uuid4().int % 24:02d}00Z"
-    return (f"{head}AWSLogs/{org}{account}/{folder}/{region}/{day:%Y/%m/%d}/"
-            f"{account}_{folder}_{region}_{stamp}_{uuid.uuid4().hex[:16]}.json.gz")
+    return (
+        f"{head}AWSLogs/{org}{account}/{folder}/{region}/{day:%Y/%m/%d}/"
+        f"{account}_{folder}_{region}_{stamp}_{uuid.uuid4().hex[:16]}.json.gz"
+    )
 
 
 def put_log(s3, key, records):
@@ -75,8 +82,11 @@ def put_log(s3, key, records):
 
 
 def object_gets(aws, key=None):
-    return [r for r in aws.requests() if r["target"].startswith(f"s3:GET /{BUCKET}/")
-            and (key is None or r["target"].endswith(key))]
+    return [
+        r
+        for r in aws.requests()
+        if r["target"].startswith(f"s3:GET /{BUCKET}/") and (key is None or r["target"].endswith(key))
+    ]
 
 
 def expected(records):
@@ -257,8 +267,10 @@ def test_the_same_event_from_lookup_events_and_s3_is_stored_once(aws, s3):
     account = "123456789012"
     Source.objects.create(account_id=account, regions=[REGION], s3_bucket=BUCKET)
     now = datetime.now(UTC)
-    fed = [r | {"eventTime": (now - timedelta(minutes=i + 1)).strftime("%Y-%m-%dT%H:%M:%SZ")}
-           for i, r in enumerate(make_records(30, account=account))]
+    fed = [
+        r | {"eventTime": (now - timedelta(minutes=i + 1)).strftime("%Y-%m-%dT%H:%M:%SZ")}
+        for i, r in enumerate(make_records(30, account=account))
+    ]
     put_log(s3, log_key(now.date(), account=account), fed)
     aws.control("cloudtrail/events", {"records": fed})
 
@@ -286,9 +298,7 @@ def test_the_next_objects_are_downloaded_while_one_is_read(aws, s3, source):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_an_object_is_marked_processed_only_in_the_transaction_that_commits_its_last_records(
-    aws, s3, source, settings
-):
+def test_an_object_is_marked_processed_only_in_the_transaction_that_commits_its_last_records(aws, s3, source, settings):
     settings.KMSDASH_INGEST_BATCH_SIZE = 4  # each object spans several batches
     first, second = sorted([log_key(today()), log_key(today())])  # listed, so read, in this order
     put_log(s3, first, make_records(6))
@@ -298,13 +308,19 @@ def test_an_object_is_marked_processed_only_in_the_transaction_that_commits_its_
     # The database refuses the second object's last record, in whichever batch it travels.
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            cursor.execute("CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-                           "IF NEW.event_id = 'poison' THEN RAISE EXCEPTION 'poison'; END IF; RETURN NEW; END $$")
-            cursor.execute("CREATE TRIGGER refuse_poison BEFORE INSERT ON audits_event FOR EACH ROW "
-                           "EXECUTE FUNCTION refuse_poison()")
+            cursor.execute(
+                "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                "IF NEW.event_id = 'poison' THEN RAISE EXCEPTION 'poison'; END IF; RETURN NEW; END $$"
+            )
+            cursor.execute(
+                "CREATE TRIGGER refuse_poison BEFORE INSERT ON audits_event FOR EACH ROW "
+                "EXECUTE FUNCTION refuse_poison()"
+            )
         else:
-            cursor.execute("CREATE TRIGGER refuse_poison BEFORE INSERT ON audits_event WHEN NEW.event_id = 'poison' "
-                           "BEGIN SELECT RAISE(ABORT, 'poison'); END")
+            cursor.execute(
+                "CREATE TRIGGER refuse_poison BEFORE INSERT ON audits_event WHEN NEW.event_id = 'poison' "
+                "BEGIN SELECT RAISE(ABORT, 'poison'); END"
+            )
     try:
         with pytest.raises(Exception, match="poison"):
             run_scope("s3", ACCOUNT, REGION)
@@ -314,7 +330,9 @@ def test_an_object_is_marked_processed_only_in_the_transaction_that_commits_its_
         assert not Event.objects.filter(event_id="poison").exists()
     finally:
         with connection.cursor() as cursor:
-            cursor.execute("DROP TRIGGER refuse_poison" + (" ON audits_event" if connection.vendor == "postgresql" else ""))
+            cursor.execute(
+                "DROP TRIGGER refuse_poison" + (" ON audits_event" if connection.vendor == "postgresql" else "")
+            )
             if connection.vendor == "postgresql":
                 cursor.execute("DROP FUNCTION refuse_poison()")
 

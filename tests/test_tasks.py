@@ -56,22 +56,25 @@ def published():
 
 def test_scheduling_fans_out_one_task_per_enabled_source_and_region(published):
     Source.objects.create(account_id="111122223333", regions=["us-east-1", "eu-west-1"], s3_bucket="logs-a")
-    Source.objects.create(account_id="444455556666", regions=["ap-southeast-2"], lookup_enabled=False,
-                          s3_bucket="logs-b")
+    Source.objects.create(
+        account_id="444455556666", regions=["ap-southeast-2"], lookup_enabled=False, s3_bucket="logs-b"
+    )
     Source.objects.create(account_id="777788889999", regions=["us-west-2"], enabled=False)
     Source.objects.create(account_id="222233334444", regions=["eu-west-1"])
 
     assert tasks.schedule_lookup() == 3
     assert tasks.schedule_s3() == 3
 
-    assert sorted(published) == sorted([
-        ("audits.tasks.ingest_lookup_task", ["111122223333", "us-east-1"]),
-        ("audits.tasks.ingest_lookup_task", ["111122223333", "eu-west-1"]),
-        ("audits.tasks.ingest_lookup_task", ["222233334444", "eu-west-1"]),
-        ("audits.tasks.ingest_s3_task", ["111122223333", "us-east-1"]),
-        ("audits.tasks.ingest_s3_task", ["111122223333", "eu-west-1"]),
-        ("audits.tasks.ingest_s3_task", ["444455556666", "ap-southeast-2"]),
-    ])
+    assert sorted(published) == sorted(
+        [
+            ("audits.tasks.ingest_lookup_task", ["111122223333", "us-east-1"]),
+            ("audits.tasks.ingest_lookup_task", ["111122223333", "eu-west-1"]),
+            ("audits.tasks.ingest_lookup_task", ["222233334444", "eu-west-1"]),
+            ("audits.tasks.ingest_s3_task", ["111122223333", "us-east-1"]),
+            ("audits.tasks.ingest_s3_task", ["111122223333", "eu-west-1"]),
+            ("audits.tasks.ingest_s3_task", ["444455556666", "ap-southeast-2"]),
+        ]
+    )
 
 
 def test_the_beat_schedule_names_registered_tasks_and_expires_before_the_next_tick():
@@ -99,10 +102,21 @@ def test_ingest_tasks_retry_transient_errors_only_and_a_bounded_number_of_times(
 @pytest.mark.emulator
 def test_the_task_reads_its_scope_and_returns_done(aws):
     Source.objects.create(account_id=ACCOUNT, regions=["us-east-1"])
-    aws.control("cloudtrail/events", {"records": [
-        kms_record(event_name="Decrypt", event_time=datetime.now(UTC) - timedelta(minutes=3), key_arn=None,
-                   identity=identity_role(ACCOUNT, "app", "s"), region="us-east-1", recipient_account_id=ACCOUNT)
-    ]})
+    aws.control(
+        "cloudtrail/events",
+        {
+            "records": [
+                kms_record(
+                    event_name="Decrypt",
+                    event_time=datetime.now(UTC) - timedelta(minutes=3),
+                    key_arn=None,
+                    identity=identity_role(ACCOUNT, "app", "s"),
+                    region="us-east-1",
+                    recipient_account_id=ACCOUNT,
+                )
+            ]
+        },
+    )
 
     assert tasks.ingest_lookup_task(ACCOUNT, "us-east-1") == "done"
     assert Event.objects.count() == 1

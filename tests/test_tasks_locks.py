@@ -75,8 +75,9 @@ def test_a_lock_dies_with_the_process_that_held_it(tmp_path, settings):
         "    print('held' if acquired else 'refused', flush=True)\n"
         "    time.sleep(60)\n"
     )
-    holder = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=holder_env(tmp_path),
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", script], cwd=ROOT, env=holder_env(tmp_path), stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         assert try_in_another_thread("lookup:444455556666:us-east-1") is False

@@ -52,8 +52,12 @@ def test_rollup_rows_of_texts_that_differ_only_in_backslash_escapes_stay_apart()
     services = ["svc\\101", "\\163vcA", "svcA", "svc\\\\"]
     records = [
         kms_record(
-            event_name="Decrypt", event_time=T0 + timedelta(minutes=n), key_arn=KEY,
-            identity=identity_service(service), region="us-east-1", recipient_account_id=ACCOUNT,
+            event_name="Decrypt",
+            event_time=T0 + timedelta(minutes=n),
+            key_arn=KEY,
+            identity=identity_service(service),
+            region="us-east-1",
+            recipient_account_id=ACCOUNT,
             event_id=f"00000000-0000-4000-8000-{n:012d}",
         )
         for n, service in enumerate(services)
@@ -66,8 +70,15 @@ def test_rollup_rows_of_texts_that_differ_only_in_backslash_escapes_stay_apart()
 
 def test_a_second_rollup_row_with_the_same_dimensions_fails_validation_and_another_day_passes():
     dims = dict(
-        day=date(2026, 3, 2), account_id=ACCOUNT, region="us-east-1", key=KEY, operation="Decrypt",
-        principal="p", service="", error_code="", after_hours=False,
+        day=date(2026, 3, 2),
+        account_id=ACCOUNT,
+        region="us-east-1",
+        key=KEY,
+        operation="Decrypt",
+        principal="p",
+        service="",
+        error_code="",
+        after_hours=False,
     )
     DailyRollup.objects.create(**dims, count=1, first_seen=T0, last_seen=T0)
 

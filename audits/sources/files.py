@@ -369,8 +369,10 @@ class _Scanner:
         position = self.offset + self.pos
         text, size = self.scan_value()
         if text is None:
-            return Unread(f"record larger than {self.item_limit} bytes ({size} bytes from byte {position} of the "
-                          "decompressed file), skipped unread")
+            return Unread(
+                f"record larger than {self.item_limit} bytes ({size} bytes from byte {position} of the "
+                "decompressed file), skipped unread"
+            )
         with text:
             if not (self.digit_runs and self._long_digits(self.pos - size, self.pos)):
                 try:
@@ -515,9 +517,7 @@ def collect_files(paths: list[str]) -> list[Path]:
     for name in paths:
         path = Path(name)
         if path.is_dir():
-            found.extend(
-                sorted(p for p in path.rglob("*") if p.is_file() and p.name.lower().endswith(SUFFIXES))
-            )
+            found.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.name.lower().endswith(SUFFIXES)))
         elif path.is_file():
             found.append(path)
         else:

@@ -122,8 +122,11 @@ def window_length(account_id: str, region: str) -> timedelta:
     last = (
         IngestRun.objects.filter(
             Q(status=IngestRun.Status.SUCCEEDED) | Q(error__startswith=CUT_SHORT),
-            kind=IngestRun.Kind.LOOKUP, account_id=account_id, region=region,
-            window_start__isnull=False, window_end__isnull=False,
+            kind=IngestRun.Kind.LOOKUP,
+            account_id=account_id,
+            region=region,
+            window_start__isnull=False,
+            window_end__isnull=False,
         )
         .order_by("-started_at", "-id")
         .first()
@@ -233,8 +236,10 @@ def ingest_window(
                     if _code(exc) != "InvalidNextTokenException" or restarts >= MAX_WINDOW_RESTARTS:
                         raise
                     restarts += 1
-                    logger.warning("lookup window restarted after an invalid NextToken",
-                                   extra={"account_id": source.account_id, "region": region, "restart": restarts})
+                    logger.warning(
+                        "lookup window restarted after an invalid NextToken",
+                        extra={"account_id": source.account_id, "region": region, "restart": restarts},
+                    )
             run.advance_checkpoint(window.end, read_from=window.start)
     except ClientError as exc:
         if _code(exc) in THROTTLING_CODES:

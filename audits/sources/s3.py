@@ -180,8 +180,9 @@ def ingest_object(
         result.processed += 1
         return
     if isinstance(error, FileError):
-        ingestor.quarantine(location=location, reason=f"{UNREADABLE} after {settings.KMSDASH_OBJECT_ATTEMPTS} "
-                                                      f"attempts: {error}")
+        ingestor.quarantine(
+            location=location, reason=f"{UNREADABLE} after {settings.KMSDASH_OBJECT_ATTEMPTS} attempts: {error}"
+        )
         ingestor.flush()
         result.quarantined_files += 1
     else:
@@ -221,8 +222,9 @@ def ingest_s3(
             listed = list(list_objects(s3, bucket, prefix))
             result.listed += len(listed)
             done = set(
-                ProcessedObject.objects.filter(bucket=bucket, key__in=[obj["Key"] for obj in listed])
-                .values_list("key", "etag")
+                ProcessedObject.objects.filter(bucket=bucket, key__in=[obj["Key"] for obj in listed]).values_list(
+                    "key", "etag"
+                )
             )
             given_up = set(
                 Quarantine.objects.filter(
@@ -242,8 +244,9 @@ def ingest_s3(
         finally:
             run.files = result.processed
         if result.deferred:
-            run.fail(f"{result.deferred} object(s) could not be read and will be retried "
-                     f"(first: {result.deferred_because})")
+            run.fail(
+                f"{result.deferred} object(s) could not be read and will be retried (first: {result.deferred_because})"
+            )
         elif since is None and until is None:
             run.advance_checkpoint(now)
     return result

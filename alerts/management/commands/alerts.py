@@ -18,8 +18,12 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--format", choices=["json", "csv"], default="json")
-        parser.add_argument("--state", choices=["open", "all"], default="open",
-                            help="open: every alert not resolved (open, acknowledged, snoozed); all: resolved too.")
+        parser.add_argument(
+            "--state",
+            choices=["open", "all"],
+            default="open",
+            help="open: every alert not resolved (open, acknowledged, snoozed); all: resolved too.",
+        )
         parser.add_argument("--kind", choices=Kind.values, default="")
         parser.add_argument("--since", default="", help="Alerts detected at or after this ISO date or date-time (UTC).")
 
@@ -32,8 +36,12 @@ class Command(BaseCommand):
                 raise CommandError("--since must be an ISO date or date-time") from exc
             if when.tzinfo is None:
                 when = when.replace(tzinfo=UTC)
-        rows = [as_json(alert) for alert in selectors.alerts(state="active" if state == "open" else "all", kind=kind,
-                                                               detected_since=when).order_by("id")]
+        rows = [
+            as_json(alert)
+            for alert in selectors.alerts(
+                state="active" if state == "open" else "all", kind=kind, detected_since=when
+            ).order_by("id")
+        ]
         if format == "json":
             self.stdout.write(json.dumps({"alerts": rows}, indent=2))
             return

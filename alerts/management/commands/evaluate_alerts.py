@@ -15,6 +15,7 @@ class Command(BaseCommand):
         self.stdout.write(json.dumps({k: v for k, v in vars(result).items() if k != "alerts"}, sort_keys=True))
         if result.status != "done":
             self.stderr.write(
-                "Another evaluation is running." if result.status == "skipped"
+                "Another evaluation is running."
+                if result.status == "skipped"
                 else "Ingestion did not pause in time: events were not judged, run again."
             )

@@ -12,7 +12,7 @@ from audits.sources.files import import_files
 
 
 class Command(BaseCommand):
-    help = "Import CloudTrail records ({\"Records\": [...]} or LookupEvents {\"Events\": [...]}, .json or .json.gz)."
+    help = 'Import CloudTrail records ({"Records": [...]} or LookupEvents {"Events": [...]}, .json or .json.gz).'
 
     def add_arguments(self, parser):
         parser.add_argument("paths", nargs="+", help="Files, or directories searched recursively.")

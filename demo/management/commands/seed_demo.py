@@ -27,31 +27,48 @@ class Command(BaseCommand):
     def add_arguments(self, parser) -> None:
         parser.add_argument("--endpoint", required=True, help="The emulator's URL, e.g. http://127.0.0.1:5055")
         parser.add_argument("--days", type=int, default=30)
-        parser.add_argument("--events-per-day", type=float, default=3000,
-                            help="Average ordinary traffic per day over both accounts (stories come on top).")
+        parser.add_argument(
+            "--events-per-day",
+            type=float,
+            default=3000,
+            help="Average ordinary traffic per day over both accounts (stories come on top).",
+        )
         parser.add_argument("--seed", type=int, default=2026, help="Random seed: the same seed gives the same month.")
         # CloudTrail delivers about every 5 minutes; fewer, larger files make the demo's first
         # ingestion quicker without changing what the pages show.
         parser.add_argument("--file-minutes", type=int, default=120, help="Minutes of events per CloudTrail log file.")
         parser.add_argument("--no-users", action="store_true", help="Don't create the demo users.")
-        parser.add_argument("--credentials-file", type=Path,
-                            help="Also write the demo users' credentials to this file (mode 600).")
+        parser.add_argument(
+            "--credentials-file", type=Path, help="Also write the demo users' credentials to this file (mode 600)."
+        )
 
-    def handle(self, *args, endpoint: str, days: int, events_per_day: float, seed: int, file_minutes: int,
-               no_users: bool, credentials_file: Path | None, **options) -> None:
+    def handle(
+        self,
+        *args,
+        endpoint: str,
+        days: int,
+        events_per_day: float,
+        seed: int,
+        file_minutes: int,
+        no_users: bool,
+        credentials_file: Path | None,
+        **options,
+    ) -> None:
         if not settings.KMSDASH_DEMO:
             raise CommandError("Refusing to seed: KMSDASH_DEMO is not True, so this is not a demo installation.")
         try:
-            result = seed_world(endpoint, days=days, events_per_day=events_per_day, seed=seed,
-                                file_minutes=file_minutes)
+            result = seed_world(
+                endpoint, days=days, events_per_day=events_per_day, seed=seed, file_minutes=file_minutes
+            )
         except NotTheEmulator as exc:
             raise CommandError(str(exc)) from exc
         register_sources(result.buckets)
         if settings.KMSDASH_SECRETS_KMS_KEY.startswith("alias/"):
             ensure_secrets_key(endpoint, settings.KMSDASH_SECRETS_KMS_KEY)
         # The demo's alert channel: what would be sent, one JSON line each, in var/demo/alerts.log.
-        call_command("add_alert_channel", "demo-log", "--file", str(settings.VAR_DIR / "alerts.log"),
-                     stdout=io.StringIO())
+        call_command(
+            "add_alert_channel", "demo-log", "--file", str(settings.VAR_DIR / "alerts.log"), stdout=io.StringIO()
+        )
         rules = context_rules(result.keys)
         self.stdout.write(
             f"Seeded {len(result.keys)} keys, {result.records} CloudTrail records in {result.log_files} S3 objects, "
@@ -75,8 +92,13 @@ class Command(BaseCommand):
         variable = "KMSDASH_DEMO_PASSWORD"
         os.environ[variable] = password
         try:
-            call_command("create_user", username, *[f"--role={role}" for role in roles], password_env=variable,
-                         stdout=io.StringIO())
+            call_command(
+                "create_user",
+                username,
+                *[f"--role={role}" for role in roles],
+                password_env=variable,
+                stdout=io.StringIO(),
+            )
         finally:
             del os.environ[variable]
         return f"  {username:<8} {password:<18} roles: {', '.join(roles)}"

@@ -14,7 +14,9 @@ class Command(BaseCommand):
         parser.add_argument("--region", help="Only this region (required when no account is configured).")
 
     def handle(self, *args, account_id=None, region=None, **options):
-        scopes: list[tuple[Source | None, str]] = list(Source.objects.regions(account_id=account_id, region=region or None))
+        scopes: list[tuple[Source | None, str]] = list(
+            Source.objects.regions(account_id=account_id, region=region or None)
+        )
         if not Source.objects.exists():
             # No account configured: the default credential chain's own account.
             if not region:

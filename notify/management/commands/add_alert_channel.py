@@ -23,13 +23,21 @@ class Command(BaseCommand):
         where.add_argument("--webhook", metavar="URL", help="POST signed JSON to this http(s) URL.")
         where.add_argument("--email", metavar="ADDRESS[,ADDRESS]", help="Email these addresses.")
         where.add_argument("--sns-topic", metavar="ARN", help="Publish to this Amazon SNS topic.")
-        where.add_argument("--apprise", metavar="URL", nargs="?", const="",
-                           help="Chat or paging through this apprise URL (slack://, msteams://, pagerduty://, ...).")
+        where.add_argument(
+            "--apprise",
+            metavar="URL",
+            nargs="?",
+            const="",
+            help="Chat or paging through this apprise URL (slack://, msteams://, pagerduty://, ...).",
+        )
         where.add_argument("--file", metavar="PATH", help="Append what would be sent to this file (the demo).")
         parser.add_argument("--kinds", default="", help="Comma-separated alert kinds (default: all).")
         parser.add_argument("--min-severity", default="", choices=["", *SEVERITIES], help="Lowest severity sent.")
-        parser.add_argument("--secret-env", default="",
-                            help="Environment variable holding the webhook signing secret or the apprise URL.")
+        parser.add_argument(
+            "--secret-env",
+            default="",
+            help="Environment variable holding the webhook signing secret or the apprise URL.",
+        )
         parser.add_argument("--disabled", action="store_true", help="Create or keep the channel switched off.")
 
     def handle(self, *args, **options):

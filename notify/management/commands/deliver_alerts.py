@@ -14,7 +14,9 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--now", action="store_true", help="Ignore the backoff: attempt every pending notification.")
+        parser.add_argument(
+            "--now", action="store_true", help="Ignore the backoff: attempt every pending notification."
+        )
 
     def handle(self, *args, **options):
         result = deliver_pending(ignore_backoff=options["now"])
