@@ -579,3 +579,22 @@ class KeyPrincipalErrorHour(HourScope):
 
     def __str__(self) -> str:
         return f"{self.hour:%Y-%m-%d %H:00} {self.key} {self.principal} {self.error_code} x{self.failed}"
+
+
+class ApiTurn(models.Model):
+    """When the next call to one rate-limited AWS API of one (account, region) may start.
+
+    AWS's quota is per account and region, so every caller in every process claims its turn here
+    (audits/sources/pacing.py) instead of in a process-local object."""
+
+    account_id = models.CharField(max_length=12)
+    region = models.CharField(max_length=32)
+    api = models.CharField(max_length=64)
+    # Seconds since the epoch (time.time()): a wall clock, because processes share no monotonic one.
+    next_at = models.FloatField(default=0.0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["account_id", "region", "api"], name="apiturn_scope_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.api} {self.account_id}/{self.region}"

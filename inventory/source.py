@@ -8,7 +8,6 @@ and optional fields are read defensively because older APIs and the emulator omi
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Collection
@@ -19,6 +18,9 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 from django.conf import settings
+
+from audits.cloudtrail import ParseError, loads_record, principal_of
+from audits.sources import pacing
 
 # Requests per second we allow ourselves per operation (AWS quotas: GetKeyLastUsage 5,
 # ListGrants 100, ListKeys/ListAliases 500, GetKeyPolicy/GetKeyRotationStatus 1000, ...).
@@ -34,9 +36,9 @@ DEFAULT_RATES: dict[str, float] = {
     "GetKeyLastUsage": 4,
     "DescribeTrails": 5,
     "GetEventSelectors": 5,
-    # 2 per second per account and region, shared with the CloudTrail ingestion.
-    "LookupEvents": 1,
 }
+# LookupEvents (2 per second per account and region) is not limited here: every caller of it,
+# the CloudTrail ingestion too, waits for its turn in audits.sources.pacing.
 SELECTOR_CHANGE_DAYS = 90
 SELECTOR_CHANGE_PAGES = 4
 
@@ -177,8 +179,10 @@ class InventoryReader:
             read = pool.map(lambda key_id: self.read_key(key_id, skip_last_usage=skip_last_usage), key_ids)
             keys = [snapshot for snapshot in read if snapshot is not None]
         trails = self.read_trails(region)
+        if not account_id and keys:  # the credential chain's own account: the scope of the LookupEvents quota
+            account_id = str(keys[0].metadata.get("AWSAccountId", ""))
         described = {t["TrailARN"] for t in trails}
-        changes = [t for t in self.read_selector_changes(region) if t["TrailARN"] not in described]
+        changes = [t for t in self.read_selector_changes(account_id, region) if t["TrailARN"] not in described]
         return RegionSnapshot(account_id, region, keys, aliases, trails + changes)
 
     def read_key(self, key_id: str, *, skip_last_usage: Collection[str] = ()) -> KeySnapshot | None:
@@ -257,7 +261,7 @@ class InventoryReader:
             found.append(trail)
         return found
 
-    def read_selector_changes(self, region: str) -> list[dict[str, Any]]:
+    def read_selector_changes(self, account_id: str, region: str) -> list[dict[str, Any]]:
         """The latest successful PutEventSelectors per trail from CloudTrail's event history.
 
         It covers trails the inventory cannot describe (another account's organisation trail, no
@@ -272,9 +276,10 @@ class InventoryReader:
             "EndTime": end,
             "MaxResults": 50,
         }
+        # Every attempt, retries included, waits for its turn in the quota it shares with the ingestion.
+        pacing.pace_lookup_events(self.cloudtrail, account_id, region)
         latest: dict[str, dict[str, Any]] = {}
         for _ in range(SELECTOR_CHANGE_PAGES):
-            self.limiter.wait("LookupEvents")
             try:
                 page = self.cloudtrail.lookup_events(**params)
             except ClientError as exc:
@@ -283,10 +288,12 @@ class InventoryReader:
                 raise
             for event in page.get("Events") or []:  # newest first
                 try:
-                    record = json.loads(event.get("CloudTrailEvent") or "{}")
-                except ValueError:
+                    record = loads_record(event.get("CloudTrailEvent") or "{}")
+                    identity = record.get("userIdentity")
+                    principal, _, _ = principal_of(identity if isinstance(identity, dict) else {})
+                except ParseError:
                     continue
-                if not isinstance(record, dict) or record.get("errorCode"):
+                if record.get("errorCode"):
                     continue
                 request = record.get("requestParameters") or {}
                 response = record.get("responseElements") or {}
@@ -298,7 +305,6 @@ class InventoryReader:
                     arn = f"arn:aws:cloudtrail:{region}:{record.get('recipientAccountId', '')}:trail/{name}"
                 if not arn or arn in latest:
                     continue
-                identity = record.get("userIdentity") or {}
                 latest[arn] = {
                     "TrailARN": arn,
                     "Name": arn.rsplit("/", 1)[-1],
@@ -308,7 +314,7 @@ class InventoryReader:
                     "change": {
                         "event_id": str(record.get("eventID", "")),
                         "event_time": str(record.get("eventTime", "")),
-                        "principal": str(identity.get("arn") or identity.get("principalId") or ""),
+                        "principal": principal,
                     },
                 }
             token = page.get("NextToken")

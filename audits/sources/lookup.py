@@ -13,13 +13,13 @@ windows that read under a quarter of the budget. Without this a busy hour would 
 every tick and re-planned the same, and the scope would never move again.
 
 LookupEvents allows 2 requests/s per account and Region. Every HTTP attempt (retries included)
-goes through a per-(account, region) pacer; the run lock on the scope makes it the only caller.
+waits for its turn in the scope's shared limit (audits/sources/pacing.py), which the inventory's
+look-up of trail changes draws on too, from any process.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,6 +34,7 @@ from django.utils import timezone
 
 from audits.ingest import Counts, Run, ingest_run
 from audits.models import Checkpoint, IngestRun, Source
+from audits.sources import pacing
 from kmsdash import aws
 
 logger = logging.getLogger(__name__)
@@ -62,45 +63,8 @@ class Throttled(WindowFailed):
     """Still throttled after the SDK's own retries: worth a later retry of the whole task."""
 
 
-class Pacer:
-    """At most `rate` calls per second, spaced evenly, so no one-second interval holds more."""
-
-    # Slack so that network and scheduling jitter never put three calls into one server-side second.
-    SLACK = 1.2
-
-    def __init__(self, rate: float) -> None:
-        self.interval = self.SLACK / rate
-        self._next = 0.0
-        self._lock = threading.Lock()
-
-    def wait(self, **_: Any) -> None:
-        with self._lock:
-            now = time.monotonic()
-            delay = self._next - now
-            if delay > 0:
-                time.sleep(delay)
-                now = time.monotonic()
-            self._next = now + self.interval
-
-
-_pacers: dict[tuple[str, str], Pacer] = {}
-_pacers_lock = threading.Lock()
-
-
-def pacer_for(account_id: str, region: str) -> Pacer:
-    """One pacer per scope and process, shared by consecutive runs in the same worker."""
-    with _pacers_lock:
-        pacer = _pacers.get((account_id, region))
-        if pacer is None or pacer.interval != Pacer.SLACK / settings.KMSDASH_LOOKUP_RATE_PER_SECOND:
-            pacer = _pacers[(account_id, region)] = Pacer(settings.KMSDASH_LOOKUP_RATE_PER_SECOND)
-        return pacer
-
-
 def cloudtrail_client(source: Source, region: str) -> Any:
-    cloudtrail = aws.client("cloudtrail", region, source=source)
-    # before-send fires for every HTTP attempt, retries included.
-    cloudtrail.meta.events.register("before-send.cloudtrail.LookupEvents", pacer_for(source.account_id, region).wait)
-    return cloudtrail
+    return pacing.pace_lookup_events(aws.client("cloudtrail", region, source=source), source.account_id, region)
 
 
 @dataclass
