@@ -13,9 +13,9 @@ the bench then sets the row "cloudtrail-s3" to every SECONDS/60 minutes (300 s i
 Each trial waits a random part of the period, puts one log object holding a ScheduleKeyDeletion (of a
 key of its own, so every trial opens a new alert) into the bucket, and times until the receiver has
 the alert: beat -> schedule_s3 -> ingest_s3_task -> evaluate_alerts (queued after the run) ->
-notify_alert -> delivery task -> POST. Printed per schedule: min/median/max of that total, and of the
-part that is not waiting for the schedule (the ingestion run's start in the ledger, IngestRun.started_at,
-to the webhook's arrival).
+notify_alert (queues deliver_alerts on commit) -> deliver_alerts -> POST. Printed per schedule:
+min/median/max of that total, and of the part that is not waiting for the schedule (the ingestion
+run's start in the ledger, IngestRun.started_at, to the webhook's arrival).
 
 The database is a temporary PostgreSQL database (dropped at the end) or, with --database-url sqlite,
 a SQLite file in a temporary directory.
