@@ -13,15 +13,10 @@ import uuid
 from django.db import models
 from django.utils import timezone
 
-SEVERITIES = ("low", "medium", "high", "critical")
-SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
+# The alerts' severities, lowest first: one definition, the alerts app's.
+from alerts.models import SEVERITY_RANK, Severity
 
-
-class Severity(models.TextChoices):
-    LOW = "low"
-    MEDIUM = "medium"
-    HIGH = "high"
-    CRITICAL = "critical"
+SEVERITIES = tuple(Severity.values)
 
 
 class Channel(models.Model):
