@@ -28,6 +28,7 @@ from django.db import connection
 from django.db.models import Count, DateTimeField, F, Func, Max, Min, Q, Value
 from django.db.models.functions import Concat, TruncHour
 
+from audits.changes import EXPOSING_OPERATIONS
 from audits.cloudtrail import GRANT_OPERATIONS, ROUTINE, critical_class
 from audits.models import (
     Event,
@@ -47,7 +48,6 @@ from .rules import Rule
 
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
-EXPOSING_OPERATIONS = ("PutKeyPolicy", "CreateKey", "CreateGrant")
 ALIAS_OPERATIONS = ("UpdateAlias", "DeleteAlias")
 SAMPLE_EVENTS = 20
 

@@ -10,6 +10,10 @@ from typing import Any
 
 from inventory import policy as pol
 
+# The operations whose request can let another account, or anyone, use a key: a grant's grantee,
+# a key policy. Their description needs the configured accounts.
+EXPOSING_OPERATIONS = ("PutKeyPolicy", "CreateKey", "CreateGrant")
+
 
 def _text(mapping: Any, name: str) -> str:
     value = mapping.get(name) if isinstance(mapping, dict) else None

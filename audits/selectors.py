@@ -357,7 +357,7 @@ def raw_records(events: list[Event]) -> dict[int, dict]:
 def critical_changes(events: list[Event]) -> dict[int, str]:
     """event id -> what the critical event changed (audits.changes), from its raw record."""
     records = raw_records(events)
-    exposing = any(e.event_name in ("PutKeyPolicy", "CreateKey", "CreateGrant") for e in events)
+    exposing = any(e.event_name in changes.EXPOSING_OPERATIONS for e in events)
     known = known_accounts() if exposing else set()
     return {e.pk: changes.describe(e.event_name, records.get(e.pk), known) for e in events}
 
