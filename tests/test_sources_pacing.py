@@ -150,10 +150,16 @@ def test_inventory_and_ingestion_reading_one_scope_at_once_stay_under_its_rate(a
     calls = sorted(r["time"] for r in aws.requests(TARGET))
     pages = IngestRun.objects.get(kind="lookup").pages
     assert pages >= 4
-    # Each caller's pages and no retry: the emulator throttled nothing.
-    assert len(calls) == pages + 4
-    assert aws.control("cloudtrail/throttled").get(f"{ACCOUNT}/{REGION}", 0) == 0
-    assert max(sum(1 for t in calls if start <= t < start + 1.0) for start in calls) <= 2
+    # The limiter spaces when calls start; the emulator counts when they arrive. Both callers share
+    # one interpreter here, so a thread held up between its turn and its request arriving (a busy
+    # CI machine) can bunch one call with the next and be throttled once, then retried at its own
+    # turn. More than one means the callers are not sharing turns.
+    throttled = aws.control("cloudtrail/throttled").get(f"{ACCOUNT}/{REGION}", 0)
+    assert throttled <= 1
+    assert len(calls) == pages + 4 + throttled
+    # Shared turns put all calls one interval apart: 8 calls span 7 intervals (one interval of
+    # slack for a late arrival). Each caller pacing alone would span about 3.
+    assert calls[-1] - calls[0] >= (len(calls) - 2) * pacing.interval()
 
 
 @pytest.mark.emulator
