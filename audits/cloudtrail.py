@@ -231,6 +231,7 @@ class NormalizedEvent:
     vpc_endpoint_id: str
     s3_bucket: str
     after_hours: bool
+    own: bool = False  # one of kmsdash's own calls (OwnCalls)
 
     @property
     def day(self) -> date:
@@ -267,6 +268,26 @@ class BusinessHours:
 
 _UTC_ZONE = ZoneInfo("UTC")  # ZoneInfo keeps one instance per key, so `is` finds the UTC zone
 DEFAULT_HOURS = BusinessHours(_UTC_ZONE, time(6, 0), time(23, 0))
+
+
+@dataclass(frozen=True, slots=True)
+class OwnCalls:
+    """How kmsdash tells its own AWS calls apart from everyone's (issue: they are KMS events too).
+
+    Every boto3 client kmsdash builds appends `mark` (kmsdash/<version>) to its user agent, which
+    CloudTrail records. A user agent is whatever the caller sends, so anyone could add the mark to
+    hide a call from the counts and alerts; where kmsdash knows its own principals (the sources'
+    reader roles and KMSDASH_SELF_PRINCIPALS), a call is its own only when it also comes from one
+    of them. Flagged calls are stored like any other and shown with the pages' switch.
+    """
+
+    mark: str
+    principals: frozenset[str] = frozenset()
+
+    def matches(self, user_agent: str, principal: str) -> bool:
+        if self.mark not in user_agent:
+            return False
+        return not self.principals or principal in self.principals
 
 
 def _reject_constant(name: str) -> None:
@@ -306,13 +327,18 @@ def loads_record(text: str | bytes) -> dict[str, Any]:
 
 
 def parse_record(
-    record: dict[str, Any], hours: BusinessHours = DEFAULT_HOURS, *, json_text: bytes | None = None
+    record: dict[str, Any],
+    hours: BusinessHours = DEFAULT_HOURS,
+    *,
+    json_text: bytes | None = None,
+    own_calls: OwnCalls | None = None,
 ) -> NormalizedEvent:
     """Normalize one CloudTrail record (a dict from an S3 log file or a LookupEvents CloudTrailEvent).
 
     Raises NotKmsEvent for other event sources and ParseError for anything malformed.
     json_text: the record's JSON text (rawcodec.dumps), when the caller has it. A text that is
     shallow (_is_shallow_json) spares walking the whole record to check its nesting depth.
+    own_calls: how to recognise kmsdash's own calls; without it, no call is flagged as its own.
     """
     if not isinstance(record, dict):
         raise ParseError(f"a record must be a JSON object, got {type(record).__name__}")
@@ -387,6 +413,7 @@ def parse_record(
     read_only = _read_only(get("readOnly"))
     encryption_context = dict(context) if context else None
     after_hours = hours.is_after_hours(event_time)
+    own = own_calls is not None and own_calls.matches(user_agent, principal)
     # Positional, in the order of the fields (the names are theirs): 24 keyword arguments cost
     # twice as much as building the event.
     return NormalizedEvent(
@@ -414,6 +441,7 @@ def parse_record(
         vpc_endpoint_id,
         s3_bucket,
         after_hours,
+        own,
     )
 
 

@@ -4,7 +4,8 @@ Every page, fragment and export that shows events reads its filters through `Eve
 bookmarked URL means the same thing everywhere:
 
     key, principal, service, operation, error (an error code, "any" or "none"), after_hours (1 or 0),
-    account, region, since, until (ISO date or date-time, UTC), q (free text: user agent, source IP)
+    account, region, since, until (ISO date or date-time, UTC), q (free text: user agent, source IP),
+    own (1: include kmsdash's own calls, which every count leaves out by default)
 
 `since` is inclusive; `until` is inclusive too: a date means the whole of that UTC day, a date-time
 that instant. A value that does not validate is reported in `.errors` and makes both querysets
@@ -37,6 +38,7 @@ PARAMS = (
     "since",
     "until",
     "q",
+    "own",
 )
 
 PERIODS = {"24h": "24 hours", "7d": "7 days", "30d": "30 days", "90d": "90 days"}
@@ -104,6 +106,7 @@ class EventFilter:
     since: Bound | None = None
     until: Bound | None = None
     q: str = ""
+    own: bool = False  # include kmsdash's own calls (audits.cloudtrail.OwnCalls)
     errors: tuple[str, ...] = field(default=(), compare=False)
 
     # --- construction -----------------------------------------------------------------------
@@ -142,6 +145,12 @@ class EventFilter:
             values["after_hours"] = False
         elif after_hours:
             errors.append("after_hours must be 1 or 0.")
+
+        own = text("own").lower()
+        if own in ("1", "true", "on", "yes"):
+            values["own"] = True
+        elif own and own not in ("0", "false", "off", "no"):
+            errors.append("own must be 1 or 0.")
 
         account = text("account")
         if account and not ACCOUNT_RE.match(account):
@@ -219,6 +228,8 @@ class EventFilter:
             q &= Q(event_time__lt=self.end)
         if self.q:
             q &= Q(user_agent__icontains=self.q) | Q(source_ip__icontains=self.q)
+        if not self.own:
+            q &= Q(own=False)
         return qs.filter(q)
 
     def rollups(self, qs: QuerySet[Any] | None = None) -> QuerySet[Any]:  # DailyRollup or a summary table
@@ -235,6 +246,9 @@ class EventFilter:
             q &= Q(day__gte=self.first_day)
         if self.last_day:
             q &= Q(day__lte=self.last_day)
+        # The summaries without an `own` column leave kmsdash's own calls out already.
+        if not self.own and any(f.name == "own" for f in qs.model._meta.concrete_fields):
+            q &= Q(own=False)
         return qs.filter(q)
 
     def _dimensions(self, *, account: str, operation: str) -> Q:
@@ -272,8 +286,12 @@ class EventFilter:
             value = getattr(self, name)
             if value is None or value == "":
                 continue
+            if name == "own" and not value:
+                continue
             if name == "after_hours":
                 value = "1" if value else "0"
+            elif name == "own":
+                value = "1"
             params[name] = str(value)
         return params
 

@@ -39,10 +39,12 @@ from django.db import OperationalError, connection, connections, models, transac
 from django.db.models import F
 from django.utils import timezone
 
+from kmsdash import aws
+
 from . import rawcodec, retention
-from .cloudtrail import BusinessHours, NormalizedEvent, NotKmsEvent, ParseError, loads_record, parse_record
+from .cloudtrail import BusinessHours, NormalizedEvent, NotKmsEvent, OwnCalls, ParseError, loads_record, parse_record
 from .fields import unique_key_sql
-from .models import Checkpoint, Event, IngestRun, Quarantine, RawBlock
+from .models import Checkpoint, Event, IngestRun, Quarantine, RawBlock, Source
 from .rollups import DIMENSIONS, SUMMARIES, Summary
 
 logger = logging.getLogger(__name__)
@@ -235,6 +237,7 @@ class Ingestor:
         self._writer: ThreadPoolExecutor | None = None
         self._in_flight: Future | None = None
         self.hours = hours or BusinessHours.from_settings()
+        self.own_calls = own_calls()
         self.batch_size = batch_size or settings.KMSDASH_INGEST_BATCH_SIZE
         self.max_record_bytes = settings.KMSDASH_MAX_RECORD_BYTES
         self.counts = Counts()
@@ -269,7 +272,7 @@ class Ingestor:
             if not text.isascii() and _INVALID_UTF8_BYTES in text:
                 raise ParseError("invalid UTF-8 in the record")
             # The text spares parse_record walking the whole record to check how deep it nests.
-            event = parse_record(record, self.hours, json_text=text)
+            event = parse_record(record, self.hours, json_text=text, own_calls=self.own_calls)
         except NotKmsEvent:
             self._pending.ignored += 1
             self.counts.ignored += 1
@@ -399,6 +402,13 @@ class Ingestor:
                 logger.warning("ingest batch retried after %s", exc)
                 time.sleep(0.05 * attempt)
         raise AssertionError("unreachable")
+
+
+def own_calls() -> OwnCalls:
+    """kmsdash's user agent mark and its known principals: the sources' reader roles and
+    KMSDASH_SELF_PRINCIPALS (read once per ingestor: a source added mid-run counts from the next)."""
+    roles = Source.objects.exclude(role_arn="").values_list("role_arn", flat=True)
+    return OwnCalls(aws.USER_AGENT_MARK, frozenset([*roles, *settings.KMSDASH_SELF_PRINCIPALS]))
 
 
 def _write_order(row: tuple[NormalizedEvent, bytes]) -> tuple:
@@ -559,6 +569,7 @@ _PG_TYPES = {
     "event_time": "timestamptz",
     "read_only": "bool",
     "after_hours": "bool",
+    "own": "bool",
     "encryption_context": "jsonb",
     "raw_block_id": "int8",
     "raw_index": "int4",
@@ -600,7 +611,7 @@ def _pg_insert_sql() -> str:
             f"count(*) FILTER (WHERE {count.where})" if count.where else "count(*)" for count in summary.counts
         )
         added = ", ".join(f"{column} = {table}.{column} + EXCLUDED.{column}" for column in summary.count_names)
-        where = f"WHERE {summary.where[0]}" if summary.where else ""
+        where = f"WHERE {summary.counted[0]}" if summary.counted else ""
         upserts.append(f"""
         summary{n} AS (
             INSERT INTO {table} ({dims}, {summary.count_columns}, first_seen, last_seen)
@@ -691,8 +702,8 @@ def _write_sqlite(rows: list[tuple[NormalizedEvent, bytes]], slots: list[tuple[i
 
 
 def _upsert_sqlite(cursor, summary: Summary, events: list[NormalizedEvent]) -> None:
-    if summary.where:
-        events = [event for event in events if summary.where[1](event)]
+    if summary.counted:
+        events = [event for event in events if summary.counted[1](event)]
     groups: dict[tuple, list] = {}
     for event in events:
         dims = tuple(dim.value(event) for dim in summary.dims)

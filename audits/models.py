@@ -117,6 +117,9 @@ class Event(models.Model):
     vpc_endpoint_id = models.CharField(max_length=128, blank=True)
     s3_bucket = models.CharField(max_length=256, blank=True, help_text="Bucket named by an aws:s3:arn context.")
     after_hours = models.BooleanField(default=False)
+    # One of kmsdash's own calls (audits.cloudtrail.OwnCalls): kept, but left out of every count
+    # unless a page's "kmsdash's own calls" switch is on.
+    own = models.BooleanField(default=False)
     # The whole record, in a block compressed with the other records of its batch. No index and
     # no constraint: the block is only ever read through its event, and both are written in one
     # transaction. NULL only for rows made by hand (tests); ingestion always keeps the record.
@@ -210,10 +213,12 @@ class DailyRollup(DailyCount):
     service = models.CharField(max_length=256)
     error_code = models.CharField(max_length=128)
     after_hours = models.BooleanField()
+    # kmsdash's own calls (Event.own) are counted here apart; the other summaries leave them out.
+    own = models.BooleanField(default=False)
 
     class Meta:
         constraints = [
-            # The upsert's conflict target; a 16-byte hash of the nine dimensions on PostgreSQL (audits/fields.py).
+            # The upsert's conflict target; a 16-byte hash of the ten dimensions on PostgreSQL (audits/fields.py).
             models.UniqueConstraint(
                 UniqueKey(
                     "day",
@@ -225,6 +230,7 @@ class DailyRollup(DailyCount):
                     "service",
                     "error_code",
                     "after_hours",
+                    "own",
                 ),
                 name="rollup_unique_dims",
             ),

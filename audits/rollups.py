@@ -79,6 +79,17 @@ class Summary:
         return self.model._meta.db_table
 
     @property
+    def counted(self) -> tuple[str, Callable[[NormalizedEvent], bool]] | None:
+        """The events the write adds to this table: `where`, and kmsdash's own calls only if the
+        table keeps them apart (an `own` dimension)."""
+        if "own" in self.dim_names:
+            return self.where
+        if self.where is None:
+            return ("NOT own", _not_own)
+        sql, test = self.where
+        return (f"({sql}) AND NOT own", lambda event: not event.own and test(event))
+
+    @property
     def dim_names(self) -> tuple[str, ...]:
         return tuple(dim.column for dim in self.dims)
 
@@ -103,6 +114,10 @@ class Summary:
         return f"SUM(CASE WHEN {count.where} THEN count ELSE 0 END)"
 
 
+def _not_own(event: NormalizedEvent) -> bool:
+    return not event.own
+
+
 def _dim(column: str, field: str | None = None) -> Dimension:
     return Dimension(column, field or column, operator.attrgetter(field or column))
 
@@ -117,6 +132,7 @@ SERVICE = _dim("service")
 ERROR_CODE = _dim("error_code")
 AFTER_HOURS = _dim("after_hours")
 S3_BUCKET = _dim("s3_bucket")
+OWN = _dim("own")
 # The start of the event's UTC hour; on SQLite in Django's text format for a naive UTC time.
 HOUR = Dimension(
     "hour",
@@ -152,7 +168,8 @@ S3_OBJECT_SQL = (
 _BY_NAME = {count.column: count for count in KEY_MEASURES}
 HOURLY_CALLS = (_BY_NAME["calls"], _BY_NAME["failed"], _BY_NAME["after_hours_calls"])
 
-ROLLUP = Summary(DailyRollup, (*SCOPE, KEY, OPERATION, PRINCIPAL, SERVICE, ERROR_CODE, AFTER_HOURS), ALL)
+# The rollup alone keeps kmsdash's own calls (apart, by OWN); every other table leaves them out.
+ROLLUP = Summary(DailyRollup, (*SCOPE, KEY, OPERATION, PRINCIPAL, SERVICE, ERROR_CODE, AFTER_HOURS, OWN), ALL)
 KEY_DAY = Summary(KeyDay, (*SCOPE, KEY), KEY_MEASURES)
 
 SUMMARIES = (

@@ -106,8 +106,9 @@ _NOT_IN = {
 
 
 def summary(f: EventFilter, model: type[Model]) -> QuerySet | None:
-    """`model`'s rows under `f`, or None when `f` filters on a dimension `model` lacks."""
-    if any(getattr(f, name) not in ("", None) for name in _NOT_IN[model]):
+    """`model`'s rows under `f`, or None when `f` filters on a dimension `model` lacks (kmsdash's
+    own calls included: only the rollup keeps them)."""
+    if f.own or any(getattr(f, name) not in ("", None) for name in _NOT_IN[model]):
         return None
     return f.rollups(model._default_manager.all())
 
@@ -261,11 +262,11 @@ def calls_per_day(f: EventFilter) -> list[dict[str, Any]]:
 def calls_per_hour(f: EventFilter) -> list[dict[str, Any]] | None:
     """[{hour, calls, failed, after_hours_calls}] per UTC hour (its start) under `f`, from KeyHour,
     ordered by hour; None when `f` filters on a dimension KeyHour lacks (principal, service,
-    operation, error, after-hours, search) or has no start.
+    operation, error, after-hours, search, kmsdash's own calls) or has no start.
 
     The window is `f`'s to the hour: from the hour holding its start to the one before its end.
     """
-    if f.start is None or any((f.principal, f.service, f.operation, f.error, f.q)) or f.after_hours is not None:
+    if f.start is None or any((f.principal, f.service, f.operation, f.error, f.q, f.own)) or f.after_hours is not None:
         return None
     if f.errors:
         return []
@@ -609,6 +610,22 @@ def first_ingestion(now: datetime | None = None) -> FirstIngestion | None:
 def recent_quarantine_count(now: datetime | None = None) -> int:
     since = (now or timezone.now()) - QUARANTINE_RECENT
     return Quarantine.objects.filter(created_at__gte=since).count()
+
+
+OWN_CALL_DAYS = 7
+
+
+def own_calls_per_day(now: datetime | None = None, days: int = OWN_CALL_DAYS) -> list[dict[str, Any]]:
+    """kmsdash's own calls per (account, region) over the last `days` UTC days (today included):
+    [{account_id, region, calls, failed, per_day}], per_day the mean over those days."""
+    today = (now or timezone.now()).astimezone(UTC).date()
+    rows = (
+        DailyRollup.objects.filter(own=True, day__gt=today - timedelta(days=days))
+        .values("account_id", "region")
+        .annotate(calls=_sum(), failed=_sum(~Q(error_code="")))
+        .order_by("account_id", "region")
+    )
+    return [{**row, "per_day": round(row["calls"] / days)} for row in rows]
 
 
 @dataclass

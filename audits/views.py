@@ -234,6 +234,8 @@ def health(request: HttpRequest) -> HttpResponse:
         "sources": selectors.sources(),
         "retention": selectors.retention(),
         "deliveries": delivery_health(now),
+        "own_calls": selectors.own_calls_per_day(now),
+        "own_call_days": selectors.OWN_CALL_DAYS,
     }
     template = "kmsdash/health.html#status" if wants_fragment(request) else "kmsdash/health.html"
     return render(request, template, context)

@@ -240,7 +240,9 @@ _CALLER = Case(When(In(Length("principal"), [12, 13]), then=F("principal")), def
 
 
 def _rollup_sums(start: date, end: date, facts: dict[str, KeyFacts], *dims: str):
-    """(day, account, *dims, price name, caller, requests) summed over the rollups of start .. end."""
+    """(day, account, *dims, price name, caller, requests) summed over the rollups of start .. end.
+
+    kmsdash's own calls are included: AWS bills them like any other request."""
     return (
         DailyRollup.objects.filter(day__gte=start, day__lte=end)
         .annotate(price_name=_price_name(facts), caller=_CALLER)

@@ -83,7 +83,9 @@ def data_key_caching(
     facts = load_key_facts() if facts is None else facts
     start = end - timedelta(days=window_days - 1)
     rows = (
-        DailyRollup.objects.filter(day__gte=start, day__lte=end, operation__in=CACHEABLE_OPERATIONS, service="")
+        DailyRollup.objects.filter(
+            day__gte=start, day__lte=end, operation__in=CACHEABLE_OPERATIONS, service="", own=False
+        )
         .values("principal", "day", "key", "operation")
         .annotate(n=Sum("count"))
     )
@@ -137,10 +139,10 @@ def idle_keys(today: date, *, facts: dict[str, KeyFacts] | None = None) -> list[
         for arn, f in facts.items()
         if f.billed_monthly and not f.assumed and (f.creation_date is None or f.creation_date.date() <= since)
     }
-    used = set(
-        DailyRollup.objects.filter(day__gt=since, key__in=list(candidates)).values_list("key", flat=True).distinct()
-    )
-    last_seen = dict(DailyRollup.objects.filter(key__in=list(candidates)).values_list("key").annotate(last=Max("day")))
+    # kmsdash's own calls (its inventory describes every key) are no one's use of a key.
+    rollups = DailyRollup.objects.filter(own=False, key__in=list(candidates))
+    used = set(rollups.filter(day__gt=since).values_list("key", flat=True).distinct())
+    last_seen = dict(rollups.values_list("key").annotate(last=Max("day")))
     table = prices()
     results = []
     for arn, f in candidates.items():

@@ -7,7 +7,7 @@ control API under /_kmsdash/ used by tests and the demo seeder:
 
     POST /_kmsdash/faults     {"target": "...LookupEvents", "error": "ThrottlingException",
                                "status": 400, "count": 2, "delay": 0.0}
-    GET  /_kmsdash/requests   every request seen: [{"time", "target", "account", "region"}]
+    GET  /_kmsdash/requests   every request seen: [{"time", "target", "access_key", "region", "user_agent"}]
     POST /_kmsdash/reset      forget faults, request log and add-on state
 
 Add-on modules register themselves with `addon(target)` and keep their own state; they expose
@@ -131,7 +131,13 @@ class EmulatorApp:
         operation = target or f"{service}:{environ.get('REQUEST_METHOD', '')} {path}"
         with STATE.lock:
             STATE.requests.append(
-                {"time": time.time(), "target": operation, "access_key": access_key, "region": region}
+                {
+                    "time": time.time(),
+                    "target": operation,
+                    "access_key": access_key,
+                    "region": region,
+                    "user_agent": environ.get("HTTP_USER_AGENT", ""),
+                }
             )
             fault = self._take_fault(operation)
         if fault is not None:

@@ -99,7 +99,8 @@ def _principal_usage(rows) -> list[dict[str, Any]]:
 def key_facts(key: Key, accounts: set[str], now: datetime) -> Iterator[Fact]:
     base = {"key": key.arn, "account_id": key.account_id, "region": key.region}
     today = now.date()
-    rollups = DailyRollup.objects.filter(key=key.arn)
+    # kmsdash's own calls (its inventory reads every key) are not anyone's use of the key.
+    rollups = DailyRollup.objects.filter(key=key.arn, own=False)
 
     public = pol.public_statements(key.policy)
     if public:
@@ -281,6 +282,7 @@ def context_rule_counts(key: Key, rule: EncryptionContextRule, now: datetime) ->
     events = (
         Event.objects.filter(
             key=key.arn,
+            own=False,
             event_time__gte=now - timedelta(days=context_days()),
             event_name__in=CONTEXT_OPERATIONS,
         )

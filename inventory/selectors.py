@@ -61,7 +61,7 @@ def who_can_use(key: Key) -> list[dict]:
 def who_does_use(key: Key, *, days: int = 90, limit: int = 50) -> list[dict]:
     since = timezone.now().date() - timedelta(days=days)
     return list(
-        DailyRollup.objects.filter(key=key.arn, day__gte=since)
+        DailyRollup.objects.filter(key=key.arn, day__gte=since, own=False)
         .exclude(principal="")
         .values("principal")
         .annotate(

@@ -48,6 +48,7 @@ def recently_used_keys(account_id: str, region: str) -> set[str]:
     prefix = f"arn:aws:kms:{region}:{account_id}:key/" if account_id else ""
     rows = DailyRollup.objects.filter(
         day__gte=timezone.now().date() - timedelta(days=RECENT_USE_DAYS),
+        own=False,
         error_code="",
         operation__in=USAGE_OPERATIONS,
         key__startswith=prefix or "arn:aws:kms:",

@@ -15,10 +15,16 @@ import botocore.session
 from botocore.config import Config
 from botocore.credentials import AssumeRoleCredentialFetcher, DeferredRefreshableCredentials
 
+from kmsdash import __version__
+
 if TYPE_CHECKING:
     from audits.models import Source
 
 ROLE_SESSION_NAME = "kmsdash"
+# Appended to every client's user agent; CloudTrail records it, and ingestion flags kmsdash's own
+# calls by it (audits.cloudtrail.OwnCalls).
+USER_AGENT_MARK = "kmsdash/"
+USER_AGENT = f"{USER_AGENT_MARK}{__version__}"
 
 
 def client_config(max_attempts: int = 5) -> Config:
@@ -28,6 +34,7 @@ def client_config(max_attempts: int = 5) -> Config:
         retries={"mode": "standard", "total_max_attempts": max_attempts},
         connect_timeout=5,
         read_timeout=30,
+        user_agent_extra=USER_AGENT,
     )
 
 

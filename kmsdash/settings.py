@@ -320,6 +320,10 @@ TIME_ZONE = os.getenv("KMSDASH_TIME_ZONE", "UTC")
 KMSDASH_TIME_ZONE = TIME_ZONE
 KMSDASH_BUSINESS_HOURS = parse_business_hours(os.getenv("KMSDASH_BUSINESS_HOURS", "06:00-23:00"))
 KMSDASH_WEEKENDS_AFTER_HOURS = envbool("KMSDASH_WEEKENDS_AFTER_HOURS", "False")
+# kmsdash's own AWS principals (comma-separated IAM role or user ARNs), besides the sources' reader
+# roles: a call carrying kmsdash's user agent counts as its own only from one of them
+# (audits.cloudtrail.OwnCalls). Without any, the user agent alone decides.
+KMSDASH_SELF_PRINCIPALS = envlist("KMSDASH_SELF_PRINCIPALS")
 
 # --- Static -----------------------------------------------------------------------------------
 STATIC_URL = "/static/"

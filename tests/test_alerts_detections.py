@@ -14,6 +14,7 @@ from alerts.models import Alert, AlertRule, Kind
 from audits import synthetic
 from audits.cloudtrail import CRITICAL_EVENT_NAMES, ROUTINE, critical_class
 from inventory.models import Finding
+from kmsdash import aws
 
 from .test_alerts_support import APP, FOREIGN, K1, K2, A, T, hourly, ingest, rec, role
 
@@ -232,6 +233,31 @@ def test_a_storm_of_ten_thousand_failures_is_one_alert_counting_ten_thousand(not
     assert alert.count == 10_000 and Alert.objects.count() == 1
     # Opened, then escalated: severity already critical at 4,000 (ten times the threshold), the count not tenfold.
     assert notified.events() == ["opened"]
+
+
+def test_kmsdash_s_own_calls_from_its_central_account_never_alert(notified):
+    # kmsdash reads every key from its own account with its user agent: a principal of another
+    # account, new on each key, denied now and then. Its own calls, not an incident.
+    ours = {
+        "identity": synthetic.identity_role(FOREIGN, "kmsdash-reader", "kmsdash"),
+        "user_agent": f"Boto3/1.35.0 {aws.USER_AGENT}",
+    }
+    ingest(hourly(per_hour=1))
+    ingest([rec("DescribeKey", when=T + timedelta(seconds=i), **ours) for i in range(10)])
+    ingest([rec("GetKeyPolicy", when=T + timedelta(seconds=i), error="AccessDenied", **ours) for i in range(500)])
+    notified.evaluate()
+    assert kinds() == []
+    # The same calls from that principal without kmsdash's user agent are a new principal on the
+    # key (not yet a failure burst: it has no week of history).
+    ours["user_agent"] = "Boto3/1.35.0"
+    ingest(
+        [
+            rec("GetKeyPolicy", when=T + timedelta(minutes=5, seconds=i), error="AccessDenied", **ours)
+            for i in range(500)
+        ]
+    )
+    notified.evaluate()
+    assert kinds() == [Kind.NEW_PRINCIPAL]
 
 
 def test_failures_of_a_principal_without_a_week_of_history_do_not_alert(notified):

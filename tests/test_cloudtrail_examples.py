@@ -59,6 +59,7 @@ ALICE_DEFAULTS = {
     "shared_event_id": "",
     "vpc_endpoint_id": "",
     "s3_bucket": "",
+    "own": False,  # parsed without OwnCalls: no call is kmsdash's own
 }
 
 CROSS_ACCOUNT_DEFAULTS = {
@@ -75,6 +76,7 @@ CROSS_ACCOUNT_DEFAULTS = {
     "vpc_endpoint_id": "",
     "s3_bucket": "",
     "after_hours": False,
+    "own": False,
 }
 
 EXPECTED = {

@@ -9,6 +9,7 @@ import pytest
 from audits import synthetic
 from inventory import findings, services
 from inventory.models import EncryptionContextRule, Finding
+from kmsdash import aws as kms_aws
 
 from .test_inventory_support import (
     MAIN,
@@ -192,6 +193,22 @@ def test_disabled_key_in_use_lists_the_callers_that_fail(aws):
         (role_arn(MAIN, "legacy"), 2),
         (role_arn(MAIN, "cron"), 1),
     ]
+
+
+def test_kmsdash_s_own_calls_on_a_key_are_no_one_s_use_of_it(aws):
+    kms = kms_in(MAIN)
+    disabled = new_key(kms)
+    kms.disable_key(KeyId=key_id(disabled))
+    pending = new_key(kms)
+    kms.schedule_key_deletion(KeyId=key_id(pending), PendingWindowInDays=7)
+    ours = {"identity": role(MAIN, "kmsdash-reader"), "user_agent": f"Boto3/1.35.0 {kms_aws.USER_AGENT}"}
+    ingest(
+        call(disabled, days_ago(1), error_code="DisabledException", **ours),
+        call(pending, days_ago(1), event_name="Decrypt", **ours),
+    )
+    assert inventory_and_findings() == set()
+    ingest(call(disabled, days_ago(1), error_code="DisabledException", identity=role(MAIN, "legacy")))
+    assert inventory_and_findings() == {("disabled-key-in-use", disabled)}
 
 
 def test_unused_key_after_90_days_by_cloudtrail_and_by_the_last_usage_api(aws):

@@ -55,6 +55,7 @@ def rollups_as_group_by() -> dict:
             "service",
             "error_code",
             "after_hours",
+            "own",
         )
         .annotate(n=Count("id"), first=Min("event_time"), last=Max("event_time"))
     )
@@ -69,6 +70,7 @@ def rollups_as_group_by() -> dict:
             r["service"],
             r["error_code"],
             r["after_hours"],
+            r["own"],
         ): (r["n"], r["first"], r["last"])
         for r in grouped
     }
@@ -76,7 +78,18 @@ def rollups_as_group_by() -> dict:
 
 def stored_rollups() -> dict:
     return {
-        (r.day, r.account_id, r.region, r.key, r.operation, r.principal, r.service, r.error_code, r.after_hours): (
+        (
+            r.day,
+            r.account_id,
+            r.region,
+            r.key,
+            r.operation,
+            r.principal,
+            r.service,
+            r.error_code,
+            r.after_hours,
+            r.own,
+        ): (
             r.count,
             r.first_seen,
             r.last_seen,
