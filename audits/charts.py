@@ -1,12 +1,13 @@
 """Plotly figures built with plotly.py from selector output, sent to the page as data.
 
-Every figure of the product is built here or in an app's charts.py through `figure()`:
-plotly.graph_objects checks each trace and layout property against the schema of the plotly.js
-version the vendored bundle is (a misspelt or misplaced property raises instead of being drawn
-wrongly), and the page receives the figure's plain JSON, which templates embed with the `tojson`
-filter in a data-figure-json attribute and static/kmsdash/app.js draws. Every label that comes
-from AWS data goes through `label()`: plotly.js renders a subset of HTML in text (links
-included), so `<`, `>` and `&` become entities, which plotly shows as the literal characters.
+Every figure of the product is built here or in an app's charts.py from plotly.graph_objects
+traces (go.Bar, go.Scatter) through `figure()`: plotly.py checks each trace and layout property
+against the schema of the plotly.js version the vendored bundle is (a misspelt or misplaced
+property raises instead of being drawn wrongly), and the page receives the figure's plain JSON,
+which templates embed with the `tojson` filter in a data-figure-json attribute and
+static/kmsdash/app.js draws. Every label that comes from AWS data goes through `label()`:
+plotly.js renders a subset of HTML in text (links included), so `<`, `>` and `&` become
+entities, which plotly shows as the literal characters.
 """
 
 from __future__ import annotations
@@ -40,18 +41,16 @@ BASE_LAYOUT: dict[str, Any] = {
     "font": {"family": "system-ui, sans-serif", "size": 12},
 }
 
-# No plotly.py template: its default ("plotly") would restyle every chart and add ~10 kB of
-# defaults to each figure; the page's look is the layout written here and plotly.js's defaults.
-_NO_TEMPLATE = go.layout.Template()
-
 
 def figure(data: Sequence[go.Bar | go.Scatter], layout: dict[str, Any]) -> dict[str, Any]:
-    """The validated figure as JSON-ready data ({"data": [...], "layout": {...}}) for the page."""
-    fig = go.Figure(data=data, layout=go.Layout(layout, template=_NO_TEMPLATE)).to_plotly_json()
-    # What an empty template serialises to ({"data": {"scatter": [{"type": "scatter"}]}}) sets
-    # nothing in plotly.js: left out, the page gets the same figure it got before plotly.py.
-    fig["layout"].pop("template", None)
-    return fig
+    """The figure as JSON-ready data ({"data": [...], "layout": {...}}) for the page.
+
+    Each trace is a plotly.graph_objects trace, validated when it was built, and the layout is
+    validated here as a go.Layout. They are not put in a go.Figure: it would validate every trace
+    a second time (it rebuilds each from its properties), about three times the cost of the pair
+    (bench/figures_bench.py), and add plotly.py's default template, which would restyle the chart.
+    """
+    return {"data": [trace.to_plotly_json() for trace in data], "layout": go.Layout(layout).to_plotly_json()}
 
 
 def label(value: object) -> str:
