@@ -1,18 +1,24 @@
-"""Plotly figures as plain dicts, built from selector output.
+"""Plotly figures built with plotly.py from selector output, sent to the page as data.
 
-Templates embed them with `json_script` and static/kmsdash/app.js draws them. Every label that
-comes from AWS data goes through `label()`: plotly.js renders a subset of HTML in text (links
-included), so `<`, `>` and `&` become entities, which plotly shows as the literal characters.
+Every figure of the product is built here or in an app's charts.py from plotly.graph_objects
+traces (go.Bar, go.Scatter) through `figure()`: plotly.py checks each trace and layout property
+against the schema of the plotly.js version the vendored bundle is (a misspelt or misplaced
+property raises instead of being drawn wrongly), and the page receives the figure's plain JSON,
+which templates embed with the `tojson` filter in a data-figure-json attribute and
+static/kmsdash/app.js draws. Every label that comes from AWS data goes through `label()`:
+plotly.js renders a subset of HTML in text (links included), so `<`, `>` and `&` become
+entities, which plotly shows as the literal characters.
 """
 
 from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 from typing import Any
 
+import plotly.graph_objects as go
 from django.utils import timezone
 
 from .templatetags.kmsdash_tags import visible
@@ -34,6 +40,17 @@ BASE_LAYOUT: dict[str, Any] = {
     "plot_bgcolor": "rgba(0,0,0,0)",
     "font": {"family": "system-ui, sans-serif", "size": 12},
 }
+
+
+def figure(data: Sequence[go.Bar | go.Scatter], layout: dict[str, Any]) -> dict[str, Any]:
+    """The figure as JSON-ready data ({"data": [...], "layout": {...}}) for the page.
+
+    Each trace is a plotly.graph_objects trace, validated when it was built, and the layout is
+    validated here as a go.Layout. They are not put in a go.Figure: it would validate every trace
+    a second time (it rebuilds each from its properties), about three times the cost of the pair
+    (bench/figures_bench.py), and add plotly.py's default template, which would restyle the chart.
+    """
+    return {"data": [trace.to_plotly_json() for trace in data], "layout": go.Layout(layout).to_plotly_json()}
 
 
 def label(value: object) -> str:
@@ -66,15 +83,14 @@ def stacked_bars(rows: Iterable[dict[str, Any]], *, series: str, value: str = "c
     for name, counts in shown:
         days = sorted(counts)
         data.append(
-            {
-                "type": "bar",
-                "name": name,
-                "x": [day.isoformat() for day in days],
-                "y": [counts[day] for day in days],
-                "hovertemplate": "%{x|%Y-%m-%d}: %{y:,d}<extra>%{fullData.name}</extra>",
-            }
+            go.Bar(
+                name=name,
+                x=[day.isoformat() for day in days],
+                y=[counts[day] for day in days],
+                hovertemplate="%{x|%Y-%m-%d}: %{y:,d}<extra>%{fullData.name}</extra>",
+            )
         )
-    return {"data": data, "layout": dict(BASE_LAYOUT)}
+    return figure(data, BASE_LAYOUT)
 
 
 def calls_by_operation(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
@@ -100,14 +116,7 @@ def calls_per_hour(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
         failed.append(row["failed"])
     template = "%{x|%Y-%m-%d %H:00}: %{y:,d}<extra>%{fullData.name}</extra>"
     data = [
-        {"type": "bar", "name": "Succeeded", "x": hours, "y": succeeded, "hovertemplate": template},
-        {
-            "type": "bar",
-            "name": "Failed",
-            "x": hours,
-            "y": failed,
-            "hovertemplate": template,
-            "marker": {"color": "#b42318"},
-        },
+        go.Bar(name="Succeeded", x=hours, y=succeeded, hovertemplate=template),
+        go.Bar(name="Failed", x=hours, y=failed, hovertemplate=template, marker={"color": "#b42318"}),
     ]
-    return {"data": data, "layout": {**BASE_LAYOUT, "bargap": 0.1}}
+    return figure(data, {**BASE_LAYOUT, "bargap": 0.1})

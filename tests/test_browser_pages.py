@@ -337,3 +337,28 @@ def test_charts_draw_under_a_policy_without_inline_styles_with_plotlys_own_rules
         watchdog.assert_clean(page, path)
     finally:
         context.close()
+
+
+@pytest.mark.parametrize(
+    ("path", "label"), [("/", ERROR_LINK.replace(":", "\u2236")), ("/costs/?by=usage_type", UA_IMG)]
+)
+def test_plotly_draws_hostile_chart_labels_as_their_literal_text_without_links_or_images(
+    chromium, live_server, world, path, label
+):
+    context, page, watchdog = new_page(chromium, live_server.url)
+    try:
+        log_in(page, "boss", PASSWORD)
+        page.goto(path)
+        wait_for_charts(page)
+        page.wait_for_selector(".js-plotly-plot .legendtext")
+        drawn = page.evaluate(
+            """() => ({
+                legend: Array.from(document.querySelectorAll('.js-plotly-plot .legendtext'), e => e.textContent),
+                markup: document.querySelectorAll(['a', 'img', 'image', 'foreignObject'].map(t => '.js-plotly-plot svg ' + t).join()).length,
+            })"""
+        )
+        # plotly.js would draw <a href> in a label as a link: the escaped label shows as typed.
+        assert label in drawn["legend"] and drawn["markup"] == 0
+        watchdog.assert_clean(page, path)
+    finally:
+        context.close()

@@ -46,6 +46,17 @@ def test_the_template_links_each_stylesheet_under_the_id_the_bundle_looks_for():
         assert f'id="{element_id}" href="{{% static \'vendor/plotly-4.1.1-{element_id}.css\' %}}"' in template
 
 
+def test_the_vendored_bundle_is_the_plotly_js_version_plotly_py_validates_figures_for():
+    # plotly.py checks each figure against its plotly.js version's schema; the page must draw it
+    # with that version (scripts/vendor_plotly.sh vendors it).
+    import plotly.offline
+
+    version = plotly.offline.get_plotlyjs_version()
+    assert BUNDLE.name == f"plotly-strict-{version}.min.js"
+    assert f"plotly.js (strict - minified) v{version}\n" in BUNDLE.read_text(encoding="utf-8")[:200]
+    assert f"vendor/plotly-strict-{version}.min.js" in (ROOT / "templates" / "_plotly.html").read_text(encoding="utf-8")
+
+
 @pytest.mark.django_db
 def test_the_policy_allows_no_inline_style():
     response = Client().get("/accounts/login/")

@@ -109,7 +109,8 @@ def key_label(context, key: str, alias: str | None = None) -> dict:
 
 @register.filter(is_safe=False)
 def tojson(value: object) -> str:
-    """JSON for a data-* attribute (autoescaping then escapes it for the attribute).
+    """JSON for a data-* attribute (autoescaping then escapes it for the attribute): the one way a
+    figure (audits.charts.figure) reaches the page, as data-figure-json, which app.js draws.
 
     Chart data travels in an attribute rather than a json_script block because htmx drops every
     <script> element from swapped fragments (htmx-config allowScriptTags: false).
