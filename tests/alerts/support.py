@@ -1,11 +1,10 @@
-"""Records, history and a notification recorder for the alerts tests. Records go through the real
-ingestion path, so the summaries the detections read are the real ones."""
+"""Records, history and a notification recorder for the alerts tests (the `notified` fixture in
+conftest.py hands it out). Records go through the real ingestion path, so the summaries the
+detections read are the real ones."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-
-import pytest
 
 from audits import synthetic
 from audits.ingest import finish_run, ingest_records, start_run
@@ -79,12 +78,3 @@ class Recorder:
 
     def events(self) -> list[str]:
         return [event for event, _ in self.calls]
-
-
-@pytest.fixture
-def notified(monkeypatch, django_capture_on_commit_callbacks) -> Recorder:
-    import notify.services
-
-    recorder = Recorder(django_capture_on_commit_callbacks)
-    monkeypatch.setattr(notify.services, "notify_alert", lambda alert, *, event: recorder.calls.append((event, alert)))
-    return recorder

@@ -14,10 +14,8 @@ from alerts.models import Alert, AlertRule, Kind
 from audits import synthetic
 from audits.cloudtrail import CRITICAL_EVENT_NAMES, ROUTINE, critical_class
 from inventory.models import Finding
+from tests.alerts.support import APP, FOREIGN, K1, K2, A, T, hourly, ingest, rec, role
 
-from .test_alerts_support import APP, FOREIGN, K1, K2, A, T, hourly, ingest, rec, role
-
-pytest_plugins = ["tests.test_alerts_support"]  # the `notified` fixture
 pytestmark = pytest.mark.django_db
 
 

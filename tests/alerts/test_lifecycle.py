@@ -18,10 +18,8 @@ from alerts.models import Alert, AlertStateChange, Evaluation, Kind, State, Supp
 from alerts.services import change_state
 from audits import synthetic
 from audits.ingest import Ingestor, start_run
+from tests.alerts.support import APP, FOREIGN, K1, K2, A, T, hourly, ingest, rec, role
 
-from .test_alerts_support import APP, FOREIGN, K1, K2, A, T, hourly, ingest, rec, role
-
-pytest_plugins = ["tests.test_alerts_support"]  # the `notified` fixture
 pytestmark = pytest.mark.django_db
 
 

@@ -10,14 +10,12 @@ from datetime import timedelta
 
 import pytest
 import time_machine
-from django.contrib.auth.models import Group, User
 
 from alerts.models import Alert, AlertStateChange, Kind, State
 from audits import synthetic
+from tests.alerts.support import FOREIGN, K1, K2, A, T, hourly, ingest, rec
+from tests.support import make_user
 
-from .test_alerts_support import FOREIGN, K1, K2, A, T, hourly, ingest, rec
-
-pytest_plugins = ["tests.test_alerts_support"]  # the `notified` fixture
 pytestmark = pytest.mark.django_db
 
 HOSTILE = '<img src=x onerror=alert(1)>"\u202e'
@@ -25,9 +23,7 @@ HOSTILE = '<img src=x onerror=alert(1)>"\u202e'
 
 @pytest.fixture
 def analyst(client):
-    user = User.objects.create_user("ana", password="x")
-    user.groups.add(Group.objects.get_or_create(name="analyst")[0])
-    client.force_login(user)
+    client.force_login(make_user("ana", "analyst"))
     return client
 
 
@@ -120,9 +116,7 @@ def test_actions_need_a_post_with_a_csrf_token(burst):
     from django.test import Client
 
     client = Client(enforce_csrf_checks=True)
-    user = User.objects.create_user("ana2", password="x")
-    user.groups.add(Group.objects.get_or_create(name="analyst")[0])
-    client.force_login(user)
+    client.force_login(make_user("ana2", "analyst"))
     assert client.get(f"/alerts/{burst.pk}/act/").status_code == 405
     assert client.post(f"/alerts/{burst.pk}/act/", {"action": "resolve"}).status_code == 403
     assert Alert.objects.get(pk=burst.pk).state == State.OPEN

@@ -13,9 +13,8 @@ import pytest
 from django.core.management import call_command
 
 from notify.models import Channel
-
-from .test_alerts_support import K1, T, ingest, rec
-from .test_notify_support import Receiver
+from tests.alerts.support import K1, T, ingest, rec
+from tests.notify.support import Receiver
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -1,4 +1,4 @@
-"""A URLconf with one deliberately slow page, for the statement-timeout tests (tests/test_explorer_limits.py)."""
+"""A URLconf with one deliberately slow page, for the statement-timeout tests (tests/audits/test_explorer_limits.py)."""
 
 from __future__ import annotations
 

@@ -20,6 +20,7 @@ from audits.rollups import S3_OBJECT_SQL
 from audits.synthetic import identity_role, kms_record
 from costs import savings
 from costs.prices import prices
+from tests.audits.support import grouped_events, summary_rows
 
 pytestmark = pytest.mark.django_db
 
@@ -72,36 +73,6 @@ def ingest(records, *, batch_size=None):
         ingestor.add(item)
     ingestor.flush()
     return ingestor.counts
-
-
-def grouped_events() -> dict[tuple, tuple[int, int, datetime, datetime]]:
-    """What BucketDay must hold, computed from the events in Python."""
-    groups: dict[tuple, list] = {}
-    for event in Event.objects.exclude(s3_bucket=""):
-        dims = (
-            event.event_time.astimezone(UTC).date(),
-            event.recipient_account_id,
-            event.region,
-            event.key,
-            event.s3_bucket,
-        )
-        group = groups.setdefault(dims, [0, 0, event.event_time, event.event_time])
-        group[0] += 1
-        group[1] += s3_context_names_object(event.encryption_context)
-        group[2], group[3] = min(group[2], event.event_time), max(group[3], event.event_time)
-    return {dims: tuple(group) for dims, group in groups.items()}
-
-
-def summary_rows() -> dict[tuple, tuple[int, int, datetime, datetime]]:
-    return {
-        (row.day, row.account_id, row.region, row.key, row.s3_bucket): (
-            row.count,
-            row.object_calls,
-            row.first_seen,
-            row.last_seen,
-        )
-        for row in BucketDay.objects.all()
-    }
 
 
 def varied_records() -> list[dict]:

@@ -14,10 +14,8 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
@@ -25,39 +23,14 @@ from celery import Celery
 
 from audits.models import Checkpoint, DailyRollup, Event, IngestRun
 from audits.synthetic import identity_role, identity_user, kms_record
+from tests.support import ROOT, children, start_worker, stop, wait_for, worker_number
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parent.parent
-REDIS_URL = os.getenv("KMSDASH_E2E_REDIS_URL", "redis://127.0.0.1:6379/9")
 ACCOUNT = "123456789012"  # the emulator's default account
 REGION = "us-east-1"
 TARGET = "CloudTrail_20131101.LookupEvents"
 EVENTS = 400  # 8 pages of 50
-
-
-def worker_number(worker_id: str) -> int:
-    """0 for a serial run ("master") or pytest-xdist's first worker ("gw0"), 1 for "gw1", ..."""
-    return int(worker_id[2:]) if worker_id.startswith("gw") else 0
-
-
-@pytest.fixture
-def redis_broker(worker_id):
-    import redis
-
-    # Parallel workers flush and use their own database numbers: KMSDASH_E2E_REDIS_URL's, plus the
-    # worker's number.
-    parsed = urlparse(REDIS_URL)
-    base = int(parsed.path.lstrip("/") or 0)
-    url = parsed._replace(path=f"/{(base + worker_number(worker_id)) % 16}").geturl()
-    client = redis.Redis.from_url(url, socket_connect_timeout=1)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        pytest.skip(f"Redis is not reachable at {url}: {exc}")
-    client.flushdb()  # this test's own database number
-    yield url
-    client.flushdb()
 
 
 @pytest.fixture
@@ -99,64 +72,6 @@ def manage(env: dict[str, str], *args: str) -> None:
     subprocess.run(
         [sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True, capture_output=True, timeout=120
     )
-
-
-def start_worker(env: dict[str, str], name: str, log: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "kmsdash",
-            "worker",
-            "--pool=prefork",
-            "-c",
-            "1",
-            "-n",
-            name,
-            "--without-gossip",
-            "--without-mingle",
-            "--loglevel=INFO",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-    )
-
-
-def children(pid: int) -> list[int]:
-    try:
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except FileNotFoundError:
-        return []
-
-
-def wait_for(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    pytest.fail(f"timed out waiting for {what}")
-
-
-def stop(process: subprocess.Popen) -> None:
-    pool = children(process.pid)
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    for pid in pool:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def fed_records() -> list[dict]:

@@ -16,10 +16,9 @@ from audits import selectors
 from audits.filters import EventFilter, explorer_window
 from audits.models import Event
 from kmsdash.models import ExportAudit
+from tests.audits.support import K1, K2, NOW, A, ingest, record, volume
+from tests.support import make_user
 
-from .test_pages_support import K1, K2, NOW, A, ingest, make_user, record, volume
-
-pytest_plugins = ["tests.test_pages_support"]
 pytestmark = pytest.mark.django_db
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
@@ -130,7 +129,7 @@ def test_failed_events_are_read_through_the_partial_index():
 
 @pytest.fixture
 def slow_site(settings, client):
-    settings.ROOT_URLCONF = "tests.slow_urls"
+    settings.ROOT_URLCONF = "tests.audits.slow_urls"
     settings.KMSDASH_STATEMENT_TIMEOUT_MS = 300
     # Transactional tests flush the roles the migrations made.
     user = User.objects.create_user("slow", password="x")

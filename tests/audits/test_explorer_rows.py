@@ -10,10 +10,8 @@ import pytest
 from django.urls import reverse
 
 from audits.models import Event
+from tests.audits.support import HOSTILE_UA, RLO, ingest, record
 
-from .test_pages_support import HOSTILE_UA, RLO, ingest, record
-
-pytest_plugins = ["tests.test_pages_support"]
 pytestmark = pytest.mark.django_db
 
 LONG_UA = "aws-sdk-java/2.20 " + "x" * 600 + f" {HOSTILE_UA} evil{RLO}gpj.exe"
@@ -66,7 +64,7 @@ def test_hostile_text_is_escaped_and_its_bidi_controls_visible_in_the_cut_form(p
 
 
 def test_the_stylesheet_cuts_explorer_cells_to_one_line():
-    css = (Path(__file__).parent.parent / "static" / "kmsdash" / "app.css").read_text()
+    css = (Path(__file__).parent.parent.parent / "static" / "kmsdash" / "app.css").read_text()
     rule = re.search(r"table\.events \.cut \{([^}]*)\}", css).group(1)
     for declaration in ("white-space:nowrap", "overflow:hidden", "text-overflow:ellipsis", "unicode-bidi:isolate"):
         assert declaration in rule

@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 import time_machine
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group, Permission
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.http import QueryDict
@@ -25,6 +24,7 @@ from audits.models import Event
 from audits.synthetic import generate_records, identity_role, identity_user, kms_record
 from kmsdash.csvexport import neutralize, neutralize_text, start_export_audit
 from kmsdash.models import ExportAudit
+from tests.support import make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -53,15 +53,6 @@ def record(**overrides) -> dict:
     }
     fields.update(overrides)
     return kms_record(**fields)
-
-
-def make_user(username: str, *roles: str, permission: str | None = None):
-    user = get_user_model().objects.create_user(username, password="x")
-    user.groups.add(*(Group.objects.get_or_create(name=role)[0] for role in roles))
-    if permission:
-        app_label, codename = permission.split(".")
-        user.user_permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
-    return user
 
 
 @pytest.fixture

@@ -8,8 +8,7 @@ import time_machine
 from audits.models import Checkpoint, IngestRun, Quarantine, Source
 from audits.selectors import ingestion_health
 from kmsdash.roles import ADMIN
-
-from .security_support import make_user
+from tests.support import make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -114,7 +113,7 @@ def test_the_queries_do_not_grow_with_the_number_of_sources(django_assert_max_nu
 
 @pytest.fixture
 def admin_client(client):
-    client.force_login(make_user("root", (ADMIN,)))
+    client.force_login(make_user("root", ADMIN))
     return client
 
 

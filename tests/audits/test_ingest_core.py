@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 from django.db import connection, connections
-from django.db.models import Count, Max, Min, Sum
-from django.db.models.functions import TruncDate
+from django.db.models import Sum
 
 from audits.ingest import INVALID_UTF8_MARK, Counts, Ingestor, finish_run, ingest_records, start_run
 from audits.models import DailyRollup, Event, IngestRun, Quarantine
 from audits.synthetic import generate_records, identity_role, identity_service, kms_record
+from tests.audits.support import rollups_as_group_by, stored_rollups
 
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 ACCOUNT = "111122223333"
@@ -39,50 +39,6 @@ def decrypt(n: int = 0, **overrides) -> dict:
 
 def rollup_total() -> int:
     return DailyRollup.objects.aggregate(n=Sum("count", default=0))["n"]
-
-
-def rollups_as_group_by() -> dict:
-    """Rollups recomputed from the stored events, for comparison with the incremental ones."""
-    grouped = (
-        Event.objects.annotate(day=TruncDate("event_time", tzinfo=UTC))
-        .values(
-            "day",
-            "recipient_account_id",
-            "region",
-            "key",
-            "event_name",
-            "principal",
-            "service",
-            "error_code",
-            "after_hours",
-        )
-        .annotate(n=Count("id"), first=Min("event_time"), last=Max("event_time"))
-    )
-    return {
-        (
-            r["day"],
-            r["recipient_account_id"],
-            r["region"],
-            r["key"],
-            r["event_name"],
-            r["principal"],
-            r["service"],
-            r["error_code"],
-            r["after_hours"],
-        ): (r["n"], r["first"], r["last"])
-        for r in grouped
-    }
-
-
-def stored_rollups() -> dict:
-    return {
-        (r.day, r.account_id, r.region, r.key, r.operation, r.principal, r.service, r.error_code, r.after_hours): (
-            r.count,
-            r.first_seen,
-            r.last_seen,
-        )
-        for r in DailyRollup.objects.all()
-    }
 
 
 @pytest.mark.django_db

@@ -1,7 +1,7 @@
 """Reading CloudTrail files: shapes, gzip, bombs, truncation, bad bytes, bounded memory.
 
 Hostile content (values no parser reads, records over the limit, lying trailers) is in
-tests/test_ingest_hostile.py."""
+tests/audits/test_ingest_hostile.py."""
 
 from __future__ import annotations
 

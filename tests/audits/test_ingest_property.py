@@ -23,8 +23,13 @@ from audits.models import (
     PrincipalDay,
     RawBlock,
 )
-from tests.ingest_support import delete_ingested
-from tests.test_ingest_core import rollups_as_group_by, stored_rollups
+from tests.audits.support import (
+    delete_ingested,
+    rollups_as_group_by,
+    stored_rollups,
+    stored_summaries,
+    summaries_as_group_by,
+)
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)
 
@@ -65,101 +70,6 @@ def stored_raw_records() -> int:
         sum(1 for text in rawcodec.decode_block(data) if text)
         for data in RawBlock.objects.values_list("data", flat=True)
     )
-
-
-def summaries_as_group_by() -> dict:
-    """Every rollup summary recomputed from the stored events, in the summaries' own shape."""
-    tables: dict[str, dict] = {
-        "key": {},
-        "operation": {},
-        "principal": {},
-        "key principal": {},
-        "key service": {},
-        "key hour": {},
-        "key principal hour": {},
-    }
-    for e in Event.objects.all():
-        where = (e.event_time.astimezone(UTC).date(), e.recipient_account_id, e.region)
-        hour = (
-            e.event_time.astimezone(UTC).replace(minute=0, second=0, microsecond=0),
-            e.recipient_account_id,
-            e.region,
-        )
-        generate = e.event_name.startswith("GenerateDataKey")
-        hourly = [1, bool(e.error_code), e.after_hours]
-        rows = (
-            (
-                "key",
-                (*where, e.key),
-                [1, e.event_name == "Encrypt", e.event_name == "Decrypt", generate, bool(e.error_code), e.after_hours],
-            ),
-            ("operation", (*where, e.event_name, e.error_code, e.after_hours), [1]),
-            ("principal", (*where, e.principal), [1]),
-            ("key principal", (*where, e.key, e.principal), [1]),
-            ("key service", (*where, e.key, e.service), [1]),
-            ("key hour", (*hour, e.key), hourly),
-            ("key principal hour", (*hour, e.key, e.principal), hourly),
-        )
-        for table, dims, counts in rows:
-            first, last, *total = tables[table].get(dims, (e.event_time, e.event_time, *[0] * len(counts)))
-            tables[table][dims] = (
-                min(first, e.event_time),
-                max(last, e.event_time),
-                *(t + int(c) for t, c in zip(total, counts, strict=True)),
-            )
-    return tables
-
-
-def stored_summaries() -> dict:
-    return {
-        "key": {
-            (r.day, r.account_id, r.region, r.key): (
-                r.first_seen,
-                r.last_seen,
-                r.calls,
-                r.encrypt,
-                r.decrypt,
-                r.generate,
-                r.failed,
-                r.after_hours_calls,
-            )
-            for r in KeyDay.objects.all()
-        },
-        "operation": {
-            (r.day, r.account_id, r.region, r.operation, r.error_code, r.after_hours): (
-                r.first_seen,
-                r.last_seen,
-                r.count,
-            )
-            for r in OperationDay.objects.all()
-        },
-        "principal": {
-            (r.day, r.account_id, r.region, r.principal): (r.first_seen, r.last_seen, r.count)
-            for r in PrincipalDay.objects.all()
-        },
-        "key principal": {
-            (r.day, r.account_id, r.region, r.key, r.principal): (r.first_seen, r.last_seen, r.count)
-            for r in KeyPrincipalDay.objects.all()
-        },
-        "key service": {
-            (r.day, r.account_id, r.region, r.key, r.service): (r.first_seen, r.last_seen, r.count)
-            for r in KeyServiceDay.objects.all()
-        },
-        "key hour": {
-            (r.hour, r.account_id, r.region, r.key): (r.first_seen, r.last_seen, r.calls, r.failed, r.after_hours_calls)
-            for r in KeyHour.objects.all()
-        },
-        "key principal hour": {
-            (r.hour, r.account_id, r.region, r.key, r.principal): (
-                r.first_seen,
-                r.last_seen,
-                r.calls,
-                r.failed,
-                r.after_hours_calls,
-            )
-            for r in KeyPrincipalHour.objects.all()
-        },
-    }
 
 
 def ingest_in_runs(runs: list[list[dict]], batch_size: int) -> None:

@@ -12,11 +12,9 @@ from django.urls import reverse
 
 from audits.templatetags.kmsdash_tags import key_url, short_id
 from inventory.models import Alias, Finding, Key
+from tests.audits.support import K1, K2, NOW, A, ingest, record
+from tests.support import make_user
 
-from .security_support import make_user as make_role_user
-from .test_pages_support import K1, K2, NOW, A, ingest, record
-
-pytest_plugins = ["tests.test_pages_support"]
 pytestmark = pytest.mark.django_db
 
 
@@ -75,7 +73,7 @@ def named(pages_now):
 
 
 def test_a_key_has_the_same_label_on_every_page(client, named):
-    client.force_login(make_role_user("boss", ("admin",)))
+    client.force_login(make_user("boss", "admin"))
     expected = (
         f'<span class="key-label"><a href="{key_url(K1)}" title="{K1}"><span class="key-alias">alias/payments</span> '
         f'<span class="key-id">11111111…</span></a><button type="button" class="copy" data-copy="{K1}" '
@@ -100,7 +98,7 @@ def test_a_key_has_the_same_label_on_every_page(client, named):
 
 
 def test_finance_sees_the_label_without_a_link_to_the_analysts_pages(client, named):
-    client.force_login(make_role_user("fin", ("finance",)))
+    client.force_login(make_user("fin", "finance"))
     html = client.get(reverse("costs:overview")).content.decode()
     (label,) = labels(html, K1)
     assert "<a " not in label and "alias/payments" in label and f'data-copy="{K1}"' in label

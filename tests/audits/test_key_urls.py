@@ -14,10 +14,7 @@ from hypothesis import strategies as st
 
 from audits.keyurls import key_url
 from audits.models import Event
-
-from .test_pages_support import ingest, record
-
-pytest_plugins = ["tests.test_pages_support"]
+from tests.audits.support import ingest, record
 
 ROOT = Path(settings.BASE_DIR)
 HELPER = "audits/keyurls.py"

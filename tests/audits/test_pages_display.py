@@ -13,10 +13,8 @@ from django.urls import reverse
 from audits import charts
 from audits.models import Event
 from audits.templatetags.kmsdash_tags import clip, visible
+from tests.audits.support import HOSTILE_ERROR, HOSTILE_ROLE, HOSTILE_UA, K1, NOW, ingest, record
 
-from .test_pages_support import HOSTILE_ERROR, HOSTILE_ROLE, HOSTILE_UA, K1, NOW, ingest, record
-
-pytest_plugins = ["tests.test_pages_support"]
 pytestmark = pytest.mark.django_db
 
 HTMX = {"HTTP_HX_REQUEST": "true"}

@@ -15,11 +15,9 @@ from django.urls import reverse
 
 from audits import charts
 from audits.models import Event
+from tests.audits.support import K1, NOW, ingest, record
+from tests.support import make_user
 
-from .security_support import make_user as make_role_user
-from .test_pages_support import K1, NOW, ingest, record
-
-pytest_plugins = ["tests.test_pages_support"]
 pytestmark = pytest.mark.django_db
 
 RAW_BUTTON = '/raw/" hx-target'  # one per event listed
@@ -53,7 +51,7 @@ def test_until_9999_12_31_is_answered_not_a_server_error(pages_analyst, pages_no
 
 
 def test_export_until_9999_12_31_is_refused_or_complete(client, pages_now):
-    client.force_login(make_role_user("boss", ("admin",)))
+    client.force_login(make_user("boss", "admin"))
     response = client.post(reverse("audits:events_export"), {"until": "9999-12-31"})
     assert response.status_code in (200, 400), response.status_code
     if response.status_code == 200:
@@ -143,7 +141,7 @@ def test_a_chart_series_named_other_keeps_its_calls():
 def test_the_export_holds_every_event_the_explorer_shows_even_one_dated_after_now(client, pages_now):
     # The web host's clock a few minutes behind AWS's (or a record dated ahead) is enough.
     ingest([record("Decrypt", when=NOW - timedelta(hours=1)), record("Encrypt", when=NOW + timedelta(minutes=10))])
-    client.force_login(make_role_user("boss", ("admin",)))
+    client.force_login(make_user("boss", "admin"))
     page = client.get(reverse("audits:events"))
     listed = page.content.decode().count(RAW_BUTTON)
     # What the page's export button posts.

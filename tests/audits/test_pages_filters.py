@@ -12,11 +12,8 @@ from audits import selectors
 from audits.filters import EventFilter
 from audits.models import Event, KeyDay, OperationDay, PrincipalDay
 from audits.selectors import grouped, summary
+from tests.audits.support import K1, K2, NOW, A, B, delete_ingested, ingest, record, volume
 
-from .ingest_support import delete_ingested
-from .test_pages_support import K1, K2, NOW, A, B, ingest, record, volume
-
-pytest_plugins = ["tests.test_pages_support"]
 pytestmark = pytest.mark.django_db
 
 

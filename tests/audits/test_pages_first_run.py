@@ -12,11 +12,9 @@ from django.urls import reverse
 from audits import selectors
 from audits.models import Checkpoint, IngestRun, Source
 from inventory.models import InventoryRun
+from tests.audits.support import NOW, A, ingest, record
+from tests.support import make_user
 
-from .security_support import make_user
-from .test_pages_support import NOW, A, ingest, record
-
-pytest_plugins = ["tests.test_pages_support"]
 pytestmark = pytest.mark.django_db
 
 PAGES = ["audits:overview", "audits:keys", "audits:events", "audits:critical", "inventory:findings", "costs:overview"]
@@ -24,7 +22,7 @@ PAGES = ["audits:overview", "audits:keys", "audits:events", "audits:critical", "
 
 @pytest.fixture
 def boss(client):
-    client.force_login(make_user("boss", ("admin",)))
+    client.force_login(make_user("boss", "admin"))
     return client
 
 

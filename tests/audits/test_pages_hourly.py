@@ -12,10 +12,8 @@ from django.urls import reverse
 
 from audits import charts, selectors
 from audits.filters import Bound, EventFilter
+from tests.audits.support import K1, K2, NOW, ingest, record
 
-from .test_pages_support import K1, K2, NOW, ingest, record
-
-pytest_plugins = ["tests.test_pages_support"]
 pytestmark = pytest.mark.django_db
 
 

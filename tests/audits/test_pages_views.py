@@ -13,10 +13,9 @@ from django.urls import reverse
 from audits import synthetic
 from audits.cloudtrail import CRITICAL_EVENT_NAMES, BusinessHours
 from audits.models import Event, IngestRun, Source
+from tests.audits.support import K1, K2, K3, NOW, A, B, ingest, record, volume
+from tests.support import make_user
 
-from .test_pages_support import K1, K2, K3, NOW, A, B, ingest, make_user, record, volume
-
-pytest_plugins = ["tests.test_pages_support"]
 pytestmark = pytest.mark.django_db
 
 HTMX = {"HTTP_HX_REQUEST": "true"}

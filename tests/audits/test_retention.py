@@ -17,8 +17,7 @@ from audits.ingest import Counts, ingest_records, start_run
 from audits.models import DailyRollup, Event, IngestRun, RawBlock, Retention
 from audits.synthetic import identity_role, kms_record
 from kmsdash.roles import ADMIN, ANALYST
-
-from .security_support import make_user, manage_py
+from tests.support import make_user, manage_py
 
 ACCOUNT = "111122223333"
 KEY = f"arn:aws:kms:us-east-1:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
@@ -212,7 +211,7 @@ def test_the_explorer_and_the_health_page_say_how_far_events_were_purged(client,
     settings.KMSDASH_EVENT_RETENTION_DAYS = 30
     ingest(EVERYTHING)
     purge()
-    client.force_login(make_user("ana", (ANALYST, ADMIN)))
+    client.force_login(make_user("ana", ANALYST, ADMIN))
 
     page = client.get("/events/?since=2026-01-01").content.decode()
     assert "Events before 2026-03-01 00:00 UTC were purged" in page

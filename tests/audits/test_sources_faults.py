@@ -21,8 +21,7 @@ from audits.services import run_scope
 from audits.sources import lookup
 from audits.sources.files import FileError, iter_file_records
 from audits.synthetic import identity_role, kms_record
-
-from .security_support import manage_py
+from tests.support import manage_py
 
 pytestmark = [pytest.mark.emulator, pytest.mark.django_db]
 

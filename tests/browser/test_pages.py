@@ -16,18 +16,13 @@ from audits.ingest import finish_run, ingest_records, start_run
 from audits.models import Event
 from audits.synthetic import generate_records, identity_role, identity_user, kms_record
 from kmsdash.models import ExportAudit
-
-from . import browser_support
-from .browser_support import log_in, new_page, screenshot
-from .security_support import make_user
-
-chromium = browser_support.chromium  # the module's browser, a fixture
+from tests.browser.support import log_in, new_page, screenshot
+from tests.support import PASSWORD, make_user
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 ACCOUNT = "111122223333"
 KEY = f"arn:aws:kms:us-east-1:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
-PASSWORD = "matrix-password-not-secret"  # what security_support.make_user sets
 
 UA_IMG = "<img src=x onerror=alert(1)>"
 UA_SVG = '"><svg/onload=alert(1)>'
@@ -127,8 +122,8 @@ def world(chromium):
                 estimated=days_ago < 3,
                 fetched_at=now,
             )
-    make_user("boss", ("admin",))
-    make_user("ana", ("analyst",))
+    make_user("boss", "admin")
+    make_user("ana", "analyst")
     return {"now": now, "event": Event.objects.get(user_agent=UA_IMG)}
 
 

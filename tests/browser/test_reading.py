@@ -1,6 +1,6 @@
 """The pages as an analyst reads them, in a real browser: findings by severity, one label per key,
 compact explorer rows with hostile long values, a clean console everywhere, and screenshots of every
-page in tests/screenshots/ (git-ignored) for people to look at."""
+page in tests/browser/screenshots/ (git-ignored) for people to look at."""
 
 from __future__ import annotations
 
@@ -11,19 +11,14 @@ import pytest
 from audits.ingest import finish_run, ingest_records, start_run
 from audits.models import Source
 from audits.synthetic import generate_records, identity_role, kms_record
-
-from . import browser_support
-from .browser_support import log_in, new_page, screenshot
-from .security_support import make_user
-
-chromium = browser_support.chromium  # the module's browser, a fixture
+from tests.browser.support import log_in, new_page, screenshot
+from tests.support import PASSWORD, make_user
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 ACCOUNT = "111122223333"
 KEY = f"arn:aws:kms:us-east-1:{ACCOUNT}:key/abcd1234-12ab-34cd-56ef-1234567890ab"
 ALIAS = "alias/payments"
-PASSWORD = "matrix-password-not-secret"  # what security_support.make_user sets
 ROW_HEIGHT_LIMIT = 48  # pixels: two lines of text and the cell padding
 
 LONG_UA = (
@@ -117,7 +112,7 @@ def world(chromium):
             first_seen_at=now - timedelta(hours=age),
             last_seen_at=now,
         )
-    make_user("boss", ("admin",))
+    make_user("boss", "admin")
     return {"now": now}
 
 

@@ -6,8 +6,9 @@ from datetime import UTC, date, datetime
 
 import pytest
 import time_machine
-from django.contrib.auth.models import Group, User
 from django.urls import reverse
+
+from tests.support import make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -24,9 +25,7 @@ EXTREMES = [
 
 @pytest.fixture
 def finance(client):
-    user = User.objects.create_user("fin", password="x")
-    user.groups.add(Group.objects.get_or_create(name="finance")[0])
-    client.force_login(user)
+    client.force_login(make_user("fin", "finance"))
     with time_machine.travel(NOW, tick=False):
         yield client
 

@@ -13,7 +13,7 @@ from decimal import Decimal
 
 import pytest
 import time_machine
-from django.contrib.auth.models import Group, User
+from django.contrib.auth.models import User
 from django.urls import reverse
 from django.utils import timezone
 
@@ -21,6 +21,7 @@ from audits.models import DailyRollup, Source
 from costs.models import CostRecord, CostRun, UsageClass
 from costs.prices import classify_usage_type
 from kmsdash.models import ExportAudit
+from tests.support import make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -39,10 +40,7 @@ def clock():
 
 
 def login(client, role: str | None) -> User:
-    user = User.objects.create_user(f"user-{role}", password="x")
-    if role:
-        # A transactional test run before on the same worker flushes the groups the migration made.
-        user.groups.add(Group.objects.get_or_create(name=role)[0])
+    user = make_user(f"user-{role}", *([role] if role else []))
     client.force_login(user)
     return user
 

@@ -20,8 +20,7 @@ from audits.models import (
 )
 from demo.activity import ACCOUNTS, KEYS, REGIONS, generate_activity, placeholder_keys
 from demo.seed import backfill_activity, cost_activity, log_files, lookup_records
-
-from .ingest_support import delete_ingested
+from tests.audits.support import delete_ingested
 
 # The ingested month is shared by the module (see `ingested`); each test still runs in a transaction.
 pytestmark = pytest.mark.django_db

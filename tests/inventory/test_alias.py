@@ -10,10 +10,8 @@ from django.db.models.functions import TruncDate
 
 from audits.models import BucketDay, DailyRollup, Event, KeyDay
 from inventory import services
-
-from .test_bucket_summary import grouped_events, summary_rows
-from .test_ingest_property import stored_summaries, summaries_as_group_by
-from .test_inventory_support import MAIN, OTHER, REGION, call, ingest, kms_in, role, source_for
+from tests.audits.support import grouped_events, stored_summaries, summaries_as_group_by, summary_rows
+from tests.inventory.support import MAIN, OTHER, REGION, call, ingest, kms_in, role, source_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.emulator]
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from django.contrib.auth.models import Group, User
+from django.contrib.auth.models import User
 from django.urls import reverse
 
 from inventory import services
 from inventory.models import Finding, FindingDecision
+from tests.support import make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -19,8 +20,7 @@ NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 
 
 def login(client, username: str, role: str) -> User:
-    user = User.objects.create_user(username, password="x")
-    user.groups.add(Group.objects.get_or_create(name=role)[0])
+    user = make_user(username, role)
     client.force_login(user)
     return user
 

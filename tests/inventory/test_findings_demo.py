@@ -9,8 +9,7 @@ import pytest
 from inventory import findings, services
 from inventory.demo import seed_demo_keys
 from inventory.models import Finding
-
-from .test_inventory_support import MAIN, OTHER, call, ingest, role, session_in, source_for
+from tests.inventory.support import MAIN, OTHER, call, ingest, role, session_in, source_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.emulator]
 

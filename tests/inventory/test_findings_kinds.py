@@ -9,8 +9,7 @@ import pytest
 from audits import synthetic
 from inventory import findings, services
 from inventory.models import EncryptionContextRule, Finding
-
-from .test_inventory_support import (
+from tests.inventory.support import (
     MAIN,
     OTHER,
     REGION,

@@ -8,8 +8,7 @@ import pytest
 from django.urls import reverse
 
 from inventory.models import Finding
-
-from .test_pages_support import make_user
+from tests.support import make_user
 
 pytestmark = pytest.mark.django_db
 

@@ -7,14 +7,14 @@ import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.contrib.auth.models import Group, User
+from django.contrib.auth.models import User
 from django.urls import reverse
 
 from inventory import findings, services
 from inventory.models import Finding, InventoryRun
 from inventory.source import KeySnapshot, RegionSnapshot
-
-from .test_inventory_support import MAIN, REGION, STRANGER, call, ingest, role, role_arn
+from tests.inventory.support import MAIN, REGION, STRANGER, call, ingest, role, role_arn
+from tests.support import make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -82,10 +82,7 @@ def store_key(**metadata) -> None:
 
 
 def login(client, role_name: str | None) -> User:
-    user = User.objects.create_user(f"user-{role_name}", password="x")
-    if role_name:
-        # A transactional test run before on the same worker flushes the groups the migration made.
-        user.groups.add(Group.objects.get_or_create(name=role_name)[0])
+    user = make_user(f"user-{role_name}", *([role_name] if role_name else []))
     client.force_login(user)
     return user
 

@@ -12,8 +12,7 @@ from django.core.management import call_command
 from inventory import services
 from inventory.models import Alias, Grant, InventoryRun, Key, KeyStateVersion, PolicyVersion, Trail
 from inventory.selectors import alias_names
-
-from .test_inventory_support import MAIN, OTHER, REGION, call, ingest, kms_in, policy, root_statement, source_for
+from tests.inventory.support import MAIN, OTHER, REGION, call, ingest, kms_in, policy, root_statement, source_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.emulator]
 

@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-import io
-import os
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 
-from django.conf import settings
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Permission
-from django.core.management import call_command
 from django.urls import URLPattern, URLResolver, get_resolver
 
 from audits.exports import EXPORT_PERMISSION
@@ -118,21 +110,6 @@ def walk(patterns=None, prefix: str = "", namespace: str = ""):
             yield namespace, name, prefix + str(pattern.pattern), pattern.callback
 
 
-def make_user(username: str, roles=(), permission: str = ""):
-    """Users with roles are made the way an operator makes them: with the create_user command."""
-    if roles:
-        args = [arg for role in roles for arg in ("--role", role)]
-        os.environ["KMSDASH_MATRIX_PASSWORD"] = "matrix-password-not-secret"
-        call_command("create_user", username, *args, password_env="KMSDASH_MATRIX_PASSWORD", stdout=io.StringIO())
-        user = get_user_model().objects.get(username=username)
-    else:
-        user = get_user_model().objects.create_user(username, password="x")
-    if permission:
-        app_label, codename = permission.split(".")
-        user.user_permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
-    return user
-
-
 def seed_world() -> dict[str, object]:
     """A key with recent calls, an inventory record and an open finding: every page has something."""
     from alerts.models import Alert, Kind
@@ -189,18 +166,3 @@ def seed_world() -> dict[str, object]:
         summary="DisableKey on the key",
     )
     return {"key": KEY, "event": Event.objects.earliest("id").pk, "finding": finding.pk, "alert": alert.pk}
-
-
-def manage_py(*args: str, **env: str) -> subprocess.CompletedProcess:
-    """`manage.py <args>` in a process of its own, as production starts it: none of this test run's
-    settings (the browser tests, for one, set DJANGO_ALLOW_ASYNC_UNSAFE for the whole session), `env` on top."""
-    environment = {key: value for key, value in os.environ.items() if not key.startswith(("KMSDASH_", "DJANGO_"))}
-    environment.update(DJANGO_SETTINGS_MODULE="kmsdash.settings", **env)
-    return subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=settings.BASE_DIR,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )

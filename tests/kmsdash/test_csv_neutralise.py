@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kmsdash.csvexport import neutralize, neutralize_text
+from tests.support import make_user
 
 # What a spreadsheet may skip or ignore before a cell's first visible character.
 INVISIBLE = [
@@ -74,7 +75,6 @@ def test_the_reviewed_cases_are_neutralised(value):
 
 @pytest.mark.django_db
 def test_the_event_export_neutralises_them_in_every_text_column(client):
-    from django.contrib.auth.models import Group, User
 
     from audits.ingest import finish_run, ingest_records, start_run
     from audits.synthetic import identity_role, kms_record
@@ -93,9 +93,7 @@ def test_the_event_export_neutralises_them_in_every_text_column(client):
         error_message=hostile["error"],
     )
     finish_run(run, ingest_records([record], run=run))
-    user = User.objects.create_user("adm", password="x")
-    user.groups.add(Group.objects.get_or_create(name="admin")[0])
-    client.force_login(user)
+    client.force_login(make_user("adm", "admin"))
     response = client.post("/events/export.csv", {"since": "2026-11-01"})
     (row,) = csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode(), newline=""))
     assert row["user_agent"] == "'" + hostile["user_agent"]

@@ -8,7 +8,7 @@ import pytest
 from django.contrib.staticfiles import finders
 from django.urls import reverse
 
-from .security_support import make_user
+from tests.support import make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -19,7 +19,7 @@ ICON = re.compile(r'<link rel="icon" href="(/static/kmsdash/favicon[^"]*\.svg)" 
     "path", ["/", "/keys/", "/events/", "/critical/", "/findings/", "/costs/", "/health/", "/admin/"]
 )
 def test_every_page_links_the_icon(client, path):
-    client.force_login(make_user("boss", ("admin",)))
+    client.force_login(make_user("boss", "admin"))
     html = client.get(path).content.decode()
     assert ICON.search(html), path
 

@@ -16,8 +16,7 @@ from django.conf import settings
 from audits.models import Source
 from audits.services import run_scope
 from audits.synthetic import identity_role, kms_record
-
-from .security_support import manage_py
+from tests.support import manage_py
 
 ACCOUNT = "111122223333"
 REGION = "us-east-1"

@@ -26,7 +26,7 @@ from django.test import Client
 
 pytestmark = pytest.mark.django_db
 
-PROVIDER_DIR = Path(__file__).parent / "oidc_provider"
+PROVIDER_DIR = Path(__file__).parent.parent / "oidc_provider"
 CLIENT = {"client_id": "kmsdash", "client_secret": "a-client-secret-for-tests", "redirect_uris": []}
 ACCOUNTS = {
     "ada": {"email": "ada@example.test", "groups": ["everyone", "kms-admins"]},
@@ -207,14 +207,14 @@ OIDC_ENV = {
     ],
 )
 def test_an_incomplete_single_sign_on_configuration_stops_the_start(change, message):
-    from .security_support import manage_py
+    from tests.support import manage_py
 
     result = manage_py("check", **{**OIDC_ENV, **change})
     assert result.returncode != 0 and message in result.stderr
 
 
 def test_the_client_secret_can_come_from_a_file(tmp_path):
-    from .security_support import manage_py
+    from tests.support import manage_py
 
     secret = tmp_path / "secret"
     secret.write_text("from-a-file\n")

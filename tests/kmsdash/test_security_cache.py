@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from .security_support import MATRIX, USERS, make_user, seed_world
+from tests.kmsdash.support import MATRIX, USERS, seed_world
+from tests.support import make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -25,7 +26,7 @@ def world():
 @pytest.mark.parametrize("name", sorted(MATRIX))
 def test_every_answer_to_a_signed_in_user_is_private_and_not_stored(client, world, name, user):
     roles, permission = USERS[user]
-    client.force_login(make_user(user, roles, permission))
+    client.force_login(make_user(user, *roles, permission=permission))
     entry = MATRIX[name]
     for headers in ({}, {"HX-Request": "true"}):
         response = getattr(client, entry.method)(entry.path.format(**world), entry.data, headers=headers)
@@ -37,5 +38,5 @@ def test_every_answer_to_a_signed_in_user_is_private_and_not_stored(client, worl
 
 @pytest.mark.parametrize("path", ["/start/", "/no/such/page/", "/admin/"])
 def test_other_signed_in_answers_too(client, path):
-    client.force_login(make_user("someone", ("analyst",)))
+    client.force_login(make_user("someone", "analyst"))
     assert {"private", "no-store"} <= directives(client.get(path))

@@ -9,8 +9,8 @@ from django.test import Client
 from django.urls import include, path, reverse
 
 from kmsdash.roles import ADMIN, FINANCE
-
-from .security_support import MATRIX, make_user, seed_world
+from tests.kmsdash.support import MATRIX, seed_world
+from tests.support import make_user
 
 
 def _boom(request):
@@ -62,7 +62,7 @@ def assert_strict(response) -> None:
 @pytest.mark.parametrize("name", [name for name, entry in MATRIX.items() if entry.method == "get"])
 def test_every_page_and_fragment_carries_the_strict_policy(client, name, htmx):
     world = seed_world()
-    client.force_login(make_user("root", (ADMIN,)))
+    client.force_login(make_user("root", ADMIN))
     entry = MATRIX[name]
     response = client.get(entry.path.format(**world), headers={"HX-Request": "true"} if htmx else {})
     assert response.status_code == 200
@@ -71,7 +71,7 @@ def test_every_page_and_fragment_carries_the_strict_policy(client, name, htmx):
 
 def test_the_login_page_forbidden_page_and_not_found_page_carry_it(client):
     assert_strict(client.get(reverse("login")))
-    client.force_login(make_user("finance-only", (FINANCE,)))
+    client.force_login(make_user("finance-only", FINANCE))
     forbidden = client.get("/health/")
     assert forbidden.status_code == 403
     assert b"Not allowed" in forbidden.content
@@ -86,7 +86,7 @@ def test_the_login_page_forbidden_page_and_not_found_page_carry_it(client):
 
 
 def test_the_django_admin_carries_it(client):
-    client.force_login(make_user("root", (ADMIN,)))
+    client.force_login(make_user("root", ADMIN))
     for url in [reverse("admin:index")] + [
         reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist") for model in admin.site._registry
     ]:
@@ -98,7 +98,7 @@ def test_the_django_admin_carries_it(client):
 @pytest.mark.urls(__name__)
 def test_the_server_error_page_renders_without_context_and_carries_it():
     client = Client(raise_request_exception=False)
-    client.force_login(make_user("root", (ADMIN,)))
+    client.force_login(make_user("root", ADMIN))
     response = client.get("/boom/")
     assert response.status_code == 500
     assert b"Something went wrong" in response.content
@@ -108,7 +108,7 @@ def test_the_server_error_page_renders_without_context_and_carries_it():
 
 @pytest.mark.urls(__name__)
 def test_a_permission_denied_anywhere_renders_the_403_page(client):
-    client.force_login(make_user("root", (ADMIN,)))
+    client.force_login(make_user("root", ADMIN))
     response = client.get("/forbidden/")
     assert response.status_code == 403
     assert b"Not allowed" in response.content
@@ -116,7 +116,7 @@ def test_a_permission_denied_anywhere_renders_the_403_page(client):
 
 
 def test_htmx_is_configured_without_eval_script_tags_or_foreign_requests(client):
-    client.force_login(make_user("root", (ADMIN,)))
+    client.force_login(make_user("root", ADMIN))
     html = client.get("/health/").content.decode()
     assert (
         """<meta name="htmx-config" content='{"allowEval": false, "allowScriptTags": false, """
@@ -125,7 +125,7 @@ def test_htmx_is_configured_without_eval_script_tags_or_foreign_requests(client)
 
 
 def test_session_and_csrf_cookies_are_http_only_where_it_matters_and_same_site(client, settings):
-    make_user("alice", (ADMIN,))
+    make_user("alice", ADMIN)
     client.get(reverse("login"))
     response = client.post(reverse("login"), {"username": "alice", "password": "matrix-password-not-secret"})
     assert response.status_code == 302

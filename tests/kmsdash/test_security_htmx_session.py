@@ -12,7 +12,7 @@ from urllib.parse import quote
 import pytest
 from django.urls import reverse
 
-from .security_support import (
+from tests.kmsdash.support import (
     ADMIN_NAMESPACE,
     KEY,
     MATRIX,
@@ -20,10 +20,10 @@ from .security_support import (
     SIGN_IN_FLOW,
     SIGNED_IN,
     Route,
-    make_user,
     sent_to_login,
     walk,
 )
+from tests.support import make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -119,7 +119,7 @@ def test_an_auto_encoded_hx_current_url_is_decoded(client):
 
 
 def test_a_signed_in_htmx_request_without_the_role_still_gets_403(client):
-    client.force_login(make_user("finance-only", ("finance",)))
+    client.force_login(make_user("finance-only", "finance"))
     response = client.get(PAGE, headers={**HTMX, "HX-Current-URL": f"http://testserver{PAGE}"})
     assert response.status_code == 403
     assert not response.has_header("HX-Redirect")

@@ -6,6 +6,8 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.urls import reverse
 
+from tests.support import make_user
+
 pytestmark = pytest.mark.django_db
 
 PASSWORD = "the-right-password-7"
@@ -136,11 +138,7 @@ def test_the_login_follows_a_local_next(client):
     [(("analyst",), "/"), (("finance",), "/costs/"), (("admin",), "/"), (("analyst", "finance"), "/")],
 )
 def test_a_login_lands_on_the_first_page_the_users_roles_open(client, roles, landing):
-    from django.contrib.auth.models import Group
-
-    user = get_user_model().objects.create_user("landing", password="a-long-pass-phrase")
-    # get_or_create: a transactional test run before on the same worker flushes the groups the migration made.
-    user.groups.set([Group.objects.get_or_create(name=role)[0] for role in roles])
+    make_user("landing", *roles, password="a-long-pass-phrase")
     response = client.post(reverse("login"), {"username": "landing", "password": "a-long-pass-phrase"}, follow=True)
     assert response.redirect_chain[-1][0] == landing
     assert response.status_code == 200

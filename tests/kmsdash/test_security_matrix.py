@@ -1,6 +1,6 @@
 """Who may open what: every URL the resolver knows, for every kind of user, plain and htmx.
 
-A URL added without an entry in tests/security_support.py's MATRIX fails
+A URL added without an entry in tests/kmsdash/support.py's MATRIX fails
 `test_every_url_has_a_matrix_entry`; an entry that disagrees with the roles the view declares
 (kmsdash.roles.role_required) fails too.
 """
@@ -13,8 +13,7 @@ from django.urls import resolve, reverse
 
 from kmsdash import healthz
 from kmsdash.roles import ADMIN
-
-from .security_support import (
+from tests.kmsdash.support import (
     ADMIN_NAMESPACE,
     KEY,
     LOGIN,
@@ -24,11 +23,11 @@ from .security_support import (
     SIGNED_IN,
     USERS,
     Route,
-    make_user,
     seed_world,
     sent_to_login,
     walk,
 )
+from tests.support import make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -65,7 +64,7 @@ def test_role_url_matrix(client, world, name, user, htmx):
     entry = MATRIX[name]
     if user != "anonymous":
         roles, permission = USERS[user]
-        client.force_login(make_user(user, roles, permission))
+        client.force_login(make_user(user, *roles, permission=permission))
     response = call(client, entry, world, htmx=htmx)
     expected = expected_status(entry, user)
     if expected == "login":
@@ -122,7 +121,7 @@ def test_every_public_url_answers_anonymous_users_itself(client, name, htmx, mon
 
 @pytest.mark.parametrize(("name", "htmx"), [(name, htmx) for name in sorted(SIGN_IN_FLOW) for htmx in (False, True)])
 def test_the_single_sign_on_steps_are_open_to_anonymous_users_and_absent_unless_enabled(client, name, htmx, settings):
-    # With single sign-on on, tests/test_oidc_login.py drives them against a real provider.
+    # With single sign-on on, tests/kmsdash/test_oidc_login.py drives them against a real provider.
     assert settings.KMSDASH_OIDC_ENABLED is False
     headers = {"HX-Request": "true"} if htmx else {}
     response = client.get(reverse(name), headers=headers)
@@ -133,7 +132,7 @@ def test_the_single_sign_on_steps_are_open_to_anonymous_users_and_absent_unless_
 @pytest.mark.parametrize("user", [u for u in USERS if u != "anonymous"])
 def test_any_signed_in_user_can_log_out_and_the_session_is_gone(client, user):
     roles, permission = USERS[user]
-    client.force_login(make_user(user, roles, permission))
+    client.force_login(make_user(user, *roles, permission=permission))
     assert client.get(reverse("logout")).status_code == 405  # only POST logs out
     response = client.post(reverse("logout"))
     assert response.status_code == 302 and response["Location"] == LOGIN
@@ -151,7 +150,7 @@ def admin_urls() -> list[str]:
 def test_the_django_admin_is_for_the_admin_role_only(client, user):
     if user != "anonymous":
         roles, permission = USERS[user]
-        client.force_login(make_user(user, roles, permission))
+        client.force_login(make_user(user, *roles, permission=permission))
     for url in admin_urls():
         response = client.get(url)
         if user == "anonymous":
@@ -168,7 +167,7 @@ def test_the_django_admin_is_for_the_admin_role_only(client, user):
 def test_the_admin_site_registers_the_export_audit_read_only(client):
     from kmsdash.models import ExportAudit
 
-    client.force_login(make_user("boss", (ADMIN,)))
+    client.force_login(make_user("boss", ADMIN))
     audit = ExportAudit.objects.create(username="someone", kind="events")
     change = reverse("admin:kmsdash_exportaudit_change", args=[audit.pk])
     assert client.get(reverse("admin:kmsdash_exportaudit_add")).status_code == 403

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from .security_support import MATRIX, USERS, make_user, seed_world
+from tests.kmsdash.support import MATRIX, USERS, seed_world
+from tests.support import make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -22,7 +23,7 @@ def world():
 @pytest.mark.parametrize("name", PAGES)
 def test_head_answers_like_get_without_a_body(client, world, name, user):
     roles, permission = USERS[user]
-    client.force_login(make_user(user, roles, permission))
+    client.force_login(make_user(user, *roles, permission=permission))
     path = MATRIX[name].path.format(**world)
     get, head = client.get(path), client.head(path)
     assert head.status_code == get.status_code != 405, (name, user)
@@ -32,7 +33,7 @@ def test_head_answers_like_get_without_a_body(client, world, name, user):
 
 @pytest.mark.parametrize("name", PAGES)
 def test_the_pages_refuse_post_and_put(client, world, name):
-    client.force_login(make_user("admin", ("admin",)))
+    client.force_login(make_user("admin", "admin"))
     path = MATRIX[name].path.format(**world)
     assert client.post(path).status_code == 405, name
     assert client.put(path).status_code == 405, name
@@ -40,7 +41,7 @@ def test_the_pages_refuse_post_and_put(client, world, name):
 
 @pytest.mark.parametrize("name", ACTIONS)
 def test_actions_refuse_head_and_get(client, world, name):
-    client.force_login(make_user("admin", ("admin",)))
+    client.force_login(make_user("admin", "admin"))
     path = MATRIX[name].path.format(**world)
     assert client.head(path).status_code == 405, name
     assert client.get(path).status_code == 405, name

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from .security_support import manage_py
+from tests.support import manage_py
 
 ROOT = Path(settings.BASE_DIR)
 APPS = ("kmsdash", "audits", "costs", "inventory", "notify", "emulator", "demo")

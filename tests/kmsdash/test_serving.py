@@ -20,7 +20,7 @@ import pytest
 
 pytestmark = pytest.mark.slow  # collectstatic and gunicorn in subprocesses
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 # Not a real secret: a key of the length `check --deploy` asks for, for these tests only.
 TEST_KEY = "t3st-0nly-serving-5c1d9e8f7a6b5c4d3e2f1a0b9c8d7e6f-QwErTyUiOpAsDfGh"
 

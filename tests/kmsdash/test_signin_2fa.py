@@ -11,9 +11,9 @@ from hashlib import sha1
 
 import pytest
 import time_machine
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
 from django.test import Client
+
+from tests.support import make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -34,14 +34,6 @@ def clock():
         yield traveller
 
 
-def make(username: str, *roles: str):
-    user = get_user_model().objects.create_user(username, password=PASSWORD)
-    user.groups.set([Group.objects.get_or_create(name=role)[0] for role in roles])
-    user.is_staff = "admin" in roles
-    user.save()
-    return user
-
-
 def log_in(client: Client, username: str):
     return client.post("/accounts/login/", {"username": username, "password": PASSWORD})
 
@@ -59,7 +51,7 @@ def enrol(client: Client) -> str:
 
 
 def test_enrolment_shows_a_qr_code_as_an_svg_image_and_confirms_with_a_code(client, clock):
-    make("ann", "analyst")
+    make_user("ann", "analyst", password=PASSWORD)
     log_in(client, "ann")
     page = client.get("/accounts/2fa/")
     html = page.content.decode()
@@ -80,7 +72,7 @@ def test_enrolment_shows_a_qr_code_as_an_svg_image_and_confirms_with_a_code(clie
 
 
 def test_after_the_password_a_user_with_a_device_must_give_a_code(clock):
-    make("ann", "analyst")
+    make_user("ann", "analyst", password=PASSWORD)
     first = Client()
     log_in(first, "ann")
     key = enrol(first)
@@ -116,7 +108,7 @@ def test_after_the_password_a_user_with_a_device_must_give_a_code(clock):
 
 
 def test_wrong_codes_are_throttled_so_codes_cannot_be_guessed(clock):
-    make("ann", "analyst")
+    make_user("ann", "analyst", password=PASSWORD)
     browser = Client()
     log_in(browser, "ann")
     key = enrol(browser)
@@ -134,7 +126,7 @@ def test_wrong_codes_are_throttled_so_codes_cannot_be_guessed(clock):
 
 def test_with_require_2fa_an_admin_must_enrol_before_anything_else(client, settings, clock):
     settings.KMSDASH_REQUIRE_2FA = True
-    make("root", "admin")
+    make_user("root", "admin", password=PASSWORD)
     log_in(client, "root")
     for page in ("/", "/health/", "/admin/"):
         response = client.get(page)
@@ -146,11 +138,11 @@ def test_with_require_2fa_an_admin_must_enrol_before_anything_else(client, setti
 
 def test_without_require_2fa_or_for_other_roles_a_device_is_optional(client, settings):
     settings.KMSDASH_REQUIRE_2FA = True
-    make("ann", "analyst")
+    make_user("ann", "analyst", password=PASSWORD)
     log_in(client, "ann")
     assert client.get("/").status_code == 200
     settings.KMSDASH_REQUIRE_2FA = False
-    make("root", "admin")
+    make_user("root", "admin", password=PASSWORD)
     admin = Client()
     log_in(admin, "root")
     assert admin.get("/health/").status_code == 200
@@ -158,7 +150,7 @@ def test_without_require_2fa_or_for_other_roles_a_device_is_optional(client, set
 
 def test_single_sign_on_users_are_not_asked_for_a_local_second_factor(client, settings):
     settings.KMSDASH_REQUIRE_2FA = True
-    user = make("sso-admin", "admin")
+    user = make_user("sso-admin", "admin", password=PASSWORD)
     user.set_unusable_password()
     user.save()
     client.force_login(user)
@@ -167,7 +159,7 @@ def test_single_sign_on_users_are_not_asked_for_a_local_second_factor(client, se
 
 
 def test_a_device_is_removed_only_with_a_current_code(client, clock):
-    make("ann", "analyst")
+    make_user("ann", "analyst", password=PASSWORD)
     log_in(client, "ann")
     key = enrol(client)
     clock.shift(30)

@@ -6,11 +6,10 @@ from datetime import timedelta
 
 import pytest
 import time_machine
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
 from django.utils import timezone
 
-from .security_support import sent_to_login
+from tests.kmsdash.support import sent_to_login
+from tests.support import make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -29,8 +28,7 @@ def clock(settings):
 
 @pytest.fixture
 def signed_in(client):
-    user = get_user_model().objects.create_user("ann", password=PASSWORD)
-    user.groups.add(Group.objects.get_or_create(name="admin")[0])
+    make_user("ann", "admin", password=PASSWORD)
     response = client.post("/accounts/login/", {"username": "ann", "password": PASSWORD})
     assert response.status_code == 302
     return client

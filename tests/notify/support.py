@@ -6,11 +6,6 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import pytest
-from celery.signals import before_task_publish
-
-from kmsdash.celery import app
-
 # Every kind of markup a field could try to smuggle into a page, an email or a chat message.
 HOSTILE = (
     "<img src=x onerror=alert(1)> <!channel> <@U024BE7LH> <https://evil.example|click> "
@@ -107,27 +102,3 @@ class Receiver:
 
     def json(self, index: int = -1) -> dict:
         return json.loads(self.requests[index]["body"])
-
-
-@pytest.fixture
-def published():
-    """Delivery passes queued, sent to an in-memory broker instead of the configured one."""
-    sent: list[str] = []
-
-    def record(sender=None, **kwargs):
-        sent.append(sender)
-
-    def fresh_pools():
-        app._pool = None
-        app.amqp._producer_pool = None
-
-    previous = app.conf.broker_url
-    app.conf.broker_url = "memory://"
-    fresh_pools()
-    before_task_publish.connect(record)
-    try:
-        yield sent
-    finally:
-        before_task_publish.disconnect(record)
-        app.conf.broker_url = previous
-        fresh_pools()

@@ -14,8 +14,7 @@ from kmsdash.envelope import EnvelopeError, Sealed, seal, unseal
 from notify.delivery import deliver_pending
 from notify.models import Channel, Notification
 from notify.services import notify_alert
-
-from .test_notify_support import Receiver, hostile_alert, make_alert
+from tests.notify.support import Receiver, hostile_alert, make_alert
 
 pytestmark = [pytest.mark.django_db, pytest.mark.emulator]
 
@@ -130,12 +129,11 @@ def test_the_admin_never_shows_a_sealed_secret(kms_key, client):
     from django.urls import reverse
 
     from kmsdash.roles import ADMIN
-
-    from .security_support import make_user
+    from tests.support import make_user
 
     url = "slack://T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7FQ"
     call_command("add_alert_channel", "chat", "--apprise", url)
-    client.force_login(make_user("boss", (ADMIN,)))
+    client.force_login(make_user("boss", ADMIN))
     channel = Channel.objects.get()
     for page in (reverse("admin:notify_channel_changelist"), reverse("admin:notify_channel_change", args=[channel.pk])):
         html = client.get(page).content.decode()

@@ -21,9 +21,8 @@ from kmsdash.roles import ADMIN
 from notify.delivery import deliver_pending, retry_delay
 from notify.models import Channel, DeliveryAttempt, Notification
 from notify.services import notify_alert
-
-from .security_support import make_user
-from .test_notify_support import HOSTILE, Receiver, hostile_alert, make_alert
+from tests.notify.support import HOSTILE, Receiver, hostile_alert, make_alert
+from tests.support import make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -128,7 +127,7 @@ def test_a_delivery_still_failing_after_24_hours_is_marked_failed_and_shown_on_t
     assert 25 <= notification.attempts == len(receiver.requests) <= 45
     assert notification.last_error == "HTTP 500"
 
-    client.force_login(make_user("boss", (ADMIN,)))
+    client.force_login(make_user("boss", ADMIN))
     with time_machine.travel(T0 + timedelta(hours=25), tick=False):
         page = client.get(reverse("health")).content.decode()
     section = page[page.index('id="alert-deliveries"') :]

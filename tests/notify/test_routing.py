@@ -9,11 +9,9 @@ import time_machine
 
 from notify.models import Channel, Notification
 from notify.services import notify_alert
-
-from .test_notify_support import make_alert
+from tests.notify.support import make_alert
 
 pytestmark = pytest.mark.django_db
-pytest_plugins = ["tests.test_notify_support"]  # the `published` fixture
 
 T0 = datetime(2026, 12, 1, 3, 5, tzinfo=UTC)
 

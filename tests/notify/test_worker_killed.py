@@ -18,12 +18,9 @@ from urllib.parse import urlparse
 import pytest
 from celery import Celery
 
-from .test_celery_e2e import children, start_worker, stop, wait_for
-from .test_notify_support import Receiver, make_alert
+from tests.notify.support import Receiver, make_alert
+from tests.support import ROOT, children, start_worker, stop, wait_for
 
-pytest_plugins = ["tests.test_celery_e2e"]  # the `redis_broker` fixture (KMSDASH_E2E_REDIS_URL)
-
-ROOT = Path(__file__).resolve().parent.parent
 SECRET = "kill-test-secret"
 TIMEOUT, LEASE = 4, 9
 

@@ -15,7 +15,7 @@ import pytest
 
 pytestmark = pytest.mark.slow  # interpreters and shells in subprocesses, timed on purpose
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 LIB = ROOT / "scripts/lib.sh"
 
 # CPython 3.11.7's http.cookies._unquote, the code CVE-2024-7592 is about: each step searches the

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 SCRIPTS = ["scripts/run.sh", "scripts/test.sh", "scripts/check.sh", "scripts/lib.sh", ".ci/run"]
 
 
