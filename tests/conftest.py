@@ -14,7 +14,6 @@ folder and its own live server port, so no test sees another worker's state.
 
 from __future__ import annotations
 
-import json
 import os
 import urllib.request
 from urllib.parse import urlparse
@@ -22,7 +21,7 @@ from urllib.parse import urlparse
 import pytest
 
 from emulator.server import EmulatorServer
-from tests.support import worker_number
+from tests.support import Emulator, worker_number
 
 
 @pytest.fixture(autouse=True)
@@ -64,31 +63,6 @@ def _run_locks_of_this_worker(tmp_path_factory):
 
     with override_settings(KMSDASH_LOCK_DIR=tmp_path_factory.mktemp("locks")):
         yield
-
-
-class Emulator:
-    """Handle on the AWS emulator that the test's boto3 clients reach over HTTP."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    def control(self, path: str, payload=None):
-        data = None if payload is None else json.dumps(payload).encode()
-        request = urllib.request.Request(f"{self.url}/_kmsdash/{path}", data=data, method="POST" if data else "GET")
-        with urllib.request.urlopen(request) as response:
-            return json.loads(response.read())
-
-    def fault(
-        self, target: str, error: str = "ThrottlingException", *, status: int = 400, count: int = 1, delay: float = 0.0
-    ) -> None:
-        self.control("faults", {"target": target, "error": error, "status": status, "count": count, "delay": delay})
-
-    def requests(self, target: str | None = None) -> list[dict]:
-        seen = self.control("requests")
-        return [r for r in seen if target is None or r["target"].endswith(target)]
-
-    def reset(self) -> None:
-        self.control("reset", {})
 
 
 @pytest.fixture(scope="session")

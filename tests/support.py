@@ -1,4 +1,5 @@
-"""Plain helpers every area's tests use: users, `manage.py` in a process of its own, and Celery workers.
+"""Plain helpers every area's tests use: the emulator's handle, users, `manage.py` in a process of its
+own, and Celery workers.
 
 Fixtures live in conftest.py files (this folder's for the whole suite, each area's for its own);
 functions one area needs live in that area's support.py.
@@ -6,11 +7,13 @@ functions one area needs live in that area's support.py.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -23,6 +26,31 @@ from kmsdash.roles import ADMIN
 ROOT = Path(__file__).resolve().parent.parent
 # Every user make_user makes has this password (the browser and login-form tests type it).
 PASSWORD = "matrix-password-not-secret"
+
+
+class Emulator:
+    """Handle on the AWS emulator that the test's boto3 clients reach over HTTP."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def control(self, path: str, payload=None):
+        data = None if payload is None else json.dumps(payload).encode()
+        request = urllib.request.Request(f"{self.url}/_kmsdash/{path}", data=data, method="POST" if data else "GET")
+        with urllib.request.urlopen(request) as response:
+            return json.loads(response.read())
+
+    def fault(
+        self, target: str, error: str = "ThrottlingException", *, status: int = 400, count: int = 1, delay: float = 0.0
+    ) -> None:
+        self.control("faults", {"target": target, "error": error, "status": status, "count": count, "delay": delay})
+
+    def requests(self, target: str | None = None) -> list[dict]:
+        seen = self.control("requests")
+        return [r for r in seen if target is None or r["target"].endswith(target)]
+
+    def reset(self) -> None:
+        self.control("reset", {})
 
 
 def make_user(username: str, *roles: str, permission: str | None = None, password: str = PASSWORD):

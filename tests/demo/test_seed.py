@@ -15,7 +15,7 @@ from audits.models import Event, IngestRun
 from audits.sources.files import iter_file_records
 from demo.activity import ACCOUNTS, KEYS, REGIONS
 from demo.seed import EXTERNAL_ID, reader_role_arn, seed_world, trail_bucket
-from tests.conftest import Emulator
+from tests.support import Emulator
 
 pytestmark = pytest.mark.emulator
 
