@@ -11,7 +11,7 @@ links the stylesheets written here under those ids.
 plotly.js's rules live in the bundle as one object literal of {selector template: declarations},
 expanded by the loop that follows it (X is ".js-plotly-plot .plotly", Y is ".plotly-notifier");
 the other blocks are string literals next to their id. Both are read from the bundle, so a new
-vendored bundle gets its stylesheets by running this again (tests/test_plotly_css.py checks that
+vendored bundle gets its stylesheets by running this again (tests/scripts/test_plotly_css.py checks that
 the committed files are what it writes):
 
     python scripts/plotly_css.py static/vendor/plotly-strict-4.1.1.min.js static/vendor/plotly-4.1.1

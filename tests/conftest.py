@@ -1,6 +1,11 @@
 """Fixtures for the whole suite: fast password hashing, static files without collectstatic, the
-run-lock folder, and the AWS emulator (`aws`). Everything else lives in the test modules and in the
-*_support.py modules beside them.
+run-lock folder, the AWS emulator (`aws`) and a Redis database for real Celery workers (`redis_broker`).
+
+The tests are laid out like the code: tests/<app>/test_<topic>.py for the Django app the tested code
+lives in (audits, costs, inventory, alerts, notify, kmsdash, demo), plus tests/browser (playwright),
+tests/scripts (scripts/) and tests/emulator (emulator/). A folder keeps fixtures of its own in its
+conftest.py and its plain helpers in its support.py; helpers every area uses (make_user, manage_py,
+the Celery worker helpers) are in tests/support.py. A test module never imports another test module.
 
 The suite runs in parallel (pytest-xdist, scripts/test.sh): each worker has its own test database
 (pytest-django adds the worker id to its name), its own emulator on a free port, its own lock
@@ -9,12 +14,14 @@ folder and its own live server port, so no test sees another worker's state.
 
 from __future__ import annotations
 
-import json
+import os
 import urllib.request
+from urllib.parse import urlparse
 
 import pytest
 
 from emulator.server import EmulatorServer
+from tests.support import Emulator, worker_number
 
 
 @pytest.fixture(autouse=True)
@@ -27,7 +34,7 @@ def _fast_password_hashing(settings):
 def _static_files_without_collectstatic():
     # Production names static files from the manifest `collectstatic` writes; the suite renders
     # templates without collecting first, so {% static %} gives plain names here and whitenoise
-    # reads the source folders. tests/test_serving.py collects and checks the production setup.
+    # reads the source folders. tests/kmsdash/test_serving.py collects and checks the production setup.
     from django.test.utils import override_settings
 
     storages = {
@@ -58,31 +65,6 @@ def _run_locks_of_this_worker(tmp_path_factory):
         yield
 
 
-class Emulator:
-    """Handle on the AWS emulator that the test's boto3 clients reach over HTTP."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    def control(self, path: str, payload=None):
-        data = None if payload is None else json.dumps(payload).encode()
-        request = urllib.request.Request(f"{self.url}/_kmsdash/{path}", data=data, method="POST" if data else "GET")
-        with urllib.request.urlopen(request) as response:
-            return json.loads(response.read())
-
-    def fault(
-        self, target: str, error: str = "ThrottlingException", *, status: int = 400, count: int = 1, delay: float = 0.0
-    ) -> None:
-        self.control("faults", {"target": target, "error": error, "status": status, "count": count, "delay": delay})
-
-    def requests(self, target: str | None = None) -> list[dict]:
-        seen = self.control("requests")
-        return [r for r in seen if target is None or r["target"].endswith(target)]
-
-    def reset(self) -> None:
-        self.control("reset", {})
-
-
 @pytest.fixture(scope="session")
 def _emulator_server():
     server = EmulatorServer().start()
@@ -103,3 +85,23 @@ def aws(_emulator_server, monkeypatch):
     # moto keeps its backends per process: start every test from empty AWS accounts.
     urllib.request.urlopen(urllib.request.Request(f"{_emulator_server.url}/moto-api/reset", data=b"", method="POST"))
     yield emulator
+
+
+@pytest.fixture
+def redis_broker(worker_id):
+    """A Redis database of this test's own for real Celery workers (KMSDASH_E2E_REDIS_URL); skips without Redis."""
+    import redis
+
+    # Parallel workers flush and use their own database numbers: KMSDASH_E2E_REDIS_URL's, plus the
+    # worker's number.
+    parsed = urlparse(os.getenv("KMSDASH_E2E_REDIS_URL", "redis://127.0.0.1:6379/9"))
+    base = int(parsed.path.lstrip("/") or 0)
+    url = parsed._replace(path=f"/{(base + worker_number(worker_id)) % 16}").geturl()
+    client = redis.Redis.from_url(url, socket_connect_timeout=1)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        pytest.skip(f"Redis is not reachable at {url}: {exc}")
+    client.flushdb()  # this test's own database number
+    yield url
+    client.flushdb()

@@ -4,52 +4,29 @@ page embeds is a figure plotly accepts, and attacker-chosen labels in it stay es
 from __future__ import annotations
 
 import json
-import re
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from html import unescape
 
 import plotly.graph_objects as go
 import pytest
 import time_machine
-from django.contrib.auth.models import Group, User
 from django.urls import reverse
 from django.utils import timezone
 
-from alerts.models import Alert, Kind
-from audits import charts, synthetic
+from audits import charts
 from audits.models import DailyRollup, Source
 from costs.models import CostRecord
 from costs.prices import classify_usage_type
 from inventory.models import Key
-from tests import test_alerts_support as alerts_support
-from tests.test_pages_support import HOSTILE_ERROR, HOSTILE_ROLE, K1, NOW, ingest, record
+from tests.audits.support import HOSTILE_ERROR, HOSTILE_ROLE, K1, NOW, ingest, record
+from tests.support import embedded_figures as embedded
+from tests.support import make_user
+from tests.support import trace_names as names
 
-pytest_plugins = ["tests.test_pages_support", "tests.test_alerts_support"]
 pytestmark = pytest.mark.django_db
 
 HOSTILE = '<img src=x onerror=alert(1)><a href="javascript:alert(2)">x</a>'
 ESCAPED = charts.label(HOSTILE)
-CHART = re.compile(r'id="([^"]+)" data-figure-json="([^"]*)"')
-
-
-def embedded(html: str) -> dict[str, go.Figure]:
-    """The page's figures by chart id, each rebuilt (and so validated) by plotly.py."""
-    found = {}
-    for chart_id, attribute in CHART.findall(html):
-        assert "<" not in attribute and ">" not in attribute, chart_id  # data, never markup
-        found[chart_id] = go.Figure(json.loads(unescape(attribute)))
-    return found
-
-
-def names(fig: go.Figure) -> list[str]:
-    return [trace.name for trace in fig.data]
-
-
-def user(client, role: str) -> None:
-    person = User.objects.create_user(f"figures-{role}", password="x")
-    person.groups.add(Group.objects.get_or_create(name=role)[0])
-    client.force_login(person)
 
 
 def test_the_helper_validates_every_property_against_plotlys_schema():
@@ -93,7 +70,7 @@ def test_the_overview_and_key_pages_embed_valid_figures_with_hostile_labels_esca
 
 
 def test_the_cost_page_embeds_valid_figures_with_hostile_labels_escaped(client):
-    user(client, "finance")
+    client.force_login(make_user("figures-finance", "finance"))
     account = "111122223333"
     with time_machine.travel(datetime(2026, 11, 20, 12, tzinfo=UTC), tick=True):
         Source.objects.create(account_id=account, name=HOSTILE)
@@ -142,22 +119,3 @@ def test_the_cost_page_embeds_valid_figures_with_hostile_labels_escaped(client):
     assert names(page["cost-daily-figure"]) == [charts.label(usage)]
     assert names(by_account["cost-daily-figure"]) == [f"{ESCAPED} ({account})"]
     assert page["cost-tag-figure"].data[0].y == (ESCAPED,)
-
-
-def test_the_alert_page_embeds_a_valid_figure(client, notified):
-    user(client, "analyst")
-    with time_machine.travel(alerts_support.T + timedelta(hours=2), tick=False):
-        identity = synthetic.identity_user(alerts_support.A, HOSTILE)
-        alerts_support.ingest(
-            alerts_support.hourly(per_hour=2, identity=identity)
-            + [
-                alerts_support.rec(
-                    when=alerts_support.T + timedelta(seconds=5 * i), identity=identity, error="AccessDenied"
-                )
-                for i in range(200)
-            ]
-        )
-        notified.evaluate()
-    alert = Alert.objects.get(kind=Kind.FAILURE_BURST)
-    figures = embedded(client.get(reverse("alerts:detail", args=[alert.pk])).content.decode())
-    assert names(figures["fig-alert"]) == ["Baseline (median)", "Threshold", "Failures"]

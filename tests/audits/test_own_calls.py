@@ -14,9 +14,9 @@ from audits.filters import EventFilter
 from audits.ingest import own_calls
 from audits.models import DailyRollup, Event, KeyDay, PrincipalDay, Source
 from kmsdash import aws as kms_aws
-from tests.test_pages_support import K1, NOW, A, ingest, make_user, record
+from tests.audits.support import K1, NOW, A, ingest, record
+from tests.support import make_user
 
-pytest_plugins = ["tests.test_pages_support"]
 pytestmark = pytest.mark.django_db
 
 READER = f"arn:aws:iam::{A}:role/kmsdash-reader"

@@ -1,0 +1,304 @@
+"""The pages as an analyst reads them, in a real browser: findings by severity, one label per key,
+compact explorer rows with hostile long values, a clean console everywhere, and screenshots of every
+page in tests/browser/screenshots/ (git-ignored) for people to look at."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from audits.ingest import finish_run, ingest_records, start_run
+from audits.models import Source
+from audits.synthetic import generate_records, identity_role, kms_record
+from tests.browser.support import log_in, new_page, screenshot
+from tests.support import PASSWORD, make_user
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+ACCOUNT = "111122223333"
+KEY = f"arn:aws:kms:us-east-1:{ACCOUNT}:key/abcd1234-12ab-34cd-56ef-1234567890ab"
+ALIAS = "alias/payments"
+ROW_HEIGHT_LIMIT = 48  # pixels: two lines of text and the cell padding
+
+LONG_UA = (
+    "aws-cli/2.15.0 Python/3.11.6 Linux/6.1 exe/x86_64 "
+    + "prompt/off command/kms.decrypt " * 30
+    + "<img src=x onerror=alert(1)>"
+)
+LONG_ROLE = "a-role-with-a-very-long-name-" * 2 + "\u202etxt.exe"
+LONG_SESSION = "session-" * 8
+LONG_ERROR = (
+    "User: arn:aws:sts::111122223333:assumed-role/x/y is not authorized to perform: kms:Decrypt " * 8
+    + "</script><script>alert(1)</script>"
+)
+
+PAGES = [
+    ("overview", "/", True),
+    ("keys", "/keys/", False),
+    ("key", f"/keys/{KEY}/", True),
+    ("events", "/events/", False),
+    ("critical", "/critical/", False),
+    ("alerts", "/alerts/?state=all", False),
+    ("findings", "/findings/", False),
+    ("costs", "/costs/", True),
+    ("health", "/health/", False),
+    ("exports", "/exports/", False),
+    ("admin", "/admin/", False),
+]
+LABELLED = ["overview", "keys", "key", "events", "critical", "findings", "costs"]
+
+
+@pytest.fixture
+def world(chromium):
+    from inventory.models import Alias, Finding, Key
+
+    now = datetime.now(UTC).replace(microsecond=0)
+
+    def record(minutes: int, **fields) -> dict:
+        base = {
+            "event_name": "Decrypt",
+            "event_time": now - timedelta(minutes=minutes),
+            "key_arn": KEY,
+            "identity": identity_role(ACCOUNT, LONG_ROLE, LONG_SESSION),
+            "region": "us-east-1",
+            "recipient_account_id": ACCOUNT,
+            "user_agent": LONG_UA,
+        }
+        base.update(fields)
+        return kms_record(**base)
+
+    records = [record(10 + n, error_code="AccessDenied", error_message=LONG_ERROR) for n in range(10)]
+    records += [record(30, event_name="DisableKey"), record(31, event_name="ScheduleKeyDeletion")]
+    records += list(generate_records(300, seed=3, start=now - timedelta(days=5), days=5))
+    run = start_run("files")
+    finish_run(run, ingest_records(records, run=run))
+
+    key = Key.objects.create(
+        arn=KEY,
+        key_id=KEY.rsplit("/", 1)[1],
+        account_id=ACCOUNT,
+        region="us-east-1",
+        key_manager="CUSTOMER",
+        key_state="Enabled",
+        last_seen_at=now,
+    )
+    Alias.objects.create(
+        arn=f"arn:aws:kms:us-east-1:{ACCOUNT}:{ALIAS}",
+        name=ALIAS,
+        account_id=ACCOUNT,
+        region="us-east-1",
+        key=key,
+        last_seen_at=now,
+    )
+    # Listed by kind name, "policy-public" would sit between the others; by severity it leads.
+    for n, (kind, severity, age) in enumerate(
+        [
+            (Finding.Kind.UNUSED_KEY, "low", 1),
+            (Finding.Kind.ROTATION_DISABLED, "medium", 2),
+            (Finding.Kind.POLICY_PUBLIC, "critical", 30),
+            (Finding.Kind.GRANT_CROSS_ACCOUNT, "high", 3),
+            (Finding.Kind.NEW_PRINCIPAL, "info", 0),
+        ]
+    ):
+        Finding.objects.create(
+            fingerprint=f"{n:064d}",
+            kind=kind,
+            severity=severity,
+            key=KEY,
+            account_id=ACCOUNT,
+            region="us-east-1",
+            summary=f"{kind} on the key",
+            first_seen_at=now - timedelta(hours=age),
+            last_seen_at=now,
+        )
+    make_user("boss", "admin")
+    return {"now": now}
+
+
+def visit(page, name: str, path: str, charts: bool) -> None:
+    page.goto(path)
+    page.wait_for_load_state("networkidle")
+    if charts:
+        page.wait_for_selector(".js-plotly-plot .main-svg", state="attached")
+    if name == "key":
+        page.wait_for_selector("#inventory-panel h2")
+
+
+def failed_responses(page) -> list[str]:
+    failures: list[str] = []
+    page.on("response", lambda r: failures.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+    return failures
+
+
+def test_every_page_loads_without_a_console_error_or_a_failed_request_and_is_photographed(chromium, live_server, world):
+    context, page, watchdog = new_page(chromium, live_server.url)
+    failures = failed_responses(page)
+    try:
+        log_in(page, "boss", PASSWORD)
+        for name, path, charts in PAGES:
+            visit(page, name, path, charts)
+            icon = page.evaluate(
+                "document.querySelector('link[rel=icon]') && document.querySelector('link[rel=icon]').href"
+            )
+            assert icon and "/static/kmsdash/favicon" in icon, name
+            screenshot(page, f"reading-{name}")
+            watchdog.assert_clean(page, name)
+            assert watchdog.console_errors == [], (name, watchdog.console_errors)
+            assert failures == [], (name, failures)
+        assert page.request.get(icon).ok
+    finally:
+        context.close()
+
+
+def test_findings_start_with_the_highest_severity(chromium, live_server, world):
+    context, page, watchdog = new_page(chromium, live_server.url)
+    try:
+        log_in(page, "boss", PASSWORD)
+        page.goto("/findings/")
+        severities = page.locator("#findings-results tbody tr td:first-child .sev").all_inner_texts()
+        assert severities == ["critical", "high", "medium", "low", "info"]
+        # A column sort still works, and a second click reverses it.
+        page.click("#findings-results th a:has-text('Kind')")
+        page.wait_for_url(lambda url: "sort=kind" in url)
+        kinds = page.locator("#findings-results tbody tr td:nth-child(2)").all_inner_texts()
+        assert kinds == sorted(kinds)
+        page.click("#findings-results th a:has-text('Kind')")
+        page.wait_for_url(lambda url: "sort=-kind" in url)
+        page.wait_for_function(
+            "first => document.querySelector('#findings-results tbody tr td:nth-child(2)').innerText !== first",
+            arg=kinds[0],
+        )
+        assert page.locator("#findings-results tbody tr td:nth-child(2)").all_inner_texts() == sorted(
+            kinds, reverse=True
+        )
+        watchdog.assert_clean(page, "findings")
+    finally:
+        context.close()
+
+
+def test_a_key_shows_the_same_label_on_every_page_and_copies_its_arn(chromium, live_server, world):
+    context, page, watchdog = new_page(chromium, live_server.url)
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live_server.url)
+    try:
+        log_in(page, "boss", PASSWORD)
+        seen: dict[str, set[str]] = {}
+        links: set[str] = set()
+        for name, path, charts in PAGES:
+            if name not in LABELLED:
+                continue
+            visit(page, name, path, charts)
+            labels = page.locator(f'.key-label:has([title="{KEY}"])')
+            assert labels.count() >= 1, name
+            seen[name] = {" ".join(text.split()) for text in labels.all_inner_texts()}
+            links |= {labels.nth(i).locator("a").get_attribute("href") for i in range(labels.count())}
+        assert set().union(*seen.values()) == {f"{ALIAS} abcd1234… copy"}, seen
+        assert links == {f"/keys/{KEY}/"}
+        page.goto("/events/")
+        page.locator(f'.key-label:has([title="{KEY}"]) button.copy').first.click()
+        page.wait_for_selector("button.copy.copied")
+        assert page.evaluate("navigator.clipboard.readText()") == KEY
+        watchdog.assert_clean(page, "events after a copy")
+    finally:
+        context.close()
+
+
+def test_explorer_rows_stay_compact_with_hostile_long_values(chromium, live_server, world):
+    context, page, watchdog = new_page(chromium, live_server.url)
+    try:
+        log_in(page, "boss", PASSWORD)
+        page.goto(f"/events/?key={KEY}")
+        rows = page.locator("#results tbody tr")
+        assert rows.count() >= 12
+        heights = page.evaluate(
+            "Array.from(document.querySelectorAll('#results tbody tr')).map(r => r.getBoundingClientRect().height)"
+        )
+        assert max(heights) < ROW_HEIGHT_LIMIT, heights
+        # The cut text keeps the visible bidi marker; the whole value is in the title and the drawer.
+        principal = page.locator("#results tbody tr").first.locator("td:nth-child(4) .cut").first
+        assert "⟨U+202E⟩txt.exe" in principal.get_attribute("title")
+        agent = page.locator("#results tbody tr").first.locator("td.ua .cut")
+        assert agent.get_attribute("title").startswith("aws-cli/2.15.0")
+        assert agent.evaluate("el => el.scrollWidth > el.clientWidth")  # cut, not wrapped
+        screenshot(page, "reading-events-by-key")
+        page.locator("#results button:has-text('Raw')").first.click()
+        page.wait_for_selector("#drawer pre.raw")
+        assert "<img src=x onerror=alert(1)>" in page.inner_text("#drawer .facts")
+        assert "⟨U+202E⟩txt.exe" in page.inner_text("#drawer .facts")
+        screenshot(page, "reading-events-drawer")
+        watchdog.assert_clean(page, "events with long values")
+    finally:
+        context.close()
+
+
+def test_a_first_run_says_what_is_happening(chromium, live_server, world):
+    Source.objects.create(account_id="444455556666", regions=["eu-west-1"])
+    from audits.models import Checkpoint
+
+    Checkpoint.objects.all().delete()
+    context, page, watchdog = new_page(chromium, live_server.url)
+    try:
+        log_in(page, "boss", PASSWORD)
+        for name, path in (("overview", "/"), ("events", "/events/")):
+            page.goto(path)
+            assert "The first ingestion is queued" in page.inner_text("#first-run")
+            screenshot(page, f"reading-first-run-{name}")
+            watchdog.assert_clean(page, f"first run {name}")
+            assert watchdog.console_errors == []
+    finally:
+        context.close()
+
+
+def test_the_critical_view_hides_routine_service_grants_but_not_a_grant_to_another_account(
+    chromium, live_server, world
+):
+    now = world["now"]
+    service_role = identity_role(ACCOUNT, "autoscaling", "s", invoked_by="autoscaling.amazonaws.com")
+    outsider = "arn:aws:iam::999988887777:role/outside"
+    records = [
+        kms_record(
+            event_name=name,
+            event_time=now - timedelta(minutes=5 + n),
+            key_arn=KEY,
+            identity=service_role,
+            region="us-east-1",
+            recipient_account_id=ACCOUNT,
+        )
+        for n, name in enumerate(["CreateGrant", "RetireGrant", "CreateGrant"])
+    ]
+    records.append(
+        kms_record(
+            event_name="CreateGrant",
+            event_time=now - timedelta(minutes=2),
+            key_arn=KEY,
+            identity=identity_role(ACCOUNT, "admin-person", "jane"),
+            region="us-east-1",
+            recipient_account_id=ACCOUNT,
+            request_parameters={"keyId": KEY, "granteePrincipal": outsider, "operations": ["Decrypt"]},
+        )
+    )
+    run = start_run("files")
+    finish_run(run, ingest_records(records, run=run))
+
+    context, page, watchdog = new_page(chromium, live_server.url)
+    try:
+        log_in(page, "boss", PASSWORD)
+        page.goto("/critical/?period=24h")
+        rows = page.locator("#results tbody tr")
+        classes = rows.evaluate_all("rows => rows.map(r => r.dataset.class)")
+        assert "routine" not in classes
+        grant = page.locator("#results tbody tr[data-class=access-changing]", has_text=outsider)
+        assert grant.count() == 1
+        assert "not configured here" in grant.inner_text()
+        note = page.locator(".routine-note")
+        assert "routine service grants in this period hidden" in note.inner_text()
+        screenshot(page, "reading-critical-default")
+        with page.expect_response(lambda r: "routine=1" in r.url):
+            note.get_by_role("link", name="Show them").click()
+        page.wait_for_selector("#results tbody tr[data-class=routine]")
+        assert "routine=1" in page.url
+        assert page.locator("#results tbody tr[data-class=routine]").count() >= 3
+        watchdog.assert_clean(page, "critical")
+        assert watchdog.console_errors == []
+    finally:
+        context.close()

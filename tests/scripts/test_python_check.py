@@ -1,0 +1,246 @@
+"""scripts/lib.sh builds the virtual environment only on an interpreter whose cookie parser is not
+quadratic (CVE-2024-7592), and rebuilds or refuses one built on an interpreter that is."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow  # interpreters and shells in subprocesses, timed on purpose
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+LIB = ROOT / "scripts/lib.sh"
+
+# CPython 3.11.7's http.cookies._unquote, the code CVE-2024-7592 is about: each step searches the
+# rest of the value again, so a value of n backslashes costs n^2/2 character steps.
+QUADRATIC_UNQUOTE = r"""
+import http.cookies, re
+
+_OctalPatt = re.compile(r"\\[0-3][0-7][0-7]")
+_QuotePatt = re.compile(r"[\\].")
+
+
+def _unquote(str):
+    if str is None or len(str) < 2:
+        return str
+    if str[0] != '"' or str[-1] != '"':
+        return str
+    str = str[1:-1]
+    i = 0
+    n = len(str)
+    res = []
+    while 0 <= i < n:
+        o_match = _OctalPatt.search(str, i)
+        q_match = _QuotePatt.search(str, i)
+        if not o_match and not q_match:
+            res.append(str[i:])
+            break
+        j = k = -1
+        if o_match:
+            j = o_match.start(0)
+        if q_match:
+            k = q_match.start(0)
+        if q_match and (not o_match or k < j):
+            res.append(str[i:k])
+            res.append(str[k + 1])
+            i = k + 2
+        else:
+            res.append(str[i:j])
+            res.append(chr(int(str[j + 1:j + 4], 8)))
+            i = j + 4
+    return "".join(res)
+
+
+http.cookies._unquote = _unquote
+"""
+
+
+def lib(command: str, *args: str, cwd: Path = ROOT, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`command` in bash with scripts/lib.sh loaded; "$1"... are `args`."""
+    return subprocess.run(
+        ["bash", "-c", f". {LIB} && {command}", "lib", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def executable(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(0o755)
+    return path
+
+
+@pytest.fixture
+def vulnerable_python(tmp_path) -> Path:
+    """This test run's interpreter with the unpatched cookie parser put back: a stand-in for pyenv's
+    3.11.7 or 3.12.1."""
+    site = tmp_path / "quadratic-site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(QUADRATIC_UNQUOTE)
+    return executable(tmp_path / "vulnerable/python3", f'#!/bin/sh\nPYTHONPATH="{site}" exec "{sys.executable}" "$@"\n')
+
+
+def test_this_test_runs_interpreter_passes_the_cookie_check_in_well_under_a_second():
+    started = time.monotonic()
+    result = lib('python_problem "$1" base', sys.executable)
+    assert (result.returncode, result.stdout) == (0, ""), result.stdout + result.stderr
+    assert time.monotonic() - started < 5  # the interpreter's start-up is most of it
+
+
+PARSE_TIME = r"""
+import http.cookies, time
+started = time.perf_counter()
+http.cookies.SimpleCookie('c="' + "\\" * 20000 + '"')
+print(time.perf_counter() - started)
+"""
+
+
+def test_the_stand_in_is_really_quadratic(vulnerable_python):
+    probe = PARSE_TIME
+    slow = float(subprocess.run([vulnerable_python, "-c", probe], capture_output=True, text=True, check=True).stdout)
+    fast = float(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout)
+    assert slow > 0.5 > fast
+
+
+def test_an_interpreter_with_the_quadratic_cookie_parser_fails_the_check_naming_the_cve_quickly(vulnerable_python):
+    started = time.monotonic()
+    result = lib('python_problem "$1" base', str(vulnerable_python))
+    took = time.monotonic() - started
+    assert result.returncode == 1
+    assert "CVE-2024-7592" in result.stdout
+    # Three tries stopped at 0.5 s each, not three quadratic parses of several seconds.
+    assert took < 2 * 3 * 0.5 + 3
+
+
+def test_an_interpreter_older_than_required_fails_the_check():
+    # This interpreter, held to a minimum it cannot meet.
+    result = lib('PYTHON_CHECK=${PYTHON_CHECK/"(3, 11)"/"(99, 0)"}; python_problem "$1"', sys.executable)
+    assert result.returncode == 1 and "needs 3.11 or newer" in result.stdout
+
+
+def project(tmp_path: Path) -> Path:
+    """A directory laid out like the project, as far as ensure_venv cares."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    shutil.copy(LIB, tmp_path / "lib.sh")
+    (tmp_path / "requirements.txt").write_text("Django==5.2.19\n")
+    return tmp_path
+
+
+def recording_python(path: Path, calls: Path) -> Path:
+    """A virtual environment's python that only records what it was asked to do (it passes the check)."""
+    return executable(path, f'#!/bin/sh\necho "$@" >> "{calls}"\n')
+
+
+def ensure_venv(workdir: Path, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", "-c", ". ./lib.sh && ensure_venv"],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **env},
+    )
+
+
+@pytest.fixture
+def base_python(tmp_path) -> Path:
+    """An interpreter that passes the check and whose `-m venv DIR` makes a recording venv."""
+    calls = tmp_path / "calls"
+    return executable(
+        tmp_path / "base/python3",
+        f'''#!/bin/sh
+if [ "$1" = -m ] && [ "$2" = venv ]; then
+    mkdir -p "$3/bin" && printf '#!/bin/sh\\necho "$@" >> "{calls}"\\n' > "$3/bin/python" && chmod +x "$3/bin/python"
+    echo "venv $3" >> "{calls}"
+    exit 0
+fi
+exec "{sys.executable}" "$@"
+''',
+    )
+
+
+def test_a_venv_this_script_built_on_a_vulnerable_interpreter_is_rebuilt_on_a_patched_one(
+    tmp_path, vulnerable_python, base_python
+):
+    workdir = project(tmp_path / "project")
+    (workdir / ".venv/bin").mkdir(parents=True)
+    os.symlink(vulnerable_python, workdir / ".venv/bin/python")
+    (workdir / ".venv/.requirements.sha256").write_text("an earlier install\n")
+    (workdir / ".venv/old-marker").write_text("")
+
+    result = ensure_venv(workdir, KMSDASH_PYTHON=str(base_python))
+
+    assert result.returncode == 0, result.stderr
+    assert "CVE-2024-7592" in result.stderr and "Rebuilding .venv" in result.stderr
+    assert not (workdir / ".venv/old-marker").exists()
+    calls = (tmp_path / "calls").read_text()
+    assert "venv .venv" in calls and "-r requirements.txt" in calls
+
+
+def test_a_vulnerable_venv_that_this_script_did_not_build_is_refused_and_left_alone(tmp_path, vulnerable_python):
+    workdir = project(tmp_path / "project")
+    (workdir / ".venv/bin").mkdir(parents=True)
+    os.symlink(vulnerable_python, workdir / ".venv/bin/python")
+
+    result = ensure_venv(workdir)
+
+    assert result.returncode == 1
+    assert "CVE-2024-7592" in result.stderr
+    assert (workdir / ".venv/bin/python").is_symlink()
+
+
+def test_kmsdash_python_that_fails_the_check_is_refused_before_any_venv_exists(tmp_path, vulnerable_python):
+    workdir = project(tmp_path / "project")
+    result = ensure_venv(workdir, KMSDASH_PYTHON=str(vulnerable_python))
+    assert result.returncode == 1
+    assert f"KMSDASH_PYTHON={vulnerable_python} has the quadratic cookie parser of CVE-2024-7592" in result.stderr
+    assert not (workdir / ".venv").exists()
+
+
+@pytest.mark.skipif(not os.access("/usr/bin/python3", os.X_OK), reason="no system python3")
+def test_by_default_the_system_python3_is_chosen_over_a_vulnerable_python3_first_on_path(vulnerable_python):
+    if lib('python_problem "$1" base', "/usr/bin/python3").returncode != 0:
+        pytest.skip("this machine's /usr/bin/python3 fails the check itself")
+    path = f"{vulnerable_python.parent}:{os.environ['PATH']}"
+    result = lib("pick_python", env={"PATH": path, "KMSDASH_PYTHON": ""})
+    assert (result.returncode, result.stdout.strip()) == (0, "/usr/bin/python3"), result.stderr
+
+
+def test_with_no_usable_interpreter_the_error_says_why_each_one_was_refused(vulnerable_python):
+    # As on a machine without a system python3, where the only one is pyenv's, first on PATH.
+    path = f"{vulnerable_python.parent}:{os.environ['PATH']}"
+    result = lib("PYTHON_CANDIDATES=(python3); pick_python", env={"PATH": path, "KMSDASH_PYTHON": ""})
+    assert result.returncode == 1
+    assert f"{vulnerable_python} has the quadratic cookie parser of CVE-2024-7592" in result.stderr
+
+
+def test_the_secret_key_file_is_readable_by_its_owner_only_and_kept_across_starts(tmp_path):
+    key = tmp_path / "var/secret_key"
+    key.parent.mkdir()
+    first = subprocess.run(
+        ["bash", "-c", f'umask 022; . {LIB}; ensure_secret_key "$1"', "lib", str(key)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "Generating a secret key" in first.stderr
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    value = key.read_text().strip()
+    assert len(value) >= 50 and len(set(value)) >= 5  # what Django's deploy check asks of a key
+
+    second = subprocess.run(
+        ["bash", "-c", f'. {LIB}; ensure_secret_key "$1"', "lib", str(key)], capture_output=True, text=True, check=True
+    )
+    assert key.read_text().strip() == value
+    assert "Generating" not in second.stderr
