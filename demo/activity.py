@@ -7,7 +7,7 @@ so every event names a key that the inventory also knows.
 The month has a rhythm (business-hours peaks in each region's local time, quiet weekends,
 nightly batch jobs) and a few stories that the pages should make visible:
 - bursts (SPIKES): a backfill on prod-orders-s3 that trips KMS request throttling, a data lake
-  reprocessing job;
+  reprocessing job, a replay of the orders stream two days ago (the volume-spike alert);
 - prod-legacy-reports disabled, while a nightly report job still calls it (DisabledException);
 - data-old-migration scheduled for deletion, and stragglers hitting KMSInvalidStateException;
 - a new ml-training role denied on the data lake key one night (AccessDeniedException);
@@ -180,7 +180,8 @@ class Spike:
 SPIKES = (
     Spike("prod-orders-s3", days_ago=9, hour=14, hours=2, factor=6, throttled=0.12),
     Spike("data-lake-s3", days_ago=16, hour=20, hours=3, factor=4, throttled=0.03),
-    Spike("prod-orders-dynamodb", days_ago=2, hour=13, hours=1, factor=5, throttled=0.0),
+    # A replay of the orders stream: twenty times the key's usual hour, the volume-spike alert.
+    Spike("prod-orders-dynamodb", days_ago=2, hour=13, hours=1, factor=20, throttled=0.0),
 )
 
 
