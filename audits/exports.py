@@ -227,12 +227,6 @@ def event_pages(event_filter: EventFilter, snapshot: Snapshot) -> Iterator[list[
         del page
 
 
-def event_rows(event_filter: EventFilter, snapshot: Snapshot) -> Iterator[Sequence[Any]]:
-    """`event_pages` one row at a time."""
-    for page in event_pages(event_filter, snapshot):
-        yield from page
-
-
 def export_filename(as_of: datetime) -> str:
     # Server-generated only: nothing from the request may reach a response header.
     return f"kms-events-{as_of.astimezone(UTC):%Y%m%dT%H%M%SZ}.csv"

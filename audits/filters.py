@@ -282,10 +282,6 @@ class EventFilter:
         params.update({k: v for k, v in extra.items() if v not in (None, "")})
         return urlencode(params)
 
-    @property
-    def is_empty(self) -> bool:
-        return not self.as_params()
-
 
 def period_window(query, default: str) -> tuple[EventFilter, str]:
     """The filters of `query`, with `period` (24h, 7d, 30d, 90d) as `since`, and the period.

@@ -501,8 +501,6 @@ def freshness(now: datetime | None = None) -> Freshness:
 
 # --- first ingestion -----------------------------------------------------------------------------
 
-# The scheduled sources start a pass every 5 minutes (CELERY_BEAT_SCHEDULE).
-SCHEDULE_EVERY = timedelta(minutes=5)
 # A first pass reads KMSDASH_*_INITIAL_DAYS back; scopes that have not caught up this long after
 # their first run are behind, not starting (the overview's freshness warning says so).
 FIRST_PASS_LIMIT = timedelta(days=2)
