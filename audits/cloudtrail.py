@@ -49,6 +49,8 @@ from datetime import UTC, date, datetime, time
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from django.conf import settings
+
 KMS_EVENT_SOURCE = "kms.amazonaws.com"
 SUPPORTED_MAJOR_VERSION = "1"
 
@@ -252,8 +254,6 @@ class BusinessHours:
 
     @classmethod
     def from_settings(cls) -> BusinessHours:
-        from django.conf import settings
-
         start, end = settings.KMSDASH_BUSINESS_HOURS
         return cls(ZoneInfo(settings.KMSDASH_TIME_ZONE), start, end, settings.KMSDASH_WEEKENDS_AFTER_HOURS)
 

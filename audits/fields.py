@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from django.db import models
 from django.db.models.lookups import Exact
+from django.db.models.sql import Query
 
 
 class HashText(models.Func):
@@ -77,8 +78,6 @@ class UniqueKey(models.Func):
 
 def unique_key_sql(model: type[models.Model], expression: models.Expression, connection) -> str:
     """The SQL of a unique constraint's expression on `model`, with bare column names: ON CONFLICT (<this>)."""
-    from django.db.models.sql import Query
-
     query = Query(model, alias_cols=False)
     compiler = query.get_compiler(connection=connection)
     sql, params = compiler.compile(expression.resolve_expression(query))

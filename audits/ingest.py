@@ -38,6 +38,7 @@ from django.conf import settings
 from django.db import OperationalError, connection, connections, models, transaction
 from django.db.models import F
 from django.utils import timezone
+from psycopg.types.json import Jsonb
 
 from . import rawcodec, retention
 from .cloudtrail import BusinessHours, NormalizedEvent, NotKmsEvent, ParseError, loads_record, parse_record
@@ -629,8 +630,6 @@ def _pg_insert_sql() -> str:
 
 def _write_postgresql(rows: list[tuple[NormalizedEvent, bytes]], slots: list[tuple[int, int]]) -> set:
     """Returns the (block, index) slots of the rows inserted."""
-    from psycopg.types.json import Jsonb
-
     with connection.cursor() as cursor:
         cursor.execute(_pg_stage_sql())
         with cursor.cursor.copy(f"COPY {_STAGE_TABLE} ({', '.join(EVENT_COLUMNS)}) FROM STDIN (FORMAT BINARY)") as copy:

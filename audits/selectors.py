@@ -25,7 +25,9 @@ from django.db import connections
 from django.db.models import Count, Max, Min, Model, OuterRef, Q, QuerySet, Subquery, Sum
 from django.utils import timezone
 
+from inventory import selectors as inventory_selectors
 from inventory.findings import known_accounts
+from inventory.selectors import alias_names  # Key ARN -> alias, from the inventory (empty until it has run)
 
 from . import changes, rawcodec, rollups
 from .cloudtrail import CRITICAL_EVENT_NAMES, GRANT_OPERATIONS, KEY_ID_RE
@@ -711,13 +713,6 @@ def keys_page(f: EventFilter, *, sort: str = "-calls", page: int | str = 1, per_
     return result
 
 
-def alias_names() -> dict[str, str]:
-    """Key ARN -> alias, from the inventory (empty until it has run)."""
-    from inventory.selectors import alias_names as inventory_aliases  # inventory builds on audits
-
-    return inventory_aliases()
-
-
 def with_aliases(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     aliases = alias_names() if rows else {}
     for row in rows:
@@ -748,9 +743,7 @@ def resolve_key(key: str) -> str | None:
 
 def _inventory_arn(key: str) -> str | None:
     """A key the inventory knows (by ARN, id or alias) though no call to it was recorded."""
-    from inventory.selectors import resolve_key as inventory_key
-
-    found = inventory_key(key)
+    found = inventory_selectors.resolve_key(key)
     return found.arn if found is not None else None
 
 

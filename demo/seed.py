@@ -30,6 +30,10 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
+from django.core.management import call_command
+
+from costs.demo import demo_dataset
+from inventory.models import EncryptionContextRule
 
 from .activity import ACCOUNTS, KEYS, OTHER_ACCOUNT, PROD, REGIONS, DemoKey, KeySpec, generate_activity
 
@@ -443,8 +447,6 @@ def backfill_activity(
 
 def push_costs(emulator: Emulator, keys: Sequence[DemoKey], records: Sequence[dict[str, Any]], *, now: datetime) -> int:
     """What Cost Explorer would bill for the month, from the same activity (costs.demo prices it)."""
-    from costs.demo import demo_dataset
-
     activity = cost_activity(keys, records)
     if not activity:
         return 0
@@ -505,8 +507,6 @@ def ensure_secrets_key(endpoint: str, alias: str) -> str:
 
 def register_sources(buckets: dict[str, str]) -> None:
     """The demo accounts as kmsdash Sources, reached like production ones: AssumeRole + ExternalId."""
-    from django.core.management import call_command
-
     for account, name in ACCOUNTS.items():
         call_command(
             "add_source",
@@ -528,8 +528,6 @@ def register_sources(buckets: dict[str, str]) -> None:
 
 def context_rules(keys: Sequence[DemoKey]) -> int:
     """The company's encryption-context convention on its application keys, for the findings page."""
-    from inventory.models import EncryptionContextRule
-
     count = 0
     for key in keys:
         if key.spec.workload != "app":

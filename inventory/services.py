@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from audits.models import DailyRollup, Source
 from audits.services import reattribute_alias
+from kmsdash import aws
 from kmsdash.locks import run_lock
 
 from .models import Alias, Finding, FindingDecision, Grant, InventoryRun, Key, KeyStateVersion, PolicyVersion, Trail
@@ -66,9 +67,7 @@ def _aware(value: Any) -> datetime | None:
 
 
 def reader_for(source: Source | None, region: str) -> InventoryReader:
-    from kmsdash.aws import client
-
-    return InventoryReader(client("kms", region, source=source), client("cloudtrail", region, source=source))
+    return InventoryReader(aws.client("kms", region, source=source), aws.client("cloudtrail", region, source=source))
 
 
 def lock_name(source: Source | None, region: str, account_id: str | None = None) -> str:

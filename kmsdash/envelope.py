@@ -14,6 +14,8 @@ import json
 import os
 from dataclasses import dataclass
 
+from botocore.exceptions import ClientError
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from kmsdash import aws
@@ -53,9 +55,6 @@ def seal(plaintext: bytes, *, key_id: str, context: dict[str, str]) -> Sealed:
 
 
 def unseal(sealed: Sealed, *, context: dict[str, str]) -> bytes:
-    from botocore.exceptions import ClientError
-    from cryptography.exceptions import InvalidTag
-
     kms = aws.client("kms", _region(sealed.key_id), max_attempts=3)
     try:
         data_key = kms.decrypt(

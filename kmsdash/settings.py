@@ -16,6 +16,8 @@ import dj_database_url
 from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
+from kmsdash.roles import ROLES
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.getenv("KMSDASH_VAR_DIR", BASE_DIR / "var"))
 
@@ -86,8 +88,6 @@ def required(name: str) -> str:
 
 def parse_role_map(value: str) -> dict[str, str]:
     """'{"kms-admins": "admin"}' -> {group: role}; every role must be one of kmsdash.roles.ROLES."""
-    from kmsdash.roles import ROLES
-
     try:
         mapping = json.loads(value)
     except ValueError as exc:
