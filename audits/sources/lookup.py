@@ -148,16 +148,11 @@ def read_window(cloudtrail: Any, window: Window, *, max_pages: int | None = None
         "EndTime": window.end,
         "MaxResults": PAGE_SIZE,
     }
-    token = None
-    pages = 0
-    while True:
-        response = cloudtrail.lookup_events(**params, **({"NextToken": token} if token else {}))
-        pages += 1
+    # The paginator requests a page only when it is iterated: it is never asked for the one past
+    # `max_pages`.
+    for pages, response in enumerate(cloudtrail.get_paginator("lookup_events").paginate(**params), 1):
         yield response.get("Events", [])
-        token = response.get("NextToken")
-        if not token:
-            return
-        if max_pages is not None and pages >= max_pages:
+        if response.get("NextToken") and max_pages is not None and pages >= max_pages:
             raise WindowCutShort(
                 f"{CUT_SHORT} after {pages} pages, what this task could read: the next windows of this scope "
                 "are shorter"
