@@ -1,7 +1,8 @@
 """Plotly figures as plain dicts, built from selector output.
 
-Templates embed them with `json_script` and static/kmsdash/app.js draws them. Every label that
-comes from AWS data goes through `label()`: plotly.js renders a subset of HTML in text (links
+Templates embed them with the `tojson` filter (a data-figure-json attribute) and
+static/kmsdash/app.js draws them. Every label that comes from AWS data, here and in the other
+apps' charts, goes through `label()`: plotly.js renders a subset of HTML in text (links
 included), so `<`, `>` and `&` become entities, which plotly shows as the literal characters.
 """
 

@@ -29,6 +29,7 @@ from kmsdash.csvexport import (
     start_export_audit,
     web_row_cap,
 )
+from kmsdash.dates import parse_utc
 from kmsdash.models import ExportAudit
 from kmsdash.roles import ADMIN, has_role
 
@@ -221,7 +222,7 @@ def event_pages(event_filter: EventFilter, snapshot: Snapshot) -> Iterator[list[
                 yield page
             return
         last = rows[-1]
-        after = (datetime.fromisoformat(last[_TIME]), last[_ID])
+        after = (parse_utc(last[_TIME]), last[_ID])
         del rows  # keep only one page in memory while the next is read
         yield page
         del page

@@ -22,6 +22,8 @@ from urllib.parse import urlencode
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from kmsdash.dates import parse_day, parse_utc
+
 from .cloudtrail import ACCOUNT_RE, KEY_ID_RE, LIMITS, REGION_RE
 from .models import DailyRollup, Event
 
@@ -72,12 +74,8 @@ class Bound:
     def parse(cls, text: str) -> Bound:
         text = text.strip()
         if "T" not in text and " " not in text and len(text) == 10:
-            day = date.fromisoformat(text)
-            return cls(datetime.combine(day, time(), tzinfo=UTC), True)
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=UTC)
-        return cls(parsed.astimezone(UTC), False)
+            return cls(datetime.combine(parse_day(text), time(), tzinfo=UTC), True)
+        return cls(parse_utc(text), False)
 
     @classmethod
     def of_day(cls, day: date) -> Bound:

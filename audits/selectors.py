@@ -24,10 +24,12 @@ from django.core.paginator import Page, Paginator
 from django.db import connections
 from django.db.models import Count, Max, Min, Model, OuterRef, Q, QuerySet, Subquery, Sum
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from inventory import selectors as inventory_selectors
 from inventory.findings import known_accounts
 from inventory.selectors import alias_names  # Key ARN -> alias, from the inventory (empty until it has run)
+from kmsdash.dates import parse_day, parse_utc
 
 from . import changes, rawcodec, rollups
 from .cloudtrail import CRITICAL_EVENT_NAMES, GRANT_OPERATIONS, KEY_ID_RE
@@ -174,12 +176,12 @@ def _convert(row: dict) -> None:
     """Raw SQL returns the driver's types (SQLite: text dates, 0/1, text times): make them the ORM's."""
     for name, value in row.items():
         if name == "day" and isinstance(value, str):
-            row[name] = date.fromisoformat(value)
+            row[name] = parse_day(value)
         elif name == "after_hours":
             row[name] = bool(value)
         elif name == "last_used":
             if isinstance(value, str):
-                row[name] = datetime.fromisoformat(value).replace(tzinfo=UTC)
+                row[name] = parse_utc(value)
         elif name in MEASURES:
             row[name] = int(value or 0)
 
@@ -915,9 +917,9 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         when, pk = text.split("|")
-        parsed = datetime.fromisoformat(when)
-        if parsed.tzinfo is None:
-            raise ValueError("naive time")
+        parsed = parse_datetime(when)
+        if parsed is None or parsed.tzinfo is None:
+            raise ValueError("not an aware ISO time")
         if not EARLIEST <= parsed < LATEST:
             raise ValueError("time out of range")
         return parsed, int(pk)

@@ -1,13 +1,16 @@
 """Plotly figures as data for static/kmsdash/app.js; no HTML, no script.
 
 Plotly renders trace names, category labels and hover text as its own pseudo-HTML, so every
-label that comes from AWS (usage types, account names, tag values) goes through plot_text first.
+label that comes from AWS (usage types, account names, tag values) goes through audits.charts.label
+first, as every chart label does.
 """
 
 from __future__ import annotations
 
 from decimal import Decimal
 from typing import Any
+
+from audits.charts import label as chart_label
 
 from .estimate import Reconciliation, TagCost
 from .models import UsageClass
@@ -17,17 +20,13 @@ ESTIMATED_PATTERN = "/"
 BY_CHOICES = {"class": "usage class", "usage_type": "usage type", "account": "account", "region": "region"}
 
 
-def plot_text(value: Any) -> str:
-    return str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
 def _number(value: Decimal) -> float:
     # Chart heights only; every figure shown as text stays a Decimal.
     return float(round(value, 6))
 
 
 def series_label(by: str, value: str, account_names: dict[str, str]) -> str:
-    """The plain-text name of a chart series (escape it for Plotly with plot_text)."""
+    """The plain-text name of a chart series (escape it for Plotly with audits.charts.label)."""
     if by == "class":
         return str(UsageClass(value).label) if value in UsageClass.values else value
     if by == "account" and account_names.get(value):
@@ -44,7 +43,7 @@ def daily_figure(
     data = [
         {
             "type": "bar",
-            "name": plot_text(series_label(by, label, account_names or {})),
+            "name": chart_label(series_label(by, label, account_names or {})),
             "x": x,
             "y": [_number(v) for v in values],
             "marker": {"pattern": {"shape": patterns}},
@@ -116,14 +115,14 @@ def tag_figure(rows: list[TagCost]) -> dict[str, Any]:
                 "type": "bar",
                 "orientation": "h",
                 "name": "Key-months",
-                "y": [plot_text(r.value) for r in shown],
+                "y": [chart_label(r.value) for r in shown],
                 "x": [_number(r.key_months) for r in shown],
             },
             {
                 "type": "bar",
                 "orientation": "h",
                 "name": "Requests",
-                "y": [plot_text(r.value) for r in shown],
+                "y": [chart_label(r.value) for r in shown],
                 "x": [_number(r.request_cost) for r in shown],
             },
         ],

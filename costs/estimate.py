@@ -31,10 +31,11 @@ from django.db.models import Case, F, Sum, Value, When
 from django.db.models.functions import Length
 from django.db.models.lookups import In
 
+from audits.cloudtrail import DATA_KEY_PAIR_OPERATIONS
 from audits.models import DailyRollup, Source
 from inventory.models import Key
 
-from .prices import DATA_KEY_PAIR_OPERATIONS, free_tier_eligible, prices, request_price_name
+from .prices import free_tier_eligible, prices, request_price_name
 from .selectors import DayCost, days_between, month_start
 
 ZERO = Decimal(0)

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import json
-
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
@@ -40,7 +38,7 @@ def overview(request: HtmxHttpRequest) -> HttpResponse:
         "by": by,
         "by_choices": charts.BY_CHOICES,
         "by_label": charts.BY_CHOICES[by],
-        "figure_json": json.dumps(charts.daily_figure(days, series, by, names)),
+        "daily_figure": charts.daily_figure(days, series, by, names),
         "series_totals": [(charts.series_label(by, label, names), sum(values)) for label, values in series.items()],
     }
     # htmx names the element it will swap: render just that fragment.
@@ -53,7 +51,7 @@ def overview(request: HtmxHttpRequest) -> HttpResponse:
     tags = estimate.tag_keys(facts)
     tag = request.GET.get("tag") if request.GET.get("tag") in tags else (tags[0] if tags else "")
     by_tag = result.by_tag(tag, facts) if tag else []
-    context.update(tags=tags, tag=tag, by_tag=by_tag, tag_figure_json=json.dumps(charts.tag_figure(by_tag)))
+    context.update(tags=tags, tag=tag, by_tag=by_tag, tag_figure=charts.tag_figure(by_tag))
     if fragment == "by-tag":
         return render(request, "costs/overview.html#by-tag", context)
 

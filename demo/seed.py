@@ -34,6 +34,7 @@ from django.core.management import call_command
 
 from costs.demo import demo_dataset
 from inventory.models import EncryptionContextRule
+from kmsdash.dates import parse_day, parse_utc
 
 from .activity import ACCOUNTS, KEYS, OTHER_ACCOUNT, PROD, REGIONS, DemoKey, KeySpec, generate_activity
 
@@ -317,7 +318,7 @@ def log_files(
     slots: dict[tuple[str, str, datetime], list[dict[str, Any]]] = defaultdict(list)
     period = file_minutes * 60
     for record in records:
-        when = datetime.strptime(record["eventTime"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        when = parse_utc(record["eventTime"])
         slot = datetime.fromtimestamp(int(when.timestamp()) // period * period, UTC)
         slots[(record["recipientAccountId"], record["awsRegion"], slot)].append(record)
     files = []
@@ -425,7 +426,7 @@ def backfill_activity(
 ) -> dict[tuple, dict[str, int]]:
     """Extend daily activity back to `since`: each earlier day repeats the first seeded week's same
     weekday, a little lower (`growth`), so month-over-month comparisons have something to compare."""
-    days = sorted({date.fromisoformat(day) for day, _, _ in activity})
+    days = sorted({parse_day(day) for day, _, _ in activity})
     first = days[0]
     # The first and last days are partial (the month starts and ends mid-day): copy whole days.
     whole = days[1:-1] or days

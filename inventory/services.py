@@ -14,6 +14,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from audits.cloudtrail import USAGE_OPERATIONS
 from audits.models import DailyRollup, Source
 from audits.services import reattribute_alias
 from kmsdash import aws
@@ -26,22 +27,6 @@ log = logging.getLogger(__name__)
 
 DELETED = "Deleted"  # our state for a key that ListKeys no longer returns
 RECENT_USE_DAYS = 90
-
-# CloudTrail event names of the calls that use a key.
-USAGE_OPERATIONS = (
-    "Encrypt",
-    "Decrypt",
-    "ReEncrypt",
-    "GenerateDataKey",
-    "GenerateDataKeyWithoutPlaintext",
-    "GenerateDataKeyPair",
-    "GenerateDataKeyPairWithoutPlaintext",
-    "Sign",
-    "Verify",
-    "GenerateMac",
-    "VerifyMac",
-    "DeriveSharedSecret",
-)
 
 
 def recently_used_keys(account_id: str, region: str) -> set[str]:

@@ -22,6 +22,7 @@ from django.conf import settings
 
 from audits.cloudtrail import ParseError, loads_record, principal_of
 from audits.sources import pacing
+from kmsdash.aws import error_code
 
 # Requests per second we allow ourselves per operation (AWS quotas: GetKeyLastUsage 5,
 # ListGrants 100, ListKeys/ListAliases 500, GetKeyPolicy/GetKeyRotationStatus 1000, ...).
@@ -78,10 +79,6 @@ class RateLimiter:
             self._next[operation] = start + 1.0 / rate
         if start > now:
             time.sleep(start - now)
-
-
-def error_code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
 
 
 @dataclass

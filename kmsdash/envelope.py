@@ -61,7 +61,7 @@ def unseal(sealed: Sealed, *, context: dict[str, str]) -> bytes:
             CiphertextBlob=bytes(sealed.encrypted_key), KeyId=sealed.key_id, EncryptionContext=context
         )["Plaintext"]
     except ClientError as exc:
-        raise EnvelopeError(f"KMS refused to decrypt the data key: {exc.response['Error']['Code']}") from exc
+        raise EnvelopeError(f"KMS refused to decrypt the data key: {aws.error_code(exc)}") from exc
     blob = bytes(sealed.ciphertext)
     try:
         return AESGCM(data_key).decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], _aad(context))

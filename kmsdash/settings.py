@@ -15,6 +15,7 @@ from typing import Any
 import dj_database_url
 from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.dateparse import parse_time
 
 from kmsdash.roles import ROLES
 
@@ -44,9 +45,11 @@ def envlist(name: str, default: str = "") -> list[str]:
 def parse_business_hours(value: str) -> tuple[time, time]:
     """'06:00-23:00' -> (06:00, 23:00): business hours are start <= t < end."""
     try:
-        start, end = (time.fromisoformat(part.strip()) for part in value.split("-"))
+        start, end = (parse_time(part.strip()) for part in value.split("-"))
     except ValueError as exc:
         raise ImproperlyConfigured(f"KMSDASH_BUSINESS_HOURS must look like 06:00-23:00, got {value!r}") from exc
+    if start is None or end is None:
+        raise ImproperlyConfigured(f"KMSDASH_BUSINESS_HOURS must look like 06:00-23:00, got {value!r}")
     if start >= end:
         raise ImproperlyConfigured("KMSDASH_BUSINESS_HOURS must start before it ends")
     return start, end

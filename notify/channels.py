@@ -101,9 +101,8 @@ def send_sns(job: Job, timeout: float) -> Outcome:
             MessageAttributes={"kmsdash_delivery": {"DataType": "String", "StringValue": job.delivery}},
         )
     except ClientError as exc:
-        error = exc.response.get("Error", {})
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        return Outcome(False, status, f"{error.get('Code')}: {error.get('Message')}")
+        return Outcome(False, status, f"{aws.error_code(exc)}: {exc.response.get('Error', {}).get('Message')}")
     except BotoCoreError as exc:
         return Outcome(False, error=f"{type(exc).__name__}: {exc}")
     return Outcome(True, response["ResponseMetadata"]["HTTPStatusCode"])

@@ -63,10 +63,8 @@ def cost(day, usage_type, amount, *, account=A, estimated=True):
 
 
 def figure(body: str, element_id: str) -> dict:
-    """The figure app.js would read: the text content of the element with that id."""
-    match = re.search(rf'<script id="{element_id}" type="application/json">(.*?)</script>', body, re.S) or re.search(
-        rf'<div id="{element_id}" hidden>(.*?)</div>', body, re.S
-    )
+    """The figure app.js would read: the data-figure-json attribute of the element with that id."""
+    match = re.search(rf'id="{element_id}" data-figure-json="([^"]*)"', body)
     assert match, f"no {element_id} in the page"
     assert "<" not in match.group(1)
     return json.loads(html.unescape(match.group(1)))

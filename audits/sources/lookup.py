@@ -192,7 +192,7 @@ def ingest_window(
                             run.ingestor.add(event.get("CloudTrailEvent") or "", location=location)
                     break
                 except ClientError as exc:
-                    if _code(exc) != "InvalidNextTokenException" or restarts >= MAX_WINDOW_RESTARTS:
+                    if aws.error_code(exc) != "InvalidNextTokenException" or restarts >= MAX_WINDOW_RESTARTS:
                         raise
                     restarts += 1
                     logger.warning(
@@ -201,7 +201,7 @@ def ingest_window(
                     )
             run.advance_checkpoint(window.end, read_from=window.start)
     except ClientError as exc:
-        if _code(exc) in THROTTLING_CODES:
+        if aws.error_code(exc) in THROTTLING_CODES:
             raise Throttled(_describe(exc)) from exc
         raise WindowFailed(_describe(exc)) from exc
     return WindowResult(window, run.row, run.counts)
@@ -258,10 +258,6 @@ def ingest_lookup(
         results.append(result)
         pages_left -= result.run.pages
     return results
-
-
-def _code(exc: ClientError) -> str:
-    return exc.response.get("Error", {}).get("Code", "")
 
 
 def _describe(exc: BaseException) -> str:

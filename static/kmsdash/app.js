@@ -1,21 +1,19 @@
 // kmsdash front end: the only script of the project besides the vendored htmx and plotly.js.
-// Charts arrive as data (<script type="application/json"> written by json_script), never as code.
+// Charts arrive as data (a figure's JSON in a data-figure-json attribute), never as code.
 (function () {
   "use strict";
 
-  // A chart is <div data-figure="ID"> naming a json_script block, or <div data-figure-json="{...}">
-  // carrying the figure itself: htmx drops <script> elements from swapped fragments, so charts
-  // inside htmx fragments use the attribute.
+  // A chart is <div data-figure-json="{...}"> carrying its figure (the |tojson template filter):
+  // an attribute rather than a json_script block, because htmx drops <script> elements from
+  // swapped fragments and every page's charts can arrive in one.
   function figureOf(el) {
-    if (el.dataset.figureJson) return JSON.parse(el.dataset.figureJson);
-    var source = document.getElementById(el.dataset.figure);
-    return source ? JSON.parse(source.textContent) : null;
+    return el.dataset.figureJson ? JSON.parse(el.dataset.figureJson) : null;
   }
 
   function renderCharts(root) {
     if (typeof Plotly === "undefined") return;
-    var charts = Array.prototype.slice.call(root.querySelectorAll("[data-figure], [data-figure-json]"));
-    if (root.matches && root.matches("[data-figure], [data-figure-json]")) charts.push(root);
+    var charts = Array.prototype.slice.call(root.querySelectorAll("[data-figure-json]"));
+    if (root.matches && root.matches("[data-figure-json]")) charts.push(root);
     charts.forEach(function (el) {
       var fig = figureOf(el);
       if (!fig) return;
