@@ -266,7 +266,7 @@ class Ingestor:
             original = text
             if len(text) > self.max_record_bytes:
                 raise ParseError(f"record larger than {self.max_record_bytes} bytes")
-            # The mark is not ASCII, and isascii() is ~15x cheaper than searching a text for it.
+            # The mark is not ASCII, and isascii() is far cheaper than searching a text for it.
             if not text.isascii() and _INVALID_UTF8_BYTES in text:
                 raise ParseError("invalid UTF-8 in the record")
             # The text spares parse_record walking the whole record to check how deep it nests.
@@ -322,7 +322,7 @@ class Ingestor:
     def _write(self, *, wait: bool) -> None:
         # Sorted, so that concurrent runs lock rows in the same order and cannot deadlock each other;
         # time first, so that rows, raw blocks and index entries are written in time order (log files
-        # cover minutes each: the time and per-key indexes then grow at their ends, ~20% smaller).
+        # cover minutes each: the time and per-key indexes then grow at their ends, and are smaller).
         rows = sorted(self._events, key=_write_order)
         batch = (rows, list(self._quarantine), self._pending, list(self._done), self._quarantine_repeats)
         self._events.clear()

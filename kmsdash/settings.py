@@ -360,8 +360,8 @@ KMSDASH_MAX_DECOMPRESSED_BYTES = envint("KMSDASH_MAX_DECOMPRESSED_BYTES", 1024 *
 KMSDASH_MAX_RECORD_BYTES = envint("KMSDASH_MAX_RECORD_BYTES", 512 * 1024)
 KMSDASH_OBJECT_ATTEMPTS = envint("KMSDASH_OBJECT_ATTEMPTS", 3)
 # Events per ingest transaction. A batch holds its records' JSON text until the writer compresses
-# it, so memory follows the size (500k-event import: peak RSS 115 MiB at 5000, 150 at 10000, 215 at
-# 20000) while speed barely does (16.6k, 17.2k, 17.6k events/s; storage the same).
+# it, so memory follows the size while speed barely does, and storage not at all (the README's
+# benchmarks give the figures).
 KMSDASH_INGEST_BATCH_SIZE = envint("KMSDASH_INGEST_BATCH_SIZE", 10000)
 # Days of events kept for the explorer and the raw-record drawer (0: all). Counts come from rollups,
 # which are never purged; critical key-management events are kept for good (audits/retention.py).
