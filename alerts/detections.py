@@ -788,7 +788,3 @@ def finding_detections(lo: int, hi: int, rule: Rule) -> list[Detection]:
             )
         )
     return found
-
-
-def new_events_total(lo: int, hi: int) -> int:
-    return Event.objects.filter(id__gt=lo, id__lte=hi).aggregate(n=Count("id"))["n"]

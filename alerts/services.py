@@ -38,7 +38,6 @@ logger = logging.getLogger(__name__)
 
 LOCK_NAME = "alerts:evaluate"
 CHUNK_EVENTS = 100_000  # event ids judged per transaction
-SCOPE_FIELDS = ("account_id", "region", "key", "principal", "error_code")
 
 
 @dataclass

@@ -9,11 +9,11 @@ from __future__ import annotations
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
+from alerts.services import evaluate
+
 RETRY = {"autoretry_for": (OperationalError, InterfaceError), "retry_backoff": True, "max_retries": 5}
 
 
 @shared_task(ignore_result=True, **RETRY)
 def evaluate_alerts() -> str:
-    from alerts.services import evaluate
-
     return evaluate().status

@@ -49,6 +49,9 @@ from datetime import UTC, date, datetime, time
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from django.conf import settings
+from django.utils.dateparse import parse_datetime
+
 KMS_EVENT_SOURCE = "kms.amazonaws.com"
 SUPPORTED_MAJOR_VERSION = "1"
 
@@ -126,29 +129,27 @@ _TEXT_COLUMNS = (
 )
 _TEXT_LIMITS = tuple(LIMITS[name] for name in _TEXT_COLUMNS)
 
-# Key-management operations the critical-events views list.
-CRITICAL_EVENT_NAMES = frozenset(
-    {
-        "ScheduleKeyDeletion",
-        "CancelKeyDeletion",
-        "DisableKey",
-        "EnableKey",
-        "DeleteImportedKeyMaterial",
-        "ImportKeyMaterial",
-        "PutKeyPolicy",
-        "CreateGrant",
-        "RetireGrant",
-        "RevokeGrant",
-        "EnableKeyRotation",
-        "DisableKeyRotation",
-        "CreateAlias",
-        "UpdateAlias",
-        "DeleteAlias",
-        "ReplicateKey",
-        "UpdatePrimaryRegion",
-        "CreateKey",
-    }
-)
+# The KMS operations kmsdash tells apart, each named once here; the other lists derive from these.
+#
+# The cryptographic operations: the calls that use a key (CloudTrail logs them readOnly), each
+# with whether it carries an encryption context.
+CRYPTOGRAPHIC_OPERATIONS: dict[str, bool] = {
+    "Encrypt": True,
+    "Decrypt": True,
+    "ReEncrypt": True,
+    "GenerateDataKey": True,
+    "GenerateDataKeyWithoutPlaintext": True,
+    "GenerateDataKeyPair": True,
+    "GenerateDataKeyPairWithoutPlaintext": True,
+    "Sign": False,
+    "Verify": False,
+    "GenerateMac": False,
+    "VerifyMac": False,
+    "DeriveSharedSecret": False,
+}
+USAGE_OPERATIONS = tuple(CRYPTOGRAPHIC_OPERATIONS)
+CONTEXT_OPERATIONS = tuple(name for name, context in CRYPTOGRAPHIC_OPERATIONS.items() if context)
+DATA_KEY_PAIR_OPERATIONS = frozenset(name for name in USAGE_OPERATIONS if name.startswith("GenerateDataKeyPair"))
 
 # The classes of critical events, for the alerts and the critical-events page. Grants that an AWS
 # service creates or retires on the caller's behalf (userIdentity.invokedBy set, e.g. EBS attaching
@@ -177,7 +178,9 @@ _CRITICAL_CLASSES = {
     "UpdatePrimaryRegion": LIFECYCLE,
     "CreateKey": LIFECYCLE,
 }
-GRANT_OPERATIONS = ("CreateGrant", "RetireGrant", "RevokeGrant")
+# Key-management operations the critical-events views list.
+CRITICAL_EVENT_NAMES = frozenset(_CRITICAL_CLASSES)
+GRANT_OPERATIONS = tuple(name for name in _CRITICAL_CLASSES if name.endswith("Grant"))
 
 
 def critical_class(event_name: str, service: str = "") -> str:
@@ -253,8 +256,6 @@ class BusinessHours:
 
     @classmethod
     def from_settings(cls) -> BusinessHours:
-        from django.conf import settings
-
         start, end = settings.KMSDASH_BUSINESS_HOURS
         return cls(ZoneInfo(settings.KMSDASH_TIME_ZONE), start, end, settings.KMSDASH_WEEKENDS_AFTER_HOURS)
 
@@ -555,9 +556,13 @@ def _parse_time(value: Any) -> datetime:
     if not isinstance(value, str) or not value:
         raise ParseError("eventTime missing or not a string")
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        parsed = parse_datetime(value)
     except ValueError as exc:
         raise ParseError(f"eventTime {_shown(value)} is not an ISO 8601 time") from exc
+    if parsed is None:
+        raise ParseError(f"eventTime {_shown(value)} is not an ISO 8601 time")
+    # Not kmsdash.dates.parse_utc: the range is checked before converting, which a year at either
+    # end of the calendar would overflow.
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     if not MIN_YEAR <= parsed.year <= MAX_YEAR:

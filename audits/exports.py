@@ -29,6 +29,7 @@ from kmsdash.csvexport import (
     start_export_audit,
     web_row_cap,
 )
+from kmsdash.dates import parse_utc
 from kmsdash.models import ExportAudit
 from kmsdash.roles import ADMIN, has_role
 
@@ -221,16 +222,10 @@ def event_pages(event_filter: EventFilter, snapshot: Snapshot) -> Iterator[list[
                 yield page
             return
         last = rows[-1]
-        after = (datetime.fromisoformat(last[_TIME]), last[_ID])
+        after = (parse_utc(last[_TIME]), last[_ID])
         del rows  # keep only one page in memory while the next is read
         yield page
         del page
-
-
-def event_rows(event_filter: EventFilter, snapshot: Snapshot) -> Iterator[Sequence[Any]]:
-    """`event_pages` one row at a time."""
-    for page in event_pages(event_filter, snapshot):
-        yield from page
 
 
 def export_filename(as_of: datetime) -> str:

@@ -1,7 +1,7 @@
 """Long text columns (ARNs) that are looked up by equality, indexed by a 4-byte hash on PostgreSQL.
 
-An index on (key ARN, event_time) repeats the ~80-byte ARN in every entry: 150 B per event, more
-than the row's own columns. An index on (hashtext(key), event_time) keeps 4 bytes instead, and
+An index on (key ARN, event_time) repeats the ARN in every entry, more than the row's own
+columns. An index on (hashtext(key), event_time) keeps 4 bytes instead, and
 equality lookups on a HashedTextField compare the hashes too, so PostgreSQL finds the rows through
 that index and then checks the text itself (a hash collision only costs a heap visit). SQLite has
 no hashtext(): there the same index and lookups are on the text, as before.
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from django.db import models
 from django.db.models.lookups import Exact
+from django.db.models.sql import Query
 
 
 class HashText(models.Func):
@@ -40,7 +41,7 @@ class UniqueKey(models.Func):
     """One value standing for a tuple of NOT NULL columns, for a unique index over wide text.
 
     A unique index on (account, event id) or on a rollup's nine dimensions repeats all that text
-    in every entry: 100 B per event, and ~290 B per rollup row (~60 B per event). On PostgreSQL the
+    in every entry (the README's benchmarks give the bytes per event). On PostgreSQL the
     index holds the first 16 bytes of a SHA-256 of the columns instead, as a uuid: two tuples
     sharing one by chance is a 1-in-2^128 event, and unlike md5 nobody can make two on purpose
     (key ids and principals are partly chosen by callers). Each column is written as its length,
@@ -77,8 +78,6 @@ class UniqueKey(models.Func):
 
 def unique_key_sql(model: type[models.Model], expression: models.Expression, connection) -> str:
     """The SQL of a unique constraint's expression on `model`, with bare column names: ON CONFLICT (<this>)."""
-    from django.db.models.sql import Query
-
     query = Query(model, alias_cols=False)
     compiler = query.get_compiler(connection=connection)
     sql, params = compiler.compile(expression.resolve_expression(query))

@@ -23,6 +23,8 @@ from urllib.parse import urlencode
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from kmsdash.dates import parse_day, parse_utc
+
 from .cloudtrail import ACCOUNT_RE, KEY_ID_RE, LIMITS, REGION_RE
 from .models import DailyRollup, Event
 
@@ -74,12 +76,8 @@ class Bound:
     def parse(cls, text: str) -> Bound:
         text = text.strip()
         if "T" not in text and " " not in text and len(text) == 10:
-            day = date.fromisoformat(text)
-            return cls(datetime.combine(day, time(), tzinfo=UTC), True)
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=UTC)
-        return cls(parsed.astimezone(UTC), False)
+            return cls(datetime.combine(parse_day(text), time(), tzinfo=UTC), True)
+        return cls(parse_utc(text), False)
 
     @classmethod
     def of_day(cls, day: date) -> Bound:
@@ -299,10 +297,6 @@ class EventFilter:
         params = self.as_params()
         params.update({k: v for k, v in extra.items() if v not in (None, "")})
         return urlencode(params)
-
-    @property
-    def is_empty(self) -> bool:
-        return not self.as_params()
 
 
 def period_window(query, default: str) -> tuple[EventFilter, str]:

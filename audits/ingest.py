@@ -38,6 +38,7 @@ from django.conf import settings
 from django.db import OperationalError, connection, connections, models, transaction
 from django.db.models import F
 from django.utils import timezone
+from psycopg.types.json import Jsonb
 
 from kmsdash import aws
 
@@ -268,7 +269,7 @@ class Ingestor:
             original = text
             if len(text) > self.max_record_bytes:
                 raise ParseError(f"record larger than {self.max_record_bytes} bytes")
-            # The mark is not ASCII, and isascii() is ~15x cheaper than searching a text for it.
+            # The mark is not ASCII, and isascii() is far cheaper than searching a text for it.
             if not text.isascii() and _INVALID_UTF8_BYTES in text:
                 raise ParseError("invalid UTF-8 in the record")
             # The text spares parse_record walking the whole record to check how deep it nests.
@@ -324,7 +325,7 @@ class Ingestor:
     def _write(self, *, wait: bool) -> None:
         # Sorted, so that concurrent runs lock rows in the same order and cannot deadlock each other;
         # time first, so that rows, raw blocks and index entries are written in time order (log files
-        # cover minutes each: the time and per-key indexes then grow at their ends, ~20% smaller).
+        # cover minutes each: the time and per-key indexes then grow at their ends, and are smaller).
         rows = sorted(self._events, key=_write_order)
         batch = (rows, list(self._quarantine), self._pending, list(self._done), self._quarantine_repeats)
         self._events.clear()
@@ -640,8 +641,6 @@ def _pg_insert_sql() -> str:
 
 def _write_postgresql(rows: list[tuple[NormalizedEvent, bytes]], slots: list[tuple[int, int]]) -> set:
     """Returns the (block, index) slots of the rows inserted."""
-    from psycopg.types.json import Jsonb
-
     with connection.cursor() as cursor:
         cursor.execute(_pg_stage_sql())
         with cursor.cursor.copy(f"COPY {_STAGE_TABLE} ({', '.join(EVENT_COLUMNS)}) FROM STDIN (FORMAT BINARY)") as copy:

@@ -83,10 +83,6 @@ class Source(models.Model):
         raise ValueError(f"unknown source kind {kind!r}")
 
 
-class EventQuerySet(models.QuerySet):
-    pass
-
-
 class Event(models.Model):
     """One KMS CloudTrail event, normalized (see audits/cloudtrail.py for every rule).
 
@@ -133,8 +129,6 @@ class Event(models.Model):
         related_name="+",
     )
     raw_index = models.PositiveIntegerField(default=0)
-
-    objects = EventQuerySet.as_manager()
 
     class Meta:
         constraints = [

@@ -1,8 +1,9 @@
 """Compact storage of raw CloudTrail records: many records compressed together in one block.
 
 A KMS record is 1-2 KB of JSON, and the records of one batch repeat each other's field names,
-account ids, ARNs, agents and addresses. zstd over a block of them keeps ~80-110 B per record;
-each record compressed on its own (zlib with a preset dictionary, the previous format) kept ~300 B.
+account ids, ARNs, agents and addresses. zstd over a block of them keeps far less than each
+record compressed on its own (zlib with a preset dictionary, the previous format) did (the
+README's benchmarks give the figures).
 An event row names its block and its index in it (Event.raw_block, Event.raw_index).
 
 Block format: one version byte, then zstd of the records' compact JSON texts joined by newlines
@@ -21,11 +22,11 @@ import orjson
 import zstandard
 
 VERSION = 2  # 1 was one record per blob (zlib + dictionary), rewritten into blocks by migration 0006
-# Records per block: one drawer click decompresses one block (~1.4 MB of text at 1,000, about 1 ms),
-# and the ratio is the same from 500 records on.
+# Records per block: one drawer click decompresses one block, which at this size stays quick, and
+# the ratio is the same from 500 records on.
 BLOCK_RECORDS = 1000
-# Level 6 stores ~84 B per synthetic record in ~6 us; level 3: ~109 B in ~2 us. It runs in the
-# writer thread (zstd releases the GIL), beside the parser, so the smaller level pays.
+# Level 6 stores less than level 3 for more CPU. It runs in the writer thread (zstd releases the
+# GIL), beside the parser, so the smaller level pays.
 LEVEL = 6
 
 # One encoder for the records that orjson refuses (lone surrogates, integers beyond 64 bits).
@@ -47,7 +48,7 @@ def dumps(record: dict[str, Any]) -> bytes:
     """The compact UTF-8 JSON text stored for a record (a lone surrogate becomes U+FFFD)."""
     try:
         # orjson's bytes keep their 8 KiB working buffer; a batch holds tens of thousands of texts,
-        # so keep an exact copy instead (155 MiB against 27 MiB for 20,000 records).
+        # so keep an exact copy instead, a fraction of the memory.
         return memoryview(orjson.dumps(record)).tobytes()
     except (TypeError, orjson.JSONEncodeError):
         return _dumps_json(record).encode("utf-8", "kmsdash-replacement-character")

@@ -15,6 +15,8 @@ from typing import Any
 
 from django.db.models import Count, Q, Sum
 
+from kmsdash.dates import parse_day, parse_utc
+
 from .models import DailyRollup, KeyDay, KeyPrincipalDay, KeyServiceDay
 
 CSV_HEADER = ("key", "events", "failed", "after_hours", "operations", "principals", "services")
@@ -27,11 +29,7 @@ def as_utc_day(value: date | datetime | str | None) -> date | None:
     if isinstance(value, str):
         text = value.strip()
         try:
-            value = (
-                datetime.fromisoformat(text.replace("Z", "+00:00"))
-                if "T" in text or " " in text
-                else (date.fromisoformat(text))
-            )
+            value = parse_utc(text) if "T" in text or " " in text else parse_day(text)
         except ValueError as exc:
             raise ValueError(f"{value!r} is not an ISO date or date-time") from exc
     if isinstance(value, datetime):

@@ -201,8 +201,6 @@ SUMMARIES = (
     ),
 )
 
-BY_MODEL = {summary.model: summary for summary in SUMMARIES}
-
 # Every dimension any table keeps, each once, in declaration order: the columns the write reads
 # off the inserted events.
 DIMENSIONS = tuple({dim.column: dim for summary in SUMMARIES for dim in summary.dims}.values())
@@ -211,7 +209,3 @@ DIMENSIONS = tuple({dim.column: dim for summary in SUMMARIES for dim in summary.
 def keyed() -> tuple[Summary, ...]:
     """The tables with a key dimension: those that alias re-attribution re-keys."""
     return tuple(summary for summary in SUMMARIES if KEY.column in summary.dim_names)
-
-
-def ingested_models() -> tuple[type[models.Model], ...]:
-    return tuple(summary.model for summary in SUMMARIES)

@@ -24,8 +24,12 @@ from django.core.paginator import Page, Paginator
 from django.db import connections
 from django.db.models import Count, Max, Min, Model, OuterRef, Q, QuerySet, Subquery, Sum
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
+from inventory import selectors as inventory_selectors
 from inventory.findings import known_accounts
+from inventory.selectors import alias_names  # Key ARN -> alias, from the inventory (empty until it has run)
+from kmsdash.dates import parse_day, parse_utc
 
 from . import changes, rawcodec, rollups
 from .cloudtrail import CRITICAL_EVENT_NAMES, GRANT_OPERATIONS, KEY_ID_RE
@@ -173,12 +177,12 @@ def _convert(row: dict) -> None:
     """Raw SQL returns the driver's types (SQLite: text dates, 0/1, text times): make them the ORM's."""
     for name, value in row.items():
         if name == "day" and isinstance(value, str):
-            row[name] = date.fromisoformat(value)
+            row[name] = parse_day(value)
         elif name == "after_hours":
             row[name] = bool(value)
         elif name == "last_used":
             if isinstance(value, str):
-                row[name] = datetime.fromisoformat(value).replace(tzinfo=UTC)
+                row[name] = parse_utc(value)
         elif name in MEASURES:
             row[name] = int(value or 0)
 
@@ -502,8 +506,6 @@ def freshness(now: datetime | None = None) -> Freshness:
 
 # --- first ingestion -----------------------------------------------------------------------------
 
-# The scheduled sources start a pass every 5 minutes (CELERY_BEAT_SCHEDULE).
-SCHEDULE_EVERY = timedelta(minutes=5)
 # A first pass reads KMSDASH_*_INITIAL_DAYS back; scopes that have not caught up this long after
 # their first run are behind, not starting (the overview's freshness warning says so).
 FIRST_PASS_LIMIT = timedelta(days=2)
@@ -730,13 +732,6 @@ def keys_page(f: EventFilter, *, sort: str = "-calls", page: int | str = 1, per_
     return result
 
 
-def alias_names() -> dict[str, str]:
-    """Key ARN -> alias, from the inventory (empty until it has run)."""
-    from inventory.selectors import alias_names as inventory_aliases  # inventory builds on audits
-
-    return inventory_aliases()
-
-
 def with_aliases(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     aliases = alias_names() if rows else {}
     for row in rows:
@@ -767,9 +762,7 @@ def resolve_key(key: str) -> str | None:
 
 def _inventory_arn(key: str) -> str | None:
     """A key the inventory knows (by ARN, id or alias) though no call to it was recorded."""
-    from inventory.selectors import resolve_key as inventory_key
-
-    found = inventory_key(key)
+    found = inventory_selectors.resolve_key(key)
     return found.arn if found is not None else None
 
 
@@ -941,9 +934,9 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         when, pk = text.split("|")
-        parsed = datetime.fromisoformat(when)
-        if parsed.tzinfo is None:
-            raise ValueError("naive time")
+        parsed = parse_datetime(when)
+        if parsed is None or parsed.tzinfo is None:
+            raise ValueError("not an aware ISO time")
         if not EARLIEST <= parsed < LATEST:
             raise ValueError("time out of range")
         return parsed, int(pk)

@@ -21,6 +21,8 @@ from audits.cloudtrail import ACCOUNT_RE, REGION_RE
 from audits.ingest import Counts
 from audits.models import Event, IngestRun, Source
 from audits.rollups import KEY, keyed
+from audits.sources.lookup import ingest_lookup
+from audits.sources.s3 import ingest_s3
 from kmsdash.locks import run_lock
 
 ROLE_ARN_RE = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
@@ -132,9 +134,6 @@ def run_scope(
     If another worker holds the lock the pass is skipped, not queued: that worker is already
     doing the same work, and the next schedule tick comes soon.
     """
-    from audits.sources.lookup import ingest_lookup
-    from audits.sources.s3 import ingest_s3
-
     with run_lock(f"{kind}:{account_id}:{region}") as acquired:
         if not acquired:
             return ScopeResult(kind, account_id, region, "skipped")

@@ -16,35 +16,24 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from .cloudtrail import USAGE_OPERATIONS
+
 # Operations that read or use a key (CloudTrail readOnly=true); everything else changes state.
-READ_ONLY_EVENT_NAMES = frozenset(
-    {
-        "Decrypt",
-        "Encrypt",
-        "GenerateDataKey",
-        "GenerateDataKeyWithoutPlaintext",
-        "GenerateDataKeyPair",
-        "GenerateDataKeyPairWithoutPlaintext",
-        "GenerateMac",
-        "VerifyMac",
-        "GenerateRandom",
-        "ReEncrypt",
-        "Sign",
-        "Verify",
-        "DescribeKey",
-        "GetKeyPolicy",
-        "GetKeyRotationStatus",
-        "GetPublicKey",
-        "GetParametersForImport",
-        "ListAliases",
-        "ListGrants",
-        "ListKeys",
-        "ListKeyPolicies",
-        "ListResourceTags",
-        "ListRetirableGrants",
-        "ListKeyRotations",
-    }
-)
+READ_ONLY_EVENT_NAMES = frozenset(USAGE_OPERATIONS) | {
+    "GenerateRandom",
+    "DescribeKey",
+    "GetKeyPolicy",
+    "GetKeyRotationStatus",
+    "GetPublicKey",
+    "GetParametersForImport",
+    "ListAliases",
+    "ListGrants",
+    "ListKeys",
+    "ListKeyPolicies",
+    "ListResourceTags",
+    "ListRetirableGrants",
+    "ListKeyRotations",
+}
 
 
 def identity_role(account: str, role: str, session: str, *, invoked_by: str | None = None) -> dict[str, Any]:

@@ -17,7 +17,10 @@ from botocore.exceptions import ConnectionClosedError, EndpointConnectionError, 
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
+from alerts.tasks import evaluate_alerts
+from audits import retention
 from audits.models import IngestRun
+from audits.services import run_scope, scopes
 from audits.sources.lookup import Throttled
 
 logger = logging.getLogger(__name__)
@@ -36,8 +39,6 @@ RETRY = {"autoretry_for": TRANSIENT, "retry_backoff": True, "retry_jitter": True
 
 @shared_task(ignore_result=True)
 def schedule_lookup() -> int:
-    from audits.services import scopes
-
     pairs = scopes(IngestRun.Kind.LOOKUP)
     for account_id, region in pairs:
         ingest_lookup_task.delay(account_id, region)
@@ -46,8 +47,6 @@ def schedule_lookup() -> int:
 
 @shared_task(ignore_result=True)
 def schedule_s3() -> int:
-    from audits.services import scopes
-
     pairs = scopes(IngestRun.Kind.S3)
     for account_id, region in pairs:
         ingest_s3_task.delay(account_id, region)
@@ -56,23 +55,17 @@ def schedule_s3() -> int:
 
 @shared_task(**RETRY)
 def ingest_lookup_task(account_id: str, region: str) -> str:
-    from audits.services import run_scope
-
     return _evaluate_if_new(run_scope(IngestRun.Kind.LOOKUP, account_id, region)).status
 
 
 @shared_task(**RETRY)
 def ingest_s3_task(account_id: str, region: str) -> str:
-    from audits.services import run_scope
-
     return _evaluate_if_new(run_scope(IngestRun.Kind.S3, account_id, region)).status
 
 
 def _evaluate_if_new(result):
     """Queue an alert evaluation after a run that added events: alerts follow within one cycle."""
     if result.counts is not None and result.counts.events_new:
-        from alerts.tasks import evaluate_alerts
-
         try:
             evaluate_alerts.delay()
         except Exception:  # the events are in; beat's own evaluation (every 5 minutes) judges them
@@ -83,6 +76,4 @@ def _evaluate_if_new(result):
 @shared_task(**RETRY)
 def purge_events() -> int:
     """Retention (KMSDASH_EVENT_RETENTION_DAYS): a no-op when off; one purge at a time."""
-    from audits.retention import purge_events as purge
-
-    return purge().events  # 0 when another purge holds the lock
+    return retention.purge_events().events  # 0 when another purge holds the lock

@@ -12,6 +12,8 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from kmsdash.dates import parse_day
+
 from .prices import prices
 
 TEN_PLACES = Decimal("1e-10")
@@ -23,7 +25,7 @@ def _day(value: date | datetime | str) -> date:
         return value.date()
     if isinstance(value, date):
         return value
-    return date.fromisoformat(str(value)[:10])
+    return parse_day(str(value)[:10])
 
 
 def _amount(value: Decimal) -> str:

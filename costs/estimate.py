@@ -31,9 +31,11 @@ from django.db.models import Case, F, Sum, Value, When
 from django.db.models.functions import Length
 from django.db.models.lookups import In
 
+from audits.cloudtrail import DATA_KEY_PAIR_OPERATIONS
 from audits.models import DailyRollup, Source
+from inventory.models import Key
 
-from .prices import DATA_KEY_PAIR_OPERATIONS, free_tier_eligible, prices, request_price_name
+from .prices import free_tier_eligible, prices, request_price_name
 from .selectors import DayCost, days_between, month_start
 
 ZERO = Decimal(0)
@@ -91,9 +93,7 @@ class KeyFacts:
 
 
 def load_key_facts() -> dict[str, KeyFacts]:
-    """Key facts from the inventory (imported here: costs works, with assumptions, without it)."""
-    from inventory.models import Key
-
+    """Key facts from the inventory; keys it does not hold yet are assumed (see the module doc)."""
     facts = {}
     for key in Key.objects.all().iterator(chunk_size=2000):
         facts[key.arn] = KeyFacts(

@@ -96,7 +96,7 @@ def fetch_kms_costs(start: date, end: date, metric: str, tally: Tally, *, client
                 if tally.pages >= MAX_PAGES:
                     raise CostExplorerError(f"more than {MAX_PAGES} pages: stopped")
         except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
+            code = aws.error_code(exc)
             if code in RESTART_ERRORS and tally.restarts < MAX_RESTARTS:
                 tally.restarts += 1
                 log.warning("cost explorer query restarted", extra={"error_code": code, "restarts": tally.restarts})

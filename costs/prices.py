@@ -14,6 +14,8 @@ from functools import lru_cache
 
 from django.conf import settings
 
+from audits.cloudtrail import DATA_KEY_PAIR_OPERATIONS
+
 from .models import UsageClass
 
 DEFAULT_PRICES: dict[str, str] = {
@@ -75,7 +77,6 @@ def classify_usage_type(usage_type: str) -> UsageType:
 
 
 # --- Key specs and operations -------------------------------------------------------------------
-DATA_KEY_PAIR_OPERATIONS = frozenset({"GenerateDataKeyPair", "GenerateDataKeyPairWithoutPlaintext"})
 
 
 @lru_cache(maxsize=1024)

@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
+from audits.models import Source
+from inventory.selectors import alias_names
+
 from .models import CostRecord, CostRun
 from .prices import price
 
@@ -184,15 +187,7 @@ def grouped_series(days: list[DayCost], by: str) -> dict[str, list[Decimal]]:
 
 
 def account_names() -> dict[str, str]:
-    from audits.models import Source
-
     return dict(Source.objects.exclude(name="").values_list("account_id", "name"))
-
-
-def alias_names() -> dict[str, str]:
-    from inventory.selectors import alias_names as inventory_aliases
-
-    return inventory_aliases()
 
 
 def label_keys(keys: list) -> list[dict]:

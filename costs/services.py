@@ -12,6 +12,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from kmsdash.dates import parse_day
 from kmsdash.locks import run_lock
 
 from .explorer import Tally, fetch_kms_costs
@@ -47,7 +48,7 @@ def records_from_results(
     usage_at = group_keys.index("USAGE_TYPE")
     account_at = group_keys.index("LINKED_ACCOUNT")
     for result in results:
-        day = date.fromisoformat(result["TimePeriod"]["Start"][:10])
+        day = parse_day(result["TimePeriod"]["Start"][:10])
         estimated = bool(result.get("Estimated", False))
         for group in result.get("Groups", []):
             keys = group["Keys"]

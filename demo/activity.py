@@ -36,6 +36,7 @@ from audits.synthetic import (
     identity_user,
     kms_record,
 )
+from kmsdash.dates import parse_utc
 
 PROD = "111122223333"
 DATA = "444455556666"
@@ -808,4 +809,4 @@ def _utc(when: datetime) -> datetime:
 
 
 def _time(record: dict[str, Any]) -> datetime:
-    return datetime.strptime(record["eventTime"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    return parse_utc(record["eventTime"])

@@ -30,6 +30,11 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
+from django.core.management import call_command
+
+from costs.demo import demo_dataset
+from inventory.models import EncryptionContextRule
+from kmsdash.dates import parse_day, parse_utc
 
 from .activity import ACCOUNTS, KEYS, OTHER_ACCOUNT, PROD, REGIONS, DemoKey, KeySpec, generate_activity
 
@@ -313,7 +318,7 @@ def log_files(
     slots: dict[tuple[str, str, datetime], list[dict[str, Any]]] = defaultdict(list)
     period = file_minutes * 60
     for record in records:
-        when = datetime.strptime(record["eventTime"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        when = parse_utc(record["eventTime"])
         slot = datetime.fromtimestamp(int(when.timestamp()) // period * period, UTC)
         slots[(record["recipientAccountId"], record["awsRegion"], slot)].append(record)
     files = []
@@ -421,7 +426,7 @@ def backfill_activity(
 ) -> dict[tuple, dict[str, int]]:
     """Extend daily activity back to `since`: each earlier day repeats the first seeded week's same
     weekday, a little lower (`growth`), so month-over-month comparisons have something to compare."""
-    days = sorted({date.fromisoformat(day) for day, _, _ in activity})
+    days = sorted({parse_day(day) for day, _, _ in activity})
     first = days[0]
     # The first and last days are partial (the month starts and ends mid-day): copy whole days.
     whole = days[1:-1] or days
@@ -443,8 +448,6 @@ def backfill_activity(
 
 def push_costs(emulator: Emulator, keys: Sequence[DemoKey], records: Sequence[dict[str, Any]], *, now: datetime) -> int:
     """What Cost Explorer would bill for the month, from the same activity (costs.demo prices it)."""
-    from costs.demo import demo_dataset
-
     activity = cost_activity(keys, records)
     if not activity:
         return 0
@@ -505,8 +508,6 @@ def ensure_secrets_key(endpoint: str, alias: str) -> str:
 
 def register_sources(buckets: dict[str, str]) -> None:
     """The demo accounts as kmsdash Sources, reached like production ones: AssumeRole + ExternalId."""
-    from django.core.management import call_command
-
     for account, name in ACCOUNTS.items():
         call_command(
             "add_source",
@@ -528,8 +529,6 @@ def register_sources(buckets: dict[str, str]) -> None:
 
 def context_rules(keys: Sequence[DemoKey]) -> int:
     """The company's encryption-context convention on its application keys, for the findings page."""
-    from inventory.models import EncryptionContextRule
-
     count = 0
     for key in keys:
         if key.spec.workload != "app":

@@ -23,26 +23,17 @@ from django.db import transaction
 from django.db.models import Max, Min, Q, Sum
 from django.utils import timezone
 
+from audits.cloudtrail import CONTEXT_OPERATIONS, USAGE_OPERATIONS
 from audits.models import DailyRollup, Event, Source
 from kmsdash.locks import run_lock
 
 from . import policy as pol
 from .models import EncryptionContextRule, Finding, Key, Trail
-from .services import DELETED, USAGE_OPERATIONS
+from .services import DELETED
 
 K = Finding.Kind
 S = Finding.Severity
 
-# The calls that carry an encryption context.
-CONTEXT_OPERATIONS = (
-    "Encrypt",
-    "Decrypt",
-    "ReEncrypt",
-    "GenerateDataKey",
-    "GenerateDataKeyWithoutPlaintext",
-    "GenerateDataKeyPair",
-    "GenerateDataKeyPairWithoutPlaintext",
-)
 DISABLED_ERRORS = ("DisabledException", "KMSInvalidStateException")
 
 IN_USE_DAYS = 30

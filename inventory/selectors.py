@@ -108,12 +108,11 @@ def key_panel(key: Key) -> dict:
     }
 
 
-SEVERITY_ORDER = ["critical", "high", "medium", "low", "info"]
-
-# The rank of a severity, 0 for the most severe: the name sorts alphabetically otherwise.
+# The rank of a severity, 0 for the most severe (Finding.Severity lists them worst first): the
+# name sorts alphabetically otherwise.
 SEVERITY_RANK = Case(
-    *(When(severity=name, then=Value(rank)) for rank, name in enumerate(SEVERITY_ORDER)),
-    default=Value(len(SEVERITY_ORDER)),
+    *(When(severity=name, then=Value(rank)) for rank, name in enumerate(Finding.Severity.values)),
+    default=Value(len(Finding.Severity.values)),
     output_field=IntegerField(),
 )
 

@@ -14,8 +14,10 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from audits.cloudtrail import USAGE_OPERATIONS
 from audits.models import DailyRollup, Source
 from audits.services import reattribute_alias
+from kmsdash import aws
 from kmsdash.locks import run_lock
 
 from .models import Alias, Finding, FindingDecision, Grant, InventoryRun, Key, KeyStateVersion, PolicyVersion, Trail
@@ -25,22 +27,6 @@ log = logging.getLogger(__name__)
 
 DELETED = "Deleted"  # our state for a key that ListKeys no longer returns
 RECENT_USE_DAYS = 90
-
-# CloudTrail event names of the calls that use a key.
-USAGE_OPERATIONS = (
-    "Encrypt",
-    "Decrypt",
-    "ReEncrypt",
-    "GenerateDataKey",
-    "GenerateDataKeyWithoutPlaintext",
-    "GenerateDataKeyPair",
-    "GenerateDataKeyPairWithoutPlaintext",
-    "Sign",
-    "Verify",
-    "GenerateMac",
-    "VerifyMac",
-    "DeriveSharedSecret",
-)
 
 
 def recently_used_keys(account_id: str, region: str) -> set[str]:
@@ -67,9 +53,7 @@ def _aware(value: Any) -> datetime | None:
 
 
 def reader_for(source: Source | None, region: str) -> InventoryReader:
-    from kmsdash.aws import client
-
-    return InventoryReader(client("kms", region, source=source), client("cloudtrail", region, source=source))
+    return InventoryReader(aws.client("kms", region, source=source), aws.client("cloudtrail", region, source=source))
 
 
 def lock_name(source: Source | None, region: str, account_id: str | None = None) -> str:

@@ -14,6 +14,7 @@ from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -21,6 +22,7 @@ from django.conf import settings
 
 from audits.cloudtrail import ParseError, loads_record, principal_of
 from audits.sources import pacing
+from kmsdash.aws import error_code
 
 # Requests per second we allow ourselves per operation (AWS quotas: GetKeyLastUsage 5,
 # ListGrants 100, ListKeys/ListAliases 500, GetKeyPolicy/GetKeyRotationStatus 1000, ...).
@@ -77,10 +79,6 @@ class RateLimiter:
             self._next[operation] = start + 1.0 / rate
         if start > now:
             time.sleep(start - now)
-
-
-def error_code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
 
 
 @dataclass
@@ -149,16 +147,14 @@ class InventoryReader:
         return getattr(self.kms, method)(**kwargs)
 
     def _pages(self, operation: str, method: str, field_name: str, **kwargs):
-        marker = None
-        while True:
-            params = dict(kwargs)
-            if marker:
-                params["Marker"] = marker
-            page = self._call(operation, method, **params)
+        # boto3's paginator requests each page as it is iterated: the limiter waits before the
+        # first page, and before each next one only when the paginator will ask for it (the
+        # page says it is truncated and gives a marker), so the rate pays for no phantom call.
+        self.limiter.wait(operation)
+        for page in self.kms.get_paginator(method).paginate(**kwargs):
             yield from page.get(field_name) or []
-            marker = page.get("NextMarker")
-            if not page.get("Truncated") or not marker:
-                return
+            if page.get("Truncated") and page.get("NextMarker"):
+                self.limiter.wait(operation)
 
     def _optional(self, operation: str, method: str, **kwargs) -> dict[str, Any] | None:
         try:
@@ -279,46 +275,42 @@ class InventoryReader:
         # Every attempt, retries included, waits for its turn in the quota it shares with the ingestion.
         pacing.pace_lookup_events(self.cloudtrail, account_id, region)
         latest: dict[str, dict[str, Any]] = {}
-        for _ in range(SELECTOR_CHANGE_PAGES):
-            try:
-                page = self.cloudtrail.lookup_events(**params)
-            except ClientError as exc:
-                if error_code(exc) in NOT_APPLICABLE_ERRORS or error_code(exc).startswith("InvalidNextToken"):
-                    break
+        pages = self.cloudtrail.get_paginator("lookup_events").paginate(**params)
+        try:
+            for page in islice(pages, SELECTOR_CHANGE_PAGES):
+                for event in page.get("Events") or []:  # newest first
+                    try:
+                        record = loads_record(event.get("CloudTrailEvent") or "{}")
+                        identity = record.get("userIdentity")
+                        principal, _, _ = principal_of(identity if isinstance(identity, dict) else {})
+                    except ParseError:
+                        continue
+                    if record.get("errorCode"):
+                        continue
+                    request = record.get("requestParameters") or {}
+                    response = record.get("responseElements") or {}
+                    name = str(request.get("trailName") or "")
+                    arn = str(response.get("trailARN") or "")
+                    if not arn and name.startswith("arn:"):
+                        arn = name
+                    if not arn and name:
+                        arn = f"arn:aws:cloudtrail:{region}:{record.get('recipientAccountId', '')}:trail/{name}"
+                    if not arn or arn in latest:
+                        continue
+                    latest[arn] = {
+                        "TrailARN": arn,
+                        "Name": arn.rsplit("/", 1)[-1],
+                        "HomeRegion": region,
+                        "EventSelectors": _pascal(request.get("eventSelectors")),
+                        "AdvancedEventSelectors": _pascal(request.get("advancedEventSelectors")) or [],
+                        "change": {
+                            "event_id": str(record.get("eventID", "")),
+                            "event_time": str(record.get("eventTime", "")),
+                            "principal": principal,
+                        },
+                    }
+        except ClientError as exc:
+            # What the earlier pages showed stands: a failing page only shortens the history read.
+            if not (error_code(exc) in NOT_APPLICABLE_ERRORS or error_code(exc).startswith("InvalidNextToken")):
                 raise
-            for event in page.get("Events") or []:  # newest first
-                try:
-                    record = loads_record(event.get("CloudTrailEvent") or "{}")
-                    identity = record.get("userIdentity")
-                    principal, _, _ = principal_of(identity if isinstance(identity, dict) else {})
-                except ParseError:
-                    continue
-                if record.get("errorCode"):
-                    continue
-                request = record.get("requestParameters") or {}
-                response = record.get("responseElements") or {}
-                name = str(request.get("trailName") or "")
-                arn = str(response.get("trailARN") or "")
-                if not arn and name.startswith("arn:"):
-                    arn = name
-                if not arn and name:
-                    arn = f"arn:aws:cloudtrail:{region}:{record.get('recipientAccountId', '')}:trail/{name}"
-                if not arn or arn in latest:
-                    continue
-                latest[arn] = {
-                    "TrailARN": arn,
-                    "Name": arn.rsplit("/", 1)[-1],
-                    "HomeRegion": region,
-                    "EventSelectors": _pascal(request.get("eventSelectors")),
-                    "AdvancedEventSelectors": _pascal(request.get("advancedEventSelectors")) or [],
-                    "change": {
-                        "event_id": str(record.get("eventID", "")),
-                        "event_time": str(record.get("eventTime", "")),
-                        "principal": principal,
-                    },
-                }
-            token = page.get("NextToken")
-            if not token:
-                break
-            params["NextToken"] = token
         return list(latest.values())

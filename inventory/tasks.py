@@ -6,13 +6,15 @@ import logging
 
 from celery import shared_task
 
+from audits.models import Source
+
+from . import findings, services
+
 log = logging.getLogger(__name__)
 
 
 @shared_task
 def schedule_inventory() -> int:
-    from audits.models import Source
-
     scopes = Source.objects.regions()
     for source, region in scopes:
         inventory_region.delay(source.pk, region)
@@ -21,10 +23,6 @@ def schedule_inventory() -> int:
 
 @shared_task
 def inventory_region(source_id: int, region: str) -> None:
-    from audits.models import Source
-
-    from . import services
-
     source = Source.objects.filter(pk=source_id, enabled=True).first()
     if source is None:
         return
@@ -35,8 +33,6 @@ def inventory_region(source_id: int, region: str) -> None:
 
 @shared_task
 def recompute_findings() -> None:
-    from . import findings
-
     if findings.recompute() is None:
         # The running recompute may have read before our inventory committed: go again later.
         recompute_findings.apply_async(countdown=60)

@@ -14,6 +14,7 @@ import boto3
 import botocore.session
 from botocore.config import Config
 from botocore.credentials import AssumeRoleCredentialFetcher, DeferredRefreshableCredentials
+from botocore.exceptions import ClientError
 
 from kmsdash import __version__
 
@@ -62,6 +63,11 @@ def session_for(source: Source | None = None, *, region: str | None = None) -> b
     # chain; a deferred refreshable set assumes the role on first use and again before expiry.
     assumed._credentials = DeferredRefreshableCredentials(refresh_using=fetcher.fetch_credentials, method="assume-role")
     return boto3.Session(botocore_session=assumed)
+
+
+def error_code(exc: ClientError) -> str:
+    """The AWS error code of a failed call ('' when the response has none)."""
+    return str(exc.response.get("Error", {}).get("Code", ""))
 
 
 def client(service: str, region: str, *, source: Source | None = None, max_attempts: int = 5) -> Any:

@@ -2,6 +2,9 @@ from django.conf import settings
 from django.http import HttpRequest
 from django.utils.functional import SimpleLazyObject
 
+from audits.selectors import first_ingestion
+from inventory.selectors import alias_names
+
 from .roles import ADMIN, ANALYST, FINANCE, user_roles
 
 
@@ -14,19 +17,7 @@ def kmsdash(request: HttpRequest) -> dict:
         "can_costs": is_admin or FINANCE in roles,
         "is_kmsdash_admin": is_admin,
         # Key ARN -> alias for {% key_label %}: read once, and only by a page that names a key.
-        "key_aliases": SimpleLazyObject(_alias_names),
+        "key_aliases": SimpleLazyObject(alias_names),
         # The first ingestion's progress, for the pages' notice (read only where a page shows it).
-        "first_ingestion": SimpleLazyObject(_first_ingestion),
+        "first_ingestion": SimpleLazyObject(first_ingestion),
     }
-
-
-def _first_ingestion():
-    from audits.selectors import first_ingestion
-
-    return first_ingestion()
-
-
-def _alias_names() -> dict[str, str]:
-    from inventory.selectors import alias_names  # the inventory app builds on this one
-
-    return alias_names()

@@ -14,6 +14,8 @@ import json
 import os
 from dataclasses import dataclass
 
+from botocore.exceptions import ClientError
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from kmsdash import aws
@@ -53,16 +55,13 @@ def seal(plaintext: bytes, *, key_id: str, context: dict[str, str]) -> Sealed:
 
 
 def unseal(sealed: Sealed, *, context: dict[str, str]) -> bytes:
-    from botocore.exceptions import ClientError
-    from cryptography.exceptions import InvalidTag
-
     kms = aws.client("kms", _region(sealed.key_id), max_attempts=3)
     try:
         data_key = kms.decrypt(
             CiphertextBlob=bytes(sealed.encrypted_key), KeyId=sealed.key_id, EncryptionContext=context
         )["Plaintext"]
     except ClientError as exc:
-        raise EnvelopeError(f"KMS refused to decrypt the data key: {exc.response['Error']['Code']}") from exc
+        raise EnvelopeError(f"KMS refused to decrypt the data key: {aws.error_code(exc)}") from exc
     blob = bytes(sealed.ciphertext)
     try:
         return AESGCM(data_key).decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], _aad(context))

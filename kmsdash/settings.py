@@ -15,6 +15,9 @@ from typing import Any
 import dj_database_url
 from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.dateparse import parse_time
+
+from kmsdash.roles import ROLES
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.getenv("KMSDASH_VAR_DIR", BASE_DIR / "var"))
@@ -42,9 +45,11 @@ def envlist(name: str, default: str = "") -> list[str]:
 def parse_business_hours(value: str) -> tuple[time, time]:
     """'06:00-23:00' -> (06:00, 23:00): business hours are start <= t < end."""
     try:
-        start, end = (time.fromisoformat(part.strip()) for part in value.split("-"))
+        start, end = (parse_time(part.strip()) for part in value.split("-"))
     except ValueError as exc:
         raise ImproperlyConfigured(f"KMSDASH_BUSINESS_HOURS must look like 06:00-23:00, got {value!r}") from exc
+    if start is None or end is None:
+        raise ImproperlyConfigured(f"KMSDASH_BUSINESS_HOURS must look like 06:00-23:00, got {value!r}")
     if start >= end:
         raise ImproperlyConfigured("KMSDASH_BUSINESS_HOURS must start before it ends")
     return start, end
@@ -86,8 +91,6 @@ def required(name: str) -> str:
 
 def parse_role_map(value: str) -> dict[str, str]:
     """'{"kms-admins": "admin"}' -> {group: role}; every role must be one of kmsdash.roles.ROLES."""
-    from kmsdash.roles import ROLES
-
     try:
         mapping = json.loads(value)
     except ValueError as exc:
@@ -361,8 +364,8 @@ KMSDASH_MAX_DECOMPRESSED_BYTES = envint("KMSDASH_MAX_DECOMPRESSED_BYTES", 1024 *
 KMSDASH_MAX_RECORD_BYTES = envint("KMSDASH_MAX_RECORD_BYTES", 512 * 1024)
 KMSDASH_OBJECT_ATTEMPTS = envint("KMSDASH_OBJECT_ATTEMPTS", 3)
 # Events per ingest transaction. A batch holds its records' JSON text until the writer compresses
-# it, so memory follows the size (500k-event import: peak RSS 115 MiB at 5000, 150 at 10000, 215 at
-# 20000) while speed barely does (16.6k, 17.2k, 17.6k events/s; storage the same).
+# it, so memory follows the size while speed barely does, and storage not at all (the README's
+# benchmarks give the figures).
 KMSDASH_INGEST_BATCH_SIZE = envint("KMSDASH_INGEST_BATCH_SIZE", 10000)
 # Days of events kept for the explorer and the raw-record drawer (0: all). Counts come from rollups,
 # which are never purged; critical key-management events are kept for good (audits/retention.py).

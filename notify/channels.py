@@ -14,6 +14,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import apprise
+import requests
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+from django.core.mail import EmailMultiAlternatives, get_connection
+
+from kmsdash import aws
+
 from . import messages
 
 ERROR_MAX = 2000
@@ -42,8 +50,6 @@ def sign(secret: str, body: bytes) -> str:
 
 
 def send_webhook(job: Job, timeout: float) -> Outcome:
-    import requests
-
     if not job.secret:
         return Outcome(False, error="no signing secret (its environment variable is unset or empty)")
     body = messages.webhook_body(job.delivery, job.payload)
@@ -67,8 +73,6 @@ def send_webhook(job: Job, timeout: float) -> Outcome:
 
 
 def send_email(job: Job, timeout: float) -> Outcome:
-    from django.core.mail import EmailMultiAlternatives, get_connection
-
     recipients = [address.strip() for address in job.target.split(",") if address.strip()]
     message = EmailMultiAlternatives(
         subject=messages.subject(job.payload),
@@ -85,11 +89,6 @@ def send_email(job: Job, timeout: float) -> Outcome:
 
 
 def send_sns(job: Job, timeout: float) -> Outcome:
-    from botocore.config import Config
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    from kmsdash import aws
-
     region = job.target.split(":")[3]
     config = aws.client_config(max_attempts=1).merge(Config(connect_timeout=timeout, read_timeout=timeout))
     try:
@@ -102,9 +101,8 @@ def send_sns(job: Job, timeout: float) -> Outcome:
             MessageAttributes={"kmsdash_delivery": {"DataType": "String", "StringValue": job.delivery}},
         )
     except ClientError as exc:
-        error = exc.response.get("Error", {})
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        return Outcome(False, status, f"{error.get('Code')}: {error.get('Message')}")
+        return Outcome(False, status, f"{aws.error_code(exc)}: {exc.response.get('Error', {}).get('Message')}")
     except BotoCoreError as exc:
         return Outcome(False, error=f"{type(exc).__name__}: {exc}")
     return Outcome(True, response["ResponseMetadata"]["HTTPStatusCode"])
@@ -120,8 +118,6 @@ def _with_timeouts(url: str, timeout: float) -> str:
 
 
 def send_apprise(job: Job, timeout: float) -> Outcome:
-    import apprise
-
     if not job.secret:
         return Outcome(False, error="no apprise URL (its environment variable is unset or empty)")
     notifier = apprise.Apprise()

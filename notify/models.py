@@ -15,6 +15,7 @@ from django.utils import timezone
 
 # The alerts' severities, lowest first: one definition, the alerts app's.
 from alerts.models import SEVERITY_RANK, Severity
+from kmsdash.envelope import Sealed, unseal
 
 SEVERITIES = tuple(Severity.values)
 
@@ -74,8 +75,6 @@ class Channel(models.Model):
 
     def secret(self) -> str:
         """The plaintext secret, from the environment or unsealed through KMS; '' when none."""
-        from kmsdash.envelope import Sealed, unseal
-
         if self.secret_env:
             return os.environ.get(self.secret_env, "")
         if self.is_sealed:

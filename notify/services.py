@@ -13,6 +13,7 @@ import re
 import secrets as token
 from datetime import timedelta
 
+import apprise
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator, validate_email
@@ -22,6 +23,7 @@ from django.utils import timezone
 from kmsdash.envelope import seal
 
 from .models import SEVERITIES, Channel, Notification
+from .tasks import deliver_alerts
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +83,6 @@ def notify_alert(alert: dict, *, event: str) -> None:
 def queue_delivery() -> None:
     """Ask a worker for a delivery pass now. Best effort: the pass that beat runs every minute
     finds the same rows, so a broker that is down delays a notification, never loses it."""
-    from .tasks import deliver_alerts
-
     try:
         deliver_alerts.apply_async(retry=False)
     except Exception:
@@ -123,8 +123,6 @@ def _validate(type_: str, target: str, min_severity: str, secret_env: str) -> li
 
 def apprise_display(url: str) -> str:
     """The apprise URL with its tokens masked, for the admin; '' if apprise does not know it."""
-    import apprise
-
     instance = apprise.Apprise.instantiate(url)
     return instance.url(privacy=True) if instance else ""
 

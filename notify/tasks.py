@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from .delivery import deliver_pending
+
 
 @shared_task(ignore_result=True)
 def deliver_alerts() -> int:
-    from .delivery import deliver_pending
-
     return deliver_pending().claimed

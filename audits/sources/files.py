@@ -47,8 +47,8 @@ from audits.models import IngestRun
 
 CHUNK = 256 * 1024
 GZIP_MAGIC = b"\x1f\x8b"
-# Items parsed per orjson call at most, in bytes. Parsed, records take ~5 to 25 times their JSON (the
-# densest hostile content, `{},{},...`), so a group costs at most a few MB whatever it holds.
+# Items parsed per orjson call at most, in bytes. Parsed, records take several times their JSON, the
+# densest hostile content (`{},{},...`) the most, so a group costs at most a few MB whatever it holds.
 GROUP_BYTES = 64 * 1024
 _MIN_GROUP = 4 * 1024  # below this a group that orjson refuses is read item by item
 _BOM = b"\xef\xbb\xbf"

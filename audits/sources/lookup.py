@@ -148,16 +148,11 @@ def read_window(cloudtrail: Any, window: Window, *, max_pages: int | None = None
         "EndTime": window.end,
         "MaxResults": PAGE_SIZE,
     }
-    token = None
-    pages = 0
-    while True:
-        response = cloudtrail.lookup_events(**params, **({"NextToken": token} if token else {}))
-        pages += 1
+    # The paginator requests a page only when it is iterated: it is never asked for the one past
+    # `max_pages`.
+    for pages, response in enumerate(cloudtrail.get_paginator("lookup_events").paginate(**params), 1):
         yield response.get("Events", [])
-        token = response.get("NextToken")
-        if not token:
-            return
-        if max_pages is not None and pages >= max_pages:
+        if response.get("NextToken") and max_pages is not None and pages >= max_pages:
             raise WindowCutShort(
                 f"{CUT_SHORT} after {pages} pages, what this task could read: the next windows of this scope "
                 "are shorter"
@@ -197,7 +192,7 @@ def ingest_window(
                             run.ingestor.add(event.get("CloudTrailEvent") or "", location=location)
                     break
                 except ClientError as exc:
-                    if _code(exc) != "InvalidNextTokenException" or restarts >= MAX_WINDOW_RESTARTS:
+                    if aws.error_code(exc) != "InvalidNextTokenException" or restarts >= MAX_WINDOW_RESTARTS:
                         raise
                     restarts += 1
                     logger.warning(
@@ -206,7 +201,7 @@ def ingest_window(
                     )
             run.advance_checkpoint(window.end, read_from=window.start)
     except ClientError as exc:
-        if _code(exc) in THROTTLING_CODES:
+        if aws.error_code(exc) in THROTTLING_CODES:
             raise Throttled(_describe(exc)) from exc
         raise WindowFailed(_describe(exc)) from exc
     return WindowResult(window, run.row, run.counts)
@@ -263,10 +258,6 @@ def ingest_lookup(
         results.append(result)
         pages_left -= result.run.pages
     return results
-
-
-def _code(exc: ClientError) -> str:
-    return exc.response.get("Error", {}).get("Code", "")
 
 
 def _describe(exc: BaseException) -> str:

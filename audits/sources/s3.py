@@ -163,7 +163,7 @@ def ingest_object(
             # One object's error never stops the others: a lifecycle rule may archive a single log
             # file, a bucket policy or KMS key may deny some. Errors about the bucket itself come
             # from the listing, which does abort the pass.
-            code = exc.response.get("Error", {}).get("Code", "")
+            code = aws.error_code(exc)
             if code == "InvalidObjectState":  # archived (Glacier): no retry can read it
                 reason = f"{UNREADABLE}: archived ({code}); restore it and delete this row to read it"
                 ingestor.quarantine(location=location, reason=reason)

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 
 from django.core.management.base import BaseCommand, CommandError
 
@@ -9,6 +8,7 @@ from alerts import selectors
 from alerts.models import Kind
 from alerts.services import as_json
 from kmsdash.csvexport import csv_lines
+from kmsdash.dates import parse_utc
 
 COLUMNS = selectors.JSON_FIELDS
 
@@ -31,11 +31,9 @@ class Command(BaseCommand):
         when = None
         if since:
             try:
-                when = datetime.fromisoformat(since.replace("Z", "+00:00"))
+                when = parse_utc(since)
             except ValueError as exc:
                 raise CommandError("--since must be an ISO date or date-time") from exc
-            if when.tzinfo is None:
-                when = when.replace(tzinfo=UTC)
         rows = [
             as_json(alert)
             for alert in selectors.alerts(

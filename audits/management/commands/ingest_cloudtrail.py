@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from django.core.management.base import BaseCommand, CommandError
 
 from audits.models import IngestRun
 from audits.services import KINDS, run_scope, scopes
+from kmsdash.dates import parse_utc
 
 
 def parse_when(value: str) -> datetime:
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return parse_utc(value)
     except ValueError as exc:
         raise CommandError(f"{value!r} is not an ISO 8601 date or date-time") from exc
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 class Command(BaseCommand):

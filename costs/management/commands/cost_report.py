@@ -8,6 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 from costs import selectors
 from costs.services import utc_today
 from kmsdash.csvexport import csv_lines
+from kmsdash.dates import parse_day
 
 
 class Command(BaseCommand):
@@ -19,8 +20,8 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--format", choices=("json", "csv"), default="json")
-        parser.add_argument("--since", type=date.fromisoformat, help="First day, YYYY-MM-DD.")
-        parser.add_argument("--until", type=date.fromisoformat, help="Last day, YYYY-MM-DD (included).")
+        parser.add_argument("--since", type=parse_day, help="First day, YYYY-MM-DD.")
+        parser.add_argument("--until", type=parse_day, help="Last day, YYYY-MM-DD (included).")
 
     def handle(self, *args, format: str, since: date | None = None, until: date | None = None, **options) -> None:
         today = utc_today()

@@ -7,6 +7,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from costs import services
 from costs.explorer import CostExplorerError
+from kmsdash.dates import parse_day
 
 
 class Command(BaseCommand):
@@ -16,8 +17,8 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser) -> None:
-        parser.add_argument("--since", type=date.fromisoformat, help="First day, YYYY-MM-DD (UTC).")
-        parser.add_argument("--until", type=date.fromisoformat, help="Last day, YYYY-MM-DD (UTC), included.")
+        parser.add_argument("--since", type=parse_day, help="First day, YYYY-MM-DD (UTC).")
+        parser.add_argument("--until", type=parse_day, help="Last day, YYYY-MM-DD (UTC), included.")
 
     def handle(self, *args, since: date | None = None, until: date | None = None, **options) -> None:
         try:
