@@ -117,6 +117,9 @@ class Event(models.Model):
     vpc_endpoint_id = models.CharField(max_length=128, blank=True)
     s3_bucket = models.CharField(max_length=256, blank=True, help_text="Bucket named by an aws:s3:arn context.")
     after_hours = models.BooleanField(default=False)
+    quota_class = models.CharField(
+        max_length=48, blank=True, default="", help_text="The KMS request quota it counts against (audits.cloudtrail)."
+    )
     # The whole record, in a block compressed with the other records of its batch. No index and
     # no constraint: the block is only ever read through its event, and both are written in one
     # transaction. NULL only for rows made by hand (tests); ingestion always keeps the record.
@@ -598,3 +601,58 @@ class ApiTurn(models.Model):
 
     def __str__(self) -> str:
         return f"{self.api} {self.account_id}/{self.region}"
+
+
+class MinuteScope(models.Model):
+    """The UTC minute (its start), the (recipient account, region) and the request quota a row counts in.
+
+    Only calls that count against one of the account's KMS request quotas have rows
+    (audits.cloudtrail.quota_class_of); the recipient is then the calling account."""
+
+    minute = models.DateTimeField()
+    account_id = models.CharField(max_length=12)
+    region = models.CharField(max_length=32)
+    quota_class = models.CharField(max_length=48)
+    calls = models.BigIntegerField()
+    throttled = models.BigIntegerField(help_text="Calls refused with ThrottlingException.")
+    first_seen = models.DateTimeField()
+    last_seen = models.DateTimeField()
+
+    class Meta:
+        abstract = True
+
+
+class QuotaMinute(MinuteScope):
+    """Calls per UTC minute and request quota: the rate AWS throttles on (its CallCount metric / 60)."""
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["minute", "account_id", "region", "quota_class"], name="quotaminute_unique_dims"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.minute:%Y-%m-%d %H:%M} {self.quota_class} x{self.calls}"
+
+
+class QuotaMinuteCaller(MinuteScope):
+    """QuotaMinute per key, principal and calling service: who drives a peak minute, and the
+    GenerateDataKey and Decrypt calls a data-key cache could answer."""
+
+    key = models.CharField(max_length=2048)
+    principal = models.CharField(max_length=2048)
+    service = models.CharField(max_length=256)
+    data_key_calls = models.BigIntegerField(help_text="GenerateDataKey and Decrypt calls.")
+
+    class Meta:
+        constraints = [
+            # Leads with the minute: the peak minute's rows are read through it.
+            models.UniqueConstraint(
+                fields=["minute", "account_id", "region", "quota_class", "key", "principal", "service"],
+                name="quotaminutecaller_unique_dims",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.minute:%Y-%m-%d %H:%M} {self.key} {self.principal} x{self.calls}"

@@ -41,6 +41,8 @@ from .models import (
     KeyServiceDay,
     OperationDay,
     PrincipalDay,
+    QuotaMinute,
+    QuotaMinuteCaller,
 )
 
 
@@ -123,6 +125,13 @@ HOUR = Dimension(
     "date_trunc('hour', event_time AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'",
     lambda event: str(event.event_time.replace(minute=0, second=0, microsecond=0, tzinfo=None)),
 )
+# The start of the event's UTC minute, the same way.
+MINUTE = Dimension(
+    "minute",
+    "date_trunc('minute', event_time AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'",
+    lambda event: str(event.event_time.replace(second=0, microsecond=0, tzinfo=None)),
+)
+QUOTA_CLASS = _dim("quota_class")
 SCOPE = (DAY, ACCOUNT, REGION)  # every daily table counts per UTC day, recipient account and region
 HOUR_SCOPE = (HOUR, ACCOUNT, REGION)
 
@@ -151,6 +160,14 @@ S3_OBJECT_SQL = (
 
 _BY_NAME = {count.column: count for count in KEY_MEASURES}
 HOURLY_CALLS = (_BY_NAME["calls"], _BY_NAME["failed"], _BY_NAME["after_hours_calls"])
+
+# Per minute, only the calls that count against a request quota (audits.cloudtrail.quota_class_of).
+THROTTLED = Count(
+    "throttled", "error_code = 'ThrottlingException'", lambda event: event.error_code == "ThrottlingException"
+)
+QUOTA_CALLS = (Count("calls"), THROTTLED)
+COUNTS_AGAINST_A_QUOTA = ("quota_class <> ''", lambda event: event.quota_class != "")
+DATA_KEY_OPERATIONS = ("GenerateDataKey", "Decrypt")  # what a data-key cache answers
 
 ROLLUP = Summary(DailyRollup, (*SCOPE, KEY, OPERATION, PRINCIPAL, SERVICE, ERROR_CODE, AFTER_HOURS), ALL)
 KEY_DAY = Summary(KeyDay, (*SCOPE, KEY), KEY_MEASURES)
@@ -181,6 +198,21 @@ SUMMARIES = (
         (*HOUR_SCOPE, KEY, PRINCIPAL, ERROR_CODE),
         (Count("failed"),),
         where=("error_code <> ''", lambda event: bool(event.error_code)),
+    ),
+    # Per UTC minute and request quota, for capacity: the rate is a minute's calls / 60.
+    Summary(QuotaMinute, (MINUTE, ACCOUNT, REGION, QUOTA_CLASS), QUOTA_CALLS, where=COUNTS_AGAINST_A_QUOTA),
+    Summary(
+        QuotaMinuteCaller,
+        (MINUTE, ACCOUNT, REGION, QUOTA_CLASS, KEY, PRINCIPAL, SERVICE),
+        (
+            *QUOTA_CALLS,
+            Count(
+                "data_key_calls",
+                "operation IN ('GenerateDataKey', 'Decrypt')",
+                lambda event: event.event_name in DATA_KEY_OPERATIONS,
+            ),
+        ),
+        where=COUNTS_AGAINST_A_QUOTA,
     ),
 )
 
