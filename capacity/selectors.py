@@ -87,6 +87,15 @@ class Peak:
         quota = self.quota
         return self.calls / 60 / quota if quota else None
 
+    @property
+    def percent(self) -> float | None:
+        share = self.share
+        return None if share is None else round(100 * share, 1)
+
+    @property
+    def iso(self) -> str:
+        return iso_minute(self.minute)
+
 
 def _bucket(minute: datetime, by: str | None) -> datetime | None:
     if by == "day":
