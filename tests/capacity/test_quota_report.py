@@ -6,6 +6,7 @@ import csv
 import io
 import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from django.core.management import call_command
@@ -29,7 +30,7 @@ THROTTLED = 30
 
 
 def record(n: int, when: datetime, *, key: str = BURST_KEY, role: str = "batch", **overrides) -> dict:
-    values = dict(
+    values: dict[str, Any] = dict(
         event_name="Decrypt",
         event_time=when,
         key_arn=key,
