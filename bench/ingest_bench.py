@@ -95,10 +95,10 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def generate(directory: Path, events: int, per_file: int, time_ordered: bool) -> list[Path]:
+def generate(directory: Path, events: int, per_file: int, time_ordered: bool, days: int = 30) -> list[Path]:
     from audits.synthetic import generate_records, write_log_files
 
-    records = generate_records(events, seed=1, start=START, days=30, time_ordered=time_ordered)
+    records = generate_records(events, seed=1, start=START, days=days, time_ordered=time_ordered)
     return write_log_files(records, directory, per_file=per_file)
 
 
@@ -288,6 +288,7 @@ def main() -> None:
         action="store_true",
         help="files in time order, as CloudTrail writes them (default: random times, the worst case)",
     )
+    parser.add_argument("--days", type=int, default=30, help="days the events are spread over (fewer: denser)")
     parser.add_argument("--parse-only", action="store_true", help="only the parse baselines (no database)")
     parser.add_argument(
         "--compare-quota-summaries",
@@ -304,9 +305,9 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="kmsdash-bench-"))
     try:
         started = time.perf_counter()
-        files = generate(workdir / "logs", args.events, args.per_file, args.time_ordered)
+        files = generate(workdir / "logs", args.events, args.per_file, args.time_ordered, args.days)
         gz_bytes = sum(p.stat().st_size for p in files)
-        order = "in time order" if args.time_ordered else "at random times"
+        order = ("in time order" if args.time_ordered else "at random times") + f" over {args.days} days"
         print(
             f"generated {args.events} events {order} in {len(files)} files ({gz_bytes / args.events:.0f} B/event "
             f"gzipped) in {time.perf_counter() - started:.1f}s"
