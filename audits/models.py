@@ -603,8 +603,9 @@ class ApiTurn(models.Model):
         return f"{self.api} {self.account_id}/{self.region}"
 
 
-class MinuteScope(models.Model):
-    """The UTC minute (its start), the (recipient account, region) and the request quota a row counts in.
+class QuotaMinute(models.Model):
+    """Calls per UTC minute, (recipient account, region) and request quota: the rate AWS throttles
+    on (its CallCount metric / 60).
 
     Only calls that count against one of the account's KMS request quotas have rows
     (audits.cloudtrail.quota_class_of); the recipient is then the calling account."""
@@ -619,13 +620,6 @@ class MinuteScope(models.Model):
     last_seen = models.DateTimeField()
 
     class Meta:
-        abstract = True
-
-
-class QuotaMinute(MinuteScope):
-    """Calls per UTC minute and request quota: the rate AWS throttles on (its CallCount metric / 60)."""
-
-    class Meta:
         constraints = [
             models.UniqueConstraint(
                 fields=["minute", "account_id", "region", "quota_class"], name="quotaminute_unique_dims"
@@ -634,25 +628,3 @@ class QuotaMinute(MinuteScope):
 
     def __str__(self) -> str:
         return f"{self.minute:%Y-%m-%d %H:%M} {self.quota_class} x{self.calls}"
-
-
-class QuotaMinuteCaller(MinuteScope):
-    """QuotaMinute per key, principal and calling service: who drives a peak minute, and the
-    GenerateDataKey and Decrypt calls a data-key cache could answer."""
-
-    key = models.CharField(max_length=2048)
-    principal = models.CharField(max_length=2048)
-    service = models.CharField(max_length=256)
-    data_key_calls = models.BigIntegerField(help_text="GenerateDataKey and Decrypt calls.")
-
-    class Meta:
-        constraints = [
-            # Leads with the minute: the peak minute's rows are read through it.
-            models.UniqueConstraint(
-                fields=["minute", "account_id", "region", "quota_class", "key", "principal", "service"],
-                name="quotaminutecaller_unique_dims",
-            ),
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.minute:%Y-%m-%d %H:%M} {self.key} {self.principal} x{self.calls}"

@@ -42,7 +42,6 @@ from .models import (
     OperationDay,
     PrincipalDay,
     QuotaMinute,
-    QuotaMinuteCaller,
 )
 
 
@@ -167,7 +166,6 @@ THROTTLED = Count(
 )
 QUOTA_CALLS = (Count("calls"), THROTTLED)
 COUNTS_AGAINST_A_QUOTA = ("quota_class <> ''", lambda event: event.quota_class != "")
-DATA_KEY_OPERATIONS = ("GenerateDataKey", "Decrypt")  # what a data-key cache answers
 
 ROLLUP = Summary(DailyRollup, (*SCOPE, KEY, OPERATION, PRINCIPAL, SERVICE, ERROR_CODE, AFTER_HOURS), ALL)
 KEY_DAY = Summary(KeyDay, (*SCOPE, KEY), KEY_MEASURES)
@@ -199,21 +197,10 @@ SUMMARIES = (
         (Count("failed"),),
         where=("error_code <> ''", lambda event: bool(event.error_code)),
     ),
-    # Per UTC minute and request quota, for capacity: the rate is a minute's calls / 60.
+    # Per UTC minute and request quota, for capacity: the rate is a minute's calls / 60. Who made a
+    # peak minute's calls is read from that minute's events (capacity.selectors): a table per key,
+    # principal and service as well cost ~570 B/event where minutes hold few calls (bench/ingest_bench.py).
     Summary(QuotaMinute, (MINUTE, ACCOUNT, REGION, QUOTA_CLASS), QUOTA_CALLS, where=COUNTS_AGAINST_A_QUOTA),
-    Summary(
-        QuotaMinuteCaller,
-        (MINUTE, ACCOUNT, REGION, QUOTA_CLASS, KEY, PRINCIPAL, SERVICE),
-        (
-            *QUOTA_CALLS,
-            Count(
-                "data_key_calls",
-                "operation IN ('GenerateDataKey', 'Decrypt')",
-                lambda event: event.event_name in DATA_KEY_OPERATIONS,
-            ),
-        ),
-        where=COUNTS_AGAINST_A_QUOTA,
-    ),
 )
 
 BY_MODEL = {summary.model: summary for summary in SUMMARIES}

@@ -12,8 +12,8 @@ directory, then measures in one run:
 For each: events/s, ratio to the baseline, peak RSS, stored bytes per event (all audits tables
 and their indexes: pg_total_relation_size; SQLite: dbstat).
 --compare-quota-summaries: the PostgreSQL import twice, in the same run, without and then with the
-per-minute request-quota summaries (QuotaMinute, QuotaMinuteCaller: left out of the write path by the
-child process only), with their bytes per event and the events' quota_class column's.
+per-minute request-quota summary (QuotaMinute: left out of the write path by the child process
+only), with its bytes per event and the events' quota_class column's.
 
 Output format, and the latest figures (2 cores shared with other jobs and the PostgreSQL server,
 default server settings: shared_buffers 128 MB; events/s are wall clock and follow the machine's
@@ -179,7 +179,7 @@ def recreate_pg_database(url: str, *, drop_only: bool = False) -> None:
 # -- child process: one import into one database -----------------------------------------------
 
 
-QUOTA_SUMMARIES = "QuotaMinute,QuotaMinuteCaller"
+QUOTA_SUMMARIES = "QuotaMinute"
 
 
 def leave_out_summaries(names: set[str]) -> None:
@@ -274,7 +274,7 @@ def run_child(database_url: str, directory: Path, *, without: str = "") -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-QUOTA_TABLES = ("audits_quotaminute", "audits_quotaminutecaller")
+QUOTA_TABLES = ("audits_quotaminute",)
 
 
 def main() -> None:
@@ -355,7 +355,7 @@ def main() -> None:
             if result["vendor"] == "postgresql":
                 quota = {name: result["parts"].get(name, 0) / result["events"] for name in QUOTA_TABLES}
                 print(
-                    "          quota summaries, B/event: "
+                    "          quota summary, B/event: "
                     + ", ".join(f"{name} {size:.1f}" for name, size in quota.items())
                     + f"; audits_event.quota_class {result['quota_class_bytes'] / result['events']:.1f}"
                 )

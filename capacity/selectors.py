@@ -1,13 +1,21 @@
-"""Reads for the capacity page, quota_report and the two alert kinds: the per-minute request-quota
-summaries (audits.QuotaMinute, QuotaMinuteCaller), never the events.
+"""Reads for the capacity page, quota_report and the two alert kinds.
 
+Rates, peaks and throttled calls come from the per-minute request-quota summary (audits.QuotaMinute).
 A call's rate is read the way AWS's own `AWS/Usage CallCount` metric is: a minute's calls / 60.
+
+Who made a peak minute's calls (keys, principals, services, data-key callers) is read from that
+minute's events: one minute of one account and region, through the events' time index. A summary
+per key, principal and service as well would have cost about 570 B per event where minutes hold few
+calls (bench/ingest_bench.py --compare-quota-summaries), more than the events' own row. Once the
+retention purge has removed a minute's events, its callers are no longer known (its rate is).
+
 Keys in a custom key store (inventory origin AWS_CLOUDHSM or EXTERNAL_KEY_STORE) are known only to
 the inventory, which may learn of them after their calls landed; so their calls are classed
 symmetric at ingestion (as they are: those keys are symmetric, and their calls count against the
-symmetric quota too) and also counted here, when read, against the custom-key-store quota of their
-account and region. The custom key store quota is per key store; it is judged here for all the
-key stores of an account and region together (exact with one store, cautious with more).
+symmetric quota too) and counted here, when read, from their events (through the per-key time
+index; such keys are few, and each store is throttled at 1,800/s) against the custom-key-store
+quota of their account and region. That quota is per key store; it is judged here for all the key
+stores of an account and region together (exact with one store, cautious with more).
 """
 
 from __future__ import annotations
@@ -15,21 +23,23 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db.models import F, QuerySet, Sum, Window
+from django.db.models import Count, F, Q, QuerySet, Sum, Window
 from django.db.models.functions import RowNumber, Trunc
 
 from audits.cloudtrail import CUSTOM_KEY_STORE, SYMMETRIC
-from audits.models import QuotaMinute, QuotaMinuteCaller
+from audits.models import Event, QuotaMinute
 from inventory.models import Key
 
 from . import quotas
 
 CUSTOM_KEY_STORE_ORIGINS = ("AWS_CLOUDHSM", "EXTERNAL_KEY_STORE")
 TOP = 5
+MINUTE = timedelta(minutes=1)
+DATA_KEY_OPERATIONS = ("GenerateDataKey", "Decrypt")  # what a data-key cache answers
 
 
 def per_second(calls: int | float) -> float:
@@ -117,12 +127,22 @@ def custom_store_minutes(
         )
     )
     if keys:
+        events = Event.objects.filter(key__in=keys, quota_class=SYMMETRIC)
+        if start is not None:
+            events = events.filter(event_time__gte=start)
+        if end is not None:
+            events = events.filter(event_time__lt=end)
+        if account:
+            events = events.filter(recipient_account_id=account)
+        if region:
+            events = events.filter(region=region)
         rows.extend(
-            _window(QuotaMinuteCaller.objects.filter(quota_class=SYMMETRIC, key__in=keys), start, end, account, region)
-            .values("account_id", "region", "minute")
-            .annotate(n=Sum("calls"), t=Sum("throttled"))
+            (acc, reg, minute.astimezone(UTC), n, t)
+            for acc, reg, minute, n, t in events.annotate(minute=Trunc("event_time", "minute", tzinfo=UTC))
+            .values("recipient_account_id", "region", "minute")
+            .annotate(n=Count("id"), t=Count("id", filter=Q(error_code="ThrottlingException")))
             .order_by()
-            .values_list("account_id", "region", "minute", "n", "t")
+            .values_list("recipient_account_id", "region", "minute", "n", "t")
         )
     summed: dict[tuple[str, str, datetime], list[int]] = defaultdict(lambda: [0, 0])
     for acc, reg, minute, calls, throttled in rows:
@@ -209,27 +229,33 @@ class Callers:
     services: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _caller_rows(peak: Peak, keys: set[str] | None = None) -> QuerySet:
-    rows = QuotaMinuteCaller.objects.filter(minute=peak.minute, account_id=peak.account, region=peak.region)
+def _minute_events(peak: Peak, keys: set[str] | None = None) -> QuerySet[Event]:
+    """The events of the peak's minute that count against its quota."""
+    rows = Event.objects.filter(
+        event_time__gte=peak.minute,
+        event_time__lt=peak.minute + MINUTE,
+        recipient_account_id=peak.account,
+        region=peak.region,
+    )
     if peak.quota_class == CUSTOM_KEY_STORE:
         keys = custom_store_keys() if keys is None else keys
         # Symmetric calls on the stores' keys; GenerateRandom in a store has no key.
-        return rows.filter(quota_class=SYMMETRIC, key__in=keys) | rows.filter(quota_class=CUSTOM_KEY_STORE)
+        return rows.filter(Q(quota_class=SYMMETRIC, key__in=keys) | Q(quota_class=CUSTOM_KEY_STORE))
     return rows.filter(quota_class=peak.quota_class)
 
 
-def _top(rows: QuerySet, column: str, limit: int) -> list[dict[str, Any]]:
+def _top(rows: QuerySet[Event], column: str, limit: int) -> list[dict[str, Any]]:
     return [
         {column: value, "calls": calls, "rate": per_second(calls)}
         for value, calls in rows.values(column)
-        .annotate(n=Sum("calls"))
+        .annotate(n=Count("id"))
         .order_by("-n", column)
         .values_list(column, "n")[:limit]
     ]
 
 
 def peak_callers(peak: Peak, limit: int = TOP) -> Callers:
-    rows = _caller_rows(peak)
+    rows = _minute_events(peak)
     return Callers(_top(rows, "key", limit), _top(rows, "principal", limit), _top(rows, "service", limit))
 
 
@@ -247,10 +273,10 @@ def cache_candidates(peak: Peak, *, hit_rate: float | None = None, limit: int = 
     AWS Encryption SDK's caching materials manager) would relieve most, with the rate it would save."""
     rate = float(settings.KMSDASH_DATA_KEY_CACHE_HIT_RATE if hit_rate is None else hit_rate)
     rows = (
-        _caller_rows(peak)
-        .filter(data_key_calls__gt=0)
+        _minute_events(peak)
+        .filter(event_name__in=DATA_KEY_OPERATIONS)
         .values("principal", "key", "service")
-        .annotate(n=Sum("data_key_calls"))
+        .annotate(n=Count("id"))
         .order_by("-n", "principal", "key")
         .values_list("principal", "key", "service", "n")[:limit]
     )
