@@ -1,4 +1,4 @@
-"""The seven detections, over the events that landed in one id range, on event time.
+"""The nine detections, over the events that landed in one id range, on event time.
 
 Reads: the new events themselves (one grouped scan of the range, and the few critical ones whole),
 and for every baseline the hourly and daily summaries (audits/rollups.py), never the baseline's
@@ -26,10 +26,10 @@ from typing import Any
 from django.conf import settings
 from django.db import connection
 from django.db.models import Count, DateTimeField, F, Func, Max, Min, Q, Value
-from django.db.models.functions import Concat, TruncHour
+from django.db.models.functions import Concat, Trunc, TruncHour
 
 from audits.changes import EXPOSING_OPERATIONS
-from audits.cloudtrail import GRANT_OPERATIONS, ROUTINE, critical_class
+from audits.cloudtrail import CUSTOM_KEY_STORE, GRANT_OPERATIONS, ROUTINE, critical_class
 from audits.models import (
     Event,
     KeyDay,
@@ -37,8 +37,10 @@ from audits.models import (
     KeyPrincipalDay,
     KeyPrincipalErrorHour,
     KeyPrincipalHour,
+    QuotaMinute,
 )
 from audits.selectors import raw_records
+from capacity import selectors as capacity
 from inventory import policy as pol
 from inventory.findings import known_accounts
 from inventory.models import Finding
@@ -299,6 +301,8 @@ class Batch:
             (Kind.VOLUME_SPIKE, self.volume_spike),
             (Kind.AFTER_HOURS_UNUSUAL, self.after_hours_unusual),
             (Kind.NEW_PRINCIPAL, self.new_principal),
+            (Kind.QUOTA_HEADROOM, self.quota_headroom),
+            (Kind.THROTTLING, self.throttling),
         ):
             if kind == Kind.CRITICAL_EVENT or self.rules[kind].enabled:
                 found.extend(method())
@@ -725,6 +729,109 @@ class Batch:
         if rule["own_account_roles"]:
             return rule["own_account_role_severity"], "role of the key's account"
         return None
+
+    # -- request quotas (capacity) ---------------------------------------------------------------
+
+    def quota_minutes(self) -> dict[tuple[str, str], set[datetime]]:
+        """(account, region) -> the UTC minutes with new calls that count against a request quota."""
+        found: dict[tuple[str, str], set[datetime]] = defaultdict(set)
+        for account, region, minute in (
+            self.events.exclude(quota_class="")
+            .annotate(minute=Trunc("event_time", "minute", tzinfo=UTC))
+            .values_list("recipient_account_id", "region", "minute")
+            .distinct()
+            .order_by()
+        ):
+            found[(account, region)].add(minute.astimezone(UTC))
+        return found
+
+    def _minute_rows(self, **conditions) -> list[tuple[str, str, str, datetime, int, int, datetime, datetime]]:
+        """QuotaMinute rows of the new minutes (whole minutes: a minute's later events judge its total,
+        and the alert's per-minute figures replace, never add to, what an earlier range judged)."""
+        rows = []
+        for (account, region), minutes in self.quota_minutes().items():
+            rows += [
+                row
+                for row in QuotaMinute.objects.filter(
+                    account_id=account, region=region, minute__gte=min(minutes), minute__lte=max(minutes), **conditions
+                ).values_list(
+                    "account_id", "region", "quota_class", "minute", "calls", "throttled", "first_seen", "last_seen"
+                )
+                if row[3] in minutes
+            ]
+        return rows
+
+    def quota_headroom(self) -> list[Detection]:
+        rule = self.rules[Kind.QUOTA_HEADROOM]
+        rows = self._minute_rows()
+        rows = [row for row in rows if row[2] != CUSTOM_KEY_STORE]
+        # The custom-key-store quota is read through the inventory (capacity.selectors): its minutes
+        # are the custom-key-store rows plus the symmetric calls on keys in a custom key store.
+        for (account, region), minutes in self.quota_minutes().items():
+            rows += [
+                (a, r, CUSTOM_KEY_STORE, m, n, t, m, m + timedelta(seconds=59))
+                for a, r, m, n, t in capacity.custom_store_minutes(
+                    min(minutes), max(minutes) + timedelta(minutes=1), account, region
+                )
+                if m in minutes
+            ]
+        found = []
+        for account, region, quota_class, minute, calls, _, first, last in rows:
+            quota = capacity.quota_for(account, region, quota_class)
+            if not quota:
+                continue
+            rate, threshold = calls / 60, rule["ratio"] * quota
+            if rate < threshold:
+                continue
+            found.append(
+                Detection(
+                    Kind.QUOTA_HEADROOM,
+                    bump(rule["severity"], rate, threshold) if rate >= quota else rule["severity"],
+                    f"{rate:,.1f} {quota_class} requests/s in {account} {region} in the minute from "
+                    f"{minute:%Y-%m-%d %H:%M} UTC: {rate / quota:.0%} of the {quota:,.0f}/s quota",
+                    account=account,
+                    region=region,
+                    subject=quota_class,
+                    first_event=first,
+                    last_event=last,
+                    hours={capacity.iso_minute(minute): calls},
+                    observed=round(rate, 1),
+                    baseline=quota,
+                    threshold=round(threshold, 1),
+                    evidence={"quota_class": quota_class, "quota": quota, "minute": capacity.iso_minute(minute)},
+                )
+            )
+        return found
+
+    def throttling(self) -> list[Detection]:
+        rule = self.rules[Kind.THROTTLING]
+        per_minute: dict[tuple[str, str, datetime], list] = {}
+        for account, region, _, minute, _, throttled, first, last in self._minute_rows(throttled__gt=0):
+            entry = per_minute.setdefault((account, region, minute), [0, first, last])
+            entry[0] += throttled
+            entry[1], entry[2] = min(entry[1], first), max(entry[2], last)
+        found = []
+        for (account, region, minute), (throttled, first, last) in sorted(per_minute.items()):
+            if throttled < rule["min_count"]:
+                continue
+            found.append(
+                Detection(
+                    Kind.THROTTLING,
+                    bump(rule["severity"], throttled, rule["min_count"]),
+                    f"{throttled:,} calls refused with ThrottlingException in {account} {region} in the minute "
+                    f"from {minute:%Y-%m-%d %H:%M} UTC",
+                    account=account,
+                    region=region,
+                    error_code="ThrottlingException",
+                    first_event=first,
+                    last_event=last,
+                    hours={capacity.iso_minute(minute): throttled},
+                    observed=throttled,
+                    threshold=rule["min_count"],
+                    evidence={"minute": capacity.iso_minute(minute)},
+                )
+            )
+        return found
 
     def _principal_hours(
         self, candidates: dict[tuple, list[Group]], *, after_hours: bool

@@ -24,6 +24,8 @@ class Kind(models.TextChoices):
     AFTER_HOURS_UNUSUAL = "after-hours-unusual"
     NEW_PRINCIPAL = "new-principal"
     FINDING = "finding"
+    QUOTA_HEADROOM = "quota-headroom"
+    THROTTLING = "throttling"
 
 
 class Severity(models.TextChoices):

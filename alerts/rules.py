@@ -44,6 +44,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "own_account_role_severity": "low",
     },
     Kind.FINDING: {"min_severity": "high"},
+    # A minute whose rate (calls / 60) reaches `ratio` of its request quota (capacity/quotas.py).
+    Kind.QUOTA_HEADROOM: {"ratio": 0.8, "severity": "high"},
+    # ThrottlingException calls of an account and region in one minute, every quota together.
+    Kind.THROTTLING: {"min_count": 10, "severity": "high"},
 }
 # Shared by every kind; a rule's config may override them too.
 COMMON = {"resolve_after_hours": None}  # None: KMSDASH_ALERT_RESOLVE_HOURS

@@ -29,6 +29,9 @@ after-hours
 s3_bucket
     the bucket named by an `aws:s3:arn` encryption context (object ARN, or bucket ARN when the
     bucket uses an S3 Bucket Key).
+quota_class
+    the KMS request quota the call counts against (quota_class_of), or '' when it counts against
+    none of the account's: see QUOTA_CLASSES.
 
 Only `eventSource == "kms.amazonaws.com"` is kept; a well-formed record from another source
 raises NotKmsEvent. Anything malformed raises ParseError with the reason: a field of the wrong
@@ -234,6 +237,7 @@ class NormalizedEvent:
     vpc_endpoint_id: str
     s3_bucket: str
     after_hours: bool
+    quota_class: str
     own: bool = False  # one of kmsdash's own calls (OwnCalls)
 
     @property
@@ -414,6 +418,7 @@ def parse_record(
     read_only = _read_only(get("readOnly"))
     encryption_context = dict(context) if context else None
     after_hours = hours.is_after_hours(event_time)
+    quota_class = quota_class_of(event_name, request, principal_type, recipient_account_id, caller_account_id, key)
     own = own_calls is not None and own_calls.matches(user_agent, principal)
     # Positional, in the order of the fields (the names are theirs): 24 keyword arguments cost
     # twice as much as building the event.
@@ -442,8 +447,106 @@ def parse_record(
         vpc_endpoint_id,
         s3_bucket,
         after_hours,
+        quota_class,
         own,
     )
+
+
+# The shared per-second request quotas of cryptographic operations (AWS KMS Developer Guide,
+# "Request quotas"; the figures are in capacity/quotas.py). Each call counts against one class:
+SYMMETRIC = "symmetric"  # symmetric and HMAC keys, GenerateRandom
+RSA = "rsa"
+ECC = "ecc"  # ECC and SM2 keys share one quota
+ML_DSA = "ml-dsa"
+CUSTOM_KEY_STORE = "custom-key-store"  # GenerateRandom in a key store here; keys: see capacity
+SHARED_QUOTA_CLASSES = (SYMMETRIC, RSA, ECC, ML_DSA, CUSTOM_KEY_STORE)
+SYMMETRIC_OPERATIONS = frozenset(
+    {
+        "Decrypt",
+        "Encrypt",
+        "GenerateDataKey",
+        "GenerateDataKeyWithoutPlaintext",
+        "GenerateMac",
+        "GenerateRandom",
+        "ReEncrypt",
+        "VerifyMac",
+    }
+)
+# Management calls with a quota of their own, each its own class (named after the operation).
+# GenerateDataKeyPair's depends on the pair's spec: one class per spec family.
+PER_OPERATION_QUOTA_OPERATIONS = frozenset(
+    {
+        "DescribeKey",
+        "GetKeyLastUsage",
+        "GetKeyPolicy",
+        "GetKeyRotationStatus",
+        "GetPublicKey",
+        "ListAliases",
+        "ListGrants",
+        "ListKeyPolicies",
+        "ListKeyRotations",
+        "ListKeys",
+        "ListResourceTags",
+        "ListRetirableGrants",
+    }
+)
+_ALGORITHM_CLASSES = (("RSA", RSA), ("ECDSA", ECC), ("SM2", ECC), ("ECC", ECC), ("ML_DSA", ML_DSA))
+
+
+def _algorithm_class(algorithm: Any) -> str:
+    """The quota class of a key by the algorithm (or key pair spec) a request names; '' if none does."""
+    if not isinstance(algorithm, str) or algorithm in ("", "SYMMETRIC_DEFAULT"):
+        return ""
+    for prefix, quota_class in _ALGORITHM_CLASSES:
+        if algorithm.startswith(prefix):
+            return quota_class
+    return ""
+
+
+def quota_class_of(
+    event_name: str, request: dict[str, Any], principal_type: str, recipient: str, caller: str, key: str
+) -> str:
+    """The request quota a call counts against, from the operation and the algorithm the record names.
+
+    The algorithm a request names tells the key's spec (an RSA key takes only RSAES/RSASSA
+    algorithms, an ECC key ECDSA or ECDH, SM2 keys SM2DSA and SM2PKE), so the class never waits for
+    the inventory; keys in a custom key store are told apart by the inventory, when read
+    (capacity.selectors). '' for a call that counts against none of the recipient's quotas:
+    - another account's call as the key owner's trail records it (the caller's account is throttled,
+      and its own trail has the call);
+    - an AWS service's own call with a key of another account (an AWS owned key: those "do not count
+      against the AWS KMS quotas");
+    - operations without a request-rate quota here (key management beyond the List/Describe/Get calls).
+    Failed calls keep their class: AWS counts them too.
+    """
+    if caller and caller != recipient:
+        return ""
+    if principal_type == "AWSService" and key.startswith("arn:") and key.split(":")[4:5] != [recipient]:
+        return ""
+    if event_name in SYMMETRIC_OPERATIONS:
+        if event_name == "GenerateRandom":
+            return CUSTOM_KEY_STORE if request.get("customKeyStoreId") else SYMMETRIC
+        if event_name == "ReEncrypt":
+            return (
+                _algorithm_class(request.get("sourceEncryptionAlgorithm"))
+                or _algorithm_class(request.get("destinationEncryptionAlgorithm"))
+                or SYMMETRIC
+            )
+        return _algorithm_class(request.get("encryptionAlgorithm")) or SYMMETRIC
+    if event_name in ("Sign", "Verify"):
+        # SigningAlgorithm is required; a request without one is refused before it counts.
+        return _algorithm_class(request.get("signingAlgorithm"))
+    if event_name == "DeriveSharedSecret":
+        return ECC
+    if event_name in DATA_KEY_PAIR_OPERATIONS:
+        spec = request.get("keyPairSpec")
+        if not isinstance(spec, str) or not spec:
+            return ""
+        family = spec if spec in ("RSA_2048", "RSA_3072", "RSA_4096") else "ECC"
+        return f"GenerateDataKeyPair {family}"
+    if event_name in PER_OPERATION_QUOTA_OPERATIONS:
+        return event_name
+    return ""
 
 
 def key_of(resources: list[Any], request: dict[str, Any], response: dict[str, Any], region: str, account: str) -> str:

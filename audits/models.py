@@ -113,6 +113,9 @@ class Event(models.Model):
     vpc_endpoint_id = models.CharField(max_length=128, blank=True)
     s3_bucket = models.CharField(max_length=256, blank=True, help_text="Bucket named by an aws:s3:arn context.")
     after_hours = models.BooleanField(default=False)
+    quota_class = models.CharField(
+        max_length=48, blank=True, default="", help_text="The KMS request quota it counts against (audits.cloudtrail)."
+    )
     # One of kmsdash's own calls (audits.cloudtrail.OwnCalls): kept, but left out of every count
     # unless a page's "kmsdash's own calls" switch is on.
     own = models.BooleanField(default=False)
@@ -598,3 +601,30 @@ class ApiTurn(models.Model):
 
     def __str__(self) -> str:
         return f"{self.api} {self.account_id}/{self.region}"
+
+
+class QuotaMinute(models.Model):
+    """Calls per UTC minute, (recipient account, region) and request quota: the rate AWS throttles
+    on (its CallCount metric / 60).
+
+    Only calls that count against one of the account's KMS request quotas have rows
+    (audits.cloudtrail.quota_class_of); the recipient is then the calling account."""
+
+    minute = models.DateTimeField()
+    account_id = models.CharField(max_length=12)
+    region = models.CharField(max_length=32)
+    quota_class = models.CharField(max_length=48)
+    calls = models.BigIntegerField()
+    throttled = models.BigIntegerField(help_text="Calls refused with ThrottlingException.")
+    first_seen = models.DateTimeField()
+    last_seen = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["minute", "account_id", "region", "quota_class"], name="quotaminute_unique_dims"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.minute:%Y-%m-%d %H:%M} {self.quota_class} x{self.calls}"

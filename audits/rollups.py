@@ -41,6 +41,7 @@ from .models import (
     KeyServiceDay,
     OperationDay,
     PrincipalDay,
+    QuotaMinute,
 )
 
 
@@ -73,6 +74,9 @@ class Summary:
     dims: tuple[Dimension, ...]
     counts: tuple[Count, ...]
     where: tuple[str, Callable[[NormalizedEvent], bool]] | None = None
+    # Count kmsdash's own calls like everyone's (they use AWS's request quota all the same); other
+    # tables either keep them apart (an `own` dimension) or leave them out.
+    with_own: bool = False
 
     @property
     def table(self) -> str:
@@ -82,7 +86,7 @@ class Summary:
     def counted(self) -> tuple[str, Callable[[NormalizedEvent], bool]] | None:
         """The events the write adds to this table: `where`, and kmsdash's own calls only if the
         table keeps them apart (an `own` dimension)."""
-        if "own" in self.dim_names:
+        if self.with_own or "own" in self.dim_names:
             return self.where
         if self.where is None:
             return ("NOT own", _not_own)
@@ -139,6 +143,13 @@ HOUR = Dimension(
     "date_trunc('hour', event_time AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'",
     lambda event: str(event.event_time.replace(minute=0, second=0, microsecond=0, tzinfo=None)),
 )
+# The start of the event's UTC minute, the same way.
+MINUTE = Dimension(
+    "minute",
+    "date_trunc('minute', event_time AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'",
+    lambda event: str(event.event_time.replace(second=0, microsecond=0, tzinfo=None)),
+)
+QUOTA_CLASS = _dim("quota_class")
 SCOPE = (DAY, ACCOUNT, REGION)  # every daily table counts per UTC day, recipient account and region
 HOUR_SCOPE = (HOUR, ACCOUNT, REGION)
 
@@ -167,6 +178,13 @@ S3_OBJECT_SQL = (
 
 _BY_NAME = {count.column: count for count in KEY_MEASURES}
 HOURLY_CALLS = (_BY_NAME["calls"], _BY_NAME["failed"], _BY_NAME["after_hours_calls"])
+
+# Per minute, only the calls that count against a request quota (audits.cloudtrail.quota_class_of).
+THROTTLED = Count(
+    "throttled", "error_code = 'ThrottlingException'", lambda event: event.error_code == "ThrottlingException"
+)
+QUOTA_CALLS = (Count("calls"), THROTTLED)
+COUNTS_AGAINST_A_QUOTA = ("quota_class <> ''", lambda event: event.quota_class != "")
 
 # The rollup alone keeps kmsdash's own calls (apart, by OWN); every other table leaves them out.
 ROLLUP = Summary(DailyRollup, (*SCOPE, KEY, OPERATION, PRINCIPAL, SERVICE, ERROR_CODE, AFTER_HOURS, OWN), ALL)
@@ -198,6 +216,12 @@ SUMMARIES = (
         (*HOUR_SCOPE, KEY, PRINCIPAL, ERROR_CODE),
         (Count("failed"),),
         where=("error_code <> ''", lambda event: bool(event.error_code)),
+    ),
+    # Per UTC minute and request quota, for capacity: the rate is a minute's calls / 60. Who made a
+    # peak minute's calls is read from that minute's events (capacity.selectors): a table per key,
+    # principal and service as well cost ~570 B/event where minutes hold few calls (bench/ingest_bench.py).
+    Summary(
+        QuotaMinute, (MINUTE, ACCOUNT, REGION, QUOTA_CLASS), QUOTA_CALLS, where=COUNTS_AGAINST_A_QUOTA, with_own=True
     ),
 )
 

@@ -1,6 +1,7 @@
 """Ingestion benchmark: import_cloudtrail end to end, against a same-run baseline.
 
     python bench/ingest_bench.py [--events N] [--database-url postgres://...] [--no-sqlite] [--parse-only]
+                                 [--compare-quota-summaries]
 
 Generates N synthetic KMS events (audits.synthetic) as CloudTrail .json.gz log files in a temporary
 directory, then measures in one run:
@@ -10,6 +11,9 @@ directory, then measures in one run:
             here) and into a fresh SQLite file, each in its own process (peak RSS is that process's).
 For each: events/s, ratio to the baseline, peak RSS, stored bytes per event (all audits tables
 and their indexes: pg_total_relation_size; SQLite: dbstat).
+--compare-quota-summaries: the PostgreSQL import twice, in the same run, without and then with the
+per-minute request-quota summary (QuotaMinute: left out of the write path by the child process
+only), with its bytes per event and the events' quota_class column's.
 
 Output format, and the latest figures (2 cores shared with other jobs and the PostgreSQL server,
 default server settings: shared_buffers 128 MB; events/s are wall clock and follow the machine's
@@ -91,10 +95,10 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def generate(directory: Path, events: int, per_file: int, time_ordered: bool) -> list[Path]:
+def generate(directory: Path, events: int, per_file: int, time_ordered: bool, days: int = 30) -> list[Path]:
     from audits.synthetic import generate_records, write_log_files
 
-    records = generate_records(events, seed=1, start=START, days=30, time_ordered=time_ordered)
+    records = generate_records(events, seed=1, start=START, days=days, time_ordered=time_ordered)
     return write_log_files(records, directory, per_file=per_file)
 
 
@@ -175,10 +179,27 @@ def recreate_pg_database(url: str, *, drop_only: bool = False) -> None:
 # -- child process: one import into one database -----------------------------------------------
 
 
+QUOTA_SUMMARIES = "QuotaMinute"
+
+
+def leave_out_summaries(names: set[str]) -> None:
+    """The write path without the summaries of these models (the benchmark's "without" run only)."""
+    from audits import ingest, rollups
+
+    kept = tuple(summary for summary in rollups.SUMMARIES if summary.model.__name__ not in names)
+    dimensions = tuple({dim.column: dim for summary in kept for dim in summary.dims}.values())
+    rollups.SUMMARIES = ingest.SUMMARIES = kept  # type: ignore[assignment]
+    rollups.DIMENSIONS = ingest.DIMENSIONS = dimensions
+    ingest._pg_insert_sql.cache_clear()
+
+
 def child_import(directory: str) -> dict:
     import django
 
     django.setup()
+    without = os.environ.get("KMSDASH_BENCH_WITHOUT_SUMMARIES", "")
+    if without:
+        leave_out_summaries(set(without.split(",")))
     from django.core.management import call_command
     from django.db import connection
 
@@ -212,6 +233,8 @@ def child_import(directory: str) -> dict:
             parts["audits_event (heap)"] = heap
             parts["audits_event (toast)"] = total - heap - index_sum
             parts.update((name, size) for name, size in tables.items() if name != "audits_event")
+            cursor.execute("SELECT coalesce(sum(pg_column_size(quota_class)), 0) FROM audits_event")
+            quota_class_bytes = cursor.fetchone()[0]
         else:
             cursor.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name")
             sizes = dict(cursor.fetchall())
@@ -219,6 +242,7 @@ def child_import(directory: str) -> dict:
             prefixes = ("audits_", "event_", "rollup_", "run_", "checkpoint_", "processed_", "sqlite_autoindex_audits")
             tables = {name: size for name, size in sizes.items() if name.startswith(prefixes)}
             parts = tables
+            quota_class_bytes = 0
         raw_avg = tables.get("audits_rawblock", 0) / max(events, 1)
     return {
         "vendor": connection.vendor,
@@ -231,12 +255,15 @@ def child_import(directory: str) -> dict:
         "rss_before_mib": rss_before,
         "stored_bytes": sum(tables.values()),
         "raw_avg_bytes": raw_avg,
+        "quota_class_bytes": quota_class_bytes,
+        "without": without,
         "parts": {name: size for name, size in sorted(parts.items(), key=lambda kv: -kv[1])},
     }
 
 
-def run_child(database_url: str, directory: Path) -> dict:
+def run_child(database_url: str, directory: Path, *, without: str = "") -> dict:
     env = dict(os.environ, DATABASE_URL=database_url, KMSDASH_LOG_LEVEL="WARNING")
+    env["KMSDASH_BENCH_WITHOUT_SUMMARIES"] = without
     out = subprocess.run(
         [sys.executable, __file__, "--child-import", str(directory)],
         env=env,
@@ -245,6 +272,9 @@ def run_child(database_url: str, directory: Path) -> dict:
         text=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+QUOTA_TABLES = ("audits_quotaminute",)
 
 
 def main() -> None:
@@ -258,7 +288,13 @@ def main() -> None:
         action="store_true",
         help="files in time order, as CloudTrail writes them (default: random times, the worst case)",
     )
+    parser.add_argument("--days", type=int, default=30, help="days the events are spread over (fewer: denser)")
     parser.add_argument("--parse-only", action="store_true", help="only the parse baselines (no database)")
+    parser.add_argument(
+        "--compare-quota-summaries",
+        action="store_true",
+        help="import into PostgreSQL without, then with, the per-minute request-quota summaries",
+    )
     parser.add_argument("--child-import", metavar="DIR", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -269,9 +305,9 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="kmsdash-bench-"))
     try:
         started = time.perf_counter()
-        files = generate(workdir / "logs", args.events, args.per_file, args.time_ordered)
+        files = generate(workdir / "logs", args.events, args.per_file, args.time_ordered, args.days)
         gz_bytes = sum(p.stat().st_size for p in files)
-        order = "in time order" if args.time_ordered else "at random times"
+        order = ("in time order" if args.time_ordered else "at random times") + f" over {args.days} days"
         print(
             f"generated {args.events} events {order} in {len(files)} files ({gz_bytes / args.events:.0f} B/event "
             f"gzipped) in {time.perf_counter() - started:.1f}s"
@@ -295,7 +331,11 @@ def main() -> None:
             print(
                 f"baseline  parse+COPY to a bare table   {copy_rate:>9,.0f} events/s  cpu {copy_cpu * 1e6:.0f} us/event"
             )
-            results = [run_child(args.database_url, workdir / "logs")]
+            results = []
+            if args.compare_quota_summaries:
+                results.append(run_child(args.database_url, workdir / "logs", without=QUOTA_SUMMARIES))
+                recreate_pg_database(args.database_url)
+            results.append(run_child(args.database_url, workdir / "logs"))
         finally:
             recreate_pg_database(args.database_url, drop_only=True)
         if not args.no_sqlite:
@@ -303,14 +343,22 @@ def main() -> None:
         for result in results:
             rate = result["events"] / result["seconds"]
             cpu = result["cpu_seconds"] / result["events"]
+            variant = " (without the quota summaries)" if result["without"] else ""
             print(
-                f"import    {result['vendor']:<10} {rate:>9,.0f} events/s  ratio {rate / copy_rate:.2f} "
+                f"import    {result['vendor']:<10}{variant} {rate:>9,.0f} events/s  ratio {rate / copy_rate:.2f} "
                 f"of baseline  cpu {cpu * 1e6:.0f} us/event (ratio {copy_cpu / cpu:.2f})  "
                 f"peak RSS {result['peak_rss_mib']:.0f} MiB  stored {result['stored_bytes'] / result['events']:.0f} "
                 f"B/event (raw {result['raw_avg_bytes']:.0f})  events {result['events']}"
             )
             top = ", ".join(f"{name} {size / result['events']:.0f}" for name, size in list(result["parts"].items())[:6])
             print(f"          largest parts, B/event: {top}")
+            if result["vendor"] == "postgresql":
+                quota = {name: result["parts"].get(name, 0) / result["events"] for name in QUOTA_TABLES}
+                print(
+                    "          quota summary, B/event: "
+                    + ", ".join(f"{name} {size:.1f}" for name, size in quota.items())
+                    + f"; audits_event.quota_class {result['quota_class_bytes'] / result['events']:.1f}"
+                )
             print(f"          load average (1 min) {result['load'][0]:.2f} at start, {result['load'][1]:.2f} at end")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -178,6 +178,12 @@ class Spike:
     throttled: float  # share of the burst's calls that KMS throttles
 
 
+# capacity: calls per minute of a cache flush on prod's eu-west-1 sessions table, with the share
+# KMS throttles. Near the symmetric quota the demo sets there (DEMO_QUOTAS, which scripts/run.sh
+# passes as KMSDASH_KMS_QUOTAS; AWS's default in eu-west-1 is 100,000 requests/s): 9.5/s of 10.
+DEMO_QUOTAS = {"111122223333:eu-west-1:symmetric": 10}
+CAPACITY_BURST = ((420, 0.0), (480, 0.0), (530, 0.02), (570, 0.08), (560, 0.06), (500, 0.01))
+
 SPIKES = (
     Spike("prod-orders-s3", days_ago=9, hour=14, hours=2, factor=6, throttled=0.12),
     Spike("data-lake-s3", days_ago=16, hour=20, hours=3, factor=4, throttled=0.03),
@@ -320,6 +326,17 @@ class _Generator:
         elif spec.workload == "signing":
             identity = identity_role(account, spec.resource, f"build-{rng.randrange(1000, 9999)}")
             operation = rng.choices(("Sign", "Verify", "GetPublicKey"), (70, 25, 5))[0]
+            if operation != "GetPublicKey":
+                # The algorithm names the key's spec, and so the request quota the call counts against.
+                extra = {"keyId": key.arn, "signingAlgorithm": "RSASSA_PKCS1_V1_5_SHA_256", "messageType": "DIGEST"}
+                return {
+                    "event_name": operation,
+                    "identity": identity,
+                    "encryption_context": None,
+                    "source_ip": ip,
+                    "user_agent": agent,
+                    "request_parameters": extra,
+                }
         else:  # app: direct SDK calls with the company's context convention
             operation = rng.choices(("Decrypt", "Encrypt", "GenerateDataKey"), (55, 25, 20))[0]
             context = self.app_context(spec.resource)
@@ -732,6 +749,16 @@ class _Generator:
                     "policy": json.dumps({"Version": "2012-10-17", "Statement": [org]}),
                 },
             )
+        sessions = keys.get("prod-eu-sessions")
+        if sessions:
+            # capacity: a cache flush a day ago makes the sessions table decrypt everything again.
+            start = timeline.at(1, 16, 20)
+            for minute, (per_minute, throttled) in enumerate(CAPACITY_BURST):
+                calls = max(1, round(per_minute * self.scale))
+                for n in range(calls):
+                    when = start + timedelta(minutes=minute, seconds=60 * n // calls)
+                    error = ("ThrottlingException", "Rate exceeded") if self.rng.random() < throttled else None
+                    yield self.record(sessions, when, error=error, **self.use(sessions, when))
         orders = keys.get("prod-orders-dynamodb")
         if orders:
             # after-hours-unusual: the SRE who looks the key up in office hours decrypts at 03:40 UTC.

@@ -131,6 +131,7 @@ INSTALLED_APPS = [
     "notify",
     "inventory",
     "alerts",
+    "capacity",
     "demo",
 ]
 
@@ -431,6 +432,21 @@ KMSDASH_EC_RULE_MAX_EVENTS = envint("KMSDASH_EC_RULE_MAX_EVENTS", 200_000)
 if 0 < KMSDASH_EVENT_RETENTION_DAYS <= KMSDASH_EC_RULE_DAYS:
     # The rules read events, and purged days would pass for days without violations.
     raise ImproperlyConfigured("KMSDASH_EVENT_RETENTION_DAYS must be longer than KMSDASH_EC_RULE_DAYS")
+
+
+# --- Capacity (request quotas) ----------------------------------------------------------------
+def parse_kms_quotas(value: str) -> dict[tuple[str, str, str], float]:
+    """KMSDASH_KMS_QUOTAS, refused at start-up with the bad entry named (capacity/quotas.py)."""
+    from capacity.quotas import QuotaConfigError, parse_overrides
+
+    try:
+        return parse_overrides(value)
+    except QuotaConfigError as exc:
+        raise ImproperlyConfigured(str(exc)) from exc
+
+
+# Raised KMS request quotas, requests/s: '{"111122223333:eu-west-1:symmetric": 25000}' (account or region *).
+KMSDASH_KMS_QUOTAS = parse_kms_quotas(os.getenv("KMSDASH_KMS_QUOTAS", ""))
 
 # --- Alerts -----------------------------------------------------------------------------------
 # Baselines are the N days before the judged hour; a scope with less than M days of activity in

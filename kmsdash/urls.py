@@ -21,5 +21,6 @@ urlpatterns = [
     path("costs/", include("costs.urls")),
     path("", include("inventory.urls")),
     path("", include("alerts.urls")),
+    path("", include("capacity.urls")),
     path("", include("audits.urls")),
 ]

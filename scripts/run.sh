@@ -97,6 +97,9 @@ if [ "$KMSDASH_DEMO" = True ]; then
     export KMSDASH_LOOKUP_MAX_WINDOW_MINUTES=${KMSDASH_LOOKUP_MAX_WINDOW_MINUTES:-720}
     # Alert channel secrets are sealed with a key in the emulator's KMS (seed_demo creates it).
     export KMSDASH_SECRETS_KMS_KEY=${KMSDASH_SECRETS_KMS_KEY:-alias/kmsdash-channel-secrets}
+    # A low symmetric quota for prod's eu-west-1, so the capacity page shows a region near it
+    # (demo/activity.py DEMO_QUOTAS, CAPACITY_BURST).
+    export KMSDASH_KMS_QUOTAS=${KMSDASH_KMS_QUOTAS:-'{"111122223333:eu-west-1:symmetric": 10}'}
 else
     export KMSDASH_VAR_DIR=${KMSDASH_VAR_DIR:-$PWD/var}
 fi

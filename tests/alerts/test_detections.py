@@ -221,6 +221,8 @@ def test_a_burst_far_above_the_principals_own_failure_rate_alerts_with_every_fai
 
 
 def test_a_storm_of_ten_thousand_failures_is_one_alert_counting_ten_thousand(notified):
+    # Throttling per account and region is its own kind (tests/alerts/test_quota_alerts.py).
+    AlertRule.objects.update_or_create(kind=Kind.THROTTLING, defaults={"enabled": False, "config": {}})
     ingest(hourly(per_hour=1))  # the principal's history, without failures
     storm = [rec(when=T + timedelta(seconds=i // 3), error="ThrottlingException") for i in range(10_000)]
     ingest(storm[:4000])

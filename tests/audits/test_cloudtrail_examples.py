@@ -82,6 +82,7 @@ CROSS_ACCOUNT_DEFAULTS = {
 EXPECTED = {
     1: {
         **ALICE_DEFAULTS,
+        "quota_class": "symmetric",
         "event_id": "91235988-eb87-476a-ac2c-0cdc244e6dca",
         "event_time": t("2022-07-14T20:17:42"),
         "event_name": "Encrypt",
@@ -94,6 +95,7 @@ EXPECTED = {
     },
     2: {
         **ALICE_DEFAULTS,
+        "quota_class": "symmetric",
         "event_id": "abcde202-ba1a-467c-b4ba-f729d45ae521",
         "event_time": t("2020-07-27T22:58:24"),
         "event_name": "Decrypt",
@@ -106,6 +108,7 @@ EXPECTED = {
     },
     3: {
         **ALICE_DEFAULTS,
+        "quota_class": "symmetric",
         "event_id": "abcde202-ba1a-467c-b4ba-f729d45ae521",
         "event_time": t("2022-11-24T18:57:43"),
         "event_name": "Decrypt",
@@ -120,6 +123,7 @@ EXPECTED = {
     },
     4: {
         **ALICE_DEFAULTS,
+        "quota_class": "symmetric",
         "event_id": "a9dea4f9-8395-46c0-942c-f509c02c2b71",
         "event_time": t("2014-11-04T00:52:40"),
         "event_name": "GenerateDataKey",
@@ -132,6 +136,7 @@ EXPECTED = {
     },
     5: {
         **ALICE_DEFAULTS,
+        "quota_class": "symmetric",
         "event_id": "f7734272-9ec5-4c80-9f36-528ebbe35e4a",
         "event_time": t("2014-11-04T00:52:23"),
         "event_name": "GenerateDataKeyWithoutPlaintext",
@@ -146,6 +151,7 @@ EXPECTED = {
     },
     6: {
         **ALICE_DEFAULTS,
+        "quota_class": "symmetric",
         "event_id": "edb65380-0a3e-4123-bbc8-3d1b7cff49b0",
         "event_time": t("2014-11-05T21:35:47"),
         "event_name": "Decrypt",
@@ -162,6 +168,7 @@ EXPECTED = {
     },
     7: {
         **ALICE_DEFAULTS,
+        "quota_class": "",  # no request-rate quota here
         "event_id": "c1ad79e3-0d3f-402a-b119-d5c31d7c6a6c",
         "event_time": t("2014-11-05T21:35:35"),
         "event_name": "CreateGrant",
@@ -174,6 +181,7 @@ EXPECTED = {
     },
     8: {
         **ALICE_DEFAULTS,
+        "quota_class": "symmetric",
         "event_id": "4bd2a696-d833-48cc-b72c-05e61b608399",
         "event_time": t("2014-11-05T20:50:19"),
         "event_name": "GenerateDataKeyWithoutPlaintext",
@@ -186,6 +194,7 @@ EXPECTED = {
     },
     9: {
         **ALICE_DEFAULTS,
+        "quota_class": "symmetric",
         "event_id": "80721262-21a5-49b9-8b63-28740e7ce9c9",
         "event_time": t("2015-09-10T23:58:18"),
         "event_name": "GenerateDataKey",
@@ -205,6 +214,7 @@ EXPECTED = {
     },
     10: {
         **ALICE_DEFAULTS,
+        "quota_class": "symmetric",
         "event_id": "ae551b19-8a09-4cfc-a249-205ddba330e3",
         "event_time": t("2015-09-10T23:58:39"),
         "event_name": "Decrypt",
@@ -224,6 +234,7 @@ EXPECTED = {
     },
     11: {
         **ALICE_DEFAULTS,
+        "quota_class": "symmetric",  # an AWS service with the account's own key
         "event_id": "ea9fd966-98e9-4b7b-b377-6e5a397a71de",
         "event_time": t("2019-02-20T11:51:10"),
         "event_name": "Decrypt",
@@ -243,6 +254,7 @@ EXPECTED = {
     },
     12: {
         **ALICE_DEFAULTS,
+        "quota_class": "",
         "event_id": "3c4226b0-1e81-48a8-a333-7fa5f3cbd118",
         "event_time": t("2021-03-23T18:58:30"),
         "event_name": "ScheduleKeyDeletion",
@@ -255,6 +267,7 @@ EXPECTED = {
     },
     13: {
         **ALICE_DEFAULTS,
+        "quota_class": "",
         "event_id": "abcda5f-396d-494c-9380-0c47860df5f1",
         "event_time": t("2021-10-28T17:59:05"),
         "event_name": "ScheduleKeyDeletion",
@@ -268,6 +281,7 @@ EXPECTED = {
     },
     14: {
         **ALICE_DEFAULTS,
+        "quota_class": "",
         "event_id": "b25f9cda-74e1-4458-847b-4972a0bf9668",
         "event_time": t("2020-07-31T00:07:00"),
         "event_name": "DeleteKey",
@@ -286,6 +300,7 @@ EXPECTED = {
     },
     15: {
         **ALICE_DEFAULTS,
+        "quota_class": "",
         "event_id": "5d529779-2d27-42b5-92da-91aaea1fc4b5",
         "event_time": t("2014-11-04T00:53:12"),
         "event_name": "CreateGrant",
@@ -298,6 +313,7 @@ EXPECTED = {
     },
     16: {
         **ALICE_DEFAULTS,
+        "quota_class": "",
         "event_id": "c217db1f-903f-4a2f-8f88-9580182d6313",
         "event_time": t("2022-09-01T20:06:16"),
         "event_name": "PutKeyPolicy",
@@ -311,6 +327,7 @@ EXPECTED = {
     },
     17: {
         **ALICE_DEFAULTS,
+        "quota_class": "",
         "event_id": "6313164c-83aa-4cc3-9e1a-b7c426f7a5b1",
         "event_time": t("2022-09-01T19:31:39"),
         "event_name": "DisableKeyRotation",
@@ -324,6 +341,7 @@ EXPECTED = {
     },
     18: {
         **ALICE_DEFAULTS,
+        "quota_class": "",
         "event_id": "a24b3967-ddad-417f-9b22-2332b918db06",
         "event_time": t("2021-01-14T01:41:59"),
         "event_name": "RotateKey",
@@ -341,6 +359,7 @@ EXPECTED = {
     },
     19: {
         **ALICE_DEFAULTS,
+        "quota_class": "symmetric",  # an AWS service with the account's own key (blank ARN)
         "event_id": "e3c436e9-ebca-494e-9457-8123a1f5e979",
         "event_time": t("2018-02-14T00:15:17"),
         "event_name": "GenerateDataKey",
@@ -360,6 +379,7 @@ EXPECTED = {
     },
     20: {
         **ALICE_DEFAULTS,
+        "quota_class": "symmetric",
         "event_id": "b7d16574-e887-4b5b-a064-bf92f8ec9ad3",
         "event_time": t("2018-02-14T16:42:39"),
         "event_name": "Decrypt",
@@ -378,6 +398,7 @@ EXPECTED = {
     },
     21: {
         **ALICE_DEFAULTS,
+        "quota_class": "",
         "event_id": "bcdef313-cb2b-478d-c5cb-a830e56bf632",
         "event_time": t("2026-10-18T19:10:44"),
         "event_name": "Decapsulate",
@@ -392,6 +413,7 @@ EXPECTED = {
     },
     22: {
         **CROSS_ACCOUNT_DEFAULTS,
+        "quota_class": "symmetric",
         "recipient_account_id": CALLER,
         "event_id": "c0ffee00-0000-4000-8000-00000000000a",
         "principal": "arn:aws:iam::444455556666:role/AppRole",
@@ -406,6 +428,7 @@ EXPECTED = {
     },
     23: {
         **CROSS_ACCOUNT_DEFAULTS,
+        "quota_class": "",  # the key owner's copy: the caller's account is throttled
         "recipient_account_id": OWNER,
         "event_id": "c0ffee00-0000-4000-8000-00000000000b",
         "principal": CALLER,  # the key owner's copy only names the calling account
@@ -420,6 +443,7 @@ EXPECTED = {
     },
     24: {
         **CROSS_ACCOUNT_DEFAULTS,
+        "quota_class": "symmetric",
         "recipient_account_id": CALLER,
         "event_id": "deadbeef-0000-4000-8000-00000000000c",
         "principal": "arn:aws:iam::444455556666:role/AppRole",

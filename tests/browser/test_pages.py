@@ -203,6 +203,7 @@ PAGES = [
     ("key-detail", f"/keys/{KEY}/", True),
     ("critical", "/critical/", False),
     ("findings", "/findings/", False),
+    ("capacity", "/capacity/", False),
     ("costs", "/costs/", True),
     ("health", "/health/", False),
     ("exports", "/exports/", False),

@@ -55,6 +55,7 @@ MATRIX: dict[str, Route] = {
     "alerts:act": route(
         "/alerts/{alert}/act/", ANALYST, method="post", data={"action": "acknowledge", "comment": "seen"}, ok=302
     ),
+    "capacity:overview": route("/capacity/", ANALYST),
     "costs:overview": route("/costs/", FINANCE),
     "costs:export": route("/costs/export.csv", FINANCE, method="post"),
     "health": route("/health/", ADMIN),
