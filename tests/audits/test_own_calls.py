@@ -12,7 +12,7 @@ from audits import selectors
 from audits.cloudtrail import OwnCalls, parse_record
 from audits.filters import EventFilter
 from audits.ingest import own_calls
-from audits.models import DailyRollup, Event, KeyDay, PrincipalDay, Source
+from audits.models import DailyRollup, Event, KeyDay, PrincipalDay, QuotaMinute, Source
 from kmsdash import aws as kms_aws
 from tests.audits.support import K1, NOW, A, ingest, record
 from tests.support import make_user
@@ -64,6 +64,12 @@ def test_own_calls_are_stored_but_counted_apart_only_in_the_rollup():
     # Re-reading the same records changes nothing.
     ingest(records)
     assert KeyDay.objects.get(key=K1).calls == 1 and DailyRollup.objects.filter(own=True).count() == 2
+
+
+def test_own_calls_use_the_request_quota_like_everyone_s():
+    ingest([ours("Decrypt", when=NOW), record("Decrypt", when=NOW), ours("DescribeKey", when=NOW)])
+    assert sorted(QuotaMinute.objects.values_list("quota_class", "calls")) == [("DescribeKey", 1), ("symmetric", 2)]
+    assert KeyDay.objects.get().calls == 1
 
 
 @pytest.fixture
