@@ -128,6 +128,7 @@ INSTALLED_APPS = [
     "notify",
     "inventory",
     "alerts",
+    "access",
     "demo",
 ]
 
