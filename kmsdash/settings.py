@@ -508,6 +508,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": crontab(minute=15, hour="*"),
         "options": {"expires": 3000},
     },
+    # IAM beside the inventory, so that the access analysis joins policies read at the same time.
+    "iam-authorization": {
+        "task": "access.tasks.schedule_iam",
+        "schedule": crontab(minute=15, hour="*"),
+        "options": {"expires": 3000},
+    },
     # Alert deliveries are also queued as soon as they are recorded; this pass picks up retries
     # and anything whose message was lost (the database is the queue).
     "alert-deliveries": {
