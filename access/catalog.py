@@ -206,3 +206,17 @@ def known_condition_key(key: str) -> bool:
     """Whether a condition key is catalogued (a global key or any service's key)."""
     exact, templates = _condition_keys()
     return key.lower() in exact or any(t.fullmatch(key) for t in templates)
+
+
+# CloudTrail logs one ReEncrypt event for the two actions a re-encryption is authorized by.
+_EVENT_OF_ACTION = {"kms:reencryptfrom": "ReEncrypt", "kms:reencryptto": "ReEncrypt"}
+
+
+def event_name(action: str) -> str:
+    """The CloudTrail eventName a KMS action's call is logged as ("kms:Decrypt" -> "Decrypt")."""
+    return _EVENT_OF_ACTION.get(action.lower(), action.split(":", 1)[-1])
+
+
+def actions_of_event(event: str) -> list[str]:
+    """The key actions a logged KMS call needed ("ReEncrypt" -> both re-encrypt actions)."""
+    return [a for a in key_actions() if event_name(a) == event]
