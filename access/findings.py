@@ -32,6 +32,16 @@ from .models import AccessEntry, EscalationPath, KeyAnalysis
 K = Finding.Kind
 S = Finding.Severity
 
+# The kinds this module raises (the demo's IAM world raises them; inventory's demo keys the rest).
+ACCESS_KINDS = frozenset(
+    {
+        K.IAM_DECRYPT_ALL_KEYS_MANAGED,
+        K.IAM_DECRYPT_ALL_KEYS_INLINE,
+        K.ESCALATION_PATH,
+        K.UNUSED_ACCESS,
+        K.ACCESS_UNEXPLAINED,
+    }
+)
 UNEXPLAINED_DAYS = 30
 # The rights unused-access looks at: what a principal could do with the key, by kind.
 UNUSED_GROUPS = {

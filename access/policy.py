@@ -120,6 +120,8 @@ class Statement:
     not_resources: list[str] | None = None
     conditions: tuple[Condition, ...] = ()
     problem: str = ""
+    # Matching is asked for the same few dozen actions over and over: remembered per statement.
+    _matched: dict[str, bool] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def label(self) -> str:
@@ -134,9 +136,14 @@ class Statement:
         return self.source
 
     def action_applies(self, action: str) -> bool:
-        if self.actions is not None:
-            return any(catalog.matches(p, action) for p in self.actions)
-        return not any(catalog.matches(p, action) for p in self.not_actions or [])
+        known = self._matched.get(action)
+        if known is None:
+            if self.actions is not None:
+                known = any(catalog.matches(p, action) for p in self.actions)
+            else:
+                known = not any(catalog.matches(p, action) for p in self.not_actions or [])
+            self._matched[action] = known
+        return known
 
     def resource_applies(self, resource: str) -> bool:
         if self.resources is not None:
@@ -374,6 +381,8 @@ class World:
     scps: dict[str, list[list[Document]] | None] = field(default_factory=dict)  # account -> levels
     problems: list[Unreadable] = field(default_factory=list)  # SCPs and others not tied to one identity
     chains: dict[tuple[str, int], list[tuple[Identity, list[Way]]]] = field(default_factory=dict, repr=False)
+    # What does not depend on a key, remembered for the world's life (access.escalation).
+    memo: dict[Any, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
     def build(
@@ -762,13 +771,20 @@ def evaluate(world: World, principal: str, request: Request, extra: list[Documen
     resource_documents = [request.resource_policy] if request.resource_policy else []
     outcome.uncertain = _uncertain(resource_documents + documents + boundary + scp_documents, request)
 
-    identity_ways = _identity_allow(identity, request, documents) if identity else []
-    if identity and identity.boundary:
-        identity_ways = _product(identity_ways, _identity_allow(identity, request, [identity.boundary]))
+    computed: list[list[Way]] = []
+
+    def identity_ways() -> list[Way]:
+        # Read only when some statement needs it: most keys never ask (it is most of the cost).
+        if not computed:
+            found = _identity_allow(identity, request, documents) if identity else []
+            if identity and identity.boundary and found:
+                found = _product(found, _identity_allow(identity, request, [identity.boundary]))
+            computed.append(found)
+        return computed[0]
 
     ways: list[Way] = []
     if request.resource_policy is None:
-        ways = identity_ways
+        ways = identity_ways()
     else:
         same_account = account == request.resource_account
         for statement in request.resource_policy.statements:
@@ -786,7 +802,7 @@ def evaluate(world: World, principal: str, request: Request, extra: list[Documen
                     granted = _product(granted, _identity_allow(identity, request, [identity.boundary]))
                 ways.extend(granted)
             elif identity is not None:
-                ways.extend(_product(granted, identity_ways))
+                ways.extend(_product(granted, identity_ways()))
             elif how == "account":
                 ways.extend(granted)
     for grant in request.grants:
