@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import fnmatch
 from datetime import timedelta
+
+from django.db.models import Max, Q, Sum
+from django.utils import timezone
+
+from audits.models import DailyRollup
 
 from .models import AuthorizationSnapshot, IamRun
 
@@ -50,8 +56,6 @@ USED_DAYS = 90  # "used": a successful call of one of the actions in this many d
 
 def _calls(keys: list[str], since) -> dict[str, dict[str, set[str]]]:
     """key -> principal -> operations called successfully since `since`, from the daily rollups."""
-    from audits.models import DailyRollup
-
     found: dict[str, dict[str, set[str]]] = {}
     for start in range(0, len(keys), 500):  # bounded IN lists
         rows = (
@@ -82,8 +86,6 @@ def _used(principal: str, actions: list[str], calls: dict[str, set[str]]) -> boo
 
 
 def calls_since(days: int = USED_DAYS):
-    from django.utils import timezone
-
     return timezone.now().date() - timedelta(days=days)
 
 
@@ -144,3 +146,171 @@ def analysable_accounts() -> list[str]:
     from inventory.models import Key
 
     return sorted(set(Key.objects.values_list("account_id", flat=True).distinct()))
+
+
+# --- The pages: the key's "who can" panel and the principal page ------------------------------
+
+USE_DAYS = 90
+# Display groups of KMS actions, in the issue's order. A group is a name pattern over the catalogue's
+# actions, not a list of them: anything not matched is a management action.
+ACTION_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("encrypt", ("kms:Encrypt",)),
+    ("decrypt", ("kms:Decrypt",)),
+    ("generate data keys", ("kms:GenerateDataKey*",)),
+    ("sign, verify, MAC", ("kms:Sign", "kms:Verify", "kms:GenerateMac", "kms:VerifyMac")),
+    ("re-encrypt", ("kms:ReEncrypt*",)),
+)
+MANAGEMENT = "management"
+
+
+def action_group(action: str) -> str:
+    for name, patterns in ACTION_GROUPS:
+        if any(fnmatch.fnmatchcase(action, pattern) for pattern in patterns):
+            return name
+    return MANAGEMENT
+
+
+def group_names() -> list[str]:
+    return [name for name, _ in ACTION_GROUPS] + [MANAGEMENT]
+
+
+def analysis_results() -> dict | None:
+    """The stored access analysis in the `key_access` shape ({"keys": [...], "escalations": [...]}),
+    or None when it has not run."""
+    from .models import KeyAnalysis
+
+    if not KeyAnalysis.objects.exists():
+        return None
+    return key_access()
+
+
+def _conditions(conditions: dict) -> list[dict]:
+    """{"StringEquals": {"kms:ViaService": "s3..."}} -> rows of operator, key and values, to show."""
+    rows = []
+    for operator, pairs in sorted((conditions or {}).items()):
+        if not isinstance(pairs, dict):
+            rows.append({"operator": str(operator), "key": "", "values": [str(pairs)]})
+            continue
+        for name, values in sorted(pairs.items()):
+            listed = values if isinstance(values, list) else [values]
+            rows.append({"operator": str(operator), "key": str(name), "values": [str(v) for v in listed]})
+    return rows
+
+
+def _used_operations(*, key: str | None = None, principal: str | None = None) -> set[tuple[str, str, str]]:
+    """(key, principal, kms:Operation) with a successful call in the last 90 days, from the rollups."""
+    rows = DailyRollup.objects.filter(day__gte=timezone.now().date() - timedelta(days=USE_DAYS), error_code="")
+    if key is not None:
+        rows = rows.filter(key=key)
+    if principal is not None:
+        rows = rows.filter(principal=principal)
+    return {(k, p, f"kms:{op}") for k, p, op in rows.values_list("key", "principal", "operation").distinct()}
+
+
+def who_can(key_arn: str, account_id: str) -> dict:
+    """The key's "who can" panel: per action group, every principal with the path that gives it, its
+    conditions, and whether CloudTrail shows it using that group in the last 90 days."""
+    results = analysis_results()
+    context: dict = {
+        "analysed": results is not None,
+        "scps_note": scps_note(account_id) if account_id else "",
+        "iam_read": latest_snapshot(account_id) is not None if account_id else False,
+        "use_days": USE_DAYS,
+    }
+    if results is None:
+        return context
+    entry = next((k for k in results.get("keys") or [] if k.get("key") == key_arn), None)
+    used = {(p, op) for _, p, op in _used_operations(key=key_arn)}
+    groups: dict[str, list[dict]] = {name: [] for name in group_names()}
+    for access in (entry or {}).get("access") or []:
+        principal = str(access.get("principal", ""))
+        by_group: dict[str, list[str]] = {}
+        for action in access.get("actions") or []:
+            by_group.setdefault(action_group(str(action)), []).append(str(action))
+        for group, actions in by_group.items():
+            groups[group].append(
+                {
+                    "principal": principal,
+                    "actions": sorted(actions),
+                    "conditional": bool(access.get("conditional")),
+                    "conditions": _conditions(access.get("conditions") or {}),
+                    "via": access.get("via") or [],
+                    "used": any((principal, a) in used for a in actions),
+                }
+            )
+    context["groups"] = [(name, sorted(rows, key=lambda r: r["principal"])) for name, rows in groups.items()]
+    context["known"] = entry is not None
+    context["escalations"] = [e for e in results.get("escalations") or [] if e.get("key") == key_arn]
+    return context
+
+
+def _iam_entity(arn: str) -> tuple[str, dict] | None:
+    """(kind, IAM's own record) of a user, group or role ARN from the stored snapshots."""
+    account = arn.split(":")[4] if arn.count(":") >= 5 else ""
+    details = authorization_details(account) if account else None
+    for name, kind in (("UserDetailList", "user"), ("RoleDetailList", "role"), ("GroupDetailList", "group")):
+        for item in (details or {}).get(name) or []:
+            if item.get("Arn") == arn:
+                return kind, item
+    return None
+
+
+def principal_page(arn: str) -> dict | None:
+    """What the principal can use, what it does use, its escalation paths and findings; None when
+    kmsdash knows nothing of it."""
+    from inventory.models import Finding
+
+    results = analysis_results() or {}
+    can = []
+    for entry in results.get("keys") or []:
+        for access in entry.get("access") or []:
+            if access.get("principal") == arn:
+                groups = sorted({action_group(str(a)) for a in access.get("actions") or []}, key=group_names().index)
+                can.append(
+                    {
+                        "key": entry.get("key", ""),
+                        "groups": groups,
+                        "actions": sorted(str(a) for a in access.get("actions") or []),
+                        "conditional": bool(access.get("conditional")),
+                        "conditions": _conditions(access.get("conditions") or {}),
+                        "via": access.get("via") or [],
+                        "used": bool(access.get("used")),
+                    }
+                )
+    since = timezone.now().date() - timedelta(days=USE_DAYS)
+    does = list(
+        DailyRollup.objects.filter(principal=arn, day__gte=since)
+        .values("key", "operation")
+        .annotate(calls=Sum("count"), failed=Sum("count", filter=~Q(error_code="")), last_day=Max("day"))
+        .order_by("key", "operation")
+    )
+    escalations = [e for e in results.get("escalations") or [] if e.get("principal") == arn]
+    findings = list(Finding.objects.open().filter(subject=arn).order_by("-last_seen_at")[:200])
+    entity = _iam_entity(arn)
+    if not (can or does or escalations or findings or entity):
+        return None
+    kind, record = entity if entity else ("", {})
+    return {
+        "arn": arn,
+        "kind": kind,
+        "record": record,
+        "policies": _policies_of(kind, record),
+        "analysed": bool(results),
+        "can": sorted(can, key=lambda r: r["key"]),
+        "does": does,
+        "escalations": escalations,
+        "findings": findings,
+        "use_days": USE_DAYS,
+    }
+
+
+def _policies_of(kind: str, record: dict) -> list[dict]:
+    """The policies that apply to a user, group or role, by how they apply (names only)."""
+    inline_field = {"user": "UserPolicyList", "group": "GroupPolicyList", "role": "RolePolicyList"}.get(kind)
+    rows = [{"how": "inline", "name": p.get("PolicyName", "")} for p in record.get(inline_field or "", []) or []]
+    rows += [{"how": "managed", "name": p.get("PolicyArn", "")} for p in record.get("AttachedManagedPolicies") or []]
+    boundary = (record.get("PermissionsBoundary") or {}).get("PermissionsBoundaryArn")
+    if boundary:
+        rows.append({"how": "permissions boundary", "name": boundary})
+    rows += [{"how": "group", "name": g} for g in record.get("GroupList") or []]
+    return rows
