@@ -355,13 +355,11 @@ class Identity:
         return found
 
     def matches_name(self, value: str) -> bool:
-        """Whether a principal value (ARN or role-session ARN) names this identity."""
+        """Whether a principal value names this identity. A role-session ARN does not: it names that
+        session only (it is evaluated as a principal of its own, with the role's policies)."""
         if value == self.arn:
             return True
         if self.kind == "role":
-            session_role = role_of_session(value)
-            if session_role and _role_key(session_role) == _role_key(self.arn):
-                return True
             # A key policy may name a role without its path.
             if value.startswith(f"arn:aws:iam::{self.account}:role/") and value.rsplit("/", 1)[-1] == self.name:
                 return _role_key(value) == _role_key(self.arn)
@@ -898,11 +896,11 @@ def literal_principals(document: Document, grants: list[dict[str, Any]], world: 
         if statement.effect != "Allow" or statement.problem:
             continue
         for _, value in statement.principals or []:
-            if value not in world.identities and not role_of_session(value):
+            if value not in world.identities:
                 found.append(root_of(value) if ACCOUNT_RE.match(value) else value)
     for grant in grants:
         grantee = str(grant.get("GranteePrincipal") or "")
-        if grantee and grantee not in world.identities and not world.identities.get(role_of_session(grantee)):
+        if grantee and grantee not in world.identities:
             found.append(grantee)
     return list(dict.fromkeys(found))
 

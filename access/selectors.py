@@ -174,14 +174,14 @@ def group_names() -> list[str]:
     return [name for name, _ in ACTION_GROUPS] + [MANAGEMENT]
 
 
-def analysis_results() -> dict | None:
+def analysis_results(key_arn: str | None = None, principal_arn: str | None = None) -> dict | None:
     """The stored access analysis in the `key_access` shape ({"keys": [...], "escalations": [...]}),
-    or None when it has not run."""
+    of one key or one principal when given, or None when it has not run."""
     from .models import KeyAnalysis
 
     if not KeyAnalysis.objects.exists():
         return None
-    return key_access()
+    return key_access(key_arn=key_arn, principal_arn=principal_arn)
 
 
 def _conditions(conditions: dict) -> list[dict]:
@@ -210,7 +210,7 @@ def _used_operations(*, key: str | None = None, principal: str | None = None) ->
 def who_can(key_arn: str, account_id: str) -> dict:
     """The key's "who can" panel: per action group, every principal with the path that gives it, its
     conditions, and whether CloudTrail shows it using that group in the last 90 days."""
-    results = analysis_results()
+    results = analysis_results(key_arn=key_arn)
     context: dict = {
         "analysed": results is not None,
         "scps_note": scps_note(account_id) if account_id else "",
@@ -260,7 +260,7 @@ def principal_page(arn: str) -> dict | None:
     kmsdash knows nothing of it."""
     from inventory.models import Finding
 
-    results = analysis_results() or {}
+    results = analysis_results(principal_arn=arn) or {}
     can = []
     for entry in results.get("keys") or []:
         for access in entry.get("access") or []:
