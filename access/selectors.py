@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 from datetime import timedelta
 
 from django.db.models import Max, Q, Sum
@@ -150,28 +149,20 @@ def analysable_accounts() -> list[str]:
 
 # --- The pages: the key's "who can" panel and the principal page ------------------------------
 
-USE_DAYS = 90
-# Display groups of KMS actions, in the issue's order. A group is a name pattern over the catalogue's
-# actions, not a list of them: anything not matched is a management action.
-ACTION_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("encrypt", ("kms:Encrypt",)),
-    ("decrypt", ("kms:Decrypt",)),
-    ("generate data keys", ("kms:GenerateDataKey*",)),
-    ("sign, verify, MAC", ("kms:Sign", "kms:Verify", "kms:GenerateMac", "kms:VerifyMac")),
-    ("re-encrypt", ("kms:ReEncrypt*",)),
-)
-MANAGEMENT = "management"
+USE_DAYS = USED_DAYS
 
 
 def action_group(action: str) -> str:
-    for name, patterns in ACTION_GROUPS:
-        if any(fnmatch.fnmatchcase(action, pattern) for pattern in patterns):
-            return name
-    return MANAGEMENT
+    """The display name of a key action's group (access.catalog: encrypt, decrypt, ..., management, read)."""
+    from .catalog import GROUP_LABELS, group_of
+
+    return GROUP_LABELS[group_of(action)]
 
 
 def group_names() -> list[str]:
-    return [name for name, _ in ACTION_GROUPS] + [MANAGEMENT]
+    from .catalog import GROUP_LABELS
+
+    return list(GROUP_LABELS.values())
 
 
 def analysis_results(key_arn: str | None = None, principal_arn: str | None = None) -> dict | None:
@@ -220,6 +211,8 @@ def who_can(key_arn: str, account_id: str) -> dict:
     if results is None:
         return context
     entry = next((k for k in results.get("keys") or [] if k.get("key") == key_arn), None)
+    from .catalog import event_name
+
     used = {(p, op) for _, p, op in _used_operations(key=key_arn)}
     groups: dict[str, list[dict]] = {name: [] for name in group_names()}
     for access in (entry or {}).get("access") or []:
@@ -235,7 +228,7 @@ def who_can(key_arn: str, account_id: str) -> dict:
                     "conditional": bool(access.get("conditional")),
                     "conditions": _conditions(access.get("conditions") or {}),
                     "via": access.get("via") or [],
-                    "used": any((principal, a) in used for a in actions),
+                    "used": any((principal, f"kms:{event_name(a)}") in used for a in actions),
                 }
             )
     context["groups"] = [(name, sorted(rows, key=lambda r: r["principal"])) for name, rows in groups.items()]
