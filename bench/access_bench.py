@@ -54,6 +54,14 @@ def world_details(roles: int, users: int, keys: int) -> dict:
                 "Condition": {"StringEquals": {"kms:ViaService": f"s3.{REGION}.amazonaws.com"}},
             }
         ),
+        # Escalation material: rewrite any role, pass any role to a Lambda function it creates.
+        doc(
+            {
+                "Effect": "Allow",
+                "Action": ["iam:PutRolePolicy", "iam:PassRole", "lambda:CreateFunction", "lambda:InvokeFunction"],
+                "Resource": "*",
+            }
+        ),
     ]
     policies = [
         {
