@@ -100,3 +100,64 @@ class IamRun(models.Model):
 
     def __str__(self) -> str:
         return f"iam {self.account_id} {self.status}"
+
+
+class KeyAnalysis(models.Model):
+    """Who can use one key, as the last analysis found (access/analysis.py writes it, whole).
+
+    The rights themselves are AccessEntry rows and the escalation paths EscalationPath rows; this
+    row holds what the analysis could not read and when it ran."""
+
+    key_arn = models.CharField(max_length=2048, unique=True)
+    account_id = models.CharField(max_length=12)
+    region = models.CharField(max_length=32)
+    computed_at = models.DateTimeField()
+    unreadable = models.JSONField(
+        default=list, blank=True, help_text="[{document, statement, reason, principal}]: never taken as Allow or Deny."
+    )
+    scps_evaluated = models.BooleanField(default=False)
+    scps_note = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["account_id", "region", "key_arn"]
+        indexes = [models.Index(fields=["account_id"], name="access_keyanalysis_account")]
+
+    def __str__(self) -> str:
+        return f"access {self.key_arn}"
+
+
+class AccessEntry(models.Model):
+    """A principal's rights on a key through one path, in key_access's shape (without "used")."""
+
+    analysis = models.ForeignKey(KeyAnalysis, on_delete=models.CASCADE, related_name="entries")
+    key_arn = models.CharField(max_length=2048)
+    principal = models.CharField(max_length=2048)
+    actions = models.JSONField(default=list)
+    conditional = models.BooleanField(default=False)
+    conditions = models.JSONField(default=dict, blank=True)
+    via = models.JSONField(default=list, help_text="[{kind: key-policy|identity-policy|grant|assume-role|..., name}]")
+    notes = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        ordering = ["analysis", "principal", "id"]
+        indexes = [models.Index(fields=["principal"], name="access_entry_principal")]
+
+    def __str__(self) -> str:
+        return f"{self.principal} on {self.key_arn}"
+
+
+class EscalationPath(models.Model):
+    """Steps by which a principal that cannot use a key could give itself the right."""
+
+    analysis = models.ForeignKey(KeyAnalysis, on_delete=models.CASCADE, related_name="escalations")
+    key_arn = models.CharField(max_length=2048)
+    principal = models.CharField(max_length=2048)
+    gains = models.JSONField(default=list)
+    path = models.JSONField(default=list, help_text="[{action, on}]")
+
+    class Meta:
+        ordering = ["analysis", "principal", "id"]
+        indexes = [models.Index(fields=["principal"], name="access_escalation_principal")]
+
+    def __str__(self) -> str:
+        return f"{self.principal} -> {self.key_arn} in {len(self.path)} steps"

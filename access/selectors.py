@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 from datetime import timedelta
 
 from django.db.models import Max, Q, Sum
@@ -50,36 +49,108 @@ def latest_runs(limit: int = 20) -> list[IamRun]:
     return list(IamRun.objects.all()[:limit])
 
 
+# --- Access analysis results (access/analysis.py) --------------------------------------------
+USED_DAYS = 90  # "used": a successful call of one of the actions in this many days (the rollups)
+
+
+def _calls(keys: list[str], since) -> dict[str, dict[str, set[str]]]:
+    """key -> principal -> operations called successfully since `since`, from the daily rollups."""
+    from audits.models import DailyRollup
+
+    found: dict[str, dict[str, set[str]]] = {}
+    for start in range(0, len(keys), 500):  # bounded IN lists
+        rows = (
+            DailyRollup.objects.filter(key__in=keys[start : start + 500], day__gte=since, error_code="")
+            .values_list("key", "principal", "operation")
+            .distinct()
+        )
+        for key, principal, operation in rows:
+            found.setdefault(key, {}).setdefault(principal, set()).add(operation)
+    return found
+
+
+def _used(principal: str, actions: list[str], calls: dict[str, set[str]]) -> bool:
+    """Whether the principal made any of the calls. An account root stands for the account's
+    principals, "*" for anyone."""
+    from .catalog import event_name
+    from .policy import account_of
+
+    operations = {event_name(a) for a in actions}
+    if principal == "*":
+        callers = list(calls)
+    elif principal.endswith(":root"):
+        account = account_of(principal)
+        callers = [p for p in calls if p == account or account_of(p) == account]
+    else:
+        callers = [principal]
+    return any(operations & calls.get(p, set()) for p in callers)
+
+
+def calls_since(days: int = USED_DAYS):
+
+    return timezone.now().date() - timedelta(days=days)
+
+
+def key_access(key_arn: str | None = None, principal_arn: str | None = None) -> dict:
+    """The access analysis in key_access's shape: every analysed key (or one) with every principal
+    that can use it (or one principal's), how, conditionally or not, and whether it used it in the
+    last USED_DAYS days; the escalation paths; and per key what the analysis could not read."""
+    from .models import AccessEntry, EscalationPath, KeyAnalysis
+
+    analyses = KeyAnalysis.objects.all()
+    if key_arn:
+        analyses = analyses.filter(key_arn=key_arn)
+    entries = AccessEntry.objects.filter(analysis__in=analyses)
+    escalations = EscalationPath.objects.filter(analysis__in=analyses)
+    if principal_arn:
+        entries = entries.filter(principal=principal_arn)
+        escalations = escalations.filter(principal=principal_arn)
+    by_key: dict[str, list[AccessEntry]] = {}
+    for entry in entries.order_by("key_arn", "principal", "id"):
+        by_key.setdefault(entry.key_arn, []).append(entry)
+    analysed = list(analyses.order_by("key_arn"))
+    calls = _calls([a.key_arn for a in analysed], calls_since())
+    keys = []
+    for analysis in analysed:
+        rows = by_key.get(analysis.key_arn, [])
+        if principal_arn and not rows:
+            continue
+        unreadable = [u for u in analysis.unreadable if not principal_arn or u.get("principal") in ("", principal_arn)]
+        keys.append(
+            {
+                "key": analysis.key_arn,
+                "access": [
+                    {
+                        "principal": e.principal,
+                        "actions": e.actions,
+                        "conditional": e.conditional,
+                        "conditions": e.conditions,
+                        "via": e.via,
+                        "used": _used(e.principal, e.actions, calls.get(analysis.key_arn, {})),
+                        "notes": e.notes,
+                    }
+                    for e in rows
+                ],
+                "unreadable": unreadable,
+            }
+        )
+    return {
+        "keys": keys,
+        "escalations": [
+            {"principal": p.principal, "key": p.key_arn, "gains": p.gains, "path": p.path}
+            for p in escalations.order_by("key_arn", "principal", "id")
+        ],
+    }
+
+
+def analysable_accounts() -> list[str]:
+    """Accounts whose keys the analysis covers: those the inventory read keys from."""
+    from inventory.models import Key
+
+    return sorted(set(Key.objects.values_list("account_id", flat=True).distinct()))
+
+
 # --- The pages: the key's "who can" panel and the principal page ------------------------------
-
-USE_DAYS = 90
-# Display groups of KMS actions, in the issue's order. A group is a name pattern over the catalogue's
-# actions, not a list of them: anything not matched is a management action.
-ACTION_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("encrypt", ("kms:Encrypt",)),
-    ("decrypt", ("kms:Decrypt",)),
-    ("generate data keys", ("kms:GenerateDataKey*",)),
-    ("sign, verify, MAC", ("kms:Sign", "kms:Verify", "kms:GenerateMac", "kms:VerifyMac")),
-    ("re-encrypt", ("kms:ReEncrypt*",)),
-)
-MANAGEMENT = "management"
-
-
-def action_group(action: str) -> str:
-    for name, patterns in ACTION_GROUPS:
-        if any(fnmatch.fnmatchcase(action, pattern) for pattern in patterns):
-            return name
-    return MANAGEMENT
-
-
-def group_names() -> list[str]:
-    return [name for name, _ in ACTION_GROUPS] + [MANAGEMENT]
-
-
-def analysis_results() -> dict | None:
-    """The stored access analysis in the `key_access` shape ({"keys": [...], "escalations": [...]}),
-    or None when it has not run."""
-    return None
 
 
 def _conditions(conditions: dict) -> list[dict]:
@@ -95,50 +166,42 @@ def _conditions(conditions: dict) -> list[dict]:
     return rows
 
 
-def _used_operations(*, key: str | None = None, principal: str | None = None) -> set[tuple[str, str, str]]:
-    """(key, principal, kms:Operation) with a successful call in the last 90 days, from the rollups."""
-    rows = DailyRollup.objects.filter(day__gte=timezone.now().date() - timedelta(days=USE_DAYS), error_code="")
-    if key is not None:
-        rows = rows.filter(key=key)
-    if principal is not None:
-        rows = rows.filter(principal=principal)
-    return {(k, p, f"kms:{op}") for k, p, op in rows.values_list("key", "principal", "operation").distinct()}
-
-
 def who_can(key_arn: str, account_id: str) -> dict:
     """The key's "who can" panel: per action group, every principal with the path that gives it, its
-    conditions, and whether CloudTrail shows it using that group in the last 90 days."""
-    results = analysis_results()
+    conditions, and whether the rollups show it making that group's calls in the last USED_DAYS days."""
+    from .catalog import GROUP_LABELS, group_actions
+    from .models import KeyAnalysis
+
+    analysis = KeyAnalysis.objects.filter(key_arn=key_arn).first()
     context: dict = {
-        "analysed": results is not None,
-        "scps_note": scps_note(account_id) if account_id else "",
+        "analysed": analysis is not None,
         "iam_read": latest_snapshot(account_id) is not None if account_id else False,
-        "use_days": USE_DAYS,
+        "scps_note": analysis.scps_note if analysis is not None else scps_note(account_id) if account_id else "",
+        "use_days": USED_DAYS,
     }
-    if results is None:
+    if analysis is None:
         return context
-    entry = next((k for k in results.get("keys") or [] if k.get("key") == key_arn), None)
-    used = {(p, op) for _, p, op in _used_operations(key=key_arn)}
-    groups: dict[str, list[dict]] = {name: [] for name in group_names()}
-    for access in (entry or {}).get("access") or []:
-        principal = str(access.get("principal", ""))
-        by_group: dict[str, list[str]] = {}
-        for action in access.get("actions") or []:
-            by_group.setdefault(action_group(str(action)), []).append(str(action))
-        for group, actions in by_group.items():
+    results = key_access(key_arn=key_arn)
+    entry: dict = next((k for k in results["keys"] if k["key"] == key_arn), {"access": [], "unreadable": []})
+    calls = _calls([key_arn], calls_since()).get(key_arn, {})
+    groups: dict[str, list[dict]] = {name: [] for name in GROUP_LABELS}
+    for access in entry["access"]:
+        for group, actions in group_actions(access["actions"]).items():
             groups[group].append(
                 {
-                    "principal": principal,
-                    "actions": sorted(actions),
-                    "conditional": bool(access.get("conditional")),
-                    "conditions": _conditions(access.get("conditions") or {}),
-                    "via": access.get("via") or [],
-                    "used": any((principal, a) in used for a in actions),
+                    "principal": access["principal"],
+                    "actions": actions,
+                    "conditional": access["conditional"],
+                    "conditions": _conditions(access["conditions"]),
+                    "via": access["via"],
+                    "notes": access.get("notes") or [],
+                    "used": _used(access["principal"], actions, calls),
                 }
             )
-    context["groups"] = [(name, sorted(rows, key=lambda r: r["principal"])) for name, rows in groups.items()]
-    context["known"] = entry is not None
-    context["escalations"] = [e for e in results.get("escalations") or [] if e.get("key") == key_arn]
+    context["groups"] = [(GROUP_LABELS[name], rows) for name, rows in groups.items()]
+    context["computed_at"] = analysis.computed_at
+    context["unreadable"] = entry.get("unreadable") or []
+    context["escalations"] = results["escalations"]
     return context
 
 
@@ -158,34 +221,39 @@ def principal_page(arn: str) -> dict | None:
     kmsdash knows nothing of it."""
     from inventory.models import Finding
 
-    results = analysis_results() or {}
-    can = []
-    for entry in results.get("keys") or []:
-        for access in entry.get("access") or []:
-            if access.get("principal") == arn:
-                groups = sorted({action_group(str(a)) for a in access.get("actions") or []}, key=group_names().index)
-                can.append(
-                    {
-                        "key": entry.get("key", ""),
-                        "groups": groups,
-                        "actions": sorted(str(a) for a in access.get("actions") or []),
-                        "conditional": bool(access.get("conditional")),
-                        "conditions": _conditions(access.get("conditions") or {}),
-                        "via": access.get("via") or [],
-                        "used": bool(access.get("used")),
-                    }
-                )
-    since = timezone.now().date() - timedelta(days=USE_DAYS)
+    from .catalog import GROUP_LABELS, group_actions
+    from .models import KeyAnalysis
+
+    results = key_access(principal_arn=arn)
+    can = [
+        {
+            "key": entry["key"],
+            "groups": [GROUP_LABELS[g] for g in group_actions(access["actions"])],
+            "actions": sorted(access["actions"]),
+            "conditional": access["conditional"],
+            "conditions": _conditions(access["conditions"]),
+            "via": access["via"],
+            "notes": access.get("notes") or [],
+            "used": access["used"],
+        }
+        for entry in results["keys"]
+        for access in entry["access"]
+    ]
+    unreadable = [
+        {"key": entry["key"], **u}
+        for entry in results["keys"]
+        for u in entry.get("unreadable") or []
+        if u.get("principal")
+    ]
     does = list(
-        DailyRollup.objects.filter(principal=arn, day__gte=since)
+        DailyRollup.objects.filter(principal=arn, day__gte=calls_since())
         .values("key", "operation")
         .annotate(calls=Sum("count"), failed=Sum("count", filter=~Q(error_code="")), last_day=Max("day"))
         .order_by("key", "operation")
     )
-    escalations = [e for e in results.get("escalations") or [] if e.get("principal") == arn]
     findings = list(Finding.objects.open().filter(subject=arn).order_by("-last_seen_at")[:200])
     entity = _iam_entity(arn)
-    if not (can or does or escalations or findings or entity):
+    if not (can or does or results["escalations"] or findings or entity):
         return None
     kind, record = entity if entity else ("", {})
     return {
@@ -193,12 +261,13 @@ def principal_page(arn: str) -> dict | None:
         "kind": kind,
         "record": record,
         "policies": _policies_of(kind, record),
-        "analysed": bool(results),
-        "can": sorted(can, key=lambda r: r["key"]),
+        "analysed": KeyAnalysis.objects.exists(),
+        "can": can,
+        "unreadable": unreadable,
         "does": does,
-        "escalations": escalations,
+        "escalations": results["escalations"],
         "findings": findings,
-        "use_days": USE_DAYS,
+        "use_days": USED_DAYS,
     }
 
 

@@ -24,4 +24,20 @@ def ingest_iam_account(source_id: int) -> None:
     source = Source.objects.filter(pk=source_id, enabled=True).first()
     if source is None:
         return
-    ingest.ingest_iam(source)
+    run = ingest.ingest_iam(source)
+    if run is not None and run.status == run.Status.SUCCEEDED:
+        analyse_account.delay(run.account_id)
+
+
+@shared_task
+def analyse_account(account_id: str) -> None:
+    """Who can use each key of the account, after IAM or the inventory changed; then the findings."""
+    from inventory.tasks import recompute_findings
+
+    from . import analysis
+
+    if analysis.analyse_account(account_id) is None:
+        # Another analysis is running and may have read before our change committed: go again later.
+        analyse_account.apply_async((account_id,), countdown=60)
+        return
+    recompute_findings.delay()
