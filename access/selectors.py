@@ -55,6 +55,8 @@ USED_DAYS = 90  # "used": a successful call of one of the actions in this many d
 
 def _calls(keys: list[str], since) -> dict[str, dict[str, set[str]]]:
     """key -> principal -> operations called successfully since `since`, from the daily rollups."""
+    from audits.models import DailyRollup
+
     found: dict[str, dict[str, set[str]]] = {}
     for start in range(0, len(keys), 500):  # bounded IN lists
         rows = (
@@ -85,6 +87,7 @@ def _used(principal: str, actions: list[str], calls: dict[str, set[str]]) -> boo
 
 
 def calls_since(days: int = USED_DAYS):
+
     return timezone.now().date() - timedelta(days=days)
 
 
@@ -149,31 +152,6 @@ def analysable_accounts() -> list[str]:
 
 # --- The pages: the key's "who can" panel and the principal page ------------------------------
 
-USE_DAYS = USED_DAYS
-
-
-def action_group(action: str) -> str:
-    """The display name of a key action's group (access.catalog: encrypt, decrypt, ..., management, read)."""
-    from .catalog import GROUP_LABELS, group_of
-
-    return GROUP_LABELS[group_of(action)]
-
-
-def group_names() -> list[str]:
-    from .catalog import GROUP_LABELS
-
-    return list(GROUP_LABELS.values())
-
-
-def analysis_results(key_arn: str | None = None, principal_arn: str | None = None) -> dict | None:
-    """The stored access analysis in the `key_access` shape ({"keys": [...], "escalations": [...]}),
-    of one key or one principal when given, or None when it has not run."""
-    from .models import KeyAnalysis
-
-    if not KeyAnalysis.objects.exists():
-        return None
-    return key_access(key_arn=key_arn, principal_arn=principal_arn)
-
 
 def _conditions(conditions: dict) -> list[dict]:
     """{"StringEquals": {"kms:ViaService": "s3..."}} -> rows of operator, key and values, to show."""
@@ -188,52 +166,42 @@ def _conditions(conditions: dict) -> list[dict]:
     return rows
 
 
-def _used_operations(*, key: str | None = None, principal: str | None = None) -> set[tuple[str, str, str]]:
-    """(key, principal, kms:Operation) with a successful call in the last 90 days, from the rollups."""
-    rows = DailyRollup.objects.filter(day__gte=timezone.now().date() - timedelta(days=USE_DAYS), error_code="")
-    if key is not None:
-        rows = rows.filter(key=key)
-    if principal is not None:
-        rows = rows.filter(principal=principal)
-    return {(k, p, f"kms:{op}") for k, p, op in rows.values_list("key", "principal", "operation").distinct()}
-
-
 def who_can(key_arn: str, account_id: str) -> dict:
     """The key's "who can" panel: per action group, every principal with the path that gives it, its
-    conditions, and whether CloudTrail shows it using that group in the last 90 days."""
-    results = analysis_results(key_arn=key_arn)
-    context: dict = {
-        "analysed": results is not None,
-        "scps_note": scps_note(account_id) if account_id else "",
-        "iam_read": latest_snapshot(account_id) is not None if account_id else False,
-        "use_days": USE_DAYS,
-    }
-    if results is None:
-        return context
-    entry = next((k for k in results.get("keys") or [] if k.get("key") == key_arn), None)
-    from .catalog import event_name
+    conditions, and whether the rollups show it making that group's calls in the last USED_DAYS days."""
+    from .catalog import GROUP_LABELS, group_actions
+    from .models import KeyAnalysis
 
-    used = {(p, op) for _, p, op in _used_operations(key=key_arn)}
-    groups: dict[str, list[dict]] = {name: [] for name in group_names()}
-    for access in (entry or {}).get("access") or []:
-        principal = str(access.get("principal", ""))
-        by_group: dict[str, list[str]] = {}
-        for action in access.get("actions") or []:
-            by_group.setdefault(action_group(str(action)), []).append(str(action))
-        for group, actions in by_group.items():
+    analysis = KeyAnalysis.objects.filter(key_arn=key_arn).first()
+    context: dict = {
+        "analysed": analysis is not None,
+        "iam_read": latest_snapshot(account_id) is not None if account_id else False,
+        "scps_note": analysis.scps_note if analysis is not None else scps_note(account_id) if account_id else "",
+        "use_days": USED_DAYS,
+    }
+    if analysis is None:
+        return context
+    results = key_access(key_arn=key_arn)
+    entry: dict = next((k for k in results["keys"] if k["key"] == key_arn), {"access": [], "unreadable": []})
+    calls = _calls([key_arn], calls_since()).get(key_arn, {})
+    groups: dict[str, list[dict]] = {name: [] for name in GROUP_LABELS}
+    for access in entry["access"]:
+        for group, actions in group_actions(access["actions"]).items():
             groups[group].append(
                 {
-                    "principal": principal,
-                    "actions": sorted(actions),
-                    "conditional": bool(access.get("conditional")),
-                    "conditions": _conditions(access.get("conditions") or {}),
-                    "via": access.get("via") or [],
-                    "used": any((principal, f"kms:{event_name(a)}") in used for a in actions),
+                    "principal": access["principal"],
+                    "actions": actions,
+                    "conditional": access["conditional"],
+                    "conditions": _conditions(access["conditions"]),
+                    "via": access["via"],
+                    "notes": access.get("notes") or [],
+                    "used": _used(access["principal"], actions, calls),
                 }
             )
-    context["groups"] = [(name, sorted(rows, key=lambda r: r["principal"])) for name, rows in groups.items()]
-    context["known"] = entry is not None
-    context["escalations"] = [e for e in results.get("escalations") or [] if e.get("key") == key_arn]
+    context["groups"] = [(GROUP_LABELS[name], rows) for name, rows in groups.items()]
+    context["computed_at"] = analysis.computed_at
+    context["unreadable"] = entry.get("unreadable") or []
+    context["escalations"] = results["escalations"]
     return context
 
 
@@ -253,34 +221,39 @@ def principal_page(arn: str) -> dict | None:
     kmsdash knows nothing of it."""
     from inventory.models import Finding
 
-    results = analysis_results(principal_arn=arn) or {}
-    can = []
-    for entry in results.get("keys") or []:
-        for access in entry.get("access") or []:
-            if access.get("principal") == arn:
-                groups = sorted({action_group(str(a)) for a in access.get("actions") or []}, key=group_names().index)
-                can.append(
-                    {
-                        "key": entry.get("key", ""),
-                        "groups": groups,
-                        "actions": sorted(str(a) for a in access.get("actions") or []),
-                        "conditional": bool(access.get("conditional")),
-                        "conditions": _conditions(access.get("conditions") or {}),
-                        "via": access.get("via") or [],
-                        "used": bool(access.get("used")),
-                    }
-                )
-    since = timezone.now().date() - timedelta(days=USE_DAYS)
+    from .catalog import GROUP_LABELS, group_actions
+    from .models import KeyAnalysis
+
+    results = key_access(principal_arn=arn)
+    can = [
+        {
+            "key": entry["key"],
+            "groups": [GROUP_LABELS[g] for g in group_actions(access["actions"])],
+            "actions": sorted(access["actions"]),
+            "conditional": access["conditional"],
+            "conditions": _conditions(access["conditions"]),
+            "via": access["via"],
+            "notes": access.get("notes") or [],
+            "used": access["used"],
+        }
+        for entry in results["keys"]
+        for access in entry["access"]
+    ]
+    unreadable = [
+        {"key": entry["key"], **u}
+        for entry in results["keys"]
+        for u in entry.get("unreadable") or []
+        if u.get("principal")
+    ]
     does = list(
-        DailyRollup.objects.filter(principal=arn, day__gte=since)
+        DailyRollup.objects.filter(principal=arn, day__gte=calls_since())
         .values("key", "operation")
         .annotate(calls=Sum("count"), failed=Sum("count", filter=~Q(error_code="")), last_day=Max("day"))
         .order_by("key", "operation")
     )
-    escalations = [e for e in results.get("escalations") or [] if e.get("principal") == arn]
     findings = list(Finding.objects.open().filter(subject=arn).order_by("-last_seen_at")[:200])
     entity = _iam_entity(arn)
-    if not (can or does or escalations or findings or entity):
+    if not (can or does or results["escalations"] or findings or entity):
         return None
     kind, record = entity if entity else ("", {})
     return {
@@ -288,12 +261,13 @@ def principal_page(arn: str) -> dict | None:
         "kind": kind,
         "record": record,
         "policies": _policies_of(kind, record),
-        "analysed": bool(results),
-        "can": sorted(can, key=lambda r: r["key"]),
+        "analysed": KeyAnalysis.objects.exists(),
+        "can": can,
+        "unreadable": unreadable,
         "does": does,
-        "escalations": escalations,
+        "escalations": results["escalations"],
         "findings": findings,
-        "use_days": USE_DAYS,
+        "use_days": USED_DAYS,
     }
 
 

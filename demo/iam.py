@@ -99,6 +99,8 @@ def iam_world(keys: Sequence[DemoKey]) -> dict[str, Account]:
         for spec in [k.spec for k in keys if k.spec.account == account]:
             if spec.workload == "ebs":
                 iam.roles.append(Role("ec2-autoscaling", ec2, managed=["app-kms-use"]))
+                # The EBS key's other grantee: the grant is its only right (KMS wants it to exist).
+                iam.roles.append(Role("backup-service", _trust(service="backup.amazonaws.com")))
             elif spec.workload == "lambda" and spec.alias != "data-eu-pipeline":
                 lambda_trust = _trust(service="lambda.amazonaws.com")
                 iam.roles.append(
