@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -1101,12 +1101,6 @@ def access_entries(rights: Iterable[Right], world_accounts: set[str] | None = No
         entry["actions"].sort()
     entries.sort(key=lambda e: (e["principal"], e["conditional"], json.dumps(e["via"])))
     return entries
-
-
-def documents_of(identity: Identity) -> Iterator[Document]:
-    yield from identity.documents
-    if identity.boundary:
-        yield identity.boundary
 
 
 # --- Security Hub KMS.1 / KMS.2 -------------------------------------------------------------
