@@ -103,7 +103,6 @@ def test_the_demo_world_raises_every_access_finding_kind(aws):
     assert f"arn:aws:iam::{PROD}:role/legacy-batch|decrypt" in subjects("unused-access")
     unexplained = subjects("access-unexplained")
     assert "arn:aws:iam::777788889999:role/vendor-sync" in unexplained  # the stranger of the activity
-    if f"arn:aws:iam::{DATA}:role/spark-driver" not in unexplained:
-        # access.findings._explained lets the key policy's account-root entry (the delegation to
-        # IAM) explain every caller of the account; spark-driver has no IAM right at all.
-        pytest.xfail("the analysis takes the key policy's delegation to IAM as the account's every caller's right")
+    # spark-driver has no IAM right at all: the account root's entry (the key policy's delegation to
+    # IAM) does not explain the calls of an account whose IAM kmsdash reads.
+    assert f"arn:aws:iam::{DATA}:role/spark-driver" in unexplained
