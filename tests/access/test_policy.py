@@ -415,3 +415,27 @@ def test_a_grant_to_one_role_session_is_that_sessions_not_the_roles():
     access = evaluate_key(World.build({A: details()}), KeyInput(KEY3, A, doc(), grants=[grant]))
     assert access.can(session, "kms:Decrypt")
     assert not access.can(arn("role", "GrantUser"), "kms:Decrypt")
+
+
+def test_a_deny_with_notprincipal_spares_only_the_principals_listed_with_their_account():
+    def key_with(not_principals: list[str]) -> KeyInput:
+        spare = {"Effect": "Deny", "NotPrincipal": {"AWS": not_principals}, "Action": "kms:Decrypt", "Resource": "*"}
+        return KeyInput(KEY2, A, doc(DELEGATE, spare))
+
+    world = World.build({A: details()})
+    spared = evaluate_key(world, key_with([arn("role", "Reader"), f"arn:aws:iam::{A}:root"]))
+    assert spared.can(arn("role", "Reader"), "kms:Decrypt", unconditionally=True)
+    assert not spared.can(arn("role", "Inline"), "kms:Decrypt")
+    # Without the account listed, IAM does not spare the role either (IAM user guide, NotPrincipal).
+    unspared = evaluate_key(world, key_with([arn("role", "Reader")]))
+    assert not unspared.can(arn("role", "Reader"), "kms:Decrypt")
+
+
+def test_notresource_excludes_the_keys_it_names():
+    account = copy.deepcopy(details())
+    account["RoleDetailList"].append(
+        role("NotThatKey", inline=[("nr", doc({"Effect": "Allow", "Action": "kms:Decrypt", "NotResource": KEY2}))])
+    )
+    world = World.build({A: account})
+    assert not evaluate_key(world, keys()["key2"]).can(arn("role", "NotThatKey"), "kms:Decrypt")
+    assert evaluate_key(world, keys()["key1"]).can(arn("role", "NotThatKey"), "kms:Decrypt", unconditionally=True)
