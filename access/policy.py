@@ -822,6 +822,14 @@ def evaluate(world: World, principal: str, request: Request, extra: list[Documen
 
 def grant_way(grant: dict[str, Any], principal: str, identity: Identity | None, action: str) -> Way | None:
     """The way a grant (ListGrants shape) gives `action` to `principal`, or None."""
+    name = str(grant.get("Name") or grant.get("GrantId") or "")
+    retiring = str(grant.get("RetiringPrincipal") or "")
+    if (
+        action.lower() == "kms:retiregrant"
+        and retiring
+        and (retiring == principal or (identity is not None and identity.matches_name(retiring)))
+    ):
+        return Way((Via("grant", f"{name} (retiring principal)"),))  # KMS lets it retire the grant
     grantee = str(grant.get("GranteePrincipal") or "")
     if not grantee:
         return None
@@ -830,7 +838,6 @@ def grant_way(grant: dict[str, Any], principal: str, identity: Identity | None, 
     operations = {f"kms:{op}".lower() for op in grant.get("Operations") or [] if isinstance(op, str)}
     if action.lower() not in operations:
         return None
-    name = str(grant.get("Name") or grant.get("GrantId") or "")
     conditions: list[Condition] = []
     for constraint, context in sorted((grant.get("Constraints") or {}).items()):
         if isinstance(context, dict):
@@ -899,9 +906,10 @@ def literal_principals(document: Document, grants: list[dict[str, Any]], world: 
             if value not in world.identities:
                 found.append(root_of(value) if ACCOUNT_RE.match(value) else value)
     for grant in grants:
-        grantee = str(grant.get("GranteePrincipal") or "")
-        if grantee and grantee not in world.identities:
-            found.append(grantee)
+        for field_name in ("GranteePrincipal", "RetiringPrincipal"):
+            named = str(grant.get(field_name) or "")
+            if named and named not in world.identities:
+                found.append(named)
     return list(dict.fromkeys(found))
 
 

@@ -439,3 +439,11 @@ def test_notresource_excludes_the_keys_it_names():
     world = World.build({A: account})
     assert not evaluate_key(world, keys()["key2"]).can(arn("role", "NotThatKey"), "kms:Decrypt")
     assert evaluate_key(world, keys()["key1"]).can(arn("role", "NotThatKey"), "kms:Decrypt", unconditionally=True)
+
+
+def test_a_grants_retiring_principal_may_retire_it_and_do_nothing_else():
+    grant = {**GRANT, "RetiringPrincipal": arn("role", "Only")}
+    access = evaluate_key(World.build({A: details()}), KeyInput(KEY3, A, doc(), grants=[grant]))
+    assert access.can(arn("role", "Only"), "kms:RetireGrant", unconditionally=True)
+    assert not access.can(arn("role", "Only"), "kms:Decrypt")
+    assert not access.can(arn("role", "GrantUser"), "kms:RetireGrant")
