@@ -107,10 +107,11 @@ def _service_principals(prefix: str) -> tuple[str, ...]:
 
 def _allowed(world: World, principal: str, action: str, resource: str, account: str) -> tuple[Condition, ...] | None:
     """An IAM-only call (no resource policy): None if not allowed, else the conditions it needs."""
-    outcome = evaluate(world, principal, Request(action, resource, account))
-    if not outcome.ways:
-        return None
-    return min((w.conditions for w in outcome.ways), key=len)
+    memo = ("allowed", principal, action, resource, account)
+    if memo not in world.memo:
+        outcome = evaluate(world, principal, Request(action, resource, account))
+        world.memo[memo] = min((w.conditions for w in outcome.ways), key=len) if outcome.ways else None
+    return world.memo[memo]
 
 
 def _key_allowed(world: World, principal: str, key: KeyInput, document: Document, action: str):
@@ -124,6 +125,13 @@ def _key_allowed(world: World, principal: str, key: KeyInput, document: Document
 
 def transitions(world: World, principal: str) -> list[tuple[Identity, list[Step]]]:
     """Roles `principal` can become in one move: sts:AssumeRole, or iam:PassRole to a service."""
+    memo = ("transitions", principal)
+    if memo not in world.memo:
+        world.memo[memo] = _transitions(world, principal)
+    return world.memo[memo]
+
+
+def _transitions(world: World, principal: str) -> list[tuple[Identity, list[Step]]]:
     found: list[tuple[Identity, list[Step]]] = []
     for role in world.identities.values():
         if role.kind != "role" or role.arn == principal or role.trust is None:
@@ -225,6 +233,12 @@ def key_escalations(world: World, key: KeyInput, access: KeyAccess, max_steps: i
         for actor, to_actor in reach:
             if actor is None:
                 continue
+            # Becoming a role that can use the key (through PassRole: assumed roles' rights are
+            # already the principal's access, so they gain nothing here).
+            if actor.arn != principal:
+                gains = held.get(actor.arn, set()) - mine
+                if gains:
+                    paths.append(Escalation(principal, key.arn, sorted(gains), list(to_actor)))
             # On the key itself.
             conditions = _key_allowed(world, actor.arn, key, document, "kms:PutKeyPolicy")
             if conditions is not None:

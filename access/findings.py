@@ -32,6 +32,16 @@ from .models import AccessEntry, EscalationPath, KeyAnalysis
 K = Finding.Kind
 S = Finding.Severity
 
+# The kinds this module raises (the demo's IAM world raises them; inventory's demo keys the rest).
+ACCESS_KINDS = frozenset(
+    {
+        K.IAM_DECRYPT_ALL_KEYS_MANAGED,
+        K.IAM_DECRYPT_ALL_KEYS_INLINE,
+        K.ESCALATION_PATH,
+        K.UNUSED_ACCESS,
+        K.ACCESS_UNEXPLAINED,
+    }
+)
 UNEXPLAINED_DAYS = 30
 # The rights unused-access looks at: what a principal could do with the key, by kind.
 UNUSED_GROUPS = {
@@ -179,11 +189,19 @@ def unused_facts(keys: dict[str, Key], now: datetime) -> Iterator[Fact]:
             )
 
 
-def _explained(principal: str, action: str, entries: dict[str, set[str]]) -> bool:
+def _explained(principal: str, action: str, entries: dict[str, set[str]], known: set[str]) -> bool:
+    """Whether the analysis lets `principal` make the call. An account's root stands for its
+    principals only where kmsdash has not read the account's IAM; a bare account id (CloudTrail's
+    AWSAccount caller) is explained by any principal of that account that may."""
+    if action in entries.get(principal, set()) or action in entries.get("*", set()):
+        return True
     account = policy.account_of(principal)
-    for candidate in (principal, "*", policy.root_of(account) if account else ""):
-        if candidate and action in entries.get(candidate, set()):
-            return True
+    if not account:
+        return False
+    if account not in known and action in entries.get(policy.root_of(account), set()):
+        return True
+    if principal == account:
+        return any(action in actions for p, actions in entries.items() if policy.account_of(p) == account)
     return False
 
 
@@ -196,6 +214,7 @@ def unexplained_facts(keys: dict[str, Key], now: datetime) -> Iterator[Fact]:
         "key_arn", "principal", "actions"
     ):
         rights.setdefault(key_arn, {}).setdefault(principal, set()).update(actions)
+    known = set(selectors.accounts())
     since = now.date() - timedelta(days=UNEXPLAINED_DAYS)
     rows = (
         DailyRollup.objects.filter(key__in=list(analysed), day__gte=since, error_code="")
@@ -209,7 +228,11 @@ def unexplained_facts(keys: dict[str, Key], now: datetime) -> Iterator[Fact]:
         needed = catalog.actions_of_event(row["operation"])
         if not needed:
             continue  # not a call on a key (or one the catalogue does not know)
-        if any(_explained(row["principal"], a, rights.get(row["key"], {})) for a in needed):
+        if not policy.account_of(row["principal"]) and row["principal"] not in rights.get(row["key"], {}):
+            # An AWS service calling as itself (AWSService): authorized by what the analysis cannot
+            # read (AWS-owned grants, service-linked roles), so it would always be "unexplained".
+            continue
+        if any(_explained(row["principal"], a, rights.get(row["key"], {}), known) for a in needed):
             continue
         found.setdefault((row["key"], row["principal"]), []).append(
             {"operation": row["operation"], "calls": row["calls"], "last_seen": row["last"].isoformat()}

@@ -120,6 +120,8 @@ class Statement:
     not_resources: list[str] | None = None
     conditions: tuple[Condition, ...] = ()
     problem: str = ""
+    # Matching is asked for the same few dozen actions over and over: remembered per statement.
+    _matched: dict[str, bool] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def label(self) -> str:
@@ -134,9 +136,14 @@ class Statement:
         return self.source
 
     def action_applies(self, action: str) -> bool:
-        if self.actions is not None:
-            return any(catalog.matches(p, action) for p in self.actions)
-        return not any(catalog.matches(p, action) for p in self.not_actions or [])
+        known = self._matched.get(action)
+        if known is None:
+            if self.actions is not None:
+                known = any(catalog.matches(p, action) for p in self.actions)
+            else:
+                known = not any(catalog.matches(p, action) for p in self.not_actions or [])
+            self._matched[action] = known
+        return known
 
     def resource_applies(self, resource: str) -> bool:
         if self.resources is not None:
@@ -348,13 +355,11 @@ class Identity:
         return found
 
     def matches_name(self, value: str) -> bool:
-        """Whether a principal value (ARN or role-session ARN) names this identity."""
+        """Whether a principal value names this identity. A role-session ARN does not: it names that
+        session only (it is evaluated as a principal of its own, with the role's policies)."""
         if value == self.arn:
             return True
         if self.kind == "role":
-            session_role = role_of_session(value)
-            if session_role and _role_key(session_role) == _role_key(self.arn):
-                return True
             # A key policy may name a role without its path.
             if value.startswith(f"arn:aws:iam::{self.account}:role/") and value.rsplit("/", 1)[-1] == self.name:
                 return _role_key(value) == _role_key(self.arn)
@@ -374,6 +379,8 @@ class World:
     scps: dict[str, list[list[Document]] | None] = field(default_factory=dict)  # account -> levels
     problems: list[Unreadable] = field(default_factory=list)  # SCPs and others not tied to one identity
     chains: dict[tuple[str, int], list[tuple[Identity, list[Way]]]] = field(default_factory=dict, repr=False)
+    # What does not depend on a key, remembered for the world's life (access.escalation).
+    memo: dict[Any, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
     def build(
@@ -762,13 +769,20 @@ def evaluate(world: World, principal: str, request: Request, extra: list[Documen
     resource_documents = [request.resource_policy] if request.resource_policy else []
     outcome.uncertain = _uncertain(resource_documents + documents + boundary + scp_documents, request)
 
-    identity_ways = _identity_allow(identity, request, documents) if identity else []
-    if identity and identity.boundary:
-        identity_ways = _product(identity_ways, _identity_allow(identity, request, [identity.boundary]))
+    computed: list[list[Way]] = []
+
+    def identity_ways() -> list[Way]:
+        # Read only when some statement needs it: most keys never ask (it is most of the cost).
+        if not computed:
+            found = _identity_allow(identity, request, documents) if identity else []
+            if identity and identity.boundary and found:
+                found = _product(found, _identity_allow(identity, request, [identity.boundary]))
+            computed.append(found)
+        return computed[0]
 
     ways: list[Way] = []
     if request.resource_policy is None:
-        ways = identity_ways
+        ways = identity_ways()
     else:
         same_account = account == request.resource_account
         for statement in request.resource_policy.statements:
@@ -786,7 +800,7 @@ def evaluate(world: World, principal: str, request: Request, extra: list[Documen
                     granted = _product(granted, _identity_allow(identity, request, [identity.boundary]))
                 ways.extend(granted)
             elif identity is not None:
-                ways.extend(_product(granted, identity_ways))
+                ways.extend(_product(granted, identity_ways()))
             elif how == "account":
                 ways.extend(granted)
     for grant in request.grants:
@@ -882,11 +896,11 @@ def literal_principals(document: Document, grants: list[dict[str, Any]], world: 
         if statement.effect != "Allow" or statement.problem:
             continue
         for _, value in statement.principals or []:
-            if value not in world.identities and not role_of_session(value):
+            if value not in world.identities:
                 found.append(root_of(value) if ACCOUNT_RE.match(value) else value)
     for grant in grants:
         grantee = str(grant.get("GranteePrincipal") or "")
-        if grantee and grantee not in world.identities and not world.identities.get(role_of_session(grantee)):
+        if grantee and grantee not in world.identities:
             found.append(grantee)
     return list(dict.fromkeys(found))
 

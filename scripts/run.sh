@@ -171,7 +171,7 @@ fi
 
 # --- first ingestion, in the foreground, so the first page already has data -----------------
 if [ "$KMSDASH_DEMO" = True ]; then
-    for command in ingest_cloudtrail ingest_keys ingest_iam ingest_costs evaluate_alerts; do
+    for command in ingest_cloudtrail ingest_keys ingest_iam analyse_access ingest_costs evaluate_alerts; do
         say "First ingestion: $command"
         python manage.py "$command" || say "$command failed; the scheduled runs will try again"
     done

@@ -153,13 +153,25 @@ def test_key_access_prints_who_can_use_each_key_how_and_whether_they_use_it(aws)
     assert ["key", "principal", "gains", "path"] in rows  # then the escalation paths
 
 
-def test_a_formula_in_a_policy_name_is_neutralised_in_the_csv(aws):
+def test_a_formula_in_a_policy_name_is_neutralised_in_the_csv_and_an_unreadable_policy_is_listed(aws):
     iam = session_in(MAIN).client("iam", region_name=REGION)
     iam.create_role(RoleName="formula", AssumeRolePolicyDocument=json.dumps(EC2_TRUST))
     iam.put_role_policy(RoleName="formula", PolicyName="=HYPERLINK(1)", PolicyDocument=document(allow("kms:Decrypt")))
+    iam.create_role(RoleName="per-user", AssumeRolePolicyDocument=json.dumps(EC2_TRUST))
+    iam.put_role_policy(
+        RoleName="per-user",
+        PolicyName="own-key",
+        PolicyDocument=document(allow("kms:Decrypt", f"arn:aws:kms:{REGION}:{MAIN}:key/${{aws:username}}")),
+    )
     key = kms_in(MAIN).create_key()["KeyMetadata"]["Arn"]
     kms_in(MAIN).put_key_policy(KeyId=key, PolicyName="default", Policy=policy(root_statement(MAIN)))
     run_all()
+
+    result = json.loads(key_access("--key", key))
+    (listed,) = [u for u in result["keys"][0]["unreadable"] if u["principal"] == role_arn(MAIN, "per-user")]
+    assert listed["document"] == "identity-policy:own-key" and "policy variable" in listed["reason"]
+    assert not entries_of(result, key, role_arn(MAIN, "per-user"))  # neither an Allow...
+    assert entries_of(result, key, role_arn(MAIN, "formula"))  # ...nor does it stop the rest
     rows = list(csv.reader(io.StringIO(key_access("--format", "csv"))))
     cells = [cell for row in rows for cell in row]
     assert any("=HYPERLINK(1)" in cell for cell in cells)  # shown, as text

@@ -407,3 +407,11 @@ def test_scps_deny_what_identity_policies_allow_and_unread_scps_change_nothing()
     assert limited.can(arn("user", "alice"), "kms:Encrypt", unconditionally=True)
     unread = evaluate_key(World.build({A: details()}, {A: None}), keys()["key2"])
     assert unread.can(arn("role", "Reader"), "kms:Decrypt", unconditionally=True)
+
+
+def test_a_grant_to_one_role_session_is_that_sessions_not_the_roles():
+    session = f"arn:aws:sts::{A}:assumed-role/GrantUser/i-0abc"
+    grant = {"GrantId": "g-2", "Name": "", "GranteePrincipal": session, "Operations": ["Decrypt"]}
+    access = evaluate_key(World.build({A: details()}), KeyInput(KEY3, A, doc(), grants=[grant]))
+    assert access.can(session, "kms:Decrypt")
+    assert not access.can(arn("role", "GrantUser"), "kms:Decrypt")
