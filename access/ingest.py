@@ -1,5 +1,6 @@
 """The IAM write path: read one account's IAM (and, where it may, the Organizations SCPs over it),
-then store it as a new snapshot only when it changed.
+then store it as a new snapshot only when it changed. Resource control policies are read with the
+SCPs, the same way.
 
 The Celery task, the management command and the demo all call `ingest_iam`. IAM is global, so one
 read per account (in the source's first region, for the partition); every call is paced and
@@ -51,6 +52,8 @@ SCP_UNREADABLE = {
     "TargetNotFoundException",
     "UnsupportedAPIEndpointException",
 }
+# An organisation without resource control policies (not enabled, or an older partition).
+RCP_ABSENT = {"PolicyTypeNotEnabledException", "InvalidInputException"}
 
 
 def rates() -> dict[str, float]:
@@ -64,6 +67,7 @@ class IamSnapshot:
     scps: list[dict[str, Any]] | None
     scps_note: str
     pages: int
+    rcps: list[dict[str, Any]] | None = None
 
 
 def _plain(value: Any) -> Any:
@@ -96,8 +100,8 @@ class IamReader:
         if not account_id and self.sts is not None:
             account_id = str(self.sts.get_caller_identity()["Account"])
         details, pages = self.read_details()
-        scps, note = self.read_scps(account_id)
-        return IamSnapshot(account_id, details, scps, note, pages)
+        scps, rcps, note = self.read_organization_policies(account_id)
+        return IamSnapshot(account_id, details, scps, note, pages, rcps)
 
     def read_details(self) -> tuple[dict[str, list[dict[str, Any]]], int]:
         """GetAccountAuthorizationDetails, every page merged, in AWS's response shape.
@@ -119,13 +123,23 @@ class IamReader:
     def read_scps(self, account_id: str) -> tuple[list[dict[str, Any]] | None, str]:
         """The SCPs attached to the account, each OU above it and the root, one entry per attachment;
         None and the reason when this account's role may not read them."""
+        scps, _, note = self.read_organization_policies(account_id)
+        return scps, note
+
+    def read_organization_policies(
+        self, account_id: str
+    ) -> tuple[list[dict[str, Any]] | None, list[dict[str, Any]] | None, str]:
+        """(SCPs, RCPs, note) over the account: each attachment on the account, every OU above it and
+        the root, as {Id, Name, Content, TargetId, TargetType}. Both None, and the note says why, when
+        this account's role may not read Organizations; RCPs alone [] where the organisation has not
+        enabled them."""
         if self.organizations is None:
-            return None, "SCPs not evaluated: Organizations was not read."
+            return None, None, "SCPs not evaluated: Organizations was not read."
         org = self.organizations
         try:
             organization = org.describe_organization()["Organization"]
             if organization.get("MasterAccountId") == account_id:
-                return [], "The organization's management account: SCPs do not apply to it."
+                return [], [], "The organization's management account: SCPs and RCPs do not apply to it."
             targets = [(account_id, "ACCOUNT")]
             child = account_id
             while True:
@@ -136,31 +150,42 @@ class IamReader:
                 targets.append((child, kind))
                 if kind == "ROOT":
                     break
-            scps: list[dict[str, Any]] = []
             contents: dict[str, Any] = {}
-            paginator = org.get_paginator("list_policies_for_target")
-            for target_id, target_type in targets:
-                for page in paginator.paginate(TargetId=target_id, Filter="SERVICE_CONTROL_POLICY"):
-                    for summary in page.get("Policies") or []:
-                        policy_id = summary["Id"]
-                        if policy_id not in contents:
-                            policy = org.describe_policy(PolicyId=policy_id)["Policy"]
-                            contents[policy_id] = _document(policy.get("Content") or "")
-                        scps.append(
-                            {
-                                "Id": policy_id,
-                                "Name": summary.get("Name", ""),
-                                "Content": contents[policy_id],
-                                "TargetId": target_id,
-                                "TargetType": target_type,
-                            }
-                        )
+            scps = self._attached(targets, "SERVICE_CONTROL_POLICY", contents)
+            try:
+                rcps = self._attached(targets, "RESOURCE_CONTROL_POLICY", contents)
+            except ClientError as exc:
+                if error_code(exc) not in RCP_ABSENT:
+                    raise
+                rcps = []
         except ClientError as exc:
             code = error_code(exc)
             if code in SCP_UNREADABLE:
-                return None, f"SCPs not evaluated: this account cannot read them ({code})."
+                return None, None, f"SCPs not evaluated: this account cannot read them ({code})."
             raise
-        return scps, ""
+        return scps, rcps, ""
+
+    def _attached(self, targets: list[tuple[str, str]], policy_type: str, contents: dict[str, Any]) -> list[dict]:
+        assert self.organizations is not None
+        found: list[dict[str, Any]] = []
+        paginator = self.organizations.get_paginator("list_policies_for_target")
+        for target_id, target_type in targets:
+            for page in paginator.paginate(TargetId=target_id, Filter=policy_type):
+                for summary in page.get("Policies") or []:
+                    policy_id = summary["Id"]
+                    if policy_id not in contents:
+                        policy = self.organizations.describe_policy(PolicyId=policy_id)["Policy"]
+                        contents[policy_id] = _document(policy.get("Content") or "")
+                    found.append(
+                        {
+                            "Id": policy_id,
+                            "Name": summary.get("Name", ""),
+                            "Content": contents[policy_id],
+                            "TargetId": target_id,
+                            "TargetType": target_type,
+                        }
+                    )
+        return found
 
 
 def _document(text: str) -> Any:
@@ -238,7 +263,9 @@ def _digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def _entities(details: dict[str, Any], scps: list[dict[str, Any]] | None) -> dict[tuple[str, str], str]:
+def _entities(
+    details: dict[str, Any], scps: list[dict[str, Any]] | None, rcps: list[dict[str, Any]] | None = None
+) -> dict[tuple[str, str], str]:
     """(kind, ARN or SCP id) -> digest of what IAM says about it."""
     kinds = {
         "UserDetailList": AuthorizationChange.Kind.USER,
@@ -251,11 +278,12 @@ def _entities(details: dict[str, Any], scps: list[dict[str, Any]] | None) -> dic
         for name, kind in kinds.items()
         for item in details.get(name) or []
     }
-    by_scp: dict[str, list[Any]] = {}
-    for scp in scps or []:
-        by_scp.setdefault(str(scp.get("Id", "")), []).append(scp)
-    for scp_id, entries in by_scp.items():
-        found[(str(AuthorizationChange.Kind.SCP), scp_id)] = _digest(entries)
+    for kind, attached in ((AuthorizationChange.Kind.SCP, scps), (AuthorizationChange.Kind.RCP, rcps)):
+        by_id: dict[str, list[Any]] = {}
+        for entry in attached or []:
+            by_id.setdefault(str(entry.get("Id", "")), []).append(entry)
+        for policy_id, entries in by_id.items():
+            found[(str(kind), policy_id)] = _digest(entries)
     return found
 
 
@@ -271,7 +299,7 @@ def store_snapshot(snapshot: IamSnapshot, run: IamRun) -> AuthorizationSnapshot:
     run.scps_evaluated = snapshot.scps is not None
     run.scps_note = snapshot.scps_note
     stable = {name: [_without_volatile(i) for i in details[name]] for name in LISTS}
-    digest = _digest({"details": stable, "scps": snapshot.scps})
+    digest = _digest({"details": stable, "scps": snapshot.scps, "rcps": snapshot.rcps})
     current = (
         AuthorizationSnapshot.objects.select_for_update()
         .filter(account_id=snapshot.account_id)
@@ -289,13 +317,14 @@ def store_snapshot(snapshot: IamSnapshot, run: IamRun) -> AuthorizationSnapshot:
         sha256=digest,
         details=details,
         scps=snapshot.scps,
+        rcps=snapshot.rcps,
         scps_note=snapshot.scps_note,
         first_seen_at=now,
         last_seen_at=now,
     )
     if current is not None:
-        before = _entities(current.details, current.scps)
-        after = _entities(details, snapshot.scps)
+        before = _entities(current.details, current.scps, current.rcps)
+        after = _entities(details, snapshot.scps, snapshot.rcps)
         changes = [
             AuthorizationChange(
                 snapshot=new,

@@ -29,6 +29,11 @@ class AuthorizationSnapshot(models.Model):
         help_text="[{Id, Name, Content, TargetId, TargetType}], one per attachment on the account, "
         "its OUs and the root; None when the account cannot read them (SCPs not evaluated).",
     )
+    rcps = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="Resource control policies over the account, in the SCPs' shape; None when not readable.",
+    )
     scps_note = models.TextField(blank=True, help_text="Why SCPs were not evaluated, or why there are none.")
     first_seen_at = models.DateTimeField()
     last_seen_at = models.DateTimeField()
@@ -54,6 +59,7 @@ class AuthorizationChange(models.Model):
         ROLE = "role"
         POLICY = "policy"
         SCP = "scp"
+        RCP = "rcp"
 
     class Change(models.TextChoices):
         ADDED = "added"
@@ -62,7 +68,7 @@ class AuthorizationChange(models.Model):
 
     snapshot = models.ForeignKey(AuthorizationSnapshot, on_delete=models.CASCADE, related_name="changes")
     kind = models.CharField(max_length=16, choices=Kind.choices)
-    arn = models.CharField(max_length=2048, help_text="The ARN (an SCP: its policy id).")
+    arn = models.CharField(max_length=2048, help_text="The ARN (an SCP or RCP: its policy id).")
     change = models.CharField(max_length=16, choices=Change.choices)
 
     class Meta:

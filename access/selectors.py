@@ -32,6 +32,13 @@ def service_control_policies(account_id: str) -> list | None:
     return snapshot.scps if snapshot is not None else None
 
 
+def resource_control_policies(account_id: str) -> list | None:
+    """The RCPs over the account (they limit what anyone may do to its resources, its keys
+    included), in service_control_policies' shape; None when they could not be read."""
+    snapshot = latest_snapshot(account_id)
+    return snapshot.rcps if snapshot is not None else None
+
+
 def scps_note(account_id: str) -> str:
     """Why SCPs were not evaluated for the account ('' when they were)."""
     snapshot = latest_snapshot(account_id)

@@ -15,7 +15,7 @@ each access finding has a case:
   NotAction `Developer` role;
 - access-unexplained: data's `spark-driver` calls KMS in the activity but IAM gives it nothing;
 - a permission boundary that removes the right (prod's `contractor`, in the admins group), an
-  explicit Deny on one key (data's analytics-notebook on data-etl-secrets), a role allowed only
+  explicit Deny on one key (data's analytics-notebook on the unused 2023 archive key), a role allowed only
   another key (ml-training: the warehouse key, denied on the lake in the activity), a conditional
   `kms:ViaService` right (ingest-pipeline-role), and an AssumeRole chain (the data engineers may
   assume platform-admin, which holds kms:*).
@@ -98,7 +98,9 @@ def iam_world(keys: Sequence[DemoKey]) -> dict[str, Account]:
             iam.roles.append(Role(role, ec2, managed=["app-kms-use"]))
         for spec in [k.spec for k in keys if k.spec.account == account]:
             if spec.workload == "ebs":
-                iam.roles.append(Role("ec2-autoscaling", ec2, managed=["app-kms-use"]))
+                # EBS creates and retires the volumes' grants as this role (CreateGrant, RetireGrant).
+                grants = _document(_allow(["kms:CreateGrant", "kms:RetireGrant", "kms:ListGrants"], own_keys))
+                iam.roles.append(Role("ec2-autoscaling", ec2, inline={"ebs-grants": grants}, managed=["app-kms-use"]))
                 # The EBS key's other grantee: the grant is its only right (KMS wants it to exist).
                 iam.roles.append(Role("backup-service", _trust(service="backup.amazonaws.com")))
             elif spec.workload == "lambda" and spec.alias != "data-eu-pipeline":
@@ -180,8 +182,9 @@ def iam_world(keys: Sequence[DemoKey]) -> dict[str, Account]:
         Role("spark-driver", _trust(service="ec2.amazonaws.com"), inline={"s3-read": _document(_allow("s3:GetObject"))})
     )
     notebook = next(r for r in data.roles if r.name == "analytics-notebook")
-    notebook.inline["no-etl-secrets"] = _document(
-        {"Effect": "Deny", "Action": "kms:Decrypt", "Resource": _key(keys, "data-etl-secrets")}
+    # The 2023 archive key is the one key of the account nobody calls, so the Deny agrees with the activity.
+    notebook.inline["no-old-archive"] = _document(
+        {"Effect": "Deny", "Action": "kms:Decrypt", "Resource": _key(keys, "data-eu-archive-2023")}
     )
     data.roles.append(
         Role(

@@ -124,6 +124,7 @@ def test_an_account_whose_role_may_not_read_organizations_records_scps_not_evalu
 
     assert run is not None and run.status == IamRun.Status.SUCCEEDED
     assert selectors.service_control_policies(member) is None
+    assert selectors.resource_control_policies(member) is None
     assert selectors.scps_note(member) == "SCPs not evaluated: this account cannot read them (AccessDeniedException)."
 
 
@@ -142,16 +143,34 @@ def test_scps_over_the_account_its_units_and_the_root_are_read_with_their_docume
         Name="no-deletion", Description="", Type="SERVICE_CONTROL_POLICY", Content=json.dumps(deny)
     )["Policy"]["PolicySummary"]["Id"]
     org.attach_policy(PolicyId=scp, TargetId=unit)
+    outside = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "kms:*",
+                "Resource": "*",
+                "Condition": {"StringNotEqualsIfExists": {"aws:PrincipalOrgID": "o-example"}},
+            }
+        ],
+    }
+    rcp = org.create_policy(
+        Name="org-only", Description="", Type="RESOURCE_CONTROL_POLICY", Content=json.dumps(outside)
+    )["Policy"]["PolicySummary"]["Id"]
+    org.attach_policy(PolicyId=rcp, TargetId=unit)
     # A delegated administrator reads the organisation for the member account.
     reader = ingest.IamReader(iam_in(member), org)
 
-    scps, note = reader.read_scps(member)
+    scps, rcps, note = reader.read_organization_policies(member)
 
-    assert note == "" and scps is not None
+    assert note == "" and scps is not None and rcps is not None
     levels = {(s["TargetType"], s["Name"]) for s in scps}
     assert ("ORGANIZATIONAL_UNIT", "no-deletion") in levels
     assert {"ACCOUNT", "ORGANIZATIONAL_UNIT", "ROOT"} <= {t for t, _ in levels}
     assert next(s for s in scps if s["Id"] == scp)["Content"] == deny
+    assert rcp not in {s["Id"] for s in scps}
+    assert next(r for r in rcps if r["Id"] == rcp)["Content"] == outside
 
 
 def test_the_management_account_has_no_scps_over_it(aws):
@@ -161,6 +180,7 @@ def test_the_management_account_has_no_scps_over_it(aws):
 
     assert run is not None and run.scps_evaluated
     assert selectors.service_control_policies(MAIN) == []
+    assert selectors.resource_control_policies(MAIN) == []
     assert "management account" in selectors.scps_note(MAIN)
 
 
@@ -207,3 +227,15 @@ def test_a_read_already_running_for_the_account_is_skipped(aws):
     with run_lock(ingest.lock_name(source)):
         assert ingest.ingest_iam(source) is None
     assert not IamRun.objects.exists()
+
+
+def test_a_changed_resource_control_policy_is_a_new_snapshot_with_its_change():
+    details = {"UserDetailList": [], "GroupDetailList": [], "RoleDetailList": [], "Policies": []}
+    rcp = {"Id": "p-rcp1", "Name": "org-only", "Content": {"Statement": []}, "TargetId": "r-1", "TargetType": "ROOT"}
+    for content in ({"Statement": []}, {"Statement": []}, {"Statement": [{"Effect": "Deny"}]}):
+        snapshot = ingest.IamSnapshot(MAIN, details, [], "", 1, [{**rcp, "Content": content}])
+        ingest.store_snapshot(snapshot, IamRun.objects.create(account_id=MAIN))
+
+    assert AuthorizationSnapshot.objects.filter(account_id=MAIN).count() == 2
+    assert list(AuthorizationChange.objects.values_list("kind", "arn", "change")) == [("rcp", "p-rcp1", "changed")]
+    assert selectors.resource_control_policies(MAIN)[0]["Content"] == {"Statement": [{"Effect": "Deny"}]}
