@@ -447,3 +447,22 @@ def test_a_grants_retiring_principal_may_retire_it_and_do_nothing_else():
     assert access.can(arn("role", "Only"), "kms:RetireGrant", unconditionally=True)
     assert not access.can(arn("role", "Only"), "kms:Decrypt")
     assert not access.can(arn("role", "GrantUser"), "kms:RetireGrant")
+
+
+def test_resource_control_policies_deny_on_the_keys_account_and_their_conditions_show():
+    outside = {
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": "kms:Decrypt",
+        "Resource": "*",
+        "Condition": {"StringNotEqualsIfExists": {"aws:PrincipalOrgID": "o-example"}},
+    }
+    everyone = {"Effect": "Deny", "Principal": "*", "Action": "kms:Encrypt", "Resource": "*"}
+    rcps = [{"Id": "p-rcp", "Name": "KeysStayInTheOrg", "Content": doc(outside, everyone), "TargetId": A}]
+    access = evaluate_key(World.build({A: details()}, rcps={A: rcps}), keys()["key2"])
+    reader = arn("role", "Reader")
+    assert access.can(reader, "kms:Decrypt") and not access.can(reader, "kms:Decrypt", unconditionally=True)
+    (entry,) = vias(access, reader, "kms:Decrypt")
+    assert entry["conditions"]["Deny"] == {"StringNotEqualsIfExists": {"aws:PrincipalOrgID": ["o-example"]}}
+    assert not access.can(arn("user", "alice"), "kms:Encrypt")
+    assert access.can(arn("user", "alice"), "kms:ScheduleKeyDeletion", unconditionally=True)
