@@ -13,12 +13,12 @@ from urllib.parse import urlencode
 from django.urls import NoReverseMatch, reverse
 
 
-def key_path(view_name: str, key: str) -> str | None:
+def key_path(view_name: str, key: str, *, argument: str = "key") -> str | None:
     """The URL of `view_name` for exactly `key`, or None when no path can carry it."""
     if any(segment in (".", "..") for segment in str(key).split("/")):
         return None
     try:
-        return reverse(view_name, kwargs={"key": key})
+        return reverse(view_name, kwargs={argument: key})
     except NoReverseMatch:
         return None
 
@@ -31,3 +31,13 @@ def key_url(key: str) -> str:
 def key_panel_url(key: str) -> str | None:
     """The key's inventory fragment, or None when no path can carry the key."""
     return key_path("inventory:key_panel", key)
+
+
+def key_access_url(key: str) -> str | None:
+    """The key's "who can" fragment, or None when no path can carry the key."""
+    return key_path("access:key_access", key)
+
+
+def principal_url(arn: str) -> str | None:
+    """A principal's page (principal ARNs come from CloudTrail too: the same care as keys)."""
+    return key_path("access:principal", arn, argument="arn")

@@ -126,6 +126,7 @@ def key_detail(request: HttpRequest, key: str) -> HttpResponse:
         sample=selectors.context_sample(f),
         critical=list(selectors.critical_events(f, need=20)[:20]),
         panel_url=panel_url,
+        access_url=keyurls.key_access_url(arn),
     )
     return render(request, _template(request, "audits/key_detail.html", "results"), context)
 

@@ -37,10 +37,10 @@ from inventory.models import EncryptionContextRule
 from kmsdash.dates import parse_day, parse_utc
 
 from .activity import ACCOUNTS, KEYS, OTHER_ACCOUNT, PROD, REGIONS, DemoKey, KeySpec, generate_activity
+from .iam import READER_ROLE, seed_iam
 
 log = logging.getLogger(__name__)
 
-READER_ROLE = "kmsdash-reader"
 EXTERNAL_ID = "kmsdash-demo"
 TRAIL_NAME = "management-events"
 LOOKUP_DAYS = 2
@@ -67,6 +67,7 @@ class SeedResult:
     log_files: int = 0
     lookup_events: int = 0
     cost_rows: int = 0
+    principals: int = 0
     buckets: dict[str, str] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -571,6 +572,7 @@ def seed_world(
     accounts = list(dict.fromkeys(spec.account for spec in specs))
     result.keys = create_keys(emulator, specs, now=now)
     result.buckets = buckets = create_trails(emulator, accounts)
+    result.principals = sum(seed_iam(lambda account: emulator.client("iam", account), result.keys).values())
     lap("aws resources")
 
     # Activity ends a few minutes ago: CloudTrail delivers with a delay.

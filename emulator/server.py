@@ -16,11 +16,13 @@ their own control routes with `control(path)`.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import re
 import threading
 import time
+import urllib.parse
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -116,6 +118,22 @@ def aws_error(code: str, message: str, status: int = 400) -> Response:
     return json_response({"__type": code, "message": message}, status=status)
 
 
+def _query_action(environ: dict[str, Any], service: str) -> str:
+    """'iam:GetAccountAuthorizationDetails' for a query-protocol call (IAM, STS), so that faults
+    and the request log name its operation; '' for anything else. The body is read here and put
+    back for moto."""
+    if not environ.get("CONTENT_TYPE", "").startswith("application/x-www-form-urlencoded"):
+        return ""
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return ""
+    body = environ["wsgi.input"].read(length) if length > 0 else b""
+    environ["wsgi.input"] = io.BytesIO(body)
+    action = urllib.parse.parse_qs(body.decode("utf-8", "replace")).get("Action", [""])[0]
+    return f"{service}:{action}" if action else ""
+
+
 class EmulatorApp:
     def __init__(self) -> None:
         self.moto = DomainDispatcherApplication(create_backend_app)
@@ -128,7 +146,7 @@ class EmulatorApp:
         target = environ.get("HTTP_X_AMZ_TARGET", "")
         match = _CREDENTIAL_RE.search(environ.get("HTTP_AUTHORIZATION", ""))
         access_key, region, service = match.groups() if match else ("", "", "")
-        operation = target or f"{service}:{environ.get('REQUEST_METHOD', '')} {path}"
+        operation = target or _query_action(environ, service) or f"{service}:{environ.get('REQUEST_METHOD', '')} {path}"
         with STATE.lock:
             STATE.requests.append(
                 {

@@ -359,6 +359,10 @@ def current_facts(now: datetime | None = None) -> list[Fact]:
         facts.extend(key_facts(key, accounts, now))
     facts.extend(context_facts(keys, aliases, now))
     facts.extend(trail_facts())
+    # Who can use the keys (access/findings.py), from the stored access analysis and IAM snapshot.
+    from access.findings import access_facts
+
+    facts.extend(access_facts(now))
     return facts
 
 

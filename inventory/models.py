@@ -217,6 +217,12 @@ class Finding(models.Model):
         ENCRYPTION_CONTEXT_VIOLATION = "encryption-context-violation"
         TRAIL_EXCLUDES_KMS = "trail-excludes-kms"
         NEW_PRINCIPAL = "new-principal"
+        # The access analysis' (access/findings.py).
+        IAM_DECRYPT_ALL_KEYS_MANAGED = "iam-decrypt-all-keys-managed"
+        IAM_DECRYPT_ALL_KEYS_INLINE = "iam-decrypt-all-keys-inline"
+        ESCALATION_PATH = "escalation-path"
+        UNUSED_ACCESS = "unused-access"
+        ACCESS_UNEXPLAINED = "access-unexplained"
 
     class Severity(models.TextChoices):
         CRITICAL = "critical"

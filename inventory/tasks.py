@@ -29,6 +29,11 @@ def inventory_region(source_id: int, region: str) -> None:
     if services.ingest_keys(source, region) is None:  # already running elsewhere
         return
     recompute_findings.delay()
+    # Who can use the keys depends on their policies and grants: the access analysis (which
+    # recomputes the findings again once it is done).
+    from access.tasks import analyse_account
+
+    analyse_account.delay(source.account_id)
 
 
 @shared_task

@@ -132,6 +132,7 @@ INSTALLED_APPS = [
     "inventory",
     "alerts",
     "capacity",
+    "access",
     "demo",
 ]
 
@@ -527,6 +528,12 @@ CELERY_BEAT_SCHEDULE = {
     },
     "kms-inventory": {
         "task": "inventory.tasks.schedule_inventory",
+        "schedule": crontab(minute=15, hour="*"),
+        "options": {"expires": 3000},
+    },
+    # IAM beside the inventory, so that the access analysis joins policies read at the same time.
+    "iam-authorization": {
+        "task": "access.tasks.schedule_iam",
         "schedule": crontab(minute=15, hour="*"),
         "options": {"expires": 3000},
     },

@@ -20,6 +20,7 @@ urlpatterns = [
     path("exports/", views.exports, name="exports"),
     path("costs/", include("costs.urls")),
     path("", include("inventory.urls")),
+    path("", include("access.urls")),
     path("", include("alerts.urls")),
     path("", include("capacity.urls")),
     path("", include("audits.urls")),

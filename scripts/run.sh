@@ -174,7 +174,7 @@ fi
 
 # --- first ingestion, in the foreground, so the first page already has data -----------------
 if [ "$KMSDASH_DEMO" = True ]; then
-    for command in ingest_cloudtrail ingest_keys ingest_costs evaluate_alerts; do
+    for command in ingest_cloudtrail ingest_keys ingest_iam analyse_access ingest_costs evaluate_alerts; do
         say "First ingestion: $command"
         python manage.py "$command" || say "$command failed; the scheduled runs will try again"
     done
@@ -188,7 +188,7 @@ if [ "$KMSDASH_DEMO" = True ]; then
     start live python manage.py demo_live --endpoint "$AWS_ENDPOINT_URL"
 else
     # Real AWS: don't wait for the schedule, queue one pass of every source now.
-    for task in inventory.tasks.schedule_inventory audits.tasks.schedule_lookup audits.tasks.schedule_s3 \
+    for task in inventory.tasks.schedule_inventory access.tasks.schedule_iam audits.tasks.schedule_lookup audits.tasks.schedule_s3 \
                 costs.tasks.ingest_costs; do
         celery -A kmsdash call "$task" >/dev/null || say "could not queue $task"
     done

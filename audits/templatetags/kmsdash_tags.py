@@ -64,6 +64,12 @@ def key_url(key: str) -> str:
 
 
 @register.filter
+def principal_url(arn: str) -> str:
+    """A principal's page, or '' for a principal no path can carry (audits/keyurls.py)."""
+    return keyurls.principal_url(str(arn or "")) or ""
+
+
+@register.filter
 def short_key(key: str) -> str:
     """A key ARN as its key id (account and region have their own columns), else the value itself."""
     text = "" if key is None else str(key)

@@ -21,7 +21,7 @@ LOGIN = "/accounts/login/"
 
 @dataclass(frozen=True)
 class Route:
-    path: str  # {key}, {event}, {finding} and {alert} are filled from the seeded world
+    path: str  # {key}, {event}, {finding}, {alert} and {principal} are filled from the seeded world
     roles: frozenset[str]  # as declared by the view; admin may always open it
     method: str = "get"
     data: dict = field(default_factory=dict)
@@ -43,6 +43,8 @@ MATRIX: dict[str, Route] = {
     "audits:events_export": route("/events/export.csv", ADMIN, method="post", permission=EXPORT_PERMISSION),
     "inventory:findings": route("/findings/", ANALYST),
     "inventory:key_panel": route("/inventory/keys/{key}/", ANALYST),
+    "access:key_access": route("/access/keys/{key}/", ANALYST),
+    "access:principal": route("/principals/{principal}/", ANALYST),
     "inventory:finding_accept": route(
         "/findings/{finding}/accept/", ADMIN, method="post", data={"reason": "accepted: test key"}, ok=302
     ),
@@ -166,4 +168,11 @@ def seed_world() -> dict[str, object]:
         count=1,
         summary="DisableKey on the key",
     )
-    return {"key": KEY, "event": Event.objects.earliest("id").pk, "finding": finding.pk, "alert": alert.pk}
+    return {
+        "key": KEY,
+        "event": Event.objects.earliest("id").pk,
+        "finding": finding.pk,
+        "alert": alert.pk,
+        "principal": f"arn:aws:iam::{ACCOUNT}:role/app",  # the caller of the seeded events
+    }
+

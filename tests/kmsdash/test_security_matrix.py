@@ -92,7 +92,7 @@ def test_every_matrix_entry_is_a_real_url():
 @pytest.mark.parametrize("name", sorted(MATRIX))
 def test_the_matrix_agrees_with_the_roles_the_view_declares(name):
     entry = MATRIX[name]
-    path = entry.path.format(key=KEY, event=1, finding=1, alert=1).split("?")[0]
+    path = entry.path.format(key=KEY, event=1, finding=1, alert=1, principal="arn:aws:iam::1:role/r").split("?")[0]
     match = resolve(path)
     assert match.view_name == name
     declared = getattr(match.func, "kmsdash_roles", None)
