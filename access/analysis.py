@@ -29,6 +29,7 @@ def build_world() -> policy.World:
     return policy.World.build(
         {a: selectors.authorization_details(a) for a in accounts},
         {a: selectors.service_control_policies(a) for a in accounts},
+        {a: selectors.resource_control_policies(a) for a in accounts},
     )
 
 

@@ -38,6 +38,7 @@ from .policy import (
     KeyInput,
     Request,
     World,
+    conditions_block,
     evaluate,
     parse_document,
 )
@@ -65,8 +66,6 @@ class Step:
     def as_dict(self) -> dict[str, Any]:
         step: dict[str, Any] = {"action": self.action, "on": self.on}
         if self.conditions:
-            from .policy import conditions_block
-
             step["conditions"] = conditions_block(self.conditions)
         return step
 
@@ -175,25 +174,23 @@ def reachable(world: World, principal: str, max_moves: int) -> list[tuple[Identi
     return reached
 
 
-def _writes(identity: Identity) -> list[tuple[str, str, Any]]:
-    """(action, resource, hypothesis) that would change what `identity` may do.
-
-    The hypothesis is the policy document the write would add: everything, or a stored version."""
-    found: list[tuple[str, str, Any]] = []
+def _writes(identity: Identity) -> list[tuple[str, str]]:
+    """(action, resource) of the identity-policy writes that would change what `identity` may do."""
+    found: list[tuple[str, str]] = []
     if identity.kind == "user":
-        found += [("iam:PutUserPolicy", identity.arn, None), ("iam:AttachUserPolicy", identity.arn, None)]
+        found += [("iam:PutUserPolicy", identity.arn), ("iam:AttachUserPolicy", identity.arn)]
         for group in identity.groups:
             if group.startswith("arn:"):
-                found += [("iam:PutGroupPolicy", group, None), ("iam:AttachGroupPolicy", group, None)]
+                found += [("iam:PutGroupPolicy", group), ("iam:AttachGroupPolicy", group)]
     else:
-        found += [("iam:PutRolePolicy", identity.arn, None), ("iam:AttachRolePolicy", identity.arn, None)]
+        found += [("iam:PutRolePolicy", identity.arn), ("iam:AttachRolePolicy", identity.arn)]
     return found
 
 
 def _hypotheses(world: World, identity: Identity) -> list[tuple[str, str, Document]]:
     """(action, resource, document it would add) for every identity-policy write over `identity`."""
     everything = parse_document(ALLOW_EVERYTHING, "identity-policy", "(a policy they could add)")
-    found = [(action, resource, everything) for action, resource, _ in _writes(identity)]
+    found = [(action, resource, everything) for action, resource in _writes(identity)]
     for arn in identity.managed:
         found.append(("iam:CreatePolicyVersion", arn, everything))
         entry = world.policies.get(arn) or {}

@@ -139,7 +139,10 @@ def escalation_facts(keys: dict[str, Key]) -> Iterator[Fact]:
 def _removal(entry: AccessEntry, actions: list[str]) -> str:
     listed = ", ".join(actions)
     changes = []
-    for via in entry.via:
+    # Where an identity policy gives the right, that is the change (the key policy's delegation to
+    # IAM serves every principal of the account).
+    vias = [v for v in entry.via if v.get("kind") == "identity-policy"] or entry.via
+    for via in vias:
         kind, name = via.get("kind"), via.get("name")
         if kind == "identity-policy":
             changes.append(f"remove {listed} on this key from identity policy {name} (or narrow its Resource)")

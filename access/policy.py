@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -299,7 +299,7 @@ def parse_document(raw: Any, kind: str, name: str, *, limit: int | None = None, 
         if size > limit:
             return whole(f"{size} characters, over IAM's limit of {limit}")
     via_kind = "key-policy" if kind == "key-policy" else kind
-    resource_policy = kind in ("key-policy", "trust-policy")
+    resource_policy = kind in ("key-policy", "trust-policy", "rcp")
     for index, item in enumerate(_list(raw.get("Statement"))):
         statement = parse_statement(item, index, Via(via_kind, name), resource_policy)
         if statement.problem:
@@ -377,6 +377,7 @@ class World:
     identities: dict[str, Identity] = field(default_factory=dict)  # arn -> identity
     policies: dict[str, dict[str, Any]] = field(default_factory=dict)  # managed policy arn -> AWS entry
     scps: dict[str, list[list[Document]] | None] = field(default_factory=dict)  # account -> levels
+    rcps: dict[str, list[Document]] = field(default_factory=dict)  # resource account -> its RCPs
     problems: list[Unreadable] = field(default_factory=list)  # SCPs and others not tied to one identity
     chains: dict[tuple[str, int], list[tuple[Identity, list[Way]]]] = field(default_factory=dict, repr=False)
     # What does not depend on a key, remembered for the world's life (access.escalation).
@@ -387,6 +388,7 @@ class World:
         cls,
         details: dict[str, dict[str, Any] | None],
         scps: dict[str, list[dict[str, Any]] | None] | None = None,
+        rcps: dict[str, list[dict[str, Any]] | None] | None = None,
     ) -> World:
         world = cls()
         for account, account_details in sorted(details.items()):
@@ -394,6 +396,8 @@ class World:
                 world._add_account(account, account_details)
         for account, attached in sorted((scps or {}).items()):
             world.scps[account] = world._scp_levels(account, attached)
+        for account, attached in sorted((rcps or {}).items()):
+            world.rcps[account] = world._rcps(account, attached)
         return world
 
     def _add_account(self, account: str, details: dict[str, Any]) -> None:
@@ -507,6 +511,18 @@ class World:
             self.problems.extend(document.problems)
             levels.setdefault(str(entry.get("TargetId", "")), []).append(document)
         return list(levels.values())
+
+    def _rcps(self, account: str, attached: list[dict[str, Any]] | None) -> list[Document]:
+        # Resource control policies can only deny (the allow is AWS's RCPFullAWSAccess, always
+        # there), so their levels do not matter: every Deny over the account's resources applies.
+        found: list[Document] = []
+        for entry in attached or []:
+            if isinstance(entry, dict):
+                name = str(entry.get("Name") or entry.get("Id") or "")
+                document = parse_document(entry.get("Content"), "rcp", name, limit=SCP_LIMIT, owner=root_of(account))
+                self.problems.extend(document.problems)
+                found.append(document)
+        return found
 
     def accounts(self) -> set[str]:
         return {i.account for i in self.identities.values()}
@@ -702,7 +718,9 @@ def _denials(documents: Iterable[Document], request: Request, identity: Identity
         for statement in document.statements:
             if statement.effect != "Deny" or not _applies(statement, request.action, request.resource):
                 continue
-            if document.kind in ("key-policy", "trust-policy") and not principal_match(statement, principal, identity):
+            if document.kind in ("key-policy", "trust-policy", "rcp") and not principal_match(
+                statement, principal, identity
+            ):
                 continue
             resolved = _resolve(statement.conditions, identity)
             if resolved is None:
@@ -767,6 +785,9 @@ def evaluate(world: World, principal: str, request: Request, extra: list[Documen
     boundary = [identity.boundary] if identity and identity.boundary else []
     scp_allow, scp_documents = _scp_ways(world, account, request) if account else (None, [])
     resource_documents = [request.resource_policy] if request.resource_policy else []
+    if request.resource_policy is not None and account:
+        # RCPs limit what any principal (not an AWS service) may do to the account's resources.
+        resource_documents += world.rcps.get(request.resource_account, [])
     outcome.uncertain = _uncertain(resource_documents + documents + boundary + scp_documents, request)
 
     computed: list[list[Way]] = []
@@ -822,6 +843,14 @@ def evaluate(world: World, principal: str, request: Request, extra: list[Documen
 
 def grant_way(grant: dict[str, Any], principal: str, identity: Identity | None, action: str) -> Way | None:
     """The way a grant (ListGrants shape) gives `action` to `principal`, or None."""
+    name = str(grant.get("Name") or grant.get("GrantId") or "")
+    retiring = str(grant.get("RetiringPrincipal") or "")
+    if (
+        action.lower() == "kms:retiregrant"
+        and retiring
+        and (retiring == principal or (identity is not None and identity.matches_name(retiring)))
+    ):
+        return Way((Via("grant", f"{name} (retiring principal)"),))  # KMS lets it retire the grant
     grantee = str(grant.get("GranteePrincipal") or "")
     if not grantee:
         return None
@@ -830,7 +859,6 @@ def grant_way(grant: dict[str, Any], principal: str, identity: Identity | None, 
     operations = {f"kms:{op}".lower() for op in grant.get("Operations") or [] if isinstance(op, str)}
     if action.lower() not in operations:
         return None
-    name = str(grant.get("Name") or grant.get("GrantId") or "")
     conditions: list[Condition] = []
     for constraint, context in sorted((grant.get("Constraints") or {}).items()):
         if isinstance(context, dict):
@@ -899,9 +927,10 @@ def literal_principals(document: Document, grants: list[dict[str, Any]], world: 
             if value not in world.identities:
                 found.append(root_of(value) if ACCOUNT_RE.match(value) else value)
     for grant in grants:
-        grantee = str(grant.get("GranteePrincipal") or "")
-        if grantee and grantee not in world.identities:
-            found.append(grantee)
+        for field_name in ("GranteePrincipal", "RetiringPrincipal"):
+            named = str(grant.get(field_name) or "")
+            if named and named not in world.identities:
+                found.append(named)
     return list(dict.fromkeys(found))
 
 
@@ -1101,12 +1130,6 @@ def access_entries(rights: Iterable[Right], world_accounts: set[str] | None = No
         entry["actions"].sort()
     entries.sort(key=lambda e: (e["principal"], e["conditional"], json.dumps(e["via"])))
     return entries
-
-
-def documents_of(identity: Identity) -> Iterator[Document]:
-    yield from identity.documents
-    if identity.boundary:
-        yield identity.boundary
 
 
 # --- Security Hub KMS.1 / KMS.2 -------------------------------------------------------------

@@ -415,3 +415,54 @@ def test_a_grant_to_one_role_session_is_that_sessions_not_the_roles():
     access = evaluate_key(World.build({A: details()}), KeyInput(KEY3, A, doc(), grants=[grant]))
     assert access.can(session, "kms:Decrypt")
     assert not access.can(arn("role", "GrantUser"), "kms:Decrypt")
+
+
+def test_a_deny_with_notprincipal_spares_only_the_principals_listed_with_their_account():
+    def key_with(not_principals: list[str]) -> KeyInput:
+        spare = {"Effect": "Deny", "NotPrincipal": {"AWS": not_principals}, "Action": "kms:Decrypt", "Resource": "*"}
+        return KeyInput(KEY2, A, doc(DELEGATE, spare))
+
+    world = World.build({A: details()})
+    spared = evaluate_key(world, key_with([arn("role", "Reader"), f"arn:aws:iam::{A}:root"]))
+    assert spared.can(arn("role", "Reader"), "kms:Decrypt", unconditionally=True)
+    assert not spared.can(arn("role", "Inline"), "kms:Decrypt")
+    # Without the account listed, IAM does not spare the role either (IAM user guide, NotPrincipal).
+    unspared = evaluate_key(world, key_with([arn("role", "Reader")]))
+    assert not unspared.can(arn("role", "Reader"), "kms:Decrypt")
+
+
+def test_notresource_excludes_the_keys_it_names():
+    account = copy.deepcopy(details())
+    account["RoleDetailList"].append(
+        role("NotThatKey", inline=[("nr", doc({"Effect": "Allow", "Action": "kms:Decrypt", "NotResource": KEY2}))])
+    )
+    world = World.build({A: account})
+    assert not evaluate_key(world, keys()["key2"]).can(arn("role", "NotThatKey"), "kms:Decrypt")
+    assert evaluate_key(world, keys()["key1"]).can(arn("role", "NotThatKey"), "kms:Decrypt", unconditionally=True)
+
+
+def test_a_grants_retiring_principal_may_retire_it_and_do_nothing_else():
+    grant = {**GRANT, "RetiringPrincipal": arn("role", "Only")}
+    access = evaluate_key(World.build({A: details()}), KeyInput(KEY3, A, doc(), grants=[grant]))
+    assert access.can(arn("role", "Only"), "kms:RetireGrant", unconditionally=True)
+    assert not access.can(arn("role", "Only"), "kms:Decrypt")
+    assert not access.can(arn("role", "GrantUser"), "kms:RetireGrant")
+
+
+def test_resource_control_policies_deny_on_the_keys_account_and_their_conditions_show():
+    outside = {
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": "kms:Decrypt",
+        "Resource": "*",
+        "Condition": {"StringNotEqualsIfExists": {"aws:PrincipalOrgID": "o-example"}},
+    }
+    everyone = {"Effect": "Deny", "Principal": "*", "Action": "kms:Encrypt", "Resource": "*"}
+    rcps = [{"Id": "p-rcp", "Name": "KeysStayInTheOrg", "Content": doc(outside, everyone), "TargetId": A}]
+    access = evaluate_key(World.build({A: details()}, rcps={A: rcps}), keys()["key2"])
+    reader = arn("role", "Reader")
+    assert access.can(reader, "kms:Decrypt") and not access.can(reader, "kms:Decrypt", unconditionally=True)
+    (entry,) = vias(access, reader, "kms:Decrypt")
+    assert entry["conditions"]["Deny"] == {"StringNotEqualsIfExists": {"aws:PrincipalOrgID": ["o-example"]}}
+    assert not access.can(arn("user", "alice"), "kms:Encrypt")
+    assert access.can(arn("user", "alice"), "kms:ScheduleKeyDeletion", unconditionally=True)
