@@ -239,3 +239,13 @@ def test_a_changed_resource_control_policy_is_a_new_snapshot_with_its_change():
     assert AuthorizationSnapshot.objects.filter(account_id=MAIN).count() == 2
     assert list(AuthorizationChange.objects.values_list("kind", "arn", "change")) == [("rcp", "p-rcp1", "changed")]
     assert selectors.resource_control_policies(MAIN)[0]["Content"] == {"Statement": [{"Effect": "Deny"}]}
+
+
+def test_iam_is_scheduled_with_the_inventory_as_a_registered_task(settings):
+    import access.tasks  # noqa: F401 - registers the tasks, as the worker's autodiscovery does
+    from kmsdash.celery import app
+
+    iam, inventory = settings.CELERY_BEAT_SCHEDULE["iam-authorization"], settings.CELERY_BEAT_SCHEDULE["kms-inventory"]
+    assert iam["task"] == "access.tasks.schedule_iam" and iam["task"] in app.tasks
+    assert iam["schedule"] == inventory["schedule"]
+    assert 0 < iam["options"]["expires"] < 3600

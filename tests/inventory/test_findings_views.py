@@ -114,7 +114,8 @@ def test_the_panel_shows_inventory_who_can_and_who_does_use_the_key(client):
     can = html.split("Who can use it")[1].split("Who does use it")[0]
     assert f"arn:aws:iam::{MAIN}:root" in can and role_arn(STRANGER, "vendor") in can and ">*<" in can
     does = html.split("Who does use it")[1].split("</table>")[0]
-    assert re.search(re.escape(role_arn(MAIN, "checkout")) + r"</td><td class=\"num\">2<", does)
+    assert re.search(re.escape(role_arn(MAIN, "checkout")) + r"(</a>)?</td><td class=\"num\">2<", does)
+    assert f'href="/principals/{role_arn(MAIN, "checkout")}/"' in does  # its principal page
     assert "Enabled" in html and "off" in html
 
 
