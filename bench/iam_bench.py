@@ -108,7 +108,9 @@ def main() -> None:
             took = time.perf_counter() - started
             assert run is not None
             rows = AuthorizationSnapshot.objects.count()
-            size = len(json.dumps(AuthorizationSnapshot.objects.order_by("-version").first().details))
+            latest = AuthorizationSnapshot.objects.order_by("-version").first()
+            assert latest is not None
+            size = len(json.dumps(latest.details))
             print(
                 f"{label:<9} {'ingest_iam':<30} {took:>7.2f} s  ratio {took / base:.2f}  {run.pages} pages  "
                 f"snapshot rows {rows}  {size / 1e6:.1f} MB JSON  changes {run.changes}"

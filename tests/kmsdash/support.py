@@ -175,4 +175,3 @@ def seed_world() -> dict[str, object]:
         "alert": alert.pk,
         "principal": f"arn:aws:iam::{ACCOUNT}:role/app",  # the caller of the seeded events
     }
-
