@@ -952,3 +952,28 @@ def events_page(qs: QuerySet[Event], cursor: str | None = None, per_page: int = 
     more = len(rows) > per_page
     rows = rows[:per_page]
     return EventPage(rows, encode_cursor(rows[-1]) if more else None)
+
+
+# --- monitoring (/metrics) -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunTotals:
+    kind: str
+    status: str
+    runs: int
+    events_new: int
+    quarantined: int
+
+
+def ingest_run_totals() -> list[RunTotals]:
+    """The run ledger summed per (source kind, status): one GROUP BY over IngestRun, never Event.
+
+    The ledger is never purged, so these only grow (as counters must, across restarts)."""
+    rows = (
+        IngestRun.objects.order_by()
+        .values("kind", "status")
+        .annotate(runs=Count("id"), events=Sum("events_new", default=0), quarantined_=Sum("quarantined", default=0))
+        .order_by("kind", "status")
+    )
+    return [RunTotals(r["kind"], r["status"], r["runs"], r["events"], r["quarantined_"]) for r in rows]

@@ -286,8 +286,9 @@ SECURE_SSL_REDIRECT = HTTPS
 SECURE_HSTS_SECONDS = 31536000 if HTTPS else 0
 SECURE_HSTS_INCLUDE_SUBDOMAINS = HTTPS
 SECURE_HSTS_PRELOAD = HTTPS
-# Load balancers probe /healthz over plain HTTP; a redirect would count as a failed probe.
-SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+# Load balancers probe /healthz over plain HTTP; a redirect would count as a failed probe. Prometheus
+# scrapes each instance directly on the private network, past the TLS-terminating load balancer.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
 if envbool("KMSDASH_BEHIND_TLS_PROXY", "False"):
     # Only when the proxy strips a client-supplied X-Forwarded-Proto.
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
@@ -436,6 +437,12 @@ KMSDASH_ALERT_RESOLVE_HOURS = float(os.getenv("KMSDASH_ALERT_RESOLVE_HOURS", "24
 KMSDASH_ALERT_LOCK_WAIT_SECONDS = float(os.getenv("KMSDASH_ALERT_LOCK_WAIT_SECONDS", "30"))
 if KMSDASH_ALERT_MIN_HISTORY_DAYS > KMSDASH_ALERT_BASELINE_DAYS:
     raise ImproperlyConfigured("KMSDASH_ALERT_MIN_HISTORY_DAYS must not be longer than KMSDASH_ALERT_BASELINE_DAYS")
+
+# --- Monitoring -------------------------------------------------------------------------------
+# /metrics (Prometheus text format) answers only `Authorization: Bearer <this>`; unset, it is 404.
+KMSDASH_METRICS_TOKEN = os.getenv("KMSDASH_METRICS_TOKEN", "") or (
+    read_secret("KMSDASH_METRICS_TOKEN") if os.getenv("KMSDASH_METRICS_TOKEN_FILE") else ""
+)
 
 # Demo mode: set by the run script when no AWS credentials are configured; the banner says so.
 KMSDASH_DEMO = envbool("KMSDASH_DEMO", "False")
