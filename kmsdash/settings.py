@@ -152,6 +152,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "kmsdash.middleware.VaryOnHtmxMiddleware",
+    # GET and HEAD read the pages' data from DATABASE_REPLICA_URL when one is set (kmsdash/dbrouter.py).
+    "kmsdash.dbrouter.ReplicaReadsMiddleware",
     # After the user and htmx are known, so that its message page renders like any other page.
     "kmsdash.middleware.StatementTimeoutMiddleware",
     # Last, as django-axes asks.
@@ -191,6 +193,13 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
+# An optional read replica (PostgreSQL streaming replication) for the pages: GET requests read the
+# data apps' tables there; writes, ingestion, sign-in and migrations use the primary (kmsdash/dbrouter.py).
+if DATABASE_REPLICA_URL := os.getenv("DATABASE_REPLICA_URL", ""):
+    DATABASES["replica"] = dj_database_url.parse(DATABASE_REPLICA_URL, conn_max_age=60, conn_health_checks=True)
+    # Tests: the replica alias is the test database itself, as a replica would be.
+    DATABASES["replica"]["TEST"] = {"MIRROR": "default"}
+DATABASE_ROUTERS = ["kmsdash.dbrouter.ReplicaRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # Each web request's SQL statements stop after this long (0: no limit), and the page says so
 # (kmsdash/middleware.py). Only requests: ingestion and migrations have no limit.
