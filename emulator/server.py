@@ -7,7 +7,9 @@ control API under /_kmsdash/ used by tests and the demo seeder:
 
     POST /_kmsdash/faults     {"target": "...LookupEvents", "error": "ThrottlingException",
                                "status": 400, "count": 2, "delay": 0.0}
-    GET  /_kmsdash/requests   every request seen: [{"time", "target", "account", "region"}]
+    GET  /_kmsdash/requests   every request seen: [{"time", "target", "account", "region", "service",
+                              "method", "path", "query", "action"}] (service: the signing name;
+                              action: a query-protocol request's Action, e.g. AssumeRole)
     POST /_kmsdash/reset      forget faults, request log and add-on state
 
 Add-on modules register themselves with `addon(target)` and keep their own state; they expose
@@ -16,6 +18,7 @@ their own control routes with `control(path)`.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import re
@@ -25,6 +28,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs
 
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import make_server
@@ -116,6 +120,18 @@ def aws_error(code: str, message: str, status: int = 400) -> Response:
     return json_response({"__type": code, "message": message}, status=status)
 
 
+def _query_action(environ: dict[str, Any]) -> str:
+    """The Action of a query-protocol request (STS, IAM, SNS, EC2, RDS: a form POST), or ''.
+
+    The body is read once and put back for moto, which reads it again."""
+    if "application/x-www-form-urlencoded" not in environ.get("CONTENT_TYPE", ""):
+        return parse_qs(environ.get("QUERY_STRING", "")).get("Action", [""])[0]
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    body = environ["wsgi.input"].read(length) if length else b""
+    environ["wsgi.input"] = io.BytesIO(body)
+    return parse_qs(body.decode("utf-8", "replace")).get("Action", [""])[0]
+
+
 class EmulatorApp:
     def __init__(self) -> None:
         self.moto = DomainDispatcherApplication(create_backend_app)
@@ -128,11 +144,21 @@ class EmulatorApp:
         target = environ.get("HTTP_X_AMZ_TARGET", "")
         match = _CREDENTIAL_RE.search(environ.get("HTTP_AUTHORIZATION", ""))
         access_key, region, service = match.groups() if match else ("", "", "")
-        operation = target or f"{service}:{environ.get('REQUEST_METHOD', '')} {path}"
+        method = environ.get("REQUEST_METHOD", "")
+        operation = target or f"{service}:{method} {path}"
+        entry = {
+            "time": time.time(),
+            "target": operation,
+            "access_key": access_key,
+            "region": region,
+            "service": service,
+            "method": method,
+            "path": path,
+            "query": environ.get("QUERY_STRING", ""),
+            "action": _query_action(environ),
+        }
         with STATE.lock:
-            STATE.requests.append(
-                {"time": time.time(), "target": operation, "access_key": access_key, "region": region}
-            )
+            STATE.requests.append(entry)
             fault = self._take_fault(operation)
         if fault is not None:
             if fault.delay:
