@@ -446,10 +446,13 @@ def ingestion_health(now: datetime | None = None) -> list[ScopeHealth]:
     same_scope = IngestRun.objects.filter(
         kind=OuterRef("kind"), account_id=OuterRef("account_id"), region=OuterRef("region")
     ).order_by("-started_at", "-id")
+    # One row per scope (its newest id) before the subqueries: on SELECT DISTINCT they would run for
+    # every run in the ledger, which is most of a year's 5-minute runs (seconds at 100,000 rows).
+    one_per_scope = IngestRun.objects.order_by().values("kind", "account_id", "region").annotate(newest=Max("id"))
     per_scope = (
         IngestRun.objects.order_by()
+        .filter(id__in=one_per_scope.values("newest"))
         .values("kind", "account_id", "region")
-        .distinct()
         .annotate(
             last_run_id=Subquery(same_scope.values("id")[:1]),
             last_finished_status=Subquery(same_scope.exclude(status__in=_UNFINISHED).values("status")[:1]),
@@ -962,3 +965,28 @@ def events_page(qs: QuerySet[Event], cursor: str | None = None, per_page: int = 
     more = len(rows) > per_page
     rows = rows[:per_page]
     return EventPage(rows, encode_cursor(rows[-1]) if more else None)
+
+
+# --- monitoring (/metrics) -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunTotals:
+    kind: str
+    status: str
+    runs: int
+    events_new: int
+    quarantined: int
+
+
+def ingest_run_totals() -> list[RunTotals]:
+    """The run ledger summed per (source kind, status): one GROUP BY over IngestRun, never Event.
+
+    The ledger is never purged, so these only grow (as counters must, across restarts)."""
+    rows = (
+        IngestRun.objects.order_by()
+        .values("kind", "status")
+        .annotate(runs=Count("id"), events=Sum("events_new", default=0), quarantined_=Sum("quarantined", default=0))
+        .order_by("kind", "status")
+    )
+    return [RunTotals(r["kind"], r["status"], r["runs"], r["events"], r["quarantined_"]) for r in rows]

@@ -7,7 +7,10 @@ control API under /_kmsdash/ used by tests and the demo seeder:
 
     POST /_kmsdash/faults     {"target": "...LookupEvents", "error": "ThrottlingException",
                                "status": 400, "count": 2, "delay": 0.0}
-    GET  /_kmsdash/requests   every request seen: [{"time", "target", "access_key", "region", "user_agent"}]
+    GET  /_kmsdash/requests   every request seen: [{"time", "target", "access_key", "region", "user_agent",
+                              "service", "method", "path", "query", "action"}] (service: the signing
+                              name; action: a query-protocol request's Action, e.g. AssumeRole;
+                              target: X-Amz-Target, else "<service>:<Action>", else "<service>:<METHOD> <path>")
     POST /_kmsdash/reset      forget faults, request log and add-on state
 
 Add-on modules register themselves with `addon(target)` and keep their own state; they expose
@@ -22,11 +25,11 @@ import logging
 import re
 import threading
 import time
-import urllib.parse
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs
 
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import make_server
@@ -118,20 +121,16 @@ def aws_error(code: str, message: str, status: int = 400) -> Response:
     return json_response({"__type": code, "message": message}, status=status)
 
 
-def _query_action(environ: dict[str, Any], service: str) -> str:
-    """'iam:GetAccountAuthorizationDetails' for a query-protocol call (IAM, STS), so that faults
-    and the request log name its operation; '' for anything else. The body is read here and put
-    back for moto."""
-    if not environ.get("CONTENT_TYPE", "").startswith("application/x-www-form-urlencoded"):
-        return ""
-    try:
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        return ""
-    body = environ["wsgi.input"].read(length) if length > 0 else b""
+def _query_action(environ: dict[str, Any]) -> str:
+    """The Action of a query-protocol request (STS, IAM, SNS, EC2, RDS: a form POST), or ''.
+
+    The body is read once and put back for moto, which reads it again."""
+    if "application/x-www-form-urlencoded" not in environ.get("CONTENT_TYPE", ""):
+        return parse_qs(environ.get("QUERY_STRING", "")).get("Action", [""])[0]
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    body = environ["wsgi.input"].read(length) if length else b""
     environ["wsgi.input"] = io.BytesIO(body)
-    action = urllib.parse.parse_qs(body.decode("utf-8", "replace")).get("Action", [""])[0]
-    return f"{service}:{action}" if action else ""
+    return parse_qs(body.decode("utf-8", "replace")).get("Action", [""])[0]
 
 
 class EmulatorApp:
@@ -146,17 +145,25 @@ class EmulatorApp:
         target = environ.get("HTTP_X_AMZ_TARGET", "")
         match = _CREDENTIAL_RE.search(environ.get("HTTP_AUTHORIZATION", ""))
         access_key, region, service = match.groups() if match else ("", "", "")
-        operation = target or _query_action(environ, service) or f"{service}:{environ.get('REQUEST_METHOD', '')} {path}"
+        method = environ.get("REQUEST_METHOD", "")
+        action = _query_action(environ)
+        # Query-protocol calls (IAM, STS, SNS, EC2, RDS) are named by their Action, so that faults
+        # and the request log name the operation.
+        operation = target or (f"{service}:{action}" if action else f"{service}:{method} {path}")
+        entry = {
+            "time": time.time(),
+            "target": operation,
+            "access_key": access_key,
+            "region": region,
+            "user_agent": environ.get("HTTP_USER_AGENT", ""),
+            "service": service,
+            "method": method,
+            "path": path,
+            "query": environ.get("QUERY_STRING", ""),
+            "action": action,
+        }
         with STATE.lock:
-            STATE.requests.append(
-                {
-                    "time": time.time(),
-                    "target": operation,
-                    "access_key": access_key,
-                    "region": region,
-                    "user_agent": environ.get("HTTP_USER_AGENT", ""),
-                }
-            )
+            STATE.requests.append(entry)
             fault = self._take_fault(operation)
         if fault is not None:
             if fault.delay:

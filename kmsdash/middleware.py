@@ -22,6 +22,8 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django_htmx.http import HttpResponseClientRedirect
 from django_htmx.middleware import HtmxDetails
 
+from .dbrouter import REPLICA
+
 logger = logging.getLogger(__name__)
 
 
@@ -144,17 +146,24 @@ class StatementTimeoutMiddleware:
         milliseconds = settings.KMSDASH_STATEMENT_TIMEOUT_MS
         if not milliseconds:
             return self.get_response(request)
-        connection = connections[DEFAULT_DB_ALIAS]
-        _start_timeout(connection, milliseconds)
+        # The primary, and the read replica the pages may read from (kmsdash/dbrouter.py).
+        limited = [connections[alias] for alias in connections if alias in (DEFAULT_DB_ALIAS, REPLICA)]
+        for connection in limited:
+            _start_timeout(connection, milliseconds)
+
+        def stop() -> None:
+            for connection in limited:
+                _stop_timeout(connection)
+
         try:
             response = self.get_response(request)
         except BaseException:
-            _stop_timeout(connection)
+            stop()
             raise
         if response.streaming:
-            response._resource_closers.append(lambda: _stop_timeout(connection))
+            response._resource_closers.append(stop)
         else:
-            _stop_timeout(connection)
+            stop()
         return response
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:

@@ -157,6 +157,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "kmsdash.middleware.VaryOnHtmxMiddleware",
+    # GET and HEAD read the pages' data from DATABASE_REPLICA_URL when one is set (kmsdash/dbrouter.py).
+    "kmsdash.dbrouter.ReplicaReadsMiddleware",
     # After the user and htmx are known, so that its message page renders like any other page.
     "kmsdash.middleware.StatementTimeoutMiddleware",
     # Last, as django-axes asks.
@@ -196,6 +198,13 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
+# An optional read replica (PostgreSQL streaming replication) for the pages: GET requests read the
+# data apps' tables there; writes, ingestion, sign-in and migrations use the primary (kmsdash/dbrouter.py).
+if DATABASE_REPLICA_URL := os.getenv("DATABASE_REPLICA_URL", ""):
+    DATABASES["replica"] = dj_database_url.parse(DATABASE_REPLICA_URL, conn_max_age=60, conn_health_checks=True)
+    # Tests: the replica alias is the test database itself, as a replica would be.
+    DATABASES["replica"]["TEST"] = {"MIRROR": "default"}
+DATABASE_ROUTERS = ["kmsdash.dbrouter.ReplicaRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # Each web request's SQL statements stop after this long (0: no limit), and the page says so
 # (kmsdash/middleware.py). Only requests: ingestion and migrations have no limit.
@@ -291,8 +300,9 @@ SECURE_SSL_REDIRECT = HTTPS
 SECURE_HSTS_SECONDS = 31536000 if HTTPS else 0
 SECURE_HSTS_INCLUDE_SUBDOMAINS = HTTPS
 SECURE_HSTS_PRELOAD = HTTPS
-# Load balancers probe /healthz over plain HTTP; a redirect would count as a failed probe.
-SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+# Load balancers probe /healthz over plain HTTP; a redirect would count as a failed probe. Prometheus
+# scrapes each instance directly on the private network, past the TLS-terminating load balancer.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
 if envbool("KMSDASH_BEHIND_TLS_PROXY", "False"):
     # Only when the proxy strips a client-supplied X-Forwarded-Proto.
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
@@ -460,6 +470,12 @@ KMSDASH_ALERT_RESOLVE_HOURS = float(os.getenv("KMSDASH_ALERT_RESOLVE_HOURS", "24
 KMSDASH_ALERT_LOCK_WAIT_SECONDS = float(os.getenv("KMSDASH_ALERT_LOCK_WAIT_SECONDS", "30"))
 if KMSDASH_ALERT_MIN_HISTORY_DAYS > KMSDASH_ALERT_BASELINE_DAYS:
     raise ImproperlyConfigured("KMSDASH_ALERT_MIN_HISTORY_DAYS must not be longer than KMSDASH_ALERT_BASELINE_DAYS")
+
+# --- Monitoring -------------------------------------------------------------------------------
+# /metrics (Prometheus text format) answers only `Authorization: Bearer <this>`; unset, it is 404.
+KMSDASH_METRICS_TOKEN = os.getenv("KMSDASH_METRICS_TOKEN", "") or (
+    read_secret("KMSDASH_METRICS_TOKEN") if os.getenv("KMSDASH_METRICS_TOKEN_FILE") else ""
+)
 
 # Demo mode: set by the run script when no AWS credentials are configured; the banner says so.
 KMSDASH_DEMO = envbool("KMSDASH_DEMO", "False")

@@ -44,7 +44,7 @@ ENDED = "kmsdash_session_ended"
 SEEN_RESOLUTION_SECONDS = 60
 BACKGROUND_HEADER = "X-Kmsdash-Background"
 # Views an unverified user may open: the second step itself, and the way out.
-UNVERIFIED_OK = {"twofactor_verify", "twofactor_setup", "twofactor_qr", "logout", "login", "healthz"}
+UNVERIFIED_OK = {"twofactor_verify", "twofactor_setup", "twofactor_qr", "logout", "login", "healthz", "metrics"}
 
 
 @receiver(user_logged_in)

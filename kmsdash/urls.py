@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from . import healthz, oidc, signin, twofactor, views
+from . import healthz, metrics, oidc, signin, twofactor, views
 
 urlpatterns = [
     path("accounts/login/", signin.LoginView.as_view(), name="login"),
@@ -17,6 +17,7 @@ urlpatterns = [
     path("start/", views.start, name="start"),
     path("", include("audits.health_urls")),
     path("healthz", healthz.healthz, name="healthz"),
+    path("metrics", metrics.metrics, name="metrics"),
     path("exports/", views.exports, name="exports"),
     path("costs/", include("costs.urls")),
     path("", include("inventory.urls")),

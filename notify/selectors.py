@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 from django.db.models import Count, Max, Q
 
-from .models import Channel, Notification
+from .models import Channel, DeliveryAttempt, Notification
 
 RECENT = timedelta(hours=24)
 
@@ -59,3 +59,20 @@ def delivery_health(now: datetime) -> list[ChannelDeliveries]:
         )
         for c in channels
     ]
+
+
+def notification_counts() -> dict[tuple[str, str], int]:
+    """Notifications per (channel type, state), for /metrics: the delivery queue and its outcome."""
+    rows = Notification.objects.order_by().values("channel__type", "state").annotate(n=Count("id"))
+    return {(r["channel__type"], r["state"]): r["n"] for r in rows}
+
+
+def attempt_counts() -> dict[tuple[str, bool], int]:
+    """Finished delivery attempts per (channel type, succeeded), from the ledger (never rewritten)."""
+    rows = (
+        DeliveryAttempt.objects.filter(ok__isnull=False)
+        .order_by()
+        .values("channel__type", "ok")
+        .annotate(n=Count("id"))
+    )
+    return {(r["channel__type"], r["ok"]): r["n"] for r in rows}

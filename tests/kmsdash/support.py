@@ -65,6 +65,8 @@ MATRIX: dict[str, Route] = {
 }
 # Open to anonymous users: the login page, and the load balancers' health probe.
 PUBLIC = {"login", "healthz"}
+# Not for people: a bearer token (KMSDASH_METRICS_TOKEN) or nothing, 404 while no token is set.
+BEARER_TOKEN = {"metrics"}
 # Any signed-in user, whatever the roles (the two-factor pages are for local accounts).
 SIGNED_IN = {"logout", "start", "twofactor_setup", "twofactor_verify", "twofactor_qr"}
 # Steps of a sign-in through the identity provider: open to anonymous users, 404 unless enabled.

@@ -15,6 +15,7 @@ from kmsdash import healthz
 from kmsdash.roles import ADMIN
 from tests.kmsdash.support import (
     ADMIN_NAMESPACE,
+    BEARER_TOKEN,
     KEY,
     LOGIN,
     MATRIX,
@@ -74,7 +75,7 @@ def test_role_url_matrix(client, world, name, user, htmx):
 
 
 def test_every_url_has_a_matrix_entry():
-    known = set(MATRIX) | PUBLIC | SIGNED_IN | SIGN_IN_FLOW
+    known = set(MATRIX) | PUBLIC | SIGNED_IN | SIGN_IN_FLOW | BEARER_TOKEN
     missing = []
     for namespace, name, pattern, _ in walk():
         if namespace.split(":")[0] == ADMIN_NAMESPACE:
@@ -86,7 +87,7 @@ def test_every_url_has_a_matrix_entry():
 
 def test_every_matrix_entry_is_a_real_url():
     names = {name for _, name, _, _ in walk()}
-    assert set(MATRIX) | PUBLIC | SIGNED_IN | SIGN_IN_FLOW <= names
+    assert set(MATRIX) | PUBLIC | SIGNED_IN | SIGN_IN_FLOW | BEARER_TOKEN <= names
 
 
 @pytest.mark.parametrize("name", sorted(MATRIX))
@@ -116,6 +117,17 @@ def test_every_public_url_answers_anonymous_users_itself(client, name, htmx, mon
     headers = {"HX-Request": "true"} if htmx else {}
     response = client.get(reverse(name), headers=headers)
     assert response.status_code == 200
+    assert not response.has_header("Location") and not response.has_header("HX-Redirect")
+
+
+@pytest.mark.parametrize("user", list(USERS))
+@pytest.mark.parametrize("name", sorted(BEARER_TOKEN))
+def test_bearer_token_urls_refuse_every_session_whatever_its_roles(client, name, user, settings):
+    settings.KMSDASH_METRICS_TOKEN = "metrics-token"
+    if user != "anonymous":
+        client.force_login(make_user(user, *USERS[user]))
+    response = client.get(reverse(name))
+    assert response.status_code == 401
     assert not response.has_header("Location") and not response.has_header("HX-Redirect")
 
 

@@ -1,0 +1,72 @@
+"""docs/deploy.md and deploy/: the guide names every variable the settings read, and the units and
+the environment file it installs are consistent with it."""
+
+from __future__ import annotations
+
+import configparser
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+GUIDE = (ROOT / "docs/deploy.md").read_text()
+UNITS = ROOT / "deploy/systemd"
+READERS = re.compile(r'\b(?:getenv|envbool|envint|envlist|required|read_secret|_email)\("([A-Z][A-Z0-9_]+)"')
+
+
+def variables_read() -> set[str]:
+    """Every environment variable kmsdash/settings.py and gunicorn.conf.py read, by reading them."""
+    names: set[str] = set()
+    settings = (ROOT / "kmsdash/settings.py").read_text()
+    for name in READERS.findall(settings):
+        names.add(name)
+    # read_secret(name) also reads name_FILE; _email(name) reads KMSDASH_name before name.
+    names |= {f"{name}_FILE" for name in re.findall(r'read_secret\("([A-Z0-9_]+)"\)', settings)}
+    names |= {f"KMSDASH_{name}" for name in re.findall(r'_email\("([A-Z0-9_]+)"', settings)}
+    names |= set(READERS.findall((ROOT / "gunicorn.conf.py").read_text()))
+    return names
+
+
+def test_the_guide_names_every_variable_the_settings_read():
+    names = variables_read()
+    assert {"DATABASE_URL", "KMSDASH_SECRET_KEY_FILE", "KMSDASH_METRICS_TOKEN", "KMSDASH_WEB_BIND"} <= names
+    missing = sorted(name for name in names if f"`{name}`" not in GUIDE and not _email_family(name))
+    assert not missing, f"docs/deploy.md does not list {missing} (see its 'The environment' section)"
+
+
+def _email_family(name: str) -> bool:
+    # KMSDASH_EMAIL_HOST etc.: the guide says each KMSDASH_<name> wins over the standard <name> it lists.
+    return name.startswith("KMSDASH_") and f"`{name.removeprefix('KMSDASH_')}`" in GUIDE
+
+
+def test_the_example_environment_file_sets_only_variables_kmsdash_reads():
+    names = variables_read() | {"DJANGO_SETTINGS_MODULE", "AWS_DEFAULT_REGION", "AWS_REGION"}
+    unknown = []
+    for line in (UNITS / "kmsdash.env.example").read_text().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        name, sep, value = line.partition("=")
+        assert sep and value and not value.startswith(("'", '"')), f"not NAME=value as systemd reads it: {line}"
+        if name not in names:
+            unknown.append(name)
+    assert not unknown, f"kmsdash.env.example sets variables nothing reads: {unknown}"
+
+
+@pytest.mark.parametrize("unit", ["kmsdash-web.service", "kmsdash-worker@.service", "kmsdash-beat.service"])
+def test_each_unit_runs_as_kmsdash_with_the_environment_file_and_a_program_of_the_venv(unit):
+    parser = configparser.ConfigParser(interpolation=None, strict=True)
+    parser.optionxform = str
+    parser.read_string((UNITS / unit).read_text())
+    service = parser["Service"]
+    assert service["EnvironmentFile"] == "/etc/kmsdash/kmsdash.env"
+    assert service["User"] == "kmsdash" and service["WorkingDirectory"] == "/opt/kmsdash"
+    program, *arguments = service["ExecStart"].split()
+    assert program.startswith("/opt/kmsdash/.venv/bin/")
+    assert (ROOT / ".venv/bin" / Path(program).name).exists(), f"{program} is not installed by requirements.txt"
+    assert f"`{unit}`" in GUIDE or unit in GUIDE
+    if "gunicorn" in program:
+        assert arguments == ["-c", "gunicorn.conf.py", "kmsdash.wsgi"]
+    else:
+        assert arguments[:3] == ["-A", "kmsdash", "beat" if "beat" in unit else "worker"]
+    assert parser["Install"]["WantedBy"] == "multi-user.target"
