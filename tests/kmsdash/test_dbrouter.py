@@ -20,8 +20,7 @@ from kmsdash.dbrouter import REPLICA, ReplicaRouter, page_reads
 from kmsdash.models import ExportAudit
 from kmsdash.roles import ADMIN
 from notify.models import Notification
-
-from ..security_support import make_user
+from tests.support import make_user
 
 DATA_MODELS = [Event, IngestRun, Checkpoint, CostRecord, Key, Alert, Notification]
 PRIMARY_ONLY = [User, Session, ExportAudit]
@@ -98,7 +97,7 @@ def queried_tables(context: CaptureQueriesContext) -> str:
 
 def test_a_page_reads_its_data_from_the_replica_and_the_session_from_the_primary(client, replica_connection):
     IngestRun.objects.create(kind="s3", account_id="111122223333", region="eu-west-1", status="succeeded")
-    client.force_login(make_user("admin", (ADMIN,)))
+    client.force_login(make_user("admin", ADMIN))
     with CaptureQueriesContext(connections["default"]) as primary, CaptureQueriesContext(replica_connection) as replica:
         response = client.get(reverse("health"))
     assert response.status_code == 200
@@ -110,7 +109,7 @@ def test_a_page_reads_its_data_from_the_replica_and_the_session_from_the_primary
 
 
 def test_a_post_reads_from_the_primary(client, replica_connection):
-    client.force_login(make_user("admin", (ADMIN,)))
+    client.force_login(make_user("admin", ADMIN))
     with CaptureQueriesContext(replica_connection) as replica:
         client.post(reverse("health"))
     assert not [q for q in replica.captured_queries if "SET statement_timeout" not in q["sql"]]
