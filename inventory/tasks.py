@@ -30,7 +30,20 @@ def inventory_region(source_id: int, region: str) -> None:
         return
     if services.ingest_keys(source, region) is None:  # already running elsewhere
         return
+    # After the keys: the references resolve aliases through the inventory just stored.
+    references_region.delay(source.pk, region)
     recompute_findings.delay()
+
+
+@shared_task
+def references_region(source_id: int, region: str) -> None:
+    from audits.models import Source
+
+    from . import services
+
+    source = Source.objects.filter(pk=source_id, enabled=True).first()
+    if source is not None:
+        services.refresh_references(source, region)
 
 
 @shared_task
