@@ -10,6 +10,7 @@ from django.utils import timezone
 from audits.models import DailyRollup
 
 from . import policy as pol
+from . import retirement
 from .models import Alias, Finding, InventoryRun, Key
 
 
@@ -124,6 +125,8 @@ def key_panel(key: Key) -> dict:
         "who_can": who_can_use(key),
         "who_does": who_does_use(key),
         "context_violations": [f for f in findings if f.kind == Finding.Kind.ENCRYPTION_CONTEXT_VIOLATION],
+        # AWS managed keys are never deleted by their owner: no verdict for them.
+        "retirement": retirement.verdict(key) if key.customer_managed and key.key_state != "Deleted" else None,
     }
 
 

@@ -20,6 +20,8 @@ class Command(BaseCommand):
             found = selectors.resolve_key(key)
             if found is None:
                 raise CommandError(f"No key {key!r} in the inventory.")
+            if not found.customer_managed:
+                raise CommandError(f"{found.arn} is an AWS managed key: AWS deletes it, not its owner.")
             keys = [found]
         rows = [v.as_dict() for v in retirement.verdicts(keys)]
         self.stdout.write(json.dumps({"keys": rows}, indent=2, sort_keys=True))
