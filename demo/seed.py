@@ -63,6 +63,7 @@ class SeedResult:
     lookup_events: int = 0
     cost_rows: int = 0
     buckets: dict[str, str] = field(default_factory=dict)
+    lifecycle: dict[str, str] = field(default_factory=dict)  # alias -> ARN of the lifecycle stories' keys
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -572,11 +573,19 @@ def seed_world(
     accounts = list(dict.fromkeys(spec.account for spec in specs))
     result.keys = create_keys(emulator, specs, now=now)
     result.buckets = buckets = create_trails(emulator, accounts)
+    from django.conf import settings
+
+    from .lifecycle import seed_lifecycle
+
+    result.lifecycle, lifecycle_records = seed_lifecycle(
+        emulator, now=now, window_days=settings.KMSDASH_RETIREMENT_WINDOW_DAYS
+    )
     lap("aws resources")
 
     # Activity ends a few minutes ago: CloudTrail delivers with a delay.
     end = now - timedelta(minutes=3)
     records = generate_activity(result.keys, end=end, days=days, events_per_day=events_per_day, seed=seed)
+    records += [r for r in lifecycle_records if r["eventTime"] >= f"{end - timedelta(days=days):%Y-%m-%dT%H:%M:%S}"]
     result.records = len(records)
     lap("activity")
 

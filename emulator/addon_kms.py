@@ -1,7 +1,8 @@
 """KMS as AWS serves it, where moto differs: list pagination, GetKeyLastUsage, key metadata.
 
 - ListKeys, ListAliases, ListGrants, ListResourceTags honour Limit / Marker / Truncated / NextMarker
-  (moto returns everything in one page). The add-on asks moto for the full list (re-dispatching
+  (moto returns everything in one page). ListAliases leaves out the aliases moto copies onto a
+  multi-Region replica from its primary. The add-on asks moto for the full list (re-dispatching
   the call without Limit/Marker) and pages it; a marker from another listing is InvalidMarkerException.
 - GetKeyLastUsage (moto lacks it) answers from a per-key store set through a control route, and
   enforces the API's 5 requests/s per account and region with ThrottlingException.
@@ -134,6 +135,11 @@ def _paginated(operation: str):
         if status != 200:
             return json_response(data, status=status)
         items = data.get(field) or []
+        if operation == "ListAliases":
+            # moto's replica is a copy of its primary, aliases included, so the primary's aliases
+            # would be listed in the replica's region too (with the primary's alias ARN): AWS never
+            # replicates aliases.
+            items = [a for a in items if str(a.get("AliasArn", "")).split(":")[3:4] in ([call.region], [])]
         page = items[offset : offset + limit]
         result = {k: v for k, v in data.items() if k not in (field, "NextMarker", "Truncated")}
         result[field] = page

@@ -97,6 +97,9 @@ if [ "$KMSDASH_DEMO" = True ]; then
     export KMSDASH_LOOKUP_MAX_WINDOW_MINUTES=${KMSDASH_LOOKUP_MAX_WINDOW_MINUTES:-720}
     # Alert channel secrets are sealed with a key in the emulator's KMS (seed_demo creates it).
     export KMSDASH_SECRETS_KMS_KEY=${KMSDASH_SECRETS_KMS_KEY:-alias/kmsdash-channel-secrets}
+    # "Safe to delete?" looks back 90 days by default, and only over CloudTrail data kmsdash holds:
+    # the demo holds a month, so its window is 28 days (else no key could be safe to schedule).
+    export KMSDASH_RETIREMENT_WINDOW_DAYS=${KMSDASH_RETIREMENT_WINDOW_DAYS:-28}
 else
     export KMSDASH_VAR_DIR=${KMSDASH_VAR_DIR:-$PWD/var}
 fi

@@ -288,3 +288,11 @@ def test_the_command_prints_every_customer_key_with_verdict_and_evidence(aws, ca
 
     call_command("key_retirement", "--format", "json", "--key", unused)
     assert [row["key"] for row in json.loads(capsys.readouterr().out)["keys"]] == [unused]
+
+
+def test_a_replicas_region_does_not_list_its_primarys_aliases(aws):
+    primary = new_key(aws, alias="alias/global", MultiRegion=True)
+    kms_in(MAIN).replicate_key(KeyId=primary.rsplit("/", 1)[1], ReplicaRegion="eu-west-1")
+    read_all(regions=(REGION, "eu-west-1"))
+    assert verdict_of(primary).evidence["aliases"] == ["alias/global"]
+    assert kms_in(MAIN, "eu-west-1").list_aliases()["Aliases"] == []
