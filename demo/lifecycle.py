@@ -67,9 +67,11 @@ def seed_lifecycle(emulator: Emulator, *, now: datetime, window_days: int) -> tu
         when = (now - timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%SZ")
         emulator.control("kms/last-usage", {"key_arn": arns[alias], "operation": "Decrypt", "timestamp": when})
 
-    # recently-used: its last call is in CloudTrail, half a window ago.
+    # recently-used: its last call is in CloudTrail (when the seeded month reaches back that far)
+    # and in GetKeyLastUsage, half a window ago.
     key("prod-ops-tools")
     created("prod-ops-tools", 400)
+    last_used("prod-ops-tools", max(window_days // 2, 1) + 0.125)
     used_at = now - timedelta(days=max(window_days // 2, 1), hours=3)
     records = [
         kms_record(
