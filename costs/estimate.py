@@ -65,6 +65,22 @@ class KeyFacts:
             return None
         return cls(arn=arn, account_id=match["account"], region=match["region"], assumed=True)
 
+    @classmethod
+    def from_key(cls, key) -> KeyFacts:
+        """The facts of an inventory key (inventory.models.Key)."""
+        return cls(
+            arn=key.arn,
+            account_id=key.account_id,
+            region=key.region,
+            customer_managed=key.key_manager == "CUSTOMER",
+            key_spec=key.key_spec or "SYMMETRIC_DEFAULT",
+            key_state=key.key_state,
+            creation_date=key.creation_date,
+            rotations=key.rotations or 0,
+            last_used_at=getattr(key, "last_used_at", None),
+            tags=key.tags if isinstance(key.tags, dict) else {},
+        )
+
     @property
     def billed_monthly(self) -> bool:
         return self.customer_managed and self.key_state not in NOT_BILLED_STATES
@@ -94,21 +110,7 @@ class KeyFacts:
 
 def load_key_facts() -> dict[str, KeyFacts]:
     """Key facts from the inventory; keys it does not hold yet are assumed (see the module doc)."""
-    facts = {}
-    for key in Key.objects.all().iterator(chunk_size=2000):
-        facts[key.arn] = KeyFacts(
-            arn=key.arn,
-            account_id=key.account_id,
-            region=key.region,
-            customer_managed=key.key_manager == "CUSTOMER",
-            key_spec=key.key_spec or "SYMMETRIC_DEFAULT",
-            key_state=key.key_state,
-            creation_date=key.creation_date,
-            rotations=key.rotations or 0,
-            last_used_at=getattr(key, "last_used_at", None),
-            tags=key.tags if isinstance(key.tags, dict) else {},
-        )
-    return facts
+    return {key.arn: KeyFacts.from_key(key) for key in Key.objects.all().iterator(chunk_size=2000)}
 
 
 @dataclass

@@ -30,6 +30,7 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
+from django.conf import settings
 from django.core.management import call_command
 
 from costs.demo import demo_dataset
@@ -38,6 +39,7 @@ from kmsdash.dates import parse_day, parse_utc
 
 from .activity import ACCOUNTS, KEYS, OTHER_ACCOUNT, PROD, REGIONS, DemoKey, KeySpec, generate_activity
 from .iam import READER_ROLE, seed_iam
+from .lifecycle import seed_lifecycle
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,7 @@ class SeedResult:
     cost_rows: int = 0
     principals: int = 0
     buckets: dict[str, str] = field(default_factory=dict)
+    lifecycle: dict[str, str] = field(default_factory=dict)  # alias -> ARN of the lifecycle stories' keys
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -573,11 +576,15 @@ def seed_world(
     result.keys = create_keys(emulator, specs, now=now)
     result.buckets = buckets = create_trails(emulator, accounts)
     result.principals = sum(seed_iam(lambda account: emulator.client("iam", account), result.keys).values())
+    result.lifecycle, lifecycle_records = seed_lifecycle(
+        emulator, now=now, window_days=settings.KMSDASH_RETIREMENT_WINDOW_DAYS
+    )
     lap("aws resources")
 
     # Activity ends a few minutes ago: CloudTrail delivers with a delay.
     end = now - timedelta(minutes=3)
     records = generate_activity(result.keys, end=end, days=days, events_per_day=events_per_day, seed=seed)
+    records += [r for r in lifecycle_records if r["eventTime"] >= f"{end - timedelta(days=days):%Y-%m-%dT%H:%M:%S}"]
     result.records = len(records)
     lap("activity")
 

@@ -1,17 +1,22 @@
 """KMS as AWS serves it, where moto differs: list pagination, GetKeyLastUsage, key metadata.
 
 - ListKeys, ListAliases, ListGrants, ListResourceTags honour Limit / Marker / Truncated / NextMarker
-  (moto returns everything in one page). The add-on asks moto for the full list (re-dispatching
+  (moto returns everything in one page). ListAliases leaves out the aliases moto copies onto a
+  multi-Region replica from its primary. The add-on asks moto for the full list (re-dispatching
   the call without Limit/Marker) and pages it; a marker from another listing is InvalidMarkerException.
 - GetKeyLastUsage (moto lacks it) answers from a per-key store set through a control route, and
   enforces the API's 5 requests/s per account and region with ThrottlingException.
 - DescribeKey: moto's replica shares its primary's multi-region configuration object, so either
   key may claim the other's type; the type is derived from the key's own ARN here. Keys behind
-  the predefined `alias/aws/...` aliases are reported as AWS managed, as in AWS.
+  the predefined `alias/aws/...` aliases are reported as AWS managed, as in AWS. Keys given
+  imported key material through the control route below report ExpirationModel and ValidTo
+  (moto has no ImportKeyMaterial).
 
 Control routes:
     POST /_kmsdash/kms/last-usage {"key_arn", "operation", "timestamp" (ISO), "tracking_start"?}
     POST /_kmsdash/kms/key-dates  {"key_arn", "creation_date" (ISO)}   backdates a key (demo, tests)
+    POST /_kmsdash/kms/key-material {"key_arn", "valid_to" (ISO) | null}  imported material, expiring
+                                  at valid_to (null: it does not expire); the key must be EXTERNAL
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ LAST_USAGE_RATE = 5  # requests per second per account and region (AWS's fixed q
 _lock = threading.Lock()
 _last_usage: dict[str, dict[str, Any]] = {}
 _last_usage_calls: dict[tuple[str, str], deque[float]] = {}
+_key_material: dict[str, float | None] = {}  # key ARN -> ValidTo (epoch seconds), None: never expires
 _moto_app = None
 
 
@@ -49,6 +55,7 @@ def _reset() -> None:
     with _lock:
         _last_usage.clear()
         _last_usage_calls.clear()
+        _key_material.clear()
 
 
 def _moto():
@@ -128,6 +135,11 @@ def _paginated(operation: str):
         if status != 200:
             return json_response(data, status=status)
         items = data.get(field) or []
+        if operation == "ListAliases":
+            # moto's replica is a copy of its primary, aliases included, so the primary's aliases
+            # would be listed in the replica's region too (with the primary's alias ARN): AWS never
+            # replicates aliases.
+            items = [a for a in items if str(a.get("AliasArn", "")).split(":")[3:4] in ([call.region], [])]
         page = items[offset : offset + limit]
         result = {k: v for k, v in data.items() if k not in (field, "NextMarker", "Truncated")}
         result[field] = page
@@ -175,6 +187,13 @@ def describe_key(call: Call):
         metadata["KeyManager"] = "AWS"
     if key is not None and key.creation_date:
         metadata["CreationDate"] = key.creation_date
+    with _lock:
+        imported = key is not None and key.arn in _key_material
+        valid_to = _key_material.get(key.arn) if key is not None else None
+    if imported:
+        metadata["ExpirationModel"] = "KEY_MATERIAL_EXPIRES" if valid_to is not None else "KEY_MATERIAL_DOES_NOT_EXPIRE"
+        if valid_to is not None:
+            metadata["ValidTo"] = valid_to
     data["KeyMetadata"] = metadata
     return json_response(data)
 
@@ -240,6 +259,19 @@ def set_key_dates(request: Request):
     if key is None:
         return {"ok": False, "error": "no such key"}
     key.creation_date = _epoch(spec["creation_date"])
+    return {"ok": True}
+
+
+@control("kms/key-material")
+def set_key_material(request: Request):
+    spec = request.get_json(force=True)
+    arn = spec["key_arn"]
+    backend = _backend(arn.split(":")[4], arn.split(":")[3])
+    key = backend.keys.get(backend.get_key_id(arn))
+    if key is None or key.origin != "EXTERNAL":
+        return {"ok": False, "error": "no such key with imported material (Origin EXTERNAL)"}
+    with _lock:
+        _key_material[key.arn] = _epoch(spec["valid_to"]) if spec.get("valid_to") else None
     return {"ok": True}
 
 

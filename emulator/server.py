@@ -22,6 +22,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import re
 import threading
 import time
@@ -31,7 +32,16 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
-from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+# moto files its ~1,300 public AMIs and their snapshots under every account it creates, so an EC2
+# DescribeSnapshots(OwnerIds=["self"]) would page through them (seconds per account); nothing
+# kmsdash emulates needs them. Read by moto when a backend is created, so set before any is.
+os.environ.setdefault("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
+
+from moto.moto_server.werkzeug_app import (  # noqa: E402 - after the setting above
+    DomainDispatcherApplication,
+    MotoRequestHandler,
+    create_backend_app,
+)
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 

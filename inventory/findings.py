@@ -10,12 +10,15 @@ AWS managed keys are listed but never judged: their policies, rotation and lifet
 
 from __future__ import annotations
 
+import calendar
 import fnmatch
 import hashlib
+import json
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -25,10 +28,12 @@ from django.utils import timezone
 
 from audits.cloudtrail import CONTEXT_OPERATIONS, USAGE_OPERATIONS
 from audits.models import DailyRollup, Event, Source
+from costs.estimate import KeyFacts
+from costs.prices import prices
 from kmsdash.locks import run_lock
 
 from . import policy as pol
-from .models import EncryptionContextRule, Finding, Key, Trail
+from .models import EncryptionContextRule, Finding, Key, KeyStateVersion, Trail
 from .services import DELETED
 
 K = Finding.Kind
@@ -347,6 +352,187 @@ def trail_facts() -> Iterator[Fact]:
             )
 
 
+# --- Key lifecycle ------------------------------------------------------------------------------
+MATERIAL_EXPIRING_DAYS = 30
+ON_DEMAND_ROTATION_LIMIT = 10  # RotateKeyOnDemand calls AWS allows per key, for its lifetime
+ON_DEMAND_ROTATION_WARN = 8
+CHURN_DAYS = 30  # created and scheduled for deletion within this many days of each other
+CHURN_MONTHS = 12  # months of key creations looked at
+PENDING_STATES = ("PendingDeletion", "PendingReplicaDeletion")
+
+
+def normalised_policy(policy: str) -> Any:
+    """A key policy in a form where only meaningful differences remain: keys sorted (by json.dumps
+    later), a one-element list the same as its element, and the statement, action, resource and
+    principal lists compared as sets (IAM does not read them in order)."""
+    try:
+        document = json.loads(policy) if policy else None
+    except ValueError:
+        return policy
+
+    def norm(value: Any, name: str = "") -> Any:
+        if isinstance(value, dict):
+            return {k: norm(v, k) for k, v in value.items()}
+        if isinstance(value, list):
+            items = [norm(v, name) for v in value]
+            if len(items) == 1:
+                return items[0]
+            return sorted(items, key=lambda item: json.dumps(item, sort_keys=True))
+        return value
+
+    return norm(document)
+
+
+def _statement_set(document: Any) -> set[str]:
+    statements = document.get("Statement") if isinstance(document, dict) else None
+    if not isinstance(statements, list):
+        statements = [statements] if statements is not None else []
+    return {json.dumps(s, sort_keys=True) for s in statements}
+
+
+def replica_drift_facts(keys: list[Key]) -> Iterator[Fact]:
+    replicas = {k.arn: k for k in keys if k.multi_region_type == "REPLICA"}
+    for primary in keys:
+        if primary.multi_region_type != "PRIMARY" or not primary.policy:
+            continue
+        expected = normalised_policy(primary.policy)
+        for arn in primary.replica_arns or []:
+            replica = replicas.get(arn)
+            if replica is None or not replica.policy:
+                continue  # not inventoried (or its policy not readable): nothing to compare
+            actual = normalised_policy(replica.policy)
+            if json.dumps(actual, sort_keys=True) == json.dumps(expected, sort_keys=True):
+                continue
+            ours, theirs = _statement_set(expected), _statement_set(actual)
+            yield Fact(
+                K.REPLICA_POLICY_DRIFT,
+                S.MEDIUM,
+                f"Key policy of the replica in {replica.region} differs from its primary's in {primary.region}",
+                key=primary.arn,
+                subject=replica.arn,
+                account_id=primary.account_id,
+                region=primary.region,
+                evidence={
+                    "primary": primary.arn,
+                    "replica": replica.arn,
+                    "only_in_primary": [json.loads(t) for t in sorted(ours - theirs)],
+                    "only_in_replica": [json.loads(t) for t in sorted(theirs - ours)],
+                },
+            )
+
+
+def material_facts(key: Key, now: datetime) -> Iterator[Fact]:
+    if key.origin != "EXTERNAL" or key.valid_to is None or key.key_state in PENDING_STATES:
+        return
+    base = {"key": key.arn, "account_id": key.account_id, "region": key.region}
+    evidence = {"valid_to": key.valid_to.isoformat(), "expiration_model": key.expiration_model, "origin": key.origin}
+    if key.valid_to <= now:
+        yield Fact(
+            K.KEY_MATERIAL_EXPIRED,
+            S.HIGH,
+            f"Imported key material expired on {key.valid_to:%Y-%m-%d}: the key cannot be used until it is reimported",
+            evidence=evidence,
+            **base,
+        )
+    elif key.valid_to <= now + timedelta(days=MATERIAL_EXPIRING_DAYS):
+        days = (key.valid_to - now).days
+        yield Fact(
+            K.KEY_MATERIAL_EXPIRING,
+            S.MEDIUM,
+            f"Imported key material expires on {key.valid_to:%Y-%m-%d} (in {days} days)",
+            evidence={**evidence, "days_left": days},
+            **base,
+        )
+
+
+def rotation_budget_facts(key: Key) -> Iterator[Fact]:
+    if key.on_demand_rotations >= ON_DEMAND_ROTATION_WARN:
+        left = max(0, ON_DEMAND_ROTATION_LIMIT - key.on_demand_rotations)
+        yield Fact(
+            K.ROTATION_ON_DEMAND_BUDGET,
+            S.LOW,
+            f"{key.on_demand_rotations} of the {ON_DEMAND_ROTATION_LIMIT} on-demand rotations used ({left} left)",
+            key=key.arn,
+            account_id=key.account_id,
+            region=key.region,
+            evidence={"on_demand_rotations": key.on_demand_rotations, "limit": ON_DEMAND_ROTATION_LIMIT, "left": left},
+        )
+
+
+def _scheduled_at(keys: list[Key]) -> dict[str, datetime]:
+    """Key ARN -> when its deletion was first scheduled: the first successful ScheduleKeyDeletion in
+    the rollups, else when the inventory first saw it pending deletion."""
+    arns = [k.arn for k in keys]
+    found: dict[str, datetime] = dict(
+        DailyRollup.objects.filter(key__in=arns, operation="ScheduleKeyDeletion", error_code="")
+        .values_list("key")
+        .annotate(first=Min("first_seen"))
+        .order_by()
+    )
+    seen = (
+        KeyStateVersion.objects.filter(key__arn__in=arns, key_state__in=PENDING_STATES)
+        .values_list("key__arn")
+        .annotate(first=Min("first_seen_at"))
+        .order_by()
+    )
+    for arn, first in seen:
+        found.setdefault(arn, first)
+    return found
+
+
+def _key_month_cost(key: Key, start: datetime, end: datetime, table: dict[str, Decimal]) -> Decimal:
+    """What the key's key-months cost from its creation until its deletion was scheduled (keys
+    pending deletion are not billed), day by day with costs' own proration."""
+    facts = replace(KeyFacts.from_key(key), key_state="Enabled", creation_date=start)
+    total = Decimal(0)
+    day = start.date()
+    while day < end.date():
+        total += facts.key_month_cost(day, table)
+        day += timedelta(days=1)
+    days_in_month = calendar.monthrange(end.year, end.month)[1]
+    hours = Decimal(end.hour) if end.date() > start.date() else Decimal((end - start).seconds // 3600)
+    return total + facts.monthly_charge(table) * hours / (24 * days_in_month)
+
+
+def churn_facts(now: datetime) -> Iterator[Fact]:
+    since = now - timedelta(days=31 * CHURN_MONTHS)
+    keys = list(Key.objects.filter(key_manager="CUSTOMER", creation_date__gte=since))
+    scheduled = _scheduled_at(keys)
+    table = prices()
+    months: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for key in keys:
+        at = scheduled.get(key.arn)
+        if key.creation_date is None or at is None or at - key.creation_date > timedelta(days=CHURN_DAYS):
+            continue
+        months[(key.account_id, f"{key.creation_date:%Y-%m}")].append(
+            {
+                "key": key.arn,
+                "region": key.region,
+                "created": key.creation_date.isoformat(),
+                "scheduled": at.isoformat(),
+                "days": (at - key.creation_date).days,
+                "cost": _key_month_cost(key, key.creation_date, at, table),
+            }
+        )
+    for (account, month), rows in sorted(months.items()):
+        cost = sum((r["cost"] for r in rows), Decimal(0)).quantize(Decimal("0.01"))
+        rows.sort(key=lambda r: r["created"])
+        yield Fact(
+            K.KEY_CHURN,
+            S.INFO,
+            f"{len(rows)} key(s) created in {month} were scheduled for deletion within {CHURN_DAYS} days "
+            f"(${cost} of key-months)",
+            subject=f"{account}:{month}",
+            account_id=account,
+            evidence={
+                "month": month,
+                "keys": len(rows),
+                "cost": str(cost),
+                "churned": [{**r, "cost": str(r["cost"].quantize(Decimal("0.0001")))} for r in rows],
+            },
+        )
+
+
 def current_facts(now: datetime | None = None) -> list[Fact]:
     now = now or timezone.now()
     accounts = known_accounts()
@@ -357,6 +543,10 @@ def current_facts(now: datetime | None = None) -> list[Fact]:
     facts: list[Fact] = []
     for key in keys:
         facts.extend(key_facts(key, accounts, now))
+        facts.extend(material_facts(key, now))
+        facts.extend(rotation_budget_facts(key))
+    facts.extend(replica_drift_facts(keys))
+    facts.extend(churn_facts(now))
     facts.extend(context_facts(keys, aliases, now))
     facts.extend(trail_facts())
     # Who can use the keys (access/findings.py), from the stored access analysis and IAM snapshot.

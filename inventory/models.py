@@ -33,10 +33,18 @@ class Key(models.Model):
     rotation_enabled = models.BooleanField(null=True, help_text="None when the key cannot rotate automatically.")
     rotation_period_days = models.PositiveIntegerField(null=True, blank=True)
     rotations = models.PositiveIntegerField(default=0, help_text="Rotations so far (billing is capped at two).")
+    on_demand_rotations = models.PositiveIntegerField(
+        default=0, help_text="Of those, rotations asked for with RotateKeyOnDemand (AWS allows 10 per key)."
+    )
+    valid_to = models.DateTimeField(null=True, blank=True, help_text="When imported key material expires.")
+    expiration_model = models.CharField(max_length=32, blank=True, help_text="KEY_MATERIAL_(DOES_NOT_)EXPIRES")
     tags = models.JSONField(default=dict, blank=True)
     policy = models.TextField(blank=True, help_text="The current default key policy (JSON text).")
     last_used_at = models.DateTimeField(null=True, blank=True, help_text="From GetKeyLastUsage.")
     last_used_operation = models.CharField(max_length=64, blank=True)
+    usage_tracking_start = models.DateTimeField(
+        null=True, blank=True, help_text="From GetKeyLastUsage: since when KMS has tracked the key's use."
+    )
     first_seen_at = models.DateTimeField(auto_now_add=True)
     last_seen_at = models.DateTimeField()
 
@@ -175,6 +183,54 @@ class InventoryRun(models.Model):
         return f"inventory {self.account_id} {self.region} {self.status}"
 
 
+class KeyReference(models.Model):
+    """A resource that names a key as its encryption key (an S3 bucket's default encryption, an EBS
+    volume, ...), as last read from its service. `key_ref` is what the resource says (key id, key
+    ARN or alias); `key` is the key ARN it resolves to through the inventory ('' if it does not)."""
+
+    account_id = models.CharField(max_length=12)
+    region = models.CharField(max_length=32)
+    service = models.CharField(max_length=32)
+    resource_type = models.CharField(max_length=64)
+    resource = models.CharField(max_length=2048, help_text="The resource's ARN or id.")
+    key_ref = models.CharField(max_length=2048)
+    key = models.CharField(max_length=2048, blank=True, db_index=True)
+    last_seen_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["account_id", "region", "service", "resource"]
+        indexes = [models.Index(fields=["account_id", "region", "service"], name="inv_ref_scope")]
+
+    def __str__(self) -> str:
+        return f"{self.resource} -> {self.key or self.key_ref}"
+
+
+class ReferenceCheck(models.Model):
+    """Whether one service of one (account, region) could be read for key references, and when:
+    a service that could not be read is "not checked" (with why), never "no references"."""
+
+    class Status(models.TextChoices):
+        CHECKED = "checked"
+        NOT_CHECKED = "not-checked"
+
+    account_id = models.CharField(max_length=12)
+    region = models.CharField(max_length=32)
+    service = models.CharField(max_length=32)
+    status = models.CharField(max_length=16, choices=Status.choices)
+    reason = models.TextField(blank=True)
+    resources = models.PositiveIntegerField(default=0, help_text="Resources read (with or without a key).")
+    checked_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["account_id", "region", "service"]
+        constraints = [
+            models.UniqueConstraint(fields=["account_id", "region", "service"], name="inv_reference_check_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.service} {self.account_id} {self.region} {self.status}"
+
+
 class EncryptionContextRule(models.Model):
     """Required encryption-context keys and allowed values, for keys chosen by ARN, alias or account.
 
@@ -223,6 +279,11 @@ class Finding(models.Model):
         ESCALATION_PATH = "escalation-path"
         UNUSED_ACCESS = "unused-access"
         ACCESS_UNEXPLAINED = "access-unexplained"
+        REPLICA_POLICY_DRIFT = "replica-policy-drift"
+        KEY_MATERIAL_EXPIRING = "key-material-expiring"
+        KEY_MATERIAL_EXPIRED = "key-material-expired"
+        ROTATION_ON_DEMAND_BUDGET = "rotation-on-demand-budget"
+        KEY_CHURN = "key-churn"
 
     class Severity(models.TextChoices):
         CRITICAL = "critical"

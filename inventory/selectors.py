@@ -33,6 +33,25 @@ def resolve_key(key: str) -> Key | None:
     return found
 
 
+def resolve_key_ref(ref: str, account_id: str, region: str) -> str:
+    """The key ARN a resource's key setting names (key id, key ARN, alias name or alias ARN), as
+    seen from that resource's (account, region); '' for an alias the inventory does not know."""
+    if ":key/" in ref:
+        return ref
+    if ref.startswith("arn:") and ":alias/" in ref:
+        alias = Alias.objects.filter(arn=ref, key__isnull=False).select_related("key").first()
+        return alias.key.arn if alias is not None and alias.key is not None else ""
+    if ref.startswith("alias/"):
+        alias = (
+            Alias.objects.filter(name=ref, account_id=account_id, region=region, key__isnull=False)
+            .select_related("key")
+            .first()
+        )
+        return alias.key.arn if alias is not None and alias.key is not None else ""
+    key = Key.objects.filter(key_id=ref, account_id=account_id, region=region).first()
+    return key.arn if key is not None else f"arn:aws:kms:{region}:{account_id}:key/{ref}" if ref else ""
+
+
 def policy_statements(key: Key, findings: list[Finding]) -> list[dict]:
     """The key policy statement by statement, each with the finding kinds that point at it."""
     flagged: dict[int, list[str]] = {}

@@ -20,7 +20,20 @@ from audits.services import reattribute_alias
 from kmsdash import aws
 from kmsdash.locks import run_lock
 
-from .models import Alias, Finding, FindingDecision, Grant, InventoryRun, Key, KeyStateVersion, PolicyVersion, Trail
+from .models import (
+    Alias,
+    Finding,
+    FindingDecision,
+    Grant,
+    InventoryRun,
+    Key,
+    KeyReference,
+    KeyStateVersion,
+    PolicyVersion,
+    ReferenceCheck,
+    Trail,
+)
+from .references import ReferenceReader, ServiceResult
 from .source import InventoryReader, KeySnapshot, RegionSnapshot
 
 log = logging.getLogger(__name__)
@@ -186,12 +199,17 @@ def _store_key(snap: KeySnapshot, now: datetime) -> tuple[Key, bool, bool]:
         "rotation_enabled": snap.rotation_enabled,
         "rotation_period_days": snap.rotation_period_days,
         "rotations": snap.rotations,
+        "on_demand_rotations": snap.on_demand_rotations,
+        "valid_to": _aware(m.get("ValidTo")),
+        "expiration_model": m.get("ExpirationModel") or "",
         "tags": snap.tags,
         "last_seen_at": now,
     }
     if snap.last_used_at is not None:
         fields["last_used_at"] = _aware(snap.last_used_at)
         fields["last_used_operation"] = snap.last_used_operation
+    if snap.usage_tracking_start is not None:
+        fields["usage_tracking_start"] = _aware(snap.usage_tracking_start)
     if snap.policy is not None:
         fields["policy"] = snap.policy
     key, _ = Key.objects.update_or_create(arn=snap.arn, defaults=fields)
@@ -265,6 +283,71 @@ def reattribute_aliases(*, account_id: str | None = None, region: str | None = N
             alias.account_id, alias.region, alias_name=alias.name, alias_arn=alias.arn, key_arn=alias.key.arn
         )
     return moved
+
+
+def references_lock_name(account_id: str, region: str) -> str:
+    return f"references:{account_id}:{region}"
+
+
+def refresh_references(
+    source: Source | None, region: str, *, account_id: str | None = None, reader: ReferenceReader | None = None
+) -> list[ReferenceCheck] | None:
+    """Read which resources of one (account, region) name a key, and store them, under the
+    references' own run lock. Returns the checks stored, or None, having read nothing, when another
+    caller holds the lock. Run after the inventory of the same scope, whose aliases resolve names."""
+    account_id = account_id or (source.account_id if source else "")
+    if not account_id:
+        raise ValueError("refresh_references needs the account id of the resources it reads")
+    name = references_lock_name(account_id, region)
+    with run_lock(name) as acquired:
+        if not acquired:
+            log.info("references already being read", extra={"lock": name})
+            return None
+        if reader is None:
+            from .references import reader_for
+
+            reader = reader_for(source, region)
+        return store_references(account_id, region, reader.read())
+
+
+@transaction.atomic
+def store_references(account_id: str, region: str, results: list[ServiceResult]) -> list[ReferenceCheck]:
+    """Replace the references of every service read; a service not checked keeps what was last
+    read from it (dated by last_seen_at) and is marked not checked, with why."""
+    from .selectors import resolve_key_ref
+
+    now = timezone.now()
+    checks = []
+    for result in results:
+        check, _ = ReferenceCheck.objects.update_or_create(
+            account_id=account_id,
+            region=region,
+            service=result.service,
+            defaults={
+                "status": ReferenceCheck.Status.CHECKED if result.checked else ReferenceCheck.Status.NOT_CHECKED,
+                "reason": result.reason,
+                "resources": result.resources,
+                "checked_at": now,
+            },
+        )
+        checks.append(check)
+        if not result.checked:
+            continue
+        KeyReference.objects.filter(account_id=account_id, region=region, service=result.service).delete()
+        KeyReference.objects.bulk_create(
+            KeyReference(
+                account_id=account_id,
+                region=region,
+                service=result.service,
+                resource_type=ref.resource_type,
+                resource=ref.resource[:2048],
+                key_ref=ref.key_ref[:2048],
+                key=resolve_key_ref(ref.key_ref, account_id, region),
+                last_seen_at=now,
+            )
+            for ref in result.references
+        )
+    return checks
 
 
 class DecisionRefused(Exception):

@@ -87,11 +87,13 @@ class KeySnapshot:
     rotation_enabled: bool | None = None
     rotation_period_days: int | None = None
     rotations: int = 0
+    on_demand_rotations: int = 0
     policy: str | None = None
     grants: list[dict[str, Any]] = field(default_factory=list)
     tags: dict[str, str] = field(default_factory=dict)
     last_used_at: datetime | None = None
     last_used_operation: str = ""
+    usage_tracking_start: datetime | None = None
 
     @property
     def arn(self) -> str:
@@ -197,12 +199,14 @@ class InventoryReader:
                 snap.rotation_enabled = bool(status.get("KeyRotationEnabled"))
                 snap.rotation_period_days = status.get("RotationPeriodInDays")
             try:
-                snap.rotations = sum(
-                    1
-                    for _ in self._pages(
+                rotations = list(
+                    self._pages(
                         "ListKeyRotations", "list_key_rotations", "Rotations", KeyId=arn, Limit=self._limit(1000)
                     )
                 )
+                snap.rotations = len(rotations)
+                # RotateKeyOnDemand has a lifetime budget per key (10); automatic rotations do not count.
+                snap.on_demand_rotations = sum(1 for r in rotations if r.get("RotationType") == "ON_DEMAND")
             except ClientError as exc:
                 if error_code(exc) not in NOT_APPLICABLE_ERRORS:
                     raise
@@ -223,6 +227,8 @@ class InventoryReader:
                     raise
             if arn not in skip_last_usage and hasattr(self.kms, "get_key_last_usage"):
                 usage = self._optional("GetKeyLastUsage", "get_key_last_usage", KeyId=arn)
+                if isinstance((usage or {}).get("TrackingStartDate"), datetime):
+                    snap.usage_tracking_start = (usage or {})["TrackingStartDate"]
                 last = (usage or {}).get("KeyLastUsage") or {}
                 if isinstance(last.get("Timestamp"), datetime):
                     snap.last_used_at = last["Timestamp"]

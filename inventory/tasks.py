@@ -28,12 +28,25 @@ def inventory_region(source_id: int, region: str) -> None:
         return
     if services.ingest_keys(source, region) is None:  # already running elsewhere
         return
+    # After the keys: the references resolve aliases through the inventory just stored.
+    references_region.delay(source.pk, region)
     recompute_findings.delay()
     # Who can use the keys depends on their policies and grants: the access analysis (which
     # recomputes the findings again once it is done).
     from access.tasks import analyse_account
 
     analyse_account.delay(source.account_id)
+
+
+@shared_task
+def references_region(source_id: int, region: str) -> None:
+    from audits.models import Source
+
+    from . import services
+
+    source = Source.objects.filter(pk=source_id, enabled=True).first()
+    if source is not None:
+        services.refresh_references(source, region)
 
 
 @shared_task

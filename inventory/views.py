@@ -10,7 +10,7 @@ from django.views.decorators.http import require_POST, require_safe
 from kmsdash.middleware import wants_fragment
 from kmsdash.roles import ADMIN, ANALYST, role_required
 
-from . import selectors, services
+from . import retirement, selectors, services
 from .models import Finding
 
 
@@ -40,7 +40,11 @@ def key_panel(request: HttpRequest, key: str) -> HttpResponse:
     found = selectors.resolve_key(key)
     if found is None:
         return render(request, "inventory/key_panel.html", {"missing": key})
-    return render(request, "inventory/key_panel.html", selectors.key_panel(found))
+    # The verdict is read here, not in key_panel: inventory.retirement reads costs, whose
+    # selectors read inventory's (an import cycle otherwise). AWS managed keys are never deleted
+    # by their owner: no verdict for them.
+    verdict = retirement.verdict(found) if found.customer_managed and found.key_state != "Deleted" else None
+    return render(request, "inventory/key_panel.html", {**selectors.key_panel(found), "retirement": verdict})
 
 
 @require_safe

@@ -459,6 +459,18 @@ def parse_kms_quotas(value: str) -> dict[tuple[str, str, str], float]:
 # Raised KMS request quotas, requests/s: '{"111122223333:eu-west-1:symmetric": 25000}' (account or region *).
 KMSDASH_KMS_QUOTAS = parse_kms_quotas(os.getenv("KMSDASH_KMS_QUOTAS", ""))
 
+# "Safe to delete?" (inventory/retirement.py). A customer managed key used successfully (CloudTrail or
+# GetKeyLastUsage) in the last IN_USE days is `in-use`; used earlier but within the look-back WINDOW,
+# `recently-used`; not used in the window, `no-recent-use`, or `safe-to-schedule` when nothing else
+# stands in the way (no referencing resource, every service checked, CloudTrail data covering the
+# whole window). The window defaults to 90 days, CloudTrail's own event history.
+KMSDASH_RETIREMENT_WINDOW_DAYS = envint("KMSDASH_RETIREMENT_WINDOW_DAYS", 90)
+KMSDASH_RETIREMENT_IN_USE_DAYS = envint("KMSDASH_RETIREMENT_IN_USE_DAYS", 7)
+if not 1 <= KMSDASH_RETIREMENT_IN_USE_DAYS < KMSDASH_RETIREMENT_WINDOW_DAYS:
+    raise ImproperlyConfigured(
+        "KMSDASH_RETIREMENT_IN_USE_DAYS must be at least 1 and shorter than KMSDASH_RETIREMENT_WINDOW_DAYS"
+    )
+
 # --- Alerts -----------------------------------------------------------------------------------
 # Baselines are the N days before the judged hour; a scope with less than M days of activity in
 # them before it is not judged (a first import does not alert on everything).

@@ -100,6 +100,9 @@ if [ "$KMSDASH_DEMO" = True ]; then
     # A low symmetric quota for prod's eu-west-1, so the capacity page shows a region near it
     # (demo/activity.py DEMO_QUOTAS, CAPACITY_BURST).
     export KMSDASH_KMS_QUOTAS=${KMSDASH_KMS_QUOTAS:-'{"111122223333:eu-west-1:symmetric": 10}'}
+    # "Safe to delete?" looks back 90 days by default, and only over CloudTrail data kmsdash holds:
+    # the demo holds a month, so its window is 28 days (else no key could be safe to schedule).
+    export KMSDASH_RETIREMENT_WINDOW_DAYS=${KMSDASH_RETIREMENT_WINDOW_DAYS:-28}
 else
     export KMSDASH_VAR_DIR=${KMSDASH_VAR_DIR:-$PWD/var}
 fi

@@ -14,6 +14,10 @@ a `usage` hint telling `activity` what CloudTrail should show for it:
     "bad-context"     normal use, encryption context Department/DataClassification, some calls
                       with values outside the rule (e.g. Department=Marketing) or keys missing
 
+The lifecycle findings have their keys too: a multi-Region key whose replica's policy differs,
+imported key material expiring and expired, a key with 8 on-demand rotations spent, and a key
+created 5 days ago and already scheduled for deletion (key churn, a finding on the account).
+
 It also creates a CloudTrail trail per account (one blind to KMS) and an encryption-context rule.
 Keys are backdated 200 days through the emulator's control route so that "unused for 90 days"
 can hold.
@@ -142,6 +146,37 @@ PLAN: list[dict] = [
     {"alias": "alias/analytics", "usage": "normal", "account_index": 1, "region_index": 1},
     {"alias": "alias/eu-customers", "usage": "normal", "region_index": 1, "multi_region": True},
     {"alias": "alias/apac-cache", "usage": "normal", "account_index": 1, "region_index": 2},
+    # Lifecycle findings.
+    {
+        "alias": "alias/global-sessions",
+        "usage": "normal",
+        "finding": "replica-policy-drift",
+        "multi_region": True,
+        "replica_policy": {
+            "Sid": "Replica only: support engineers",
+            "Effect": "Allow",
+            "Principal": {"AWS": "arn:aws:iam::{account}:role/support"},
+            "Action": "kms:Decrypt",
+            "Resource": "*",
+        },
+    },
+    {
+        "alias": "alias/hsm-import",
+        "usage": "normal",
+        "finding": "key-material-expiring",
+        "create": {"Origin": "EXTERNAL"},
+        "material_days": 10,
+    },
+    {
+        "alias": "alias/partner-import",
+        "usage": "normal",
+        "finding": "key-material-expired",
+        "create": {"Origin": "EXTERNAL"},
+        "material_days": -2,
+    },
+    {"alias": "alias/tokenization", "usage": "normal", "finding": "rotation-on-demand-budget", "on_demand": 8},
+    # Created and thrown away within days: key churn (a finding on the account, not on the key).
+    {"alias": "alias/load-test", "usage": "none", "state": "pending", "created_days": 5},
 ]
 
 
@@ -180,14 +215,25 @@ def demo_keys(aws) -> list[DemoKey]:
             Operations=["Decrypt"],
             Name="app-backend",
         )
+        for _ in range(plan.get("on_demand", 0)):
+            kms.rotate_key_on_demand(KeyId=key_id)
         if plan.get("multi_region") and len(REGIONS) > 1:
-            kms.replicate_key(KeyId=key_id, ReplicaRegion=REGIONS[0] if region != REGIONS[0] else REGIONS[1])
+            replica_region = REGIONS[0] if region != REGIONS[0] else REGIONS[1]
+            replica = kms.replicate_key(KeyId=key_id, ReplicaRegion=replica_region)["ReplicaKeyMetadata"]
+            if "replica_policy" in plan:
+                extra_statement = json.loads(json.dumps(plan["replica_policy"]).replace("{account}", account))
+                session_in(account).client("kms", region_name=replica_region).put_key_policy(
+                    KeyId=replica["KeyId"], PolicyName="default", Policy=_policy(account, *extra, extra_statement)
+                )
         if plan.get("state") == "disabled":
             kms.disable_key(KeyId=key_id)
         elif plan.get("state") == "pending":
             kms.schedule_key_deletion(KeyId=key_id, PendingWindowInDays=7)
-        created = (datetime.now(UTC) - timedelta(days=200)).isoformat()
+        created = (datetime.now(UTC) - timedelta(days=plan.get("created_days", 200))).isoformat()
         aws.control("kms/key-dates", {"key_arn": arn, "creation_date": created})
+        if "material_days" in plan:
+            valid_to = (datetime.now(UTC) + timedelta(days=plan["material_days"])).isoformat()
+            aws.control("kms/key-material", {"key_arn": arn, "valid_to": valid_to})
         keys.append(
             DemoKey(
                 arn=arn,
@@ -283,6 +329,7 @@ def test_every_finding_kind_appears_exactly_on_its_demo_key(demo_keys):
 
     expected = {(k.finding, k.arn) for k in keys if k.finding}
     expected.add(("trail-excludes-kms", ""))
+    expected.add(("key-churn", ""))  # alias/load-test, created 5 days ago and scheduled for deletion
     assert set(Finding.objects.open().values_list("kind", "key")) == expected
     # The access analysis' kinds come from the demo's IAM world, not from its keys alone.
     assert {kind for kind, _ in expected} == set(Finding.Kind.values) - ACCESS_KINDS

@@ -7,7 +7,10 @@ from inventory import findings, services
 
 
 class Command(BaseCommand):
-    help = "Read the KMS key inventory (keys, aliases, policies, grants, tags, trails) and recompute findings."
+    help = (
+        "Read the KMS key inventory (keys, aliases, policies, grants, tags, trails) and the resources that "
+        "name each key, then recompute findings."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--account-id", help="Only this configured account.")
@@ -40,6 +43,17 @@ class Command(BaseCommand):
                 f"{run.account_id} {run.region}: {run.keys} keys, {run.aliases} aliases, {run.grants} grants, "
                 f"{run.policy_changes} policy changes, {run.state_changes} state changes, "
                 f"{run.events_reattributed} events re-attributed"
+            )
+            if not run.account_id:
+                continue  # an account without keys: no account id to read its resources under
+            checks = services.refresh_references(source, scope_region, account_id=run.account_id)
+            if checks is None:
+                self.stderr.write(f"{run.account_id} {run.region}: references already being read, skipped")
+                continue
+            missed = [c.service for c in checks if c.status != "checked"]
+            self.stdout.write(
+                f"{run.account_id} {run.region}: references of {len(checks) - len(missed)} services read"
+                + (f", not checked: {', '.join(missed)}" if missed else "")
             )
         counts = findings.recompute()
         if counts is None:
