@@ -228,7 +228,9 @@ def test_a_worker_sigkilled_mid_s3_pass_is_redelivered_and_nothing_is_lost_or_do
     assert stored(faulted) == clean_run(aws, clean, tmp_path)
 
 
-def test_redis_stopped_during_an_s3_pass_the_pass_ends_exactly_and_the_next_one_adds_nothing(aws, databases, tmp_path):
+def test_redis_stopped_during_an_s3_pass_the_next_pass_resumes_it_and_equals_an_uninterrupted_run(
+    aws, databases, tmp_path
+):
     redis_server = shutil.which("redis-server")
     if redis_server is None:
         pytest.skip("redis-server is not installed")
@@ -267,22 +269,19 @@ def test_redis_stopped_during_an_s3_pass_the_pass_ends_exactly_and_the_next_one_
         redis_process.wait(10)
         time.sleep(REDIS_OUTAGE)
         redis_process = start_redis()
-        wait_for(lambda: settled(faulted), 60 + OBJECTS * DELAY, "the pass to finish")
-        # The next scheduled pass, through the restarted broker, finds nothing new.
+        # Celery terminates a late-acknowledged task whose broker connection is lost (it could not
+        # acknowledge it), and the message it gives back is lost with the broker's memory: the pass
+        # stops where it was. The next scheduled pass, through the restarted broker, resumes it.
         broker.send_task("audits.tasks.ingest_s3_task", args=[ACCOUNT, REGION])
-        wait_for(
-            lambda: (
-                len(query(faulted, "SELECT id FROM audits_ingestrun WHERE kind = 's3' AND status = 'succeeded'")) >= 2
-            ),
-            60,
-            "the next pass after the outage",
-        )
+        wait_for(lambda: settled(faulted), 60 + OBJECTS * DELAY, "the next pass to finish")
     finally:
         stop(worker)
         redis_process.terminate()
         redis_process.wait(10)
 
-    assert get_objects(aws) == OBJECTS  # each object read once: the second pass skipped them all
+    log = (tmp_path / "worker.log").read_text()
+    assert "Connection to broker lost" in log, log[-3000:]
+    assert query(faulted, "SELECT count(*) FROM audits_processedobject") == [(OBJECTS,)]
     aws.reset()
     put_objects(aws)
     assert stored(faulted) == clean_run(aws, clean, tmp_path)
@@ -311,7 +310,7 @@ def test_two_beats_queueing_the_same_s3_pass_leave_one_pass_running_and_the_work
             stop(worker)
 
     logs = "".join((tmp_path / f"worker{n}.log").read_text() for n in (1, 2))
-    assert "'skipped'" in logs or "skipped" in logs, logs[-3000:]
+    assert "'skipped'" in logs, logs[-3000:]
     runs = query(faulted, "SELECT status FROM audits_ingestrun WHERE kind = 's3'")
     assert runs == [("succeeded",)]
     assert get_objects(aws) == OBJECTS  # no object read twice
