@@ -14,6 +14,7 @@ from django.urls import reverse
 
 from tests.kmsdash.support import (
     ADMIN_NAMESPACE,
+    BEARER_TOKEN,
     KEY,
     MATRIX,
     PUBLIC,
@@ -36,15 +37,17 @@ def sample(name: str) -> Route:
     """A request for the URL named `name`: the matrix's own, or a GET of the URL for the others."""
     if name in MATRIX:
         entry = MATRIX[name]
-        return Route(entry.path.format(key=KEY, event=1, finding=1, alert=1), entry.roles, entry.method, entry.data)
+        path = entry.path.format(key=KEY, event=1, finding=1, alert=1, principal="arn:aws:iam::111122223333:role/app")
+        return Route(path, entry.roles, entry.method, entry.data)
     return Route(reverse(name), frozenset(), "post" if name == "logout" else "get")
 
 
-# Every URL of the resolver that needs a login. The Django admin has its own login gate (and no htmx).
+# Every URL of the resolver that needs a login. The Django admin has its own login gate (and no
+# htmx); /metrics takes a bearer token, never a session (the matrix checks it refuses sessions).
 PROTECTED = sorted(
     name
     for namespace, name, _, _ in walk()
-    if namespace.split(":")[0] != ADMIN_NAMESPACE and name not in PUBLIC | SIGN_IN_FLOW
+    if namespace.split(":")[0] != ADMIN_NAMESPACE and name not in PUBLIC | SIGN_IN_FLOW | BEARER_TOKEN
 )
 
 
