@@ -877,16 +877,25 @@ def finding_detections(lo: int, hi: int, rule: Rule) -> list[Detection]:
     for finding in Finding.objects.filter(id__gt=lo, id__lte=hi).open().order_by("id"):
         if SEVERITY_RANK.get(finding.severity, 0) < floor:
             continue
+        key, principal, subject = finding.key, "", finding.fingerprint
+        summary = f"{finding.kind}: {finding.summary}"
+        if finding.kind == Finding.Kind.NEW_PRINCIPAL:
+            principal = finding.subject
+        elif finding.kind == Finding.Kind.ESCALATION_PATH:
+            # One alert per principal, counting the keys it could take: a role that may grant
+            # itself every key is one thing to fix, not an alert per key (each key keeps its finding).
+            key, principal, subject = "", finding.subject, finding.kind
+            summary = f"{finding.kind}: {finding.subject} could give itself rights on keys it cannot use"
         found.append(
             Detection(
                 Kind.FINDING,
                 finding.severity,
-                f"{finding.kind}: {finding.summary}",
+                summary,
                 account=finding.account_id,
                 region=finding.region,
-                key=finding.key,
-                principal=finding.subject if finding.kind == Finding.Kind.NEW_PRINCIPAL else "",
-                subject=finding.fingerprint,
+                key=key,
+                principal=principal,
+                subject=subject,
                 first_event=finding.first_seen_at,
                 last_event=finding.last_seen_at,
                 count=1,

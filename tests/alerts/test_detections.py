@@ -5,6 +5,7 @@ so the history itself is judged too (as on a first import) and must not alert.""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import timedelta
 
@@ -371,3 +372,28 @@ def test_a_new_high_finding_opens_an_alert_naming_its_kind_and_a_low_one_does_no
     assert alert.summary.startswith("policy-public:") and alert.severity == "critical"
     notified.evaluate()
     assert Alert.objects.count() == 1  # the same finding is not alerted again
+
+
+def test_escalation_paths_alert_once_per_principal_counting_its_keys(notified):
+    def escalation(principal: str, key: str) -> None:
+        Finding.objects.create(
+            fingerprint=hashlib.sha256(f"{principal}|{key}".encode()).hexdigest(),
+            kind=Finding.Kind.ESCALATION_PATH,
+            severity="high",
+            key=key,
+            subject=principal,
+            account_id=A,
+            region="us-east-1",
+            summary=f"{principal} cannot use the key but could give itself 3 rights on it",
+            first_seen_at=T,
+            last_seen_at=T,
+        )
+
+    granter, editor = f"arn:aws:iam::{A}:role/granter", f"arn:aws:iam::{A}:role/editor"
+    for key in (K1, K2, K1 + "-3"):
+        escalation(granter, key)
+    escalation(editor, K1)
+    notified.evaluate()
+    alerts = {a.principal: a for a in Alert.objects.filter(kind=Kind.FINDING)}
+    assert set(alerts) == {granter, editor}
+    assert (alerts[granter].count, alerts[granter].key, alerts[editor].count) == (3, "", 1)
