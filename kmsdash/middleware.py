@@ -196,3 +196,30 @@ class PrivateCacheMiddleware:
         if user is not None and user.is_authenticated:
             patch_cache_control(response, private=True, no_store=True)
         return response
+
+
+# --- request header size ----------------------------------------------------------------------------
+
+# gunicorn.conf.py's limit_request_field_size: the longest header field gunicorn lets through.
+MAX_HEADER_BYTES = 8190
+
+
+class HeaderSizeMiddleware:
+    """431 for a request with a header value longer than one header field may be.
+
+    gunicorn caps each field's size and the number of fields, but joins repeated fields into one
+    value: 30 Cookie fields of 8 KB reach Django as one 240 KB cookie, which an unpatched
+    http.cookies (CVE-2024-7592) takes minutes to parse. First in MIDDLEWARE, before anything reads
+    a header, so that no header parser ever sees more than one field's worth of text.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        for name, value in request.META.items():
+            if name.startswith("HTTP_") and isinstance(value, str) and len(value) > MAX_HEADER_BYTES:
+                return HttpResponse(
+                    "Request header fields too large.\n", status=431, content_type="text/plain; charset=utf-8"
+                )
+        return self.get_response(request)

@@ -137,6 +137,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Before anything reads a header: no header value longer than one field (kmsdash/middleware.py).
+    "kmsdash.middleware.HeaderSizeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Static files answer here, before sessions and the login check (whitenoise's documented place).
     "whitenoise.middleware.WhiteNoiseMiddleware",
