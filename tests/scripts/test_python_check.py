@@ -217,6 +217,18 @@ def test_by_default_the_system_python3_is_chosen_over_a_vulnerable_python3_first
     assert (result.returncode, result.stdout.strip()) == (0, "/usr/bin/python3"), result.stderr
 
 
+@pytest.mark.skipif(not os.access("/usr/bin/python3", os.X_OK), reason="no system python3")
+def test_by_default_the_system_python3_is_chosen_even_over_one_first_on_path_that_passes_the_check(tmp_path):
+    # The check is a quick probe of one flaw; the distribution's python3 also gets the distribution's
+    # other security fixes, which a pyenv or hand-built point release may lack.
+    if lib('python_problem "$1" base', "/usr/bin/python3").returncode != 0:
+        pytest.skip("this machine's /usr/bin/python3 fails the check itself")
+    other = executable(tmp_path / "other/python3", f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    assert lib('python_problem "$1" base', str(other)).returncode == 0
+    result = lib("pick_python", env={"PATH": f"{other.parent}:{os.environ['PATH']}", "KMSDASH_PYTHON": ""})
+    assert (result.returncode, result.stdout.strip()) == (0, "/usr/bin/python3"), result.stderr
+
+
 def test_with_no_usable_interpreter_the_error_says_why_each_one_was_refused(vulnerable_python):
     # As on a machine without a system python3, where the only one is pyenv's, first on PATH.
     path = f"{vulnerable_python.parent}:{os.environ['PATH']}"
