@@ -221,6 +221,31 @@ def test_deep_nesting_quarantines_its_record_alone(depth):
         assert ("nested deeper than 64 levels" if depth < 1000 else "nested too deeply") in reason
 
 
+DEEP = 100_000
+TRICKY_STRINGS = b'"\\"", "\\\\", "{[\\"]}", "}],{[", "\\\\\\"]]]", "a\\u005c", "[[[[{{{{"'
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        b"[" * DEEP + TRICKY_STRINGS + b"]" * DEEP,
+        b"[" * DEEP + b'"]]]}}},{\\"x\\":1}"' + b"]" * DEEP,
+        b'{"x":' * DEEP + b'"\\\\"' + b"}" * DEEP,
+        b'{"s":"' + b"[" * DEEP + b'"}',
+        b'{"s":"' + b"}" * DEEP + b'"}',
+    ],
+    ids=["arrays", "brackets-in-a-string", "objects", "opening-in-a-string", "closing-in-a-string"],
+)
+def test_deep_nesting_and_brackets_in_strings_end_an_item_exactly_where_json_does(item):
+    # Neither parser reads 100,000 levels, so the item comes back as its bytes: exactly its text.
+    expected = [{"a": 1}, item, {"b": 2}]
+    try:
+        expected[1] = json.loads(item)
+    except RecursionError:
+        pass
+    assert read(log_file([b'{"a":1}', item, b'{"b":2}']), max_record_bytes=1_000_000) == expected
+
+
 def test_a_million_open_brackets_that_never_close_end_the_file_after_the_records_before():
     data = gzip.compress(b'{"Records":[{"a":1},' + b"[" * 1_000_000)
     got = []
