@@ -49,7 +49,7 @@ import operator
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
@@ -134,25 +134,57 @@ _TEXT_LIMITS = tuple(LIMITS[name] for name in _TEXT_COLUMNS)
 
 # The KMS operations kmsdash tells apart, each named once here; the other lists derive from these.
 #
-# The cryptographic operations: the calls that use a key (CloudTrail logs them readOnly), each
-# with whether it carries an encryption context.
-CRYPTOGRAPHIC_OPERATIONS: dict[str, bool] = {
-    "Encrypt": True,
-    "Decrypt": True,
-    "ReEncrypt": True,
-    "GenerateDataKey": True,
-    "GenerateDataKeyWithoutPlaintext": True,
-    "GenerateDataKeyPair": True,
-    "GenerateDataKeyPairWithoutPlaintext": True,
-    "Sign": False,
-    "Verify": False,
-    "GenerateMac": False,
-    "VerifyMac": False,
-    "DeriveSharedSecret": False,
+# How a call's request quota is found (AWS KMS Developer Guide, "Request quotas"; quota_class_of):
+BY_ALGORITHM = "by-algorithm"  # the key's shared class, from the algorithm named (symmetric if none)
+SIGNING = "signing"  # RSA or ECC by the signing algorithm, which is required
+KEY_AGREEMENT = "key-agreement"  # ECC keys only
+KEY_PAIR = "key-pair"  # a class per key pair spec family
+OWN = "own"  # a quota of the operation's own, the class named after it
+
+
+class Operation(NamedTuple):
+    usage: bool  # a cryptographic operation: a call that uses a key (CloudTrail logs it readOnly)
+    context: bool  # it carries an encryption context
+    quota: str  # how its request quota is found (above)
+
+
+KMS_OPERATIONS: dict[str, Operation] = {
+    "Encrypt": Operation(True, True, BY_ALGORITHM),
+    "Decrypt": Operation(True, True, BY_ALGORITHM),
+    "ReEncrypt": Operation(True, True, BY_ALGORITHM),
+    "GenerateDataKey": Operation(True, True, BY_ALGORITHM),
+    "GenerateDataKeyWithoutPlaintext": Operation(True, True, BY_ALGORITHM),
+    "GenerateDataKeyPair": Operation(True, True, KEY_PAIR),
+    "GenerateDataKeyPairWithoutPlaintext": Operation(True, True, KEY_PAIR),
+    "Sign": Operation(True, False, SIGNING),
+    "Verify": Operation(True, False, SIGNING),
+    "GenerateMac": Operation(True, False, BY_ALGORITHM),
+    "VerifyMac": Operation(True, False, BY_ALGORITHM),
+    "DeriveSharedSecret": Operation(True, False, KEY_AGREEMENT),
+    # Not key usage, but with request quotas: GenerateRandom shares the symmetric one (or a custom
+    # key store's); the List/Describe/Get calls each have their own.
+    "GenerateRandom": Operation(False, False, BY_ALGORITHM),
+    **{
+        name: Operation(False, False, OWN)
+        for name in (
+            "DescribeKey",
+            "GetKeyLastUsage",
+            "GetKeyPolicy",
+            "GetKeyRotationStatus",
+            "GetPublicKey",
+            "ListAliases",
+            "ListGrants",
+            "ListKeyPolicies",
+            "ListKeyRotations",
+            "ListKeys",
+            "ListResourceTags",
+            "ListRetirableGrants",
+        )
+    },
 }
-USAGE_OPERATIONS = tuple(CRYPTOGRAPHIC_OPERATIONS)
-CONTEXT_OPERATIONS = tuple(name for name, context in CRYPTOGRAPHIC_OPERATIONS.items() if context)
-DATA_KEY_PAIR_OPERATIONS = frozenset(name for name in USAGE_OPERATIONS if name.startswith("GenerateDataKeyPair"))
+USAGE_OPERATIONS = tuple(name for name, operation in KMS_OPERATIONS.items() if operation.usage)
+CONTEXT_OPERATIONS = tuple(name for name, operation in KMS_OPERATIONS.items() if operation.context)
+DATA_KEY_PAIR_OPERATIONS = frozenset(name for name, operation in KMS_OPERATIONS.items() if operation.quota == KEY_PAIR)
 
 # The classes of critical events, for the alerts and the critical-events page. Grants that an AWS
 # service creates or retires on the caller's behalf (userIdentity.invokedBy set, e.g. EBS attaching
@@ -460,36 +492,6 @@ ECC = "ecc"  # ECC and SM2 keys share one quota
 ML_DSA = "ml-dsa"
 CUSTOM_KEY_STORE = "custom-key-store"  # GenerateRandom in a key store here; keys: see capacity
 SHARED_QUOTA_CLASSES = (SYMMETRIC, RSA, ECC, ML_DSA, CUSTOM_KEY_STORE)
-SYMMETRIC_OPERATIONS = frozenset(
-    {
-        "Decrypt",
-        "Encrypt",
-        "GenerateDataKey",
-        "GenerateDataKeyWithoutPlaintext",
-        "GenerateMac",
-        "GenerateRandom",
-        "ReEncrypt",
-        "VerifyMac",
-    }
-)
-# Management calls with a quota of their own, each its own class (named after the operation).
-# GenerateDataKeyPair's depends on the pair's spec: one class per spec family.
-PER_OPERATION_QUOTA_OPERATIONS = frozenset(
-    {
-        "DescribeKey",
-        "GetKeyLastUsage",
-        "GetKeyPolicy",
-        "GetKeyRotationStatus",
-        "GetPublicKey",
-        "ListAliases",
-        "ListGrants",
-        "ListKeyPolicies",
-        "ListKeyRotations",
-        "ListKeys",
-        "ListResourceTags",
-        "ListRetirableGrants",
-    }
-)
 _ALGORITHM_CLASSES = (("RSA", RSA), ("ECDSA", ECC), ("SM2", ECC), ("ECC", ECC), ("ML_DSA", ML_DSA))
 
 
@@ -523,7 +525,8 @@ def quota_class_of(
         return ""
     if principal_type == "AWSService" and key.startswith("arn:") and key.split(":")[4:5] != [recipient]:
         return ""
-    if event_name in SYMMETRIC_OPERATIONS:
+    quota = KMS_OPERATIONS[event_name].quota if event_name in KMS_OPERATIONS else ""
+    if quota == BY_ALGORITHM:
         if event_name == "GenerateRandom":
             return CUSTOM_KEY_STORE if request.get("customKeyStoreId") else SYMMETRIC
         if event_name == "ReEncrypt":
@@ -533,18 +536,18 @@ def quota_class_of(
                 or SYMMETRIC
             )
         return _algorithm_class(request.get("encryptionAlgorithm")) or SYMMETRIC
-    if event_name in ("Sign", "Verify"):
+    if quota == SIGNING:
         # SigningAlgorithm is required; a request without one is refused before it counts.
         return _algorithm_class(request.get("signingAlgorithm"))
-    if event_name == "DeriveSharedSecret":
+    if quota == KEY_AGREEMENT:
         return ECC
-    if event_name in DATA_KEY_PAIR_OPERATIONS:
+    if quota == KEY_PAIR:
         spec = request.get("keyPairSpec")
         if not isinstance(spec, str) or not spec:
             return ""
         family = spec if spec in ("RSA_2048", "RSA_3072", "RSA_4096") else "ECC"
         return f"GenerateDataKeyPair {family}"
-    if event_name in PER_OPERATION_QUOTA_OPERATIONS:
+    if quota == OWN:
         return event_name
     return ""
 
