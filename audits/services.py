@@ -23,6 +23,7 @@ from audits.models import Event, IngestRun, Source
 from audits.rollups import KEY, keyed
 from audits.sources.lookup import ingest_lookup
 from audits.sources.s3 import ingest_s3
+from kmsdash import totals
 from kmsdash.locks import run_lock
 
 ROLE_ARN_RE = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
@@ -153,14 +154,29 @@ def run_scope(
 
 
 def close_interrupted_runs(kind: str, account_id: str, region: str) -> int:
-    """Ledger rows still 'running' for a scope whose lock we hold belong to a dead worker."""
-    return IngestRun.objects.filter(
-        kind=kind, account_id=account_id, region=region, status=IngestRun.Status.RUNNING
-    ).update(
-        status=IngestRun.Status.FAILED,
-        error="Interrupted: the worker stopped before the run finished.",
-        finished_at=timezone.now(),
-    )
+    """Ledger rows still 'running' for a scope whose lock we hold belong to a dead worker.
+
+    The rows are locked first (in id order), so a run that its worker closes at the same moment
+    (finish_run takes the same lock) is either closed here or there, and moved in the totals once."""
+    with transaction.atomic():
+        running = IngestRun.objects.filter(
+            kind=kind, account_id=account_id, region=region, status=IngestRun.Status.RUNNING
+        )
+        ids = list(running.select_for_update().order_by("id").values_list("id", flat=True))
+        closed = running.filter(id__in=ids).update(
+            status=IngestRun.Status.FAILED,
+            error="Interrupted: the worker stopped before the run finished.",
+            finished_at=timezone.now(),
+        )
+        if closed:
+            # A dead worker's committed batches were counted as they committed; only the status moves.
+            totals.add_many(
+                {
+                    totals.key(totals.RUNS, source=kind, status=IngestRun.Status.RUNNING): -closed,
+                    totals.key(totals.RUNS, source=kind, status=IngestRun.Status.FAILED): closed,
+                }
+            )
+    return closed
 
 
 @transaction.atomic
