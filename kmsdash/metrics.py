@@ -122,7 +122,8 @@ class KmsdashCollector(Collector):
         )
         running = GaugeMetricFamily("kmsdash_ingest_runs_running", "Ingestion runs in progress.", labels=["source"])
         counts = self.sums
-        for kind in sorted(set(IngestRun.Kind.values) | {dict(labels)["source"] for _, labels in counts}):
+        kinds = {dict(labels)["source"] for name, labels in counts if name in (totals.EVENTS, totals.RUNS)}
+        for kind in sorted(set(IngestRun.Kind.values) | kinds):
             events.add_metric([kind], counts.get(totals.key(totals.EVENTS, source=kind), 0))
             quarantined.add_metric([kind], counts.get(totals.key(totals.QUARANTINED, source=kind), 0))
             # Not a counter: a running run becomes succeeded or failed.
