@@ -156,14 +156,13 @@ def run_scope(
 def close_interrupted_runs(kind: str, account_id: str, region: str) -> int:
     """Ledger rows still 'running' for a scope whose lock we hold belong to a dead worker.
 
-    The rows are locked first (in id order), so a run that its worker closes at the same moment
-    (finish_run takes the same lock) is either closed here or there, and moved in the totals once."""
+    The UPDATE's count is the rows it moved: a run that its worker closes at the same moment
+    (finish_run holds the row's lock) is re-checked once that commits, and left out if no longer
+    running, so the totals move each run once."""
     with transaction.atomic():
-        running = IngestRun.objects.filter(
+        closed = IngestRun.objects.filter(
             kind=kind, account_id=account_id, region=region, status=IngestRun.Status.RUNNING
-        )
-        ids = list(running.select_for_update().order_by("id").values_list("id", flat=True))
-        closed = running.filter(id__in=ids).update(
+        ).update(
             status=IngestRun.Status.FAILED,
             error="Interrupted: the worker stopped before the run finished.",
             finished_at=timezone.now(),

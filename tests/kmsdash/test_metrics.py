@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlparse
 
 import pytest
-from django.db import OperationalError, connection, connections
+from django.db import OperationalError, connection, connections, transaction
 from django.db.models import Count, Sum
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -514,15 +515,31 @@ def test_the_backfill_migration_sums_the_ledgers_an_older_version_left():
     }
 
 
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="concurrent writers need a server database")
-@pytest.mark.django_db(transaction=True)
-def test_concurrent_writers_keep_the_totals_equal_to_the_ledgers():
-    records = kms(3000, seed=9)
-    # Two workers ingest overlapping records into the same totals rows at once, while a run's own
-    # worker and a later pass's close_interrupted_runs race to close a third run.
-    slow = start_run("s3", account_id=B, region="us-east-1")
-    barrier = threading.Barrier(4)
+def in_thread(target, *args) -> tuple[threading.Thread, list[BaseException]]:
+    """`target` started in a thread of its own (its own database connection); errors kept to check."""
     errors: list[BaseException] = []
+
+    def run():
+        try:
+            target(*args)
+        except BaseException as exc:  # surfaced by the test
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, errors
+
+
+needs_server = pytest.mark.skipif(connection.vendor != "postgresql", reason="concurrent writers need a server database")
+
+
+@needs_server
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_adding_to_the_same_totals_at_once_both_count():
+    records = kms(3000, seed=9)
+    barrier = threading.Barrier(2)
 
     def ingest(batch):
         run = start_run("s3", account_id=A, region="eu-west-1")
@@ -534,42 +551,47 @@ def test_concurrent_writers_keep_the_totals_equal_to_the_ledgers():
         ingestor.flush()
         finish_run(run, ingestor.counts)
 
-    def close_own():
-        barrier.wait()
-        finish_run(slow, Counts())
-
-    def close_dead():
-        barrier.wait()
-        close_interrupted_runs("s3", B, "us-east-1")
-
-    def guarded(target, *args):
-        def run():
-            try:
-                target(*args)
-            except BaseException as exc:  # surfaced below
-                errors.append(exc)
-            finally:
-                connections.close_all()
-
-        return threading.Thread(target=run)
-
-    threads = [
-        guarded(ingest, records[:2000]),
-        guarded(ingest, records[1000:][::-1]),
-        guarded(close_own),
-        guarded(close_dead),
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
+    # Overlapping records in opposite orders: the same totals rows, written by both at once.
+    workers = [in_thread(ingest, records[:2000]), in_thread(ingest, records[1000:][::-1])]
+    for thread, errors in workers:
         thread.join()
-    assert not errors
+        assert not errors
     assert Event.objects.count() == 3000
     read = totals.read()
     assert read[totals.key(totals.EVENTS, source="s3")] == 3000
     assert read[totals.key(totals.QUARANTINED, source="s3")] == 1  # the same bad record, kept once
-    # Whichever closed the third run first, its worker's close is the one the ledger keeps.
-    assert read[totals.key(totals.RUNS, source="s3", status="succeeded")] == 3
+    assert read[totals.key(totals.RUNS, source="s3", status="succeeded")] == 2
+    assert_totals_are_the_ledgers()
+
+
+@needs_server
+@pytest.mark.django_db(transaction=True)
+def test_a_run_closed_by_a_later_pass_while_its_own_worker_closes_it_moves_once():
+    slow = start_run("s3", account_id=B, region="us-east-1")
+    closed, commit = threading.Event(), threading.Event()
+
+    def later_pass():
+        with transaction.atomic():
+            assert close_interrupted_runs("s3", B, "us-east-1") == 1
+            closed.set()
+            commit.wait(10)  # the row stays locked, its change uncommitted, until the worker has started
+
+    def own_worker():
+        closed.wait(10)
+        finish_run(slow, Counts())
+
+    closer, closer_errors = in_thread(later_pass)
+    closed.wait(10)
+    worker, worker_errors = in_thread(own_worker)
+    time.sleep(0.5)  # the worker reaches the row (and waits for its lock) before the pass commits
+    commit.set()
+    for thread, errors in ((closer, closer_errors), (worker, worker_errors)):
+        thread.join()
+        assert not errors
+    slow.refresh_from_db()
+    assert slow.status == "succeeded"  # the worker's close came last
+    read = totals.read()
+    assert read[totals.key(totals.RUNS, source="s3", status="succeeded")] == 1
     assert totals.key(totals.RUNS, source="s3", status="failed") not in read
     assert totals.key(totals.RUNS, source="s3", status="running") not in read
     assert_totals_are_the_ledgers()
