@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from audits.ingest import Counts, Ingestor, finish_run, ingest_records, ingest_run, start_run
 from audits.models import Checkpoint, Event, IngestRun
+from audits.selectors import ingestion_health
 from audits.services import close_interrupted_runs
 from audits.synthetic import generate_records
 from kmsdash import metrics, totals
@@ -595,3 +596,46 @@ def test_a_run_closed_by_a_later_pass_while_its_own_worker_closes_it_moves_once(
     assert totals.key(totals.RUNS, source="s3", status="failed") not in read
     assert totals.key(totals.RUNS, source="s3", status="running") not in read
     assert_totals_are_the_ledgers()
+
+
+def ledger_rows_read(plan: dict) -> float:
+    """Rows the plan's nodes read from the run ledger (its table or indexes), over all loops."""
+    own = 0.0
+    if plan.get("Relation Name") == IngestRun._meta.db_table:
+        own = plan["Actual Rows"] * plan["Actual Loops"] + plan.get("Rows Removed by Filter", 0) * plan["Actual Loops"]
+    return own + sum(ledger_rows_read(child) for child in plan.get("Plans", []))
+
+
+@needs_server
+def test_the_ingestion_health_a_scrape_runs_reads_a_few_ledger_rows_per_scope_not_the_ledger():
+    now = timezone.now()
+    # A year of 5-minute runs would be 105,000 per scope; 6,000 over three scopes show the shape.
+    IngestRun.objects.bulk_create(
+        IngestRun(
+            kind="s3",
+            account_id=account,
+            region="eu-west-1",
+            status="failed" if n == 10 else "succeeded",
+            started_at=now - timedelta(minutes=5 * (2000 - n)),
+            finished_at=now - timedelta(minutes=5 * (2000 - n)),
+        )
+        for account in (A, B, "777788889999")
+        for n in range(2000)
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {IngestRun._meta.db_table}")
+    with CaptureQueriesContext(connection) as queries:
+        health = ingestion_health(now)
+    assert [(h.account_id, h.last_failure is not None) for h in health] == [
+        (A, True),
+        (B, True),
+        ("777788889999", True),
+    ]
+    read = 0.0
+    with connection.cursor() as cursor:
+        for query in queries.captured_queries:
+            if IngestRun._meta.db_table in query["sql"]:
+                cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {query['sql']}")
+                (plan,) = cursor.fetchone()[0]
+                read += ledger_rows_read(plan["Plan"])
+    assert read < 100  # before: the whole ledger (6,000 rows) for the newest run of each scope
