@@ -4,9 +4,10 @@ Every figure is read from the database or the broker at scrape time by a custom 
 counters survive restarts and agree across gunicorn workers without prometheus_client's
 multiprocess mode. Counters come from running totals that the ledgers' writers keep in the
 transactions of their ledger changes (kmsdash/totals.py), so a scrape costs the same however long
-the run and delivery ledgers grow; the gauges that tell the present (lag per scope, runs in
-progress, the delivery queue) are queries bounded by the number of scopes or the queue, never by
-the ledgers (audits.selectors.ingestion_health, notify.selectors.pending_counts). Never Event.
+the run and delivery ledgers grow (runs in progress are a total too: +1 at a run's start, -1 at
+its close). The gauges that tell the present (lag per scope, the delivery queue) are queries
+bounded by the number of scopes or the queue, never by the ledgers
+(audits.selectors.ingestion_health, notify.selectors.pending_counts). Never Event.
 
 Access: `Authorization: Bearer $KMSDASH_METRICS_TOKEN`, compared in constant time. While the
 variable is unset the URL answers 404, as if it did not exist; a wrong or missing token gets 401.
