@@ -28,6 +28,7 @@ from kmsdash.models import Total
 from notify.delivery import deliver_pending
 from notify.models import Channel, DeliveryAttempt, Notification
 from notify.services import notify_alert
+from tests.notify.support import Receiver, make_alert
 
 pytestmark = pytest.mark.django_db
 
@@ -400,8 +401,6 @@ def test_an_interrupted_run_is_failed_once_and_moves_again_only_if_its_worker_cl
 @pytest.fixture
 def channels(tmp_path, monkeypatch, settings):
     """A file channel that works, and a webhook that answers 500 to everything."""
-    from tests.notify.support import Receiver
-
     settings.KMSDASH_ALERT_DELIVERY_TIMEOUT = 2
     settings.KMSDASH_ALERT_MAX_NOTIFICATIONS_PER_HOUR = 1
     monkeypatch.setenv("HOOK_SECRET", "s3cret")
@@ -412,18 +411,18 @@ def channels(tmp_path, monkeypatch, settings):
 
 
 def deliveries(families: dict) -> dict[tuple[str, str, str], float]:
-    return {
-        (family, *(value for _, value in items)): value_
-        for family in ("kmsdash_alert_notifications", "kmsdash_alert_delivery_attempts")
-        for (_, items), value_ in families[family].items()
-    }
+    """{(family, channel type, state or outcome): value} of the two alert delivery families."""
+    found = {}
+    for family in ("kmsdash_alert_notifications", "kmsdash_alert_delivery_attempts"):
+        for (_, items), count in families[family].items():
+            labels = dict(items)
+            found[(family, labels["channel_type"], labels.get("state") or labels["outcome"])] = count
+    return found
 
 
 def test_delivery_attempts_and_final_notification_states_are_counted_as_they_happen(
     client, enabled, file_broker, channels, settings
 ):
-    from tests.notify.support import make_alert
-
     notify_alert(make_alert(id=7), event="opened")
     notify_alert(make_alert(id=7), event="escalated")  # over the hourly limit on both channels: suppressed
     assert deliveries(scrape(client)) == {
