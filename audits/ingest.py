@@ -40,7 +40,7 @@ from django.db.models import F
 from django.utils import timezone
 from psycopg.types.json import Jsonb
 
-from kmsdash import aws
+from kmsdash import aws, totals
 
 from . import rawcodec, retention
 from .cloudtrail import BusinessHours, NormalizedEvent, NotKmsEvent, OwnCalls, ParseError, loads_record, parse_record
@@ -92,30 +92,55 @@ class Unread:
 
 
 def start_run(kind: str, *, account_id: str = "", region: str = "", window_start=None, window_end=None) -> IngestRun:
-    return IngestRun.objects.create(
-        kind=kind, account_id=account_id, region=region, window_start=window_start, window_end=window_end
-    )
+    with transaction.atomic():
+        run = IngestRun.objects.create(
+            kind=kind, account_id=account_id, region=region, window_start=window_start, window_end=window_end
+        )
+        totals.add(totals.RUNS, {"source": kind, "status": run.status}, 1)
+    return run
+
+
+def run_totals_change(kind: str, before: dict[str, Any], after: dict[str, Any]) -> dict[totals.Key, int]:
+    """What a ledger row's change from `before` to `after` (status, events_new, quarantined) adds to
+    the totals (kmsdash/totals.py): the run moves from one status to the other, and its counters'
+    difference is added."""
+    change: dict[totals.Key, int] = {
+        totals.key(totals.EVENTS, source=kind): after["events_new"] - before["events_new"],
+        totals.key(totals.QUARANTINED, source=kind): after["quarantined"] - before["quarantined"],
+    }
+    if before["status"] != after["status"]:
+        change[totals.key(totals.RUNS, source=kind, status=before["status"])] = -1
+        change[totals.key(totals.RUNS, source=kind, status=after["status"])] = 1
+    return change
 
 
 def finish_run(
     run: IngestRun, counts: Counts, *, status: str = IngestRun.Status.SUCCEEDED, error: str = ""
 ) -> IngestRun:
-    run.finished_at = timezone.now()
-    run.duration_seconds = max((run.finished_at - run.started_at).total_seconds(), 0.0)
-    run.status = status
-    run.error = error
-    fields = ["finished_at", "duration_seconds", "status", "error"]
-    if status == IngestRun.Status.SUCCEEDED:
-        # Every batch committed, so `counts` equals what the batches added to the row.
-        for name, value in counts.as_dict().items():
-            setattr(run, name, value)
-        fields += counts.as_dict()
-    run.save(update_fields=fields)
-    if status != IngestRun.Status.SUCCEEDED:
-        # The row holds what the committed batches counted; `counts` may include a batch that
-        # rolled back (its quarantine rows, for one, do not exist).
-        run.refresh_from_db(fields=list(counts.as_dict()))
+    with transaction.atomic():
+        # Under the row's lock, from what the row says now: a run that another closer (a later
+        # pass's close_interrupted_runs) closed first moves between statuses once, never twice.
+        before = IngestRun.objects.select_for_update().values(*_TOTALLED).get(pk=run.pk)
+        run.finished_at = timezone.now()
+        run.duration_seconds = max((run.finished_at - run.started_at).total_seconds(), 0.0)
+        run.status = status
+        run.error = error
+        fields = ["finished_at", "duration_seconds", "status", "error"]
+        if status == IngestRun.Status.SUCCEEDED:
+            # Every batch committed, so `counts` equals what the batches added to the row.
+            for name, value in counts.as_dict().items():
+                setattr(run, name, value)
+            fields += counts.as_dict()
+        run.save(update_fields=fields)
+        if status != IngestRun.Status.SUCCEEDED:
+            # The row holds what the committed batches counted; `counts` may include a batch that
+            # rolled back (its quarantine rows, for one, do not exist).
+            run.refresh_from_db(fields=list(counts.as_dict()))
+        totals.add_many(run_totals_change(run.kind, before, {name: getattr(run, name) for name in _TOTALLED}))
     return run
+
+
+_TOTALLED = ("status", "events_new", "quarantined")  # the row's fields that the totals sum
 
 
 def describe_error(exc: BaseException, run: Run | None = None) -> str:
@@ -395,6 +420,14 @@ class Ingestor:
                         ignored=F("ignored") + pending.ignored,
                         quarantined=F("quarantined") + pending.quarantined - requarantined,
                         expired=F("expired") + expired,
+                    )
+                    # Last, so the totals' rows (shared by every run of the kind) stay locked only
+                    # until this commit.
+                    totals.add_many(
+                        {
+                            totals.key(totals.EVENTS, source=self.run.kind): inserted,
+                            totals.key(totals.QUARANTINED, source=self.run.kind): pending.quarantined - requarantined,
+                        }
                     )
                 return inserted, duplicates, expired, requarantined
             except OperationalError as exc:  # deadlock or serialization failure: the batch rolled back whole

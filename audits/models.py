@@ -343,7 +343,16 @@ class IngestRun(models.Model):
 
     class Meta:
         ordering = ["-started_at"]
-        indexes = [models.Index(fields=["kind", "account_id", "region", "-started_at"], name="run_scope_recent")]
+        indexes = [
+            models.Index(fields=["kind", "account_id", "region", "-started_at"], name="run_scope_recent"),
+            # A scope's newest failure without walking its history (the health page, /metrics):
+            # failures are a small share of the runs, so this index is small.
+            models.Index(
+                fields=["kind", "account_id", "region", "-started_at"],
+                condition=models.Q(status="failed"),
+                name="run_scope_failures",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.kind} {self.account_id or '-'} {self.region or '-'} {self.status}"

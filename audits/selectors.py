@@ -22,7 +22,7 @@ from django.conf import settings
 from django.core.exceptions import EmptyResultSet, FullResultSet
 from django.core.paginator import Page, Paginator
 from django.db import connections
-from django.db.models import Count, Max, Min, Model, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models import Count, Max, Min, Model, Q, QuerySet, Sum
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -437,32 +437,19 @@ class ScopeHealth:
 
 def ingestion_health(now: datetime | None = None) -> list[ScopeHealth]:
     """One row per (source kind, account, region) that has run, has a checkpoint, or is configured,
-    in four queries however many scopes and runs there are.
+    in four queries however many scopes there are, each bounded by the number of scopes rather than
+    the length of the run ledger (/metrics runs this on every scrape: `_latest_runs`).
 
     Lag is now minus the checkpoint's high watermark (how far behind the data is), or, for a
     source without checkpoints, now minus the end of its last successful run.
     """
     now = now or timezone.now()
-    same_scope = IngestRun.objects.filter(
-        kind=OuterRef("kind"), account_id=OuterRef("account_id"), region=OuterRef("region")
-    ).order_by("-started_at", "-id")
-    # One row per scope (its newest id) before the subqueries: on SELECT DISTINCT they would run for
-    # every run in the ledger, which is most of a year's 5-minute runs (seconds at 100,000 rows).
-    one_per_scope = IngestRun.objects.order_by().values("kind", "account_id", "region").annotate(newest=Max("id"))
-    per_scope = (
-        IngestRun.objects.order_by()
-        .filter(id__in=one_per_scope.values("newest"))
-        .values("kind", "account_id", "region")
-        .annotate(
-            last_run_id=Subquery(same_scope.values("id")[:1]),
-            last_finished_status=Subquery(same_scope.exclude(status__in=_UNFINISHED).values("status")[:1]),
-            last_failure_id=Subquery(same_scope.filter(status=IngestRun.Status.FAILED).values("id")[:1]),
-            last_success_at=Subquery(same_scope.filter(status=IngestRun.Status.SUCCEEDED).values("finished_at")[:1]),
-        )
-    )
-    rows = {(r["kind"], r["account_id"], r["region"]): r for r in per_scope}
-    run_ids = {r[name] for r in rows.values() for name in ("last_run_id", "last_failure_id") if r[name]}
-    runs = IngestRun.objects.in_bulk(run_ids)
+    rows = _latest_runs()
+    run_ids = {r[name] for r in rows.values() for name in ("last_run_id", "last_failure_id", "last_success_id")}
+    runs = IngestRun.objects.in_bulk(run_ids - {None})
+    for row in rows.values():
+        success = runs.get(row["last_success_id"])
+        row["last_success_at"] = success.finished_at if success else None
     watermarks = {(c.kind, c.account_id, c.region): c.high_watermark for c in Checkpoint.objects.all()}
     configured = {(str(kind), account, region) for kind, account, region in Source.objects.scopes()}
 
@@ -487,6 +474,58 @@ def ingestion_health(now: datetime | None = None) -> list[ScopeHealth]:
             )
         )
     return health
+
+
+def _latest_runs() -> dict[tuple[str, str, str], dict[str, Any]]:
+    """Per scope of the run ledger: its newest run's id, the status of its newest finished run, and
+    the ids of its newest failure and newest success; one statement.
+
+    The scopes are found without reading the ledger: on PostgreSQL a skip scan of the
+    run_scope_recent index (a recursive CTE that jumps from one scope to the next, one index probe
+    each; PostgreSQL has no skip scan of its own before 18), on SQLite a DISTINCT over the same index
+    (SQLite is for small installations). Each scope's answers then walk that index from its newest
+    run, or the run_scope_failures partial index for the newest failure (failures are rare: walking
+    the full index for one would read a scope's whole history). The newest success and finished
+    run are found after at most as many rows as the scope's latest streak of failures or runs
+    still running.
+    """
+    table = IngestRun._meta.db_table
+    scope = "r.kind = s.kind AND r.account_id = s.account_id AND r.region = s.region"
+    newest = "ORDER BY r.started_at DESC, r.id DESC LIMIT 1"
+    connection = connections[IngestRun.objects.db]
+    if connection.vendor == "postgresql":
+        scopes = f"""
+            (SELECT kind, account_id, region FROM {table} ORDER BY kind, account_id, region LIMIT 1)
+            UNION ALL
+            SELECT n.kind, n.account_id, n.region FROM scopes s CROSS JOIN LATERAL (
+                SELECT r.kind, r.account_id, r.region FROM {table} r
+                WHERE (r.kind, r.account_id, r.region) > (s.kind, s.account_id, s.region)
+                ORDER BY r.kind, r.account_id, r.region LIMIT 1
+            ) n"""
+    else:
+        scopes = f"SELECT DISTINCT kind, account_id, region FROM {table}"
+    # The statuses are constants, written into the statement so PostgreSQL matches the partial index.
+    failed, succeeded = IngestRun.Status.FAILED.value, IngestRun.Status.SUCCEEDED.value
+    unfinished = ", ".join(f"'{status.value}'" for status in _UNFINISHED)
+    sql = f"""
+        WITH RECURSIVE scopes (kind, account_id, region) AS ({scopes})
+        SELECT s.kind, s.account_id, s.region,
+            (SELECT r.id FROM {table} r WHERE {scope} {newest}),
+            (SELECT r.status FROM {table} r WHERE {scope} AND r.status NOT IN ({unfinished}) {newest}),
+            (SELECT r.id FROM {table} r WHERE {scope} AND r.status = '{failed}' {newest}),
+            (SELECT r.id FROM {table} r WHERE {scope} AND r.status = '{succeeded}' {newest})
+        FROM scopes s"""
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+        return {
+            (kind, account, region): {
+                "last_run_id": last_run,
+                "last_finished_status": status,
+                "last_failure_id": failure,
+                "last_success_id": success,
+            }
+            for kind, account, region, last_run, status, failure, success in cursor.fetchall()
+        }
 
 
 @dataclass(frozen=True)
@@ -965,28 +1004,3 @@ def events_page(qs: QuerySet[Event], cursor: str | None = None, per_page: int = 
     more = len(rows) > per_page
     rows = rows[:per_page]
     return EventPage(rows, encode_cursor(rows[-1]) if more else None)
-
-
-# --- monitoring (/metrics) -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RunTotals:
-    kind: str
-    status: str
-    runs: int
-    events_new: int
-    quarantined: int
-
-
-def ingest_run_totals() -> list[RunTotals]:
-    """The run ledger summed per (source kind, status): one GROUP BY over IngestRun, never Event.
-
-    The ledger is never purged, so these only grow (as counters must, across restarts)."""
-    rows = (
-        IngestRun.objects.order_by()
-        .values("kind", "status")
-        .annotate(runs=Count("id"), events=Sum("events_new", default=0), quarantined_=Sum("quarantined", default=0))
-        .order_by("kind", "status")
-    )
-    return [RunTotals(r["kind"], r["status"], r["runs"], r["events"], r["quarantined_"]) for r in rows]

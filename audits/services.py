@@ -23,6 +23,7 @@ from audits.models import Event, IngestRun, Source
 from audits.rollups import KEY, keyed
 from audits.sources.lookup import ingest_lookup
 from audits.sources.s3 import ingest_s3
+from kmsdash import totals
 from kmsdash.locks import run_lock
 
 ROLE_ARN_RE = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
@@ -153,14 +154,28 @@ def run_scope(
 
 
 def close_interrupted_runs(kind: str, account_id: str, region: str) -> int:
-    """Ledger rows still 'running' for a scope whose lock we hold belong to a dead worker."""
-    return IngestRun.objects.filter(
-        kind=kind, account_id=account_id, region=region, status=IngestRun.Status.RUNNING
-    ).update(
-        status=IngestRun.Status.FAILED,
-        error="Interrupted: the worker stopped before the run finished.",
-        finished_at=timezone.now(),
-    )
+    """Ledger rows still 'running' for a scope whose lock we hold belong to a dead worker.
+
+    The UPDATE's count is the rows it moved: a run that its worker closes at the same moment
+    (finish_run holds the row's lock) is re-checked once that commits, and left out if no longer
+    running, so the totals move each run once."""
+    with transaction.atomic():
+        closed = IngestRun.objects.filter(
+            kind=kind, account_id=account_id, region=region, status=IngestRun.Status.RUNNING
+        ).update(
+            status=IngestRun.Status.FAILED,
+            error="Interrupted: the worker stopped before the run finished.",
+            finished_at=timezone.now(),
+        )
+        if closed:
+            # A dead worker's committed batches were counted as they committed; only the status moves.
+            totals.add_many(
+                {
+                    totals.key(totals.RUNS, source=kind, status=IngestRun.Status.RUNNING): -closed,
+                    totals.key(totals.RUNS, source=kind, status=IngestRun.Status.FAILED): closed,
+                }
+            )
+    return closed
 
 
 @transaction.atomic

@@ -1,9 +1,13 @@
 """/metrics: the product's own health in the Prometheus text format, for the monitoring a team runs.
 
-Every figure is read from the database (the run ledger, checkpoints, the delivery queue and its
-ledger) or the broker at scrape time by a custom collector, so counters survive restarts and agree
-across gunicorn workers without prometheus_client's multiprocess mode. A scrape reads only small
-tables (never Event): a few GROUP BYs and the ingestion-health queries the health page runs.
+Every figure is read from the database or the broker at scrape time by a custom collector, so
+counters survive restarts and agree across gunicorn workers without prometheus_client's
+multiprocess mode. Counters come from running totals that the ledgers' writers keep in the
+transactions of their ledger changes (kmsdash/totals.py), so a scrape costs the same however long
+the run and delivery ledgers grow (runs in progress are a total too: +1 at a run's start, -1 at
+its close). The gauges that tell the present (lag per scope, the delivery queue) are queries
+bounded by the number of scopes or the queue, never by the ledgers
+(audits.selectors.ingestion_health, notify.selectors.pending_counts). Never Event.
 
 Access: `Authorization: Bearer $KMSDASH_METRICS_TOKEN`, compared in constant time. While the
 variable is unset the URL answers 404, as if it did not exist; a wrong or missing token gets 401.
@@ -29,9 +33,10 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
 
 from audits.models import IngestRun
-from audits.selectors import ingest_run_totals, ingestion_health
+from audits.selectors import ingestion_health
 from notify import selectors as notify_selectors
 
+from . import totals
 from .celery import app as celery_app
 
 log = logging.getLogger(__name__)
@@ -85,7 +90,12 @@ def queue_lengths(queues: Iterable[str], timeout: float = BROKER_TIMEOUT) -> dic
 class KmsdashCollector(Collector):
     """Builds every metric from the database and the broker each time it is collected."""
 
+    sums: dict[totals.Key, int]
+
     def collect(self) -> Iterator[Metric]:
+        # Counters are running totals kept by their ledgers' writers (kmsdash/totals.py): one read
+        # of a few dozen rows, however long the ledgers are.
+        self.sums = totals.read()
         yield from self.ingestion()
         yield from self.deliveries()
         yield from self.broker()
@@ -103,28 +113,26 @@ class KmsdashCollector(Collector):
         yield lag
 
         events = CounterMetricFamily(
-            "kmsdash_events_ingested", "New events stored, from the run ledger.", labels=["source"]
+            "kmsdash_events_ingested", "New events stored (the run ledger's sum).", labels=["source"]
         )
         quarantined = CounterMetricFamily(
-            "kmsdash_records_quarantined", "Records or files quarantined, from the run ledger.", labels=["source"]
+            "kmsdash_records_quarantined", "Records or files quarantined (the run ledger's sum).", labels=["source"]
         )
         runs = CounterMetricFamily(
             "kmsdash_ingest_runs", "Finished ingestion runs by outcome.", labels=["source", "status"]
         )
         running = GaugeMetricFamily("kmsdash_ingest_runs_running", "Ingestion runs in progress.", labels=["source"])
-        per_kind: dict[str, list[int]] = {kind: [0, 0, 0] for kind in IngestRun.Kind.values}
-        for row in ingest_run_totals():
-            totals = per_kind.setdefault(row.kind, [0, 0, 0])
-            totals[0] += row.events_new
-            totals[1] += row.quarantined
-            if row.status == IngestRun.Status.RUNNING:
-                totals[2] += row.runs  # not a counter: a running run becomes succeeded or failed
-            else:
-                runs.add_metric([row.kind, row.status], row.runs)
-        for kind, (new, bad, in_progress) in sorted(per_kind.items()):
-            events.add_metric([kind], new)
-            quarantined.add_metric([kind], bad)
-            running.add_metric([kind], in_progress)
+        counts = self.sums
+        kinds = {dict(labels)["source"] for name, labels in counts if name in (totals.EVENTS, totals.RUNS)}
+        for kind in sorted(set(IngestRun.Kind.values) | kinds):
+            events.add_metric([kind], counts.get(totals.key(totals.EVENTS, source=kind), 0))
+            quarantined.add_metric([kind], counts.get(totals.key(totals.QUARANTINED, source=kind), 0))
+            # Not a counter: a running run becomes succeeded or failed.
+            running.add_metric([kind], counts.get(totals.key(totals.RUNS, source=kind, status="running"), 0))
+        for (name, labels), value in sorted(counts.items()):
+            label = dict(labels)
+            if name == totals.RUNS and label["status"] != IngestRun.Status.RUNNING:
+                runs.add_metric([label["source"], label["status"]], value)
         yield from (events, quarantined, runs, running)
 
     def deliveries(self) -> Iterator[Metric]:
@@ -133,15 +141,20 @@ class KmsdashCollector(Collector):
             "Alert notifications by channel type and state (pending is the delivery queue).",
             labels=["channel_type", "state"],
         )
-        for (channel_type, state), count in sorted(notify_selectors.notification_counts().items()):
-            notifications.add_metric([channel_type, state], count)
+        by_state = {(channel_type, "pending"): n for channel_type, n in notify_selectors.pending_counts().items()}
         attempts = CounterMetricFamily(
             "kmsdash_alert_delivery_attempts",
-            "Finished delivery attempts by channel type and outcome, from the delivery ledger.",
+            "Finished delivery attempts by channel type and outcome (the delivery ledger's sum).",
             labels=["channel_type", "outcome"],
         )
-        for (channel_type, ok), count in sorted(notify_selectors.attempt_counts().items()):
-            attempts.add_metric([channel_type, "succeeded" if ok else "failed"], count)
+        for (name, labels), value in sorted(self.sums.items()):
+            label = dict(labels)
+            if name == totals.NOTIFICATIONS:
+                by_state[(label["channel_type"], label["state"])] = value
+            elif name == totals.ATTEMPTS:
+                attempts.add_metric([label["channel_type"], label["outcome"]], value)
+        for (channel_type, state), count in sorted(by_state.items()):
+            notifications.add_metric([channel_type, state], count)
         yield from (notifications, attempts)
 
     def broker(self) -> Iterator[Metric]:

@@ -54,3 +54,22 @@ class LoginThrottle(models.Model):
 
     def __str__(self) -> str:
         return f"{self.username}: {self.attempts} attempts"
+
+
+class Total(models.Model):
+    """A running sum that /metrics reads instead of aggregating a ledger (kmsdash/totals.py).
+
+    Each writer of a ledger adds to its totals in the transaction of the ledger change, so a total
+    equals the ledger's aggregate at every commit and a scrape reads a few dozen rows however long
+    the ledgers grow. `labels` is the labels' canonical JSON (sorted keys), the row's stable key.
+    """
+
+    name = models.CharField(max_length=64)
+    labels = models.CharField(max_length=512)
+    value = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["name", "labels"], name="total_unique_name_labels")]
+
+    def __str__(self) -> str:
+        return f"{self.name}{self.labels} = {self.value}"

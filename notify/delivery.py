@@ -28,6 +28,8 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from kmsdash import totals
+
 from .channels import Job, Outcome, send
 from .models import DeliveryAttempt, Notification
 
@@ -106,17 +108,36 @@ def _begin(notification: Notification) -> DeliveryAttempt | None:
 
 
 def _finish(notification: Notification, attempt: DeliveryAttempt, outcome: Outcome, latency_ms: int) -> str:
+    # One transaction: the attempt's outcome, the notification's new state and their totals
+    # (kmsdash/totals.py) commit together. An attempt gets its outcome once (ok is null until then).
+    with transaction.atomic():
+        return _record(notification, attempt, outcome, latency_ms)
+
+
+def _record(notification: Notification, attempt: DeliveryAttempt, outcome: Outcome, latency_ms: int) -> str:
     now = timezone.now()
-    DeliveryAttempt.objects.filter(pk=attempt.pk).update(
+    channel_type = notification.channel.type
+    finished = DeliveryAttempt.objects.filter(pk=attempt.pk, ok__isnull=True).update(
         finished_at=now, ok=outcome.ok, status_code=outcome.status_code, error=outcome.error, latency_ms=latency_ms
     )
+    change = {
+        totals.key(
+            totals.ATTEMPTS, channel_type=channel_type, outcome="succeeded" if outcome.ok else "failed"
+        ): finished
+    }
     mine = Notification.objects.filter(id=notification.id, attempts=attempt.number, state=Notification.State.PENDING)
     if outcome.ok:
-        mine.update(state=Notification.State.DELIVERED, finished_at=now, leased_until=None, last_error="")
+        moved = mine.update(state=Notification.State.DELIVERED, finished_at=now, leased_until=None, last_error="")
+        change[totals.key(totals.NOTIFICATIONS, channel_type=channel_type, state=Notification.State.DELIVERED)] = moved
+        totals.add_many(change)
         return "delivered"
     end = deadline(notification)
     if now >= end:
-        mine.update(state=Notification.State.FAILED, finished_at=now, leased_until=None, last_error=outcome.error)
+        moved = mine.update(
+            state=Notification.State.FAILED, finished_at=now, leased_until=None, last_error=outcome.error
+        )
+        change[totals.key(totals.NOTIFICATIONS, channel_type=channel_type, state=Notification.State.FAILED)] = moved
+        totals.add_many(change)
         log.warning(
             "alert delivery failed for good",
             extra={
@@ -131,6 +152,7 @@ def _finish(notification: Notification, attempt: DeliveryAttempt, outcome: Outco
     mine.update(
         next_attempt_at=min(now + retry_delay(attempt.number), end), leased_until=None, last_error=outcome.error
     )
+    totals.add_many(change)
     return "retrying"
 
 

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 from django.db.models import Count, Max, Q
 
-from .models import Channel, DeliveryAttempt, Notification
+from .models import Channel, Notification
 
 RECENT = timedelta(hours=24)
 
@@ -61,18 +61,14 @@ def delivery_health(now: datetime) -> list[ChannelDeliveries]:
     ]
 
 
-def notification_counts() -> dict[tuple[str, str], int]:
-    """Notifications per (channel type, state), for /metrics: the delivery queue and its outcome."""
-    rows = Notification.objects.order_by().values("channel__type", "state").annotate(n=Count("id"))
-    return {(r["channel__type"], r["state"]): r["n"] for r in rows}
-
-
-def attempt_counts() -> dict[tuple[str, bool], int]:
-    """Finished delivery attempts per (channel type, succeeded), from the ledger (never rewritten)."""
+def pending_counts() -> dict[str, int]:
+    """Pending notifications (the delivery queue) per channel type, for /metrics. Bounded by the
+    queue, not the ledger: the notify_due index leads with the state. Final states are totals
+    (kmsdash/totals.py)."""
     rows = (
-        DeliveryAttempt.objects.filter(ok__isnull=False)
+        Notification.objects.filter(state=Notification.State.PENDING)
         .order_by()
-        .values("channel__type", "ok")
+        .values("channel__type")
         .annotate(n=Count("id"))
     )
-    return {(r["channel__type"], r["ok"]): r["n"] for r in rows}
+    return {r["channel__type"]: r["n"] for r in rows}

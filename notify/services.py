@@ -20,6 +20,7 @@ from django.core.validators import URLValidator, validate_email
 from django.db import transaction
 from django.utils import timezone
 
+from kmsdash import totals
 from kmsdash.envelope import seal
 
 from .models import SEVERITIES, Channel, Notification
@@ -69,6 +70,9 @@ def notify_alert(alert: dict, *, event: str) -> None:
                 next_attempt_at=None if over else now,
                 finished_at=now if over else None,
             )
+            if over:
+                # Recorded as final at once: its count moves with the row (kmsdash/totals.py).
+                totals.add(totals.NOTIFICATIONS, {"channel_type": channel.type, "state": "suppressed"}, 1)
             suppressed += over
             pending += not over
         if pending:
