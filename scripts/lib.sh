@@ -118,3 +118,13 @@ ensure_secret_key() {
     fi
     chmod 600 "$file"
 }
+
+# use_own_secret_key DIR: unless a key is configured (KMSDASH_SECRET_KEY or KMSDASH_SECRET_KEY_FILE),
+# this installation's own, DIR/secret_key, made on first start and kept (`make run` calls it, so
+# that gunicorn, which refuses the public development key, starts without any configuration).
+use_own_secret_key() {
+    if [ -z "${KMSDASH_SECRET_KEY:-}${KMSDASH_SECRET_KEY_FILE:-}" ]; then
+        ensure_secret_key "$1/secret_key"
+        export KMSDASH_SECRET_KEY_FILE="$1/secret_key"
+    fi
+}

@@ -113,10 +113,7 @@ chmod 700 "$KMSDASH_VAR_DIR"
 
 # Sessions and CSRF tokens are signed with the secret key: unless one is configured, this
 # installation's own, made on first start and kept in var/ (the demo makes a new one each time).
-if [ -z "${KMSDASH_SECRET_KEY:-}${KMSDASH_SECRET_KEY_FILE:-}" ]; then
-    ensure_secret_key "$KMSDASH_VAR_DIR/secret_key"
-    export KMSDASH_SECRET_KEY_FILE="$KMSDASH_VAR_DIR/secret_key"
-fi
+use_own_secret_key "$KMSDASH_VAR_DIR"
 
 # --- process supervision: each child in its own process group, all stopped together ----------
 set -m
