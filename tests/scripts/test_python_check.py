@@ -307,3 +307,37 @@ def test_make_run_uses_the_installations_own_key_before_it_starts_anything():
     assert call < script.index("manage.py migrate") and call < script.index("start web gunicorn")
     # Before anything the script creates, so that nothing it writes is ever readable by others.
     assert script.index("umask 077") < min(script.index(". scripts/lib.sh"), script.index("mkdir"))
+
+
+@pytest.mark.slow
+def test_the_first_admin_password_is_printed_once_when_it_is_made_and_stored_nowhere(tmp_path):
+    env = {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        "KMSDASH_VAR_DIR": str(tmp_path / "var"),
+        "VIRTUAL_ENV": "",
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
+    assert lib("python manage.py migrate -v0", env=env).returncode == 0
+    first = lib("create_first_admin", env=env)
+    assert first.returncode == 0, first.stderr
+    (line,) = first.stdout.splitlines()
+    username, password = line.split()[:2]
+    assert username == "admin" and len(password) >= 12 and "shown only now" in line
+    check = (
+        "from django.contrib.auth import get_user_model; import sys; u = get_user_model().objects.get(username='admin'); "
+        f"sys.exit(not (u.check_password('{password}') and u.groups.filter(name='admin').exists()))"
+    )
+    assert lib(f'python manage.py shell -v 0 -c "{check}"', env=env).returncode == 0
+    # A later start: nothing printed, the password unchanged, and no file of the installation holds it.
+    again = lib("create_first_admin", env=env)
+    assert again.returncode == 0 and again.stdout == ""
+    assert lib(f'python manage.py shell -v 0 -c "{check}"', env=env).returncode == 0
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert password.encode() not in path.read_bytes(), path
+
+
+def test_make_run_prints_the_first_admin_password_only_from_create_first_admin():
+    script = (ROOT / "scripts/run.sh").read_text()
+    assert "first_login=$(create_first_admin)" in script
+    assert "create_user admin" not in script.replace("change it: python manage.py create_user admin", "")
