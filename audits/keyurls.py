@@ -3,7 +3,7 @@
 Key identifiers are caller-chosen text (a failed call is logged with whatever keyId it sent), so a
 link built from one by hand can lead elsewhere: `alias/../../health` is resolved by the browser to
 another page (and %2E the same way), a line break cannot be carried by a path at all. Every link to
-a key's pages goes through here; tests/kmsdash/test_security_source.py fails on one built another way.
+a key's pages goes through here; tests/audits/test_key_urls.py fails on one built another way.
 """
 
 from __future__ import annotations

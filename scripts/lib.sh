@@ -118,3 +118,28 @@ ensure_secret_key() {
     fi
     chmod 600 "$file"
 }
+
+# create_first_admin: on an installation without any user yet, an admin with a random password,
+# and its login line on stdout, once: the password is stored nowhere but as its hash, and a later
+# start (a user exists) prints nothing. Uses the project's python and manage.py.
+create_first_admin() {
+    if python manage.py shell -v 0 -c 'from django.contrib.auth import get_user_model as m; import sys; sys.exit(not m().objects.exists())'; then
+        return 0
+    fi
+    local password
+    password=$(python -c 'import secrets; print(secrets.token_urlsafe(12))')
+    KMSDASH_ADMIN_PASSWORD=$password python manage.py create_user admin --role=admin --password-env=KMSDASH_ADMIN_PASSWORD >&2 \
+        || die "could not create the first admin"
+    printf '  %-8s %-18s roles: admin (shown only now; change it: python manage.py create_user admin --role=admin)\n' \
+        admin "$password"
+}
+
+# use_own_secret_key DIR: unless a key is configured (KMSDASH_SECRET_KEY or KMSDASH_SECRET_KEY_FILE),
+# this installation's own, DIR/secret_key, made on first start and kept (`make run` calls it, so
+# that gunicorn, which refuses the public development key, starts without any configuration).
+use_own_secret_key() {
+    if [ -z "${KMSDASH_SECRET_KEY:-}${KMSDASH_SECRET_KEY_FILE:-}" ]; then
+        ensure_secret_key "$1/secret_key"
+        export KMSDASH_SECRET_KEY_FILE="$1/secret_key"
+    fi
+}

@@ -113,10 +113,7 @@ chmod 700 "$KMSDASH_VAR_DIR"
 
 # Sessions and CSRF tokens are signed with the secret key: unless one is configured, this
 # installation's own, made on first start and kept in var/ (the demo makes a new one each time).
-if [ -z "${KMSDASH_SECRET_KEY:-}${KMSDASH_SECRET_KEY_FILE:-}" ]; then
-    ensure_secret_key "$KMSDASH_VAR_DIR/secret_key"
-    export KMSDASH_SECRET_KEY_FILE="$KMSDASH_VAR_DIR/secret_key"
-fi
+use_own_secret_key "$KMSDASH_VAR_DIR"
 
 # --- process supervision: each child in its own process group, all stopped together ----------
 set -m
@@ -164,15 +161,7 @@ if [ "$KMSDASH_DEMO" = True ]; then
 else
     # Earlier versions kept the first admin password here in clear text.
     rm -f "$KMSDASH_VAR_DIR/credentials.txt"
-    if ! python manage.py shell -v 0 -c 'from django.contrib.auth import get_user_model as m; import sys; sys.exit(not m().objects.exists())'; then
-        # A real installation without any user yet: an admin with a random password, shown on this
-        # start only and stored nowhere but as its hash.
-        password=$(python -c 'import secrets; print(secrets.token_urlsafe(12))')
-        KMSDASH_ADMIN_PASSWORD=$password python manage.py create_user admin --role=admin --password-env=KMSDASH_ADMIN_PASSWORD
-        first_login=$(printf '  %-8s %-18s roles: admin (shown only now; change it: python manage.py create_user admin --role=admin)' \
-            admin "$password")
-        unset password
-    fi
+    first_login=$(create_first_admin)
 fi
 
 # --- first ingestion, in the foreground, so the first page already has data -----------------

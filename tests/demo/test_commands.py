@@ -5,9 +5,11 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 import socket
 import stat
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -22,23 +24,39 @@ pytestmark = pytest.mark.emulator
 
 
 @pytest.mark.django_db
-def test_seed_demo_registers_the_sources_and_creates_one_user_per_role(aws, settings, tmp_path):
+def test_seed_demo_registers_the_sources_and_creates_one_user_per_role(aws, settings, tmp_path, monkeypatch):
     settings.KMSDASH_DEMO = True
     settings.KMSDASH_SECRETS_KMS_KEY = "alias/kmsdash-channel-secrets"  # as scripts/run.sh sets it
     credentials = tmp_path / "credentials.txt"
+    # The passwords are never in a file others may read, not even before a chmod: the mode the file
+    # has at the moment they are written, under the usual umask.
+    modes_when_written = []
+    write_text = Path.write_text
+
+    def recording_write_text(path, *args, **kwargs):
+        if path == credentials:
+            modes_when_written.append(stat.S_IMODE(path.stat().st_mode) if path.exists() else None)
+        return write_text(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", recording_write_text)
     out = io.StringIO()
-    call_command(
-        "seed_demo",
-        "--endpoint",
-        aws.url,
-        "--days",
-        "2",
-        "--events-per-day",
-        "60",
-        "--credentials-file",
-        str(credentials),
-        stdout=out,
-    )
+    previous_umask = os.umask(0o022)
+    try:
+        call_command(
+            "seed_demo",
+            "--endpoint",
+            aws.url,
+            "--days",
+            "2",
+            "--events-per-day",
+            "60",
+            "--credentials-file",
+            str(credentials),
+            stdout=out,
+        )
+    finally:
+        os.umask(previous_umask)
+    assert modes_when_written == [0o600]
     assert "Seeded 20 keys" in out.getvalue()
     sources = {s.account_id: s for s in Source.objects.all()}
     assert set(sources) == set(ACCOUNTS)

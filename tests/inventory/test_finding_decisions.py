@@ -74,6 +74,21 @@ def test_a_revocation_reopens_the_finding_and_is_kept_with_its_reason(client):
     assert f.decisions.count() == 2
 
 
+def test_every_acceptance_and_revocation_is_logged_with_the_finding_and_who(client, caplog):
+    # The "logs nothing": the log is where an operator (and a SIEM) sees decisions being made.
+    f = finding()
+    login(client, "alice", "admin")
+    with caplog.at_level("INFO", logger="inventory.services"):
+        post(client, f, "accept", "temporary")
+        post(client, f, "revoke", "the job was retired")
+        post(client, f, "revoke", "refused: nothing in force")
+    logged = [(r.getMessage(), r.finding, r.kind, r.user) for r in caplog.records if r.name == "inventory.services"]
+    assert logged == [
+        ("finding accepted", f.pk, f.kind, "alice"),
+        ("finding revoked", f.pk, f.kind, "alice"),
+    ]
+
+
 def test_a_resolved_finding_cannot_be_accepted(client):
     f = finding(resolved_at=NOW)
     login(client, "alice", "admin")

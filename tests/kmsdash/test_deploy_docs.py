@@ -40,6 +40,53 @@ def _email_family(name: str) -> bool:
     return name.startswith("KMSDASH_") and f"`{name.removeprefix('KMSDASH_')}`" in GUIDE
 
 
+README = (ROOT / "README.md").read_text()
+# A variable read with a literal default: envint("KMSDASH_X", 10_000), os.getenv("KMSDASH_Y", "groups").
+LITERAL_DEFAULT = re.compile(
+    r'\b(?:envint|envbool|envlist|getenv)\("(KMSDASH_[A-Z0-9_]+)",\s*(?:"([^"]*)"|([0-9_]+))\)'
+)
+
+
+def readme_settings() -> tuple[set[str], dict[str, str]]:
+    """The variables the README's tables name, and the default cell of each one that opens a row."""
+    named: set[str] = set()
+    defaults: dict[str, str] = {}
+    for line in README.splitlines():
+        if not line.startswith("|"):
+            continue
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        named.update(re.findall(r"`([A-Z][A-Z0-9_]+)`", line))
+        if len(cells) >= 3:
+            for name in re.findall(r"`(KMSDASH_[A-Z0-9_]+)`", cells[0]):
+                defaults.setdefault(name, cells[1])  # the settings table comes first; figures may follow
+    return named, defaults
+
+
+def test_the_readme_names_every_kmsdash_variable_in_its_settings_tables():
+    named, _ = readme_settings()
+    missing = sorted(name for name in variables_read() if name.startswith("KMSDASH_") and name not in named)
+    assert not missing, f"README.md's settings tables do not list {missing}"
+
+
+def test_the_readme_gives_each_variable_the_default_the_settings_use():
+    _, defaults = readme_settings()
+    settings = (ROOT / "kmsdash/settings.py").read_text()
+    found = LITERAL_DEFAULT.findall(settings)
+    assert len(found) > 40 and ("KMSDASH_STATEMENT_TIMEOUT_MS", "", "10_000") in found
+    wrong = []
+    for name, text, number in found:
+        default = number.replace("_", "") if number else text
+        cell = defaults.get(name, "")
+        # A default written as a value (`10000`) must be the settings' one; a described one
+        # ("unset", "AWS's published defaults") is read by people.
+        shown = re.match(r"`([^`]*)`", cell)
+        if shown and shown.group(1) != default:
+            wrong.append(f"{name}: README says {shown.group(1)!r}, the settings use {default!r}")
+        elif not shown and default not in ("", "{}", "False") and not cell:
+            wrong.append(f"{name}: README gives no default (the settings use {default!r})")
+    assert not wrong
+
+
 def test_the_example_environment_file_sets_only_variables_kmsdash_reads():
     names = variables_read() | {"DJANGO_SETTINGS_MODULE", "AWS_DEFAULT_REGION", "AWS_REGION"}
     unknown = []

@@ -157,6 +157,21 @@ def test_the_role_follows_the_groups_and_next_is_kept(sso, client):
     assert roles_of("fin") == {"finance"}
 
 
+def test_a_role_the_provider_no_longer_grants_is_taken_away_at_the_next_sign_in(sso, client):
+    from django.contrib.auth.models import Group
+
+    # fin was in kms-admins at an earlier sign-in; the provider now lists kms-finance only.
+    earlier = get_user_model().objects.create_user("fin", is_staff=True, is_superuser=True)
+    earlier.set_unusable_password()
+    earlier.save()
+    earlier.groups.add(Group.objects.get_or_create(name="admin")[0])
+    sign_in(client, "fin")
+    user = get_user_model().objects.get(username="fin")
+    assert roles_of("fin") == {"finance"}
+    assert not user.is_staff and not user.is_superuser
+    assert client.get("/health/").status_code == 403
+
+
 def test_a_provider_user_without_a_mapped_group_is_refused(sso, client):
     response = sign_in(client, "nobody")
     assert response.status_code == 302 and response["Location"] == "/accounts/login/?sso=refused"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
@@ -29,6 +31,9 @@ urlpatterns = [
 ]
 
 pytestmark = pytest.mark.django_db
+
+
+INLINE_STYLE = re.compile(r"<style\b|<[^>]*\sstyle\s*=", re.IGNORECASE)
 
 
 def policy(response) -> dict[str, list[str]]:
@@ -67,6 +72,8 @@ def test_every_page_and_fragment_carries_the_strict_policy(client, name, htmx):
     response = client.get(entry.path.format(**world), headers={"HX-Request": "true"} if htmx else {})
     assert response.status_code == 200
     assert_strict(response)
+    # What the page would need 'unsafe-inline' for, from a template or from code alike.
+    assert not INLINE_STYLE.findall(response.content.decode()), name
 
 
 def test_the_login_page_forbidden_page_and_not_found_page_carry_it(client):

@@ -256,3 +256,88 @@ def test_the_secret_key_file_is_readable_by_its_owner_only_and_kept_across_start
     )
     assert key.read_text().strip() == value
     assert "Generating" not in second.stderr
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads the mode of an open file through /proc")
+def test_the_secret_key_is_never_readable_by_others_even_while_it_is_written(tmp_path):
+    # chmod 600 afterwards would pass the test above: here the mode is read by the process that
+    # writes the key, through its own standard output, while it writes.
+    real = shutil.which("python3")
+    assert real
+    seen = tmp_path / "mode-while-written"
+    shims = tmp_path / "bin"
+    shims.mkdir()
+    executable(shims / "python3", f'#!/bin/sh\nstat -L -c %a /proc/self/fd/1 > "{seen}"\nexec "{real}" "$@"\n')
+    key = tmp_path / "secret_key"
+    result = subprocess.run(
+        ["bash", "-c", f'umask 022; . {LIB}; ensure_secret_key "$1"', "lib", str(key)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PATH": f"{shims}:{os.environ['PATH']}"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert seen.read_text().strip() == "600"
+    assert len(key.read_text().strip()) >= 50
+
+
+def test_without_a_configured_key_the_installation_makes_its_own_and_uses_it(tmp_path):
+    env = {"KMSDASH_SECRET_KEY": "", "KMSDASH_SECRET_KEY_FILE": ""}
+    first = lib('use_own_secret_key "$1" && echo "$KMSDASH_SECRET_KEY_FILE"', str(tmp_path), env=env)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.strip() == str(tmp_path / "secret_key")
+    assert stat.S_IMODE((tmp_path / "secret_key").stat().st_mode) == 0o600
+    value = (tmp_path / "secret_key").read_text()
+    again = lib('use_own_secret_key "$1" && echo "$KMSDASH_SECRET_KEY_FILE"', str(tmp_path), env=env)
+    assert again.stdout.strip() == str(tmp_path / "secret_key") and (tmp_path / "secret_key").read_text() == value
+
+
+@pytest.mark.parametrize("configured", ["KMSDASH_SECRET_KEY", "KMSDASH_SECRET_KEY_FILE"])
+def test_a_configured_key_is_left_alone(tmp_path, configured):
+    env = {"KMSDASH_SECRET_KEY": "", "KMSDASH_SECRET_KEY_FILE": "", configured: "set-by-the-operator"}
+    result = lib('use_own_secret_key "$1" && echo "${KMSDASH_SECRET_KEY_FILE:-}"', str(tmp_path), env=env)
+    assert result.returncode == 0, result.stderr
+    assert not (tmp_path / "secret_key").exists()
+    assert result.stdout.strip() == ("set-by-the-operator" if configured == "KMSDASH_SECRET_KEY_FILE" else "")
+
+
+def test_make_run_uses_the_installations_own_key_before_it_starts_anything():
+    # scripts/run.sh itself needs AWS or the emulator: what it does with the key is the function above.
+    script = (ROOT / "scripts/run.sh").read_text()
+    call = script.index('use_own_secret_key "$KMSDASH_VAR_DIR"')
+    assert call < script.index("manage.py migrate") and call < script.index("start web gunicorn")
+    # Before anything the script creates, so that nothing it writes is ever readable by others.
+    assert script.index("umask 077") < min(script.index(". scripts/lib.sh"), script.index("mkdir"))
+
+
+@pytest.mark.slow
+def test_the_first_admin_password_is_printed_once_when_it_is_made_and_stored_nowhere(tmp_path):
+    env = {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        "KMSDASH_VAR_DIR": str(tmp_path / "var"),
+        "VIRTUAL_ENV": "",
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
+    assert lib("python manage.py migrate -v0", env=env).returncode == 0
+    first = lib("create_first_admin", env=env)
+    assert first.returncode == 0, first.stderr
+    (line,) = first.stdout.splitlines()
+    username, password = line.split()[:2]
+    assert username == "admin" and len(password) >= 12 and "shown only now" in line
+    check = (
+        "from django.contrib.auth import get_user_model; import sys; u = get_user_model().objects.get(username='admin'); "
+        f"sys.exit(not (u.check_password('{password}') and u.groups.filter(name='admin').exists()))"
+    )
+    assert lib(f'python manage.py shell -v 0 -c "{check}"', env=env).returncode == 0
+    # A later start: nothing printed, the password unchanged, and no file of the installation holds it.
+    again = lib("create_first_admin", env=env)
+    assert again.returncode == 0 and again.stdout == ""
+    assert lib(f'python manage.py shell -v 0 -c "{check}"', env=env).returncode == 0
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert password.encode() not in path.read_bytes(), path
+
+
+def test_make_run_prints_the_first_admin_password_only_from_create_first_admin():
+    script = (ROOT / "scripts/run.sh").read_text()
+    assert "first_login=$(create_first_admin)" in script
+    assert "create_user admin" not in script.replace("change it: python manage.py create_user admin", "")
