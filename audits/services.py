@@ -20,7 +20,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from audits.cloudtrail import ACCOUNT_RE, REGION_RE
-from audits.ingest import Counts
+from audits.ingest import Counts, finish_run
 from audits.models import Event, IngestRun, ObjectClaim, Source
 from audits.rollups import KEY, keyed
 from audits.sources import s3
@@ -217,6 +217,10 @@ def read_s3_claims(run_id: int, owner: str, *, budget_seconds: float | None = No
     run = IngestRun.objects.filter(pk=run_id, kind=IngestRun.Kind.S3).first()
     if run is None or run.status != IngestRun.Status.RUNNING:
         return ScopeResult(IngestRun.Kind.S3, run.account_id if run else "", run.region if run else "", "settled")
+    if (run.account_id, run.region) not in scopes(IngestRun.Kind.S3, account_id=run.account_id, region=run.region):
+        # The source (or its bucket, or the region) was removed since the listing: nothing resumes it.
+        finish_run(run, _run_counts(run), status=IngestRun.Status.FAILED, error="The S3 source was removed.")
+        return ScopeResult(IngestRun.Kind.S3, run.account_id, run.region, "missing")
     # Claims leased to this very owner belong to a previous execution of the same task, which died
     # (acks_late and reject_on_worker_lost redeliver it): take them back now, not at their expiry.
     s3.release_leases(run.pk, owner)

@@ -11,6 +11,10 @@ that no parser reads, or one too large, is quarantined alone and the object is s
 processed. A truncated or corrupt object is tried KMSDASH_OBJECT_ATTEMPTS times, then quarantined
 and not marked processed (its whole records before the fault land); the other objects still land.
 
+A pass lists into ObjectClaim rows (one per object still to read) and its objects are read through
+them, by this process (ingest_s3: a command, a backfill) or by many Celery workers (a scheduled
+pass: read_claims in read_s3_claims_task); see "a pass: listing, claims, settling" below.
+
 Throughput: while one object is parsed, the next PREFETCH objects (those up to PREFETCH_MAX_BYTES)
 are downloaded by a small thread pool, because a GetObject waits tens of milliseconds for its first
 byte, longer than parsing a typical log file takes. Objects share the Ingestor's batches, written

@@ -31,6 +31,7 @@ from django.utils import timezone
 
 from audits.ingest import Ingestor
 from audits.models import Checkpoint, DailyRollup, Event, IngestRun, ObjectClaim, Quarantine, Source
+from audits.services import read_s3_claims
 from audits.sources import s3
 from audits.synthetic import identity_role, identity_user, kms_record
 from tests.audits.support import environment, manage, query, stored
@@ -195,6 +196,19 @@ def test_an_object_to_read_again_keeps_the_checkpoint_and_the_next_pass_reads_it
     nxt = s3.ingest_s3(s3_source, REGION)
     assert nxt.run.status == IngestRun.Status.SUCCEEDED and nxt.processed == 1
     assert Event.objects.count() == 12 and Checkpoint.objects.exists()
+
+
+@pytest.mark.emulator
+def test_a_pass_whose_source_was_removed_is_closed_by_its_next_reader(s3_source):
+    put_objects(fed_objects(ACCOUNT, REGION, 2, 2))
+    run = s3.list_pass(s3_source, REGION).run
+    Source.objects.filter(pk=s3_source.pk).update(enabled=False)
+
+    result = read_s3_claims(run.pk, "reader")
+
+    run.refresh_from_db()
+    assert result.status == "missing" and run.status == IngestRun.Status.FAILED
+    assert "removed" in run.error and not Event.objects.exists()
 
 
 @pytest.mark.emulator
