@@ -274,7 +274,7 @@ class Ingestor:
         # of them again: kept once, as the database would (insert_quarantine), without building rows.
         self._quarantine_keys: set[tuple[str, str, str]] = set()
         self._quarantine_repeats = 0
-        self._done: list[models.Model] = []
+        self._done: list[models.Model | Callable[[], object]] = []
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -317,11 +317,12 @@ class Ingestor:
         """A whole file or page that could not be read; written with the next batch."""
         self._add_quarantine(location, reason, raw)
 
-    def done(self, row: models.Model) -> None:
+    def done(self, row: models.Model | Callable[[], object]) -> None:
         """A ledger row (e.g. a ProcessedObject) saved in the transaction of the batch holding the
         records added before it, so it is committed only once they are. (When a batch fails, its
         error surfaces in the next write, which drops that write's batch: nothing after a failed
-        batch is committed.) A row that exists already is left as it is."""
+        batch is committed.) A row that exists already is left as it is. A callable (an update of
+        ledger rows, e.g. settling an ObjectClaim) is called in that transaction, after the rows."""
         self._done.append(row)
 
     def _add_quarantine(self, location: str, reason: str, raw: Any) -> None:
@@ -398,7 +399,12 @@ class Ingestor:
         self.counts.expired += expired
 
     def _write_batch(
-        self, rows, quarantine: list[Quarantine], pending: Counts, done: list[models.Model], repeats: int = 0
+        self,
+        rows,
+        quarantine: list[Quarantine],
+        pending: Counts,
+        done: list[models.Model | Callable[[], object]],
+        repeats: int = 0,
     ) -> tuple[int, int, int, int]:
         for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
             try:
@@ -408,10 +414,14 @@ class Ingestor:
                     # A record quarantined before (re-read in an overlapping window, or by a retry
                     # of its file) is kept once, and counted like a duplicate event.
                     requarantined = len(quarantine) + repeats - insert_quarantine(quarantine)
-                    for model in {type(row) for row in done}:
+                    ledger = [row for row in done if isinstance(row, models.Model)]
+                    for model in {type(row) for row in ledger}:
                         model._default_manager.bulk_create(
-                            [row for row in done if type(row) is model], ignore_conflicts=True
+                            [row for row in ledger if type(row) is model], ignore_conflicts=True
                         )
+                    for update in done:
+                        if not isinstance(update, models.Model):
+                            update()
                     duplicates = len(writable) - inserted
                     IngestRun.objects.filter(pk=self.run.pk).update(
                         records_read=F("records_read") + pending.records_read,

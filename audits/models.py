@@ -340,6 +340,12 @@ class IngestRun(models.Model):
         default=0, help_text="Records older than the retention purge's horizon, not stored (audits/retention.py)."
     )
     error = models.TextField(blank=True)
+    checkpoint_to = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="S3 pass read by claims: where the scope's checkpoint moves once every claim has settled "
+        "(none for a backfill, which never moves it).",
+    )
 
     class Meta:
         ordering = ["-started_at"]
@@ -404,6 +410,42 @@ class ProcessedObject(models.Model):
 
     def __str__(self) -> str:
         return f"s3://{self.bucket}/{self.key}"
+
+
+class ObjectClaim(models.Model):
+    """One S3 object an S3 pass listed to read, claimed by one reader at a time (audits/sources/s3.py).
+
+    A reader takes a batch of pending claims (SELECT ... FOR UPDATE SKIP LOCKED on PostgreSQL) and
+    leases them until `lease_expires`; an expired lease, whose reader died, may be taken by another.
+    A claim is settled (done or failed) in the transaction that commits the object's last records."""
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        LEASED = "leased"
+        DONE = "done"
+        FAILED = "failed"
+
+    run = models.ForeignKey(IngestRun, on_delete=models.CASCADE, related_name="claims")
+    bucket = models.CharField(max_length=63)
+    key = models.CharField(max_length=1024)
+    etag = models.CharField(max_length=128)
+    size = models.PositiveBigIntegerField(default=0)
+    state = models.CharField(max_length=8, choices=State.choices, default=State.PENDING)
+    lease_owner = models.CharField(max_length=200, blank=True)
+    lease_expires = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0, help_text="Times a reader took it.")
+    # failed: "retry" when the next pass reads it again (a read error, a denied GetObject), which
+    # keeps the checkpoint where it is; otherwise the object was quarantined (audits.Quarantine).
+    retry = models.BooleanField(default=False)
+    reason = models.TextField(blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["run", "key"], name="object_claim_unique_key")]
+        indexes = [models.Index(fields=["run", "state"], name="object_claim_run_state")]
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.key} {self.state}"
 
 
 class Quarantine(models.Model):

@@ -1,6 +1,6 @@
 """Celery tasks for CloudTrail ingestion: thin wrappers around audits.services.
 
-Messages carry only (account, region); every bit of progress lives in the database (checkpoint,
+Messages carry only (account, region), or an S3 pass's run id; every bit of progress lives in the database (checkpoint,
 ledger, processed objects), so a lost, duplicated or redelivered message is harmless. acks_late
 and reject_on_worker_lost are global settings: a task whose worker dies is delivered again and
 re-reads its window from the start.
@@ -15,12 +15,14 @@ import logging
 
 from botocore.exceptions import ConnectionClosedError, EndpointConnectionError, ReadTimeoutError
 from celery import shared_task
+from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
 from alerts.tasks import evaluate_alerts
 from audits import retention
 from audits.models import IngestRun
-from audits.services import run_scope, scopes
+from audits.services import read_s3_claims, run_scope, scopes
+from audits.sources import s3
 from audits.sources.lookup import Throttled
 
 logger = logging.getLogger(__name__)
@@ -60,7 +62,19 @@ def ingest_lookup_task(account_id: str, region: str) -> str:
 
 @shared_task(**RETRY)
 def ingest_s3_task(account_id: str, region: str) -> str:
-    return _evaluate_if_new(run_scope(IngestRun.Kind.S3, account_id, region)).status
+    """List the scope's S3 pass and fan its objects out to read_s3_claims_task."""
+    return _evaluate_if_new(run_scope(IngestRun.Kind.S3, account_id, region, fan_out=True)).status
+
+
+@shared_task(bind=True, **RETRY)
+def read_s3_claims_task(self, run_id: int) -> str:
+    """Read claims of an S3 pass until none is left to take; the reader settling the last closes it.
+
+    The lease owner is the task's id: a redelivered or retried execution takes its own leases back
+    at once. Half the soft time limit bounds one execution; it queues another reader if claims remain."""
+    owner = self.request.id or s3.reader_name()  # no id when called in place (eager, tests)
+    budget = settings.CELERY_TASK_SOFT_TIME_LIMIT / 2
+    return _evaluate_if_new(read_s3_claims(run_id, owner, budget_seconds=budget)).status
 
 
 def _evaluate_if_new(result):

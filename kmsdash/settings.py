@@ -372,6 +372,13 @@ KMSDASH_LOOKUP_RATE_PER_SECOND = float(os.getenv("KMSDASH_LOOKUP_RATE_PER_SECOND
 # for up to 30 days after an outage).
 KMSDASH_S3_LOOKBACK_DAYS = envint("KMSDASH_S3_LOOKBACK_DAYS", 2)
 KMSDASH_S3_INITIAL_DAYS = envint("KMSDASH_S3_INITIAL_DAYS", 1)
+# A scheduled S3 pass is read by many workers (audits/sources/s3.py): the listing task makes one
+# ObjectClaim per object to read and queues FANOUT_TASKS read tasks; each takes CLAIM_BATCH objects at
+# a time under a lease of LEASE_SECONDS (renewed while it reads), and an expired lease (a worker that
+# died) lets another worker take its objects.
+KMSDASH_S3_CLAIM_BATCH = envint("KMSDASH_S3_CLAIM_BATCH", 8)
+KMSDASH_S3_LEASE_SECONDS = envint("KMSDASH_S3_LEASE_SECONDS", 600)
+KMSDASH_S3_FANOUT_TASKS = envint("KMSDASH_S3_FANOUT_TASKS", 8)
 # Decompression-bomb guard: CloudTrail files are at most 50 MB compressed.
 KMSDASH_MAX_COMPRESSED_BYTES = envint("KMSDASH_MAX_COMPRESSED_BYTES", 64 * 1024 * 1024)
 KMSDASH_MAX_DECOMPRESSED_BYTES = envint("KMSDASH_MAX_DECOMPRESSED_BYTES", 1024 * 1024 * 1024)

@@ -11,6 +11,10 @@ that no parser reads, or one too large, is quarantined alone and the object is s
 processed. A truncated or corrupt object is tried KMSDASH_OBJECT_ATTEMPTS times, then quarantined
 and not marked processed (its whole records before the fault land); the other objects still land.
 
+A pass lists into ObjectClaim rows (one per object still to read) and its objects are read through
+them, by this process (ingest_s3: a command, a backfill) or by many Celery workers (a scheduled
+pass: read_claims in read_s3_claims_task); see "a pass: listing, claims, settling" below.
+
 Throughput: while one object is parsed, the next PREFETCH objects (those up to PREFETCH_MAX_BYTES)
 are downloaded by a small thread pool, because a GetObject waits tens of milliseconds for its first
 byte, longer than parsing a typical log file takes. Objects share the Ingestor's batches, written
@@ -21,7 +25,11 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Iterator
+import os
+import socket
+import time
+import uuid
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -36,10 +44,12 @@ from botocore.exceptions import (
     ResponseStreamingError,
 )
 from django.conf import settings
+from django.db import transaction
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
-from audits.ingest import Counts, Ingestor, bulk_gc, ingest_run
-from audits.models import Checkpoint, IngestRun, ProcessedObject, Quarantine, Source
+from audits.ingest import Counts, Ingestor, advance_checkpoint, bulk_gc, describe_error, finish_run, start_run
+from audits.models import Checkpoint, IngestRun, ObjectClaim, ProcessedObject, Quarantine, Source
 from audits.sources.files import FileError, iter_file_records
 from kmsdash import aws
 
@@ -70,6 +80,8 @@ class S3Result:
     quarantined_files: int = 0
     deferred: int = 0
     deferred_because: str = ""  # the first deferral's reason, for the run ledger
+    stopped_early: bool = False  # read_claims: its time budget ran out with claims left
+    busy: bool = False  # ingest_s3: another reader still holds claims of the scope's open pass
 
 
 def day_prefix(source: Source, region: str, day: date) -> str:
@@ -118,7 +130,7 @@ def fetch_object(s3: Any, bucket: str, obj: dict[str, Any]) -> bytes:
         body.close()
 
 
-def prefetched(s3: Any, bucket: str, objects: list[dict[str, Any]]) -> Iterator[tuple[dict, Future | None]]:
+def prefetched(s3: Any, bucket: str, objects: Iterable[dict[str, Any]]) -> Iterator[tuple[dict, Future | None]]:
     """Each object with the download of its body started PREFETCH objects ahead (None for a large one)."""
     with ThreadPoolExecutor(PREFETCH, thread_name_prefix="s3-prefetch") as pool:
         ahead: list[tuple[dict, Future | None]] = []
@@ -133,15 +145,18 @@ def prefetched(s3: Any, bucket: str, objects: list[dict[str, Any]]) -> Iterator[
 
 def ingest_object(
     s3: Any, bucket: str, obj: dict[str, Any], ingestor: Ingestor, result: S3Result, fetched: Future | None = None
-) -> None:
-    """Read one object into the ingestor; `fetched`: its body being downloaded already (first attempt)."""
+) -> tuple[str, str, bool]:
+    """Read one object into the ingestor; `fetched`: its body being downloaded already (first attempt).
+
+    Returns how its claim settles: (state, reason, retry), retry when the next pass reads it again."""
     key, etag = obj["Key"], obj["ETag"].strip('"')
     location = object_location(bucket, key, etag)
     if obj.get("Size", 0) > settings.KMSDASH_MAX_COMPRESSED_BYTES:
         limit = settings.KMSDASH_MAX_COMPRESSED_BYTES
-        ingestor.quarantine(location=location, reason=f"{UNREADABLE}: {obj['Size']} bytes, over the {limit}-byte limit")
+        reason = f"{UNREADABLE}: {obj['Size']} bytes, over the {limit}-byte limit"
+        ingestor.quarantine(location=location, reason=reason)
         result.quarantined_files += 1
-        return
+        return ObjectClaim.State.FAILED, reason, False
     error: BaseException | None = None
     for attempt in range(settings.KMSDASH_OBJECT_ATTEMPTS):
         records = 0
@@ -168,31 +183,65 @@ def ingest_object(
                 reason = f"{UNREADABLE}: archived ({code}); restore it and delete this row to read it"
                 ingestor.quarantine(location=location, reason=reason)
                 result.quarantined_files += 1
-                return
+                return ObjectClaim.State.FAILED, reason, False
             # Changed or deleted since it was listed, denied, or a server error: read on the next pass.
             if code not in ("PreconditionFailed", "NoSuchKey", "404", "412"):
                 logger.warning("S3 object deferred", extra={"bucket": bucket, "key": key, "code": code})
+            reason = f"{code or 'ClientError'} on s3://{bucket}/{key}"
             result.deferred += 1
-            result.deferred_because = result.deferred_because or f"{code or 'ClientError'} on s3://{bucket}/{key}"
-            return
+            result.deferred_because = result.deferred_because or reason
+            return ObjectClaim.State.FAILED, reason, True
         # Saved with the batch holding its last records: the object is done once they are committed.
         ingestor.done(ProcessedObject(bucket=bucket, key=key, etag=etag, records=records))
         result.processed += 1
-        return
+        return ObjectClaim.State.DONE, "", False
     if isinstance(error, FileError):
-        ingestor.quarantine(
-            location=location, reason=f"{UNREADABLE} after {settings.KMSDASH_OBJECT_ATTEMPTS} attempts: {error}"
-        )
+        reason = f"{UNREADABLE} after {settings.KMSDASH_OBJECT_ATTEMPTS} attempts: {error}"
+        ingestor.quarantine(location=location, reason=reason)
         ingestor.flush()
         result.quarantined_files += 1
-    else:
-        logger.warning("S3 object deferred after read errors", extra={"bucket": bucket, "key": key})
-        result.deferred += 1
-        result.deferred_because = result.deferred_because or f"{type(error).__name__} on s3://{bucket}/{key}"
+        return ObjectClaim.State.FAILED, reason, False
+    logger.warning("S3 object deferred after read errors", extra={"bucket": bucket, "key": key})
+    reason = f"{type(error).__name__} on s3://{bucket}/{key}"
+    result.deferred += 1
+    result.deferred_because = result.deferred_because or reason
+    return ObjectClaim.State.FAILED, reason, True
 
 
-@bulk_gc()
-def ingest_s3(
+# --- a pass: listing, claims, settling ---------------------------------------------------------------
+#
+# A pass lists the scope's day folders and makes one ObjectClaim per object still to read, with the
+# run. Readers (this process for a pass run in place; up to KMSDASH_S3_FANOUT_TASKS Celery tasks for
+# a scheduled one) take KMSDASH_S3_CLAIM_BATCH claims at a time and read them; the claim of an object
+# is settled in the transaction that commits its last records. The reader that settles the last claim
+# closes the run and moves the checkpoint. A reader that dies leaves its claims leased: they are
+# taken again when their lease expires (KMSDASH_S3_LEASE_SECONDS), or at once by the same Celery
+# task redelivered. Reading an object twice stores nothing twice (events are deduplicated on their
+# key), so an expired lease can never double a count.
+
+
+def reader_name() -> str:
+    """A lease owner for a reader that is not a Celery task: unique to this call."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+
+def open_run(account_id: str, region: str) -> IngestRun | None:
+    """The scope's S3 pass whose claims are still being read, if any (at most one: a pass is listed
+    under the scope's run lock, and only when none is open)."""
+    return (
+        IngestRun.objects.filter(
+            Exists(ObjectClaim.objects.filter(run=OuterRef("pk"))),
+            kind=IngestRun.Kind.S3,
+            account_id=account_id,
+            region=region,
+            status=IngestRun.Status.RUNNING,
+        )
+        .order_by("pk")
+        .first()
+    )
+
+
+def list_pass(
     source: Source,
     region: str,
     *,
@@ -200,26 +249,25 @@ def ingest_s3(
     until: datetime | None = None,
     now: datetime | None = None,
 ) -> S3Result:
-    """One pass over (source, region)'s log files. The caller holds the scope's run lock."""
+    """List (source, region)'s objects still to read into a new run and its claims; the caller holds
+    the scope's run lock. A pass with nothing to read is closed at once."""
     now = now or timezone.now()
     bucket = source.s3_bucket
     watermark = Checkpoint.objects.watermark(IngestRun.Kind.S3, source.account_id, region)
     days = days_to_list(watermark, now, since=since, until=until)
-    with ingest_run(
+    row = start_run(
         IngestRun.Kind.S3,
         account_id=source.account_id,
         region=region,
         window_start=datetime.combine(days[0], datetime.min.time(), tzinfo=UTC) if days else None,
         window_end=now,
-        # Outside a transaction (a Celery task, a command), batches are written while the next are read.
-        background_writes=True,
-    ) as run:
-        result = S3Result(run=run.row, counts=run.counts)
+    )
+    result = S3Result(run=row)
+    try:
         s3 = aws.client("s3", region, source=source)
-        todo = []
+        claims = []
         for day in days:
-            prefix = day_prefix(source, region, day)
-            listed = list(list_objects(s3, bucket, prefix))
+            listed = list(list_objects(s3, bucket, day_prefix(source, region, day)))
             result.listed += len(listed)
             done = set(
                 ProcessedObject.objects.filter(bucket=bucket, key__in=[obj["Key"] for obj in listed]).values_list(
@@ -237,16 +285,196 @@ def ingest_s3(
                 if (obj["Key"], etag) in done or object_location(bucket, obj["Key"], etag) in given_up:
                     result.skipped += 1
                 else:
-                    todo.append(obj)
+                    claims.append(
+                        ObjectClaim(run=row, bucket=bucket, key=obj["Key"], etag=obj["ETag"], size=obj.get("Size", 0))
+                    )
+        # A backfill (--since/--until) never moves the checkpoint; a regular pass moves it to `now`.
+        row.checkpoint_to = None if since is not None or until is not None else now
+        with transaction.atomic():
+            row.save(update_fields=["checkpoint_to"])
+            ObjectClaim.objects.bulk_create(claims, batch_size=1000)
+    except BaseException as exc:
         try:
-            for obj, fetched in prefetched(s3, bucket, todo):
-                ingest_object(s3, bucket, obj, run.ingestor, result, fetched)
-        finally:
-            run.files = result.processed
-        if result.deferred:
-            run.fail(
-                f"{result.deferred} object(s) could not be read and will be retried (first: {result.deferred_because})"
-            )
-        elif since is None and until is None:
-            run.advance_checkpoint(now)
+            finish_run(row, Counts(), status=IngestRun.Status.FAILED, error=describe_error(exc))
+        except Exception:  # e.g. the database went away: the original error matters more
+            logger.exception("could not record the failed run", extra={"run": row.pk})
+        raise
+    if not claims:
+        settle_run(row.pk)
+        row.refresh_from_db()
+    return result
+
+
+def claimable(now: datetime) -> Q:
+    return Q(state=ObjectClaim.State.PENDING) | Q(state=ObjectClaim.State.LEASED, lease_expires__lt=now)
+
+
+def claim_batch(run_id: int, owner: str, size: int | None = None) -> list[ObjectClaim]:
+    """Lease up to `size` (KMSDASH_S3_CLAIM_BATCH) of the run's claims no live reader holds, oldest first.
+
+    On PostgreSQL the rows are locked with SKIP LOCKED, so concurrent readers take disjoint batches
+    without waiting for each other. SQLite has no row locks and runs one writer at a time: the UPDATE
+    repeats the condition, and only the rows it leased to `owner` are returned, so two readers still
+    never share a claim."""
+    size = size or settings.KMSDASH_S3_CLAIM_BATCH
+    now = timezone.now()
+    expires = now + timedelta(seconds=settings.KMSDASH_S3_LEASE_SECONDS)
+    with transaction.atomic():
+        ids = list(
+            ObjectClaim.objects.select_for_update(skip_locked=True)
+            .filter(claimable(now), run_id=run_id)
+            .order_by("pk")
+            .values_list("pk", flat=True)[:size]
+        )
+        if not ids:
+            return []
+        ObjectClaim.objects.filter(claimable(now), pk__in=ids).update(
+            state=ObjectClaim.State.LEASED, lease_owner=owner, lease_expires=expires, attempts=F("attempts") + 1
+        )
+        return list(
+            ObjectClaim.objects.filter(
+                pk__in=ids, state=ObjectClaim.State.LEASED, lease_owner=owner, lease_expires=expires
+            ).order_by("pk")
+        )
+
+
+def renew_leases(run_id: int, owner: str) -> int:
+    expires = timezone.now() + timedelta(seconds=settings.KMSDASH_S3_LEASE_SECONDS)
+    return ObjectClaim.objects.filter(run_id=run_id, state=ObjectClaim.State.LEASED, lease_owner=owner).update(
+        lease_expires=expires
+    )
+
+
+def release_leases(run_id: int, owner: str) -> int:
+    """Give `owner`'s unsettled claims back to the other readers at once (its reading stopped)."""
+    return ObjectClaim.objects.filter(run_id=run_id, state=ObjectClaim.State.LEASED, lease_owner=owner).update(
+        state=ObjectClaim.State.PENDING, lease_owner="", lease_expires=None
+    )
+
+
+def settle_claim(claim_id: int, owner: str, state: str, reason: str = "", retry: bool = False):
+    """The update settling a claim, for the batch transaction that commits the object's last records.
+    Only while `owner` still holds it: after an expired lease the reader that took it settles it."""
+
+    def update() -> None:
+        ObjectClaim.objects.filter(pk=claim_id, state=ObjectClaim.State.LEASED, lease_owner=owner).update(
+            state=state, reason=reason[:4000], retry=retry, lease_expires=None
+        )
+
+    return update
+
+
+@bulk_gc()
+def read_claims(run: IngestRun, owner: str, *, budget_seconds: float | None = None) -> S3Result:
+    """Read the run's claims as `owner` until none is left to take (or `budget_seconds` have passed:
+    `result.stopped_early`). When the reading stops on an error, what was read is still written, the
+    claims not settled go back to the other readers, and the error goes on up."""
+    result = S3Result(run=run)
+    bucket = ObjectClaim.objects.filter(run=run).values_list("bucket", flat=True).first()
+    if bucket is None:
+        return result
+    source = Source.objects.get(account_id=run.account_id)
+    s3 = aws.client("s3", run.region, source=source)
+    ingestor = Ingestor(run, background_writes=True)
+    result.counts = ingestor.counts
+    deadline = None if budget_seconds is None else time.monotonic() + budget_seconds
+    renew_every = settings.KMSDASH_S3_LEASE_SECONDS / 3
+
+    def claimed() -> Iterator[dict[str, Any]]:
+        renewed = time.monotonic()
+        while deadline is None or time.monotonic() < deadline:
+            batch = claim_batch(run.pk, owner)
+            if not batch:
+                return
+            for claim in batch:
+                # Advanced once per object read (prefetched() keeps PREFETCH ahead): a reader that
+                # is alive keeps its leases however long its batch takes.
+                if time.monotonic() - renewed > renew_every:
+                    renew_leases(run.pk, owner)
+                    renewed = time.monotonic()
+                yield {"Key": claim.key, "ETag": claim.etag, "Size": claim.size, "claim": claim.pk}
+        result.stopped_early = True
+
+    try:
+        for obj, fetched in prefetched(s3, bucket, claimed()):
+            state, reason, retry = ingest_object(s3, bucket, obj, ingestor, result, fetched)
+            ingestor.done(settle_claim(obj["claim"], owner, state, reason, retry))
+        ingestor.flush()
+    except BaseException:
+        try:
+            ingestor.flush()
+        except Exception:
+            logger.exception("could not write what was read", extra={"run": run.pk})
+        try:
+            release_leases(run.pk, owner)
+        except Exception:  # e.g. the database went away: the leases expire instead
+            logger.exception("could not release the claims", extra={"run": run.pk})
+        raise
+    return result
+
+
+def settle_run(run_id: int) -> IngestRun | None:
+    """Close the run once every claim is settled; returns it if this call closed it.
+
+    Every object done or quarantined: the run succeeds and moves the checkpoint to checkpoint_to
+    (advance_checkpoint: never backwards, never past a gap). An object to read again (retry): the
+    run fails and the checkpoint stays, as for a pass read in one process."""
+    with transaction.atomic():
+        run = IngestRun.objects.select_for_update().filter(pk=run_id, status=IngestRun.Status.RUNNING).first()
+        if run is None:
+            return None
+        claims = ObjectClaim.objects.filter(run=run)
+        if claims.filter(state__in=[ObjectClaim.State.PENDING, ObjectClaim.State.LEASED]).exists():
+            return None
+        run.files = claims.filter(state=ObjectClaim.State.DONE).count()
+        IngestRun.objects.filter(pk=run.pk).update(files=run.files)
+        run.refresh_from_db()
+        counts = Counts(**{name: getattr(run, name) for name in Counts().as_dict()})
+        retry = claims.filter(state=ObjectClaim.State.FAILED, retry=True).order_by("pk")
+        if retry.exists():
+            error = f"{retry.count()} object(s) could not be read and will be retried (first: {retry[0].reason})"
+            finish_run(run, counts, status=IngestRun.Status.FAILED, error=error)
+        else:
+            finish_run(run, counts)
+            if run.checkpoint_to is not None:
+                advance_checkpoint(
+                    IngestRun.Kind.S3, run.account_id, run.region, run.checkpoint_to, read_from=run.window_start
+                )
+    return run
+
+
+def ingest_s3(
+    source: Source,
+    region: str,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    now: datetime | None = None,
+) -> S3Result:
+    """One pass over (source, region)'s log files, read in this process. The caller holds the scope's
+    run lock. A pass the workers are still reading is read (and closed) first; if other readers
+    still hold some of its claims, that is the result (`busy`) and no new pass is listed."""
+    owner = reader_name()
+    pending = open_run(source.account_id, region)
+    if pending is not None:
+        helped = read_claims(pending, owner)
+        if settle_run(pending.pk) is None:
+            helped.busy = True
+            return helped
+    result = list_pass(source, region, since=since, until=until, now=now)
+    try:
+        read = read_claims(result.run, owner)
+    except BaseException as exc:
+        try:
+            done = ObjectClaim.objects.filter(run=result.run, state=ObjectClaim.State.DONE).count()
+            IngestRun.objects.filter(pk=result.run.pk).update(files=done)
+            finish_run(result.run, Counts(), status=IngestRun.Status.FAILED, error=describe_error(exc))
+        except Exception:
+            logger.exception("could not record the failed run", extra={"run": result.run.pk})
+        raise
+    settle_run(result.run.pk)
+    result.run.refresh_from_db()
+    result.counts = read.counts
+    result.processed, result.quarantined_files = read.processed, read.quarantined_files
+    result.deferred, result.deferred_because = read.deferred, read.deferred_because
     return result

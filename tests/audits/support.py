@@ -5,7 +5,12 @@ incremental ones. Records go through the real ingestion path. The pages' fixture
 
 from __future__ import annotations
 
+import os
+import sqlite3
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from django.db.models import Count, Max, Min, Model
 from django.db.models.functions import TruncDate
@@ -29,6 +34,7 @@ from audits.models import (
     RawBlock,
 )
 from audits.rollups import SUMMARIES
+from tests.support import ROOT
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 A, B = "111122223333", "444455556666"
@@ -267,3 +273,53 @@ def summary_rows() -> dict[tuple, tuple[int, int, datetime, datetime]]:
         )
         for row in BucketDay.objects.all()
     }
+
+
+# --- databases shared with worker processes (the drills, the S3 fan-out) ------------------------------------------------------------------------------------
+
+
+def query(url: str, sql: str) -> list[tuple]:
+    if url.startswith("sqlite"):
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+            return conn.execute(sql).fetchall()
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def stored(url: str) -> dict:
+    """What a run leaves behind, in a form two runs can be compared by."""
+    return {
+        "events": query(url, "SELECT recipient_account_id, event_id FROM audits_event ORDER BY 1, 2"),
+        "rollups": query(
+            url,
+            "SELECT day, key, operation, principal, error_code, after_hours, sum(count) FROM audits_dailyrollup"
+            " GROUP BY day, key, operation, principal, error_code, after_hours ORDER BY 1, 2, 3, 4, 5, 6",
+        ),
+        "keydays": query(
+            url,
+            "SELECT day, key, sum(calls), sum(encrypt), sum(decrypt), sum(generate), sum(failed)"
+            " FROM audits_keyday GROUP BY day, key ORDER BY 1, 2",
+        ),
+    }
+
+
+def environment(database: str, tmp_path: Path, broker: str) -> dict[str, str]:
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("KMSDASH_", "DJANGO_"))},
+        "DJANGO_SETTINGS_MODULE": "kmsdash.settings",
+        "DATABASE_URL": database,
+        "CELERY_BROKER_URL": broker,
+        "KMSDASH_VAR_DIR": str(tmp_path / "var"),
+        "KMSDASH_S3_INITIAL_DAYS": "2",
+        "KMSDASH_LOG_LEVEL": "WARNING",
+    }
+
+
+def manage(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
