@@ -254,10 +254,15 @@ def test_findings_start_with_the_highest_severity(chromium, live_server, world):
 
 
 def labels_on(page, names, world) -> tuple[dict[str, set[str]], set[str | None]]:
+    """Each page's labels of KEY (their text) and their links; no page writes the ARN out besides."""
     seen: dict[str, set[str]] = {}
     links: set[str | None] = set()
     for name, path, charts in names:
         visit(page, name, path, charts)
+        # The ARN is the label's title and its copy button's value, not visible text (the raw
+        # drawer, closed here, shows the record as it is).
+        if name != "key":  # the key's own page writes its ARN under its name
+            assert KEY not in page.inner_text("main"), name
         labels = page.locator(f'.key-label:has([title="{KEY}"])')
         assert labels.count() >= 1, name
         seen[name] = {" ".join(text.split()) for text in labels.all_inner_texts()}
