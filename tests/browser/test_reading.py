@@ -26,6 +26,8 @@ LONG_UA = (
     + "prompt/off command/kms.decrypt " * 30
     + "<img src=x onerror=alert(1)>"
 )
+# Hostile text at the start of a long value, so that it is in the cut text a row shows.
+HOSTILE_UA = "<img src=x onerror=alert(1)>\u202e" + " Mozilla/5.0 (X11; Linux x86_64)" * 20
 LONG_ROLE = "a-role-with-a-very-long-name-" * 2 + "\u202etxt.exe"
 LONG_SESSION = "session-" * 8
 LONG_ERROR = (
@@ -92,6 +94,7 @@ def world(chromium):
     # The busiest minute of the account and region is on the key: the capacity page names it.
     records += [record(25) for _ in range(40)]
     records += [
+        record(20, user_agent=HOSTILE_UA),
         record(30, event_name="DisableKey"),
         record(
             31,
@@ -318,6 +321,13 @@ def test_explorer_rows_stay_compact_with_hostile_long_values(chromium, live_serv
         # The cut text keeps the visible bidi marker; the whole value is in the title and the drawer.
         principal = page.locator("#results tbody tr").first.locator("td:nth-child(4) .cut").first
         assert "⟨U+202E⟩txt.exe" in principal.get_attribute("title")
+        assert "⟨U+202E⟩txt.exe" in principal.inner_text()  # the marker is in the cut text too
+        # Hostile markup at the start of a value is the row's text, with its bidi marker shown.
+        hostile = page.locator("#results td.ua .cut", has_text="<img src=x")
+        assert hostile.count() == 1
+        assert hostile.inner_text().startswith("<img src=x onerror=alert(1)>⟨U+202E⟩ Mozilla/5.0")
+        assert hostile.get_attribute("title").startswith("<img src=x onerror=alert(1)>⟨U+202E⟩")
+        assert hostile.locator("img").count() == 0
         agent = page.locator("#results tbody tr").first.locator("td.ua .cut")
         assert agent.get_attribute("title").startswith("aws-cli/2.15.0")
         assert agent.evaluate("el => el.scrollWidth > el.clientWidth")  # cut, not wrapped
