@@ -265,7 +265,8 @@ def labels_on(page, names, world) -> tuple[dict[str, set[str]], set[str | None]]
         # The ARN is the label's title and its copy button's value, not visible text (the raw
         # drawer, closed here, shows the record as it is).
         if name != "key":  # the key's own page writes its ARN under its name
-            assert KEY not in page.inner_text("main"), name
+            # Neither the ARN nor the bare key id (the label shows its first 8 characters).
+            assert KEY.rsplit("/", 1)[1] not in page.inner_text("main"), name
         labels = page.locator(f'.key-label:has([title="{KEY}"])')
         assert labels.count() >= 1, name
         seen[name] = {" ".join(text.split()) for text in labels.all_inner_texts()}
