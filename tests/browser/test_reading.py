@@ -201,14 +201,14 @@ def test_every_page_loads_without_a_console_error_or_a_failed_request_and_is_pho
                 "document.querySelector('link[rel=icon]') && document.querySelector('link[rel=icon]').href"
             )
             assert icon and "/static/kmsdash/favicon" in icon, name
-            if name.startswith("overview"):
-                # The card's columns fit its panel: the key label is not pushed out of view.
+            for panel in ("#latest-critical", "#top-keys") if name.startswith("overview") else ():
+                # The lists' columns fit their panels: no key label or count pushed out of view.
                 width = page.evaluate(
-                    "(el => ({scroll: el.scrollWidth, client: el.clientWidth,"
-                    " columns: Array.from(el.querySelectorAll('thead th'), th => th.getBoundingClientRect().width)}))"
-                    "(document.querySelector('#latest-critical'))"
+                    "el => ({scroll: el.scrollWidth, client: el.clientWidth,"
+                    " columns: Array.from(el.querySelectorAll('thead th'), th => th.getBoundingClientRect().width)})",
+                    page.query_selector(panel),
                 )
-                assert width["scroll"] <= width["client"], (name, width)
+                assert width["scroll"] <= width["client"], (name, panel, width)
             screenshot(page, f"reading-{role}-{name}")
             watchdog.assert_clean(page, name)
             assert watchdog.console_errors == [], (name, watchdog.console_errors)
