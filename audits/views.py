@@ -39,6 +39,14 @@ def _template(request: HttpRequest, name: str, fragment: str) -> str:
     return f"{name}#{fragment}" if wants_fragment(request) else name
 
 
+def _critical_rows(events: list[Event]) -> list[tuple[Event, str, str]]:
+    """Each critical event with its class (audits.cloudtrail.critical_class, the alerts' too) and
+    what the change did (audits.changes), as the critical page, the overview's card and the key
+    page show them."""
+    changes = selectors.critical_changes(events)
+    return [(e, critical_class(e.event_name, e.service), changes.get(e.pk, "")) for e in events]
+
+
 def _context(f: EventFilter, period: str | None = None, **extra) -> dict:
     return {
         "filter": f,
@@ -64,7 +72,7 @@ def overview(request: HttpRequest) -> HttpResponse:
         failures_figure=charts.failures_by_error(data.failures_per_day),
         hourly_figure=_hourly_figure(figures, period),
         top_keys=data.top_keys,
-        critical=selectors.latest_critical(figures),
+        critical=_critical_rows(selectors.latest_critical(figures)),
         freshness=selectors.freshness(),
         critical_url=f"{reverse('audits:critical')}?{figures.querystring()}",
     )
@@ -124,7 +132,7 @@ def key_detail(request: HttpRequest, key: str) -> HttpResponse:
         errors=selectors.error_codes(f),
         unusual=selectors.unusual_calls(f),
         sample=selectors.context_sample(f),
-        critical=list(selectors.critical_events(f, need=20)[:20]),
+        critical=_critical_rows(list(selectors.critical_events(f, need=20)[:20])),
         panel_url=panel_url,
         access_url=keyurls.key_access_url(arn),
     )
@@ -194,12 +202,11 @@ def critical(request: HttpRequest) -> HttpResponse:
     params = _period_params(f, period)
     if routine:
         params["routine"] = "1"
-    changes = selectors.critical_changes(page.events)
     context = _context(
         f,
         period,
         page=page,
-        rows=[(e, critical_class(e.event_name, e.service), changes.get(e.pk, "")) for e in page.events],
+        rows=_critical_rows(page.events),
         routine=routine,
         routine_count=None if routine else selectors.routine_critical_count(f),
         routine_url=f"?{urlencode({**params, 'routine': '1'})}",

@@ -113,6 +113,20 @@ def key_label(context, key: str, alias: str | None = None) -> dict:
     }
 
 
+@register.simple_tag(takes_context=True)
+def naming_key(context, text: str, key: str, length: int = CLIP) -> str:
+    """`text` (an alert's summary, say) with `key`'s ARN written as its label's text (alias when
+    known, short id), for a line shown next to that key's label: the ARN is the label's title and
+    copy value, not written out a second time. Clipped and `visible` like `clip` (simple_tag output
+    is escaped)."""
+    text, key = "" if text is None else str(text), "" if key is None else str(key)
+    if key and key in text:
+        aliases = context.get("key_aliases")
+        alias = aliases.get(key, "") if aliases is not None else ""
+        text = text.replace(key, f"{alias} ({short_id(key)})" if alias else short_id(key))
+    return clip(text, length)
+
+
 @register.filter(is_safe=False)
 def tojson(value: object) -> str:
     """JSON for a data-* attribute (autoescaping then escapes it for the attribute): the one way a

@@ -10,6 +10,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
+from alerts.models import Alert, Kind
+from alerts.services import evaluate
+from audits.keyurls import principal_url
 from audits.templatetags.kmsdash_tags import key_url, short_id
 from inventory.models import Alias, Finding, Key
 from tests.audits.support import K1, K2, NOW, A, ingest, record
@@ -87,7 +90,11 @@ def test_a_key_has_the_same_label_on_every_page(client, named):
         "critical": reverse("audits:critical"),
         "findings": reverse("inventory:findings"),
         "costs": reverse("costs:overview"),
+        "principal": principal_url(f"arn:aws:iam::{A}:role/app"),
     }
+    evaluate()  # the DisableKey's critical-event alert, for the alert pages
+    alert = Alert.objects.get(kind=Kind.CRITICAL_EVENT)
+    pages |= {"alerts": reverse("alerts:list"), "alert": reverse("alerts:detail", args=[alert.pk])}
     for name, url in pages.items():
         html = client.get(url).content.decode()
         assert labels(html, K1) == {expected}, name
@@ -95,6 +102,30 @@ def test_a_key_has_the_same_label_on_every_page(client, named):
     events = client.get(reverse("audits:events")).content.decode()
     (k2,) = labels(events, K2)
     assert '<span class="key-id">22222222…</span></a>' in k2 and "key-alias" not in k2
+
+
+def test_an_alert_names_its_key_by_the_label_not_by_the_arn_a_second_time(client, named):
+    client.force_login(make_user("ana", "analyst"))
+    evaluate()
+    alert = Alert.objects.get(kind=Kind.CRITICAL_EVENT)
+    assert K1 in alert.summary  # the stored summary (notifications) keeps the ARN
+    for url in (reverse("alerts:list"), reverse("alerts:detail", args=[alert.pk])):
+        html = client.get(url).content.decode()
+        assert f"DisableKey on alias/payments (11111111…) by arn:aws:iam::{A}:role/app" in html, url
+        rest = html
+        for label in labels(html, K1):
+            rest = rest.replace(label, "")
+        assert K1 not in rest, url
+
+
+def test_a_summary_naming_a_key_stays_text(pages_analyst, pages_now):
+    from django.template import Context, Template
+
+    hostile = "<img src=x onerror=alert(1)>\u202e"
+    html = Template("{% load kmsdash_tags %}{% naming_key text key %}").render(
+        Context({"text": f"{hostile} on {K1}", "key": K1, "key_aliases": {K1: "alias/<b>x</b>"}})
+    )
+    assert html == "&lt;img src=x onerror=alert(1)&gt;⟨U+202E⟩ on alias/&lt;b&gt;x&lt;/b&gt; (11111111…)"
 
 
 def test_finance_sees_the_label_without_a_link_to_the_analysts_pages(client, named):

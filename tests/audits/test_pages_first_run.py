@@ -17,7 +17,28 @@ from tests.support import make_user
 
 pytestmark = pytest.mark.django_db
 
-PAGES = ["audits:overview", "audits:keys", "audits:events", "audits:critical", "inventory:findings", "costs:overview"]
+# Every page a menu leads to (the base template carries the notice) but Django's own admin.
+PAGES = [
+    "audits:overview",
+    "audits:keys",
+    "audits:events",
+    "audits:critical",
+    "inventory:findings",
+    "capacity:overview",
+    "alerts:list",
+    "costs:overview",
+    "health",
+    "exports",
+]
+# The pages whose tables would otherwise be empty, and what they say when nothing happened yet.
+EMPTY_STATES = {
+    "audits:overview": "No critical key events in this period.",
+    "audits:keys": "No key was used in this period.",
+    "audits:events": "No events match these filters.",
+    "audits:critical": "No critical key events in this period.",
+    "capacity:overview": "No calls counted against a request quota in this period.",
+    "alerts:list": "No alert matches.",
+}
 
 
 @pytest.fixture
@@ -38,8 +59,18 @@ def test_with_sources_and_no_run_every_page_says_the_first_ingestion_is_queued(b
     for name in PAGES:
         html = boss.get(reverse(name)).content.decode()
         assert "The first ingestion is queued" in html and "by 12:05" in html, name
-    html = boss.get(reverse("audits:events")).content.decode()
-    assert "No events match these filters." not in html and "the first ingestion has not finished" in html
+    for name, quiet in EMPTY_STATES.items():
+        html = boss.get(reverse(name)).content.decode()
+        assert quiet not in html and "Nothing read yet: the first ingestion has not finished" in html, name
+
+
+def test_once_ingestion_has_caught_up_empty_tables_say_there_is_nothing_in_the_period(boss, pages_now):
+    watch()
+    for region in ("us-east-1", "eu-west-1"):
+        Checkpoint.objects.create(kind="lookup", account_id=A, region=region, high_watermark=NOW)
+    for name, quiet in EMPTY_STATES.items():
+        html = boss.get(reverse(name)).content.decode()
+        assert quiet in html and "the first ingestion has not finished" not in html, name
 
 
 def test_a_running_first_ingestion_shows_its_progress_and_when_it_will_be_ready(boss, pages_now):

@@ -390,7 +390,7 @@ def test_the_critical_page_hides_routine_service_grants_by_default_and_counts_th
     assert classes == {"routine": 2, "access-changing": 1, "destructive": 1}
     # The overview's latest critical events leave routine grants out too.
     overview = pages_analyst.get(reverse("audits:overview"))
-    assert {e.event_name for e in overview.context["critical"]} == {"CreateGrant", "ScheduleKeyDeletion"}
+    assert {e.event_name for e, _, _ in overview.context["critical"]} == {"CreateGrant", "ScheduleKeyDeletion"}
 
 
 def test_what_a_critical_change_did_is_shown_as_text(pages_analyst, pages_now):

@@ -26,6 +26,8 @@ LONG_UA = (
     + "prompt/off command/kms.decrypt " * 30
     + "<img src=x onerror=alert(1)>"
 )
+# Hostile text at the start of a long value, so that it is in the cut text a row shows.
+HOSTILE_UA = "<img src=x onerror=alert(1)>\u202e" + " Mozilla/5.0 (X11; Linux x86_64)" * 20
 LONG_ROLE = "a-role-with-a-very-long-name-" * 2 + "\u202etxt.exe"
 LONG_SESSION = "session-" * 8
 LONG_ERROR = (
@@ -33,20 +35,40 @@ LONG_ERROR = (
     + "</script><script>alert(1)</script>"
 )
 
+# (name, path, draws charts, roles that may open it); {alert} and {principal} come from the world.
+ANALYST_ROLES = ("admin", "analyst")
 PAGES = [
-    ("overview", "/", True),
-    ("keys", "/keys/", False),
-    ("key", f"/keys/{KEY}/", True),
-    ("events", "/events/", False),
-    ("critical", "/critical/", False),
-    ("alerts", "/alerts/?state=all", False),
-    ("findings", "/findings/", False),
-    ("costs", "/costs/", True),
-    ("health", "/health/", False),
-    ("exports", "/exports/", False),
-    ("admin", "/admin/", False),
+    ("overview", "/", True, ANALYST_ROLES),
+    ("overview-24h", "/?period=24h", True, ANALYST_ROLES),
+    ("keys", "/keys/", False, ANALYST_ROLES),
+    ("key", f"/keys/{KEY}/", True, ANALYST_ROLES),
+    ("key-24h", f"/keys/{KEY}/?period=24h", True, ANALYST_ROLES),
+    ("principal", "{principal}", False, ANALYST_ROLES),
+    ("events", "/events/", False, ANALYST_ROLES),
+    ("critical", "/critical/", False, ANALYST_ROLES),
+    ("alerts", "/alerts/?state=all", False, ANALYST_ROLES),
+    ("alert", "{alert}", True, ANALYST_ROLES),
+    ("findings", "/findings/", False, ANALYST_ROLES),
+    ("capacity", "/capacity/", False, ANALYST_ROLES),
+    ("costs", "/costs/", True, ("admin", "finance")),
+    ("health", "/health/", False, ("admin",)),
+    ("exports", "/exports/", False, ("admin",)),
+    ("admin", "/admin/", False, ("admin",)),
 ]
-LABELLED = ["overview", "keys", "key", "events", "critical", "findings", "costs"]
+LABELLED = [
+    "overview",
+    "keys",
+    "key",
+    "principal",
+    "events",
+    "critical",
+    "alerts",
+    "alert",
+    "findings",
+    "capacity",
+    "costs",
+]
+USERS = {"admin": "boss", "analyst": "ana", "finance": "fin"}
 
 
 @pytest.fixture
@@ -69,7 +91,19 @@ def world(chromium):
         return kms_record(**base)
 
     records = [record(10 + n, error_code="AccessDenied", error_message=LONG_ERROR) for n in range(10)]
-    records += [record(30, event_name="DisableKey"), record(31, event_name="ScheduleKeyDeletion")]
+    # The busiest minutes on the key: the capacity page names it among the callers of the peak
+    # minutes (DescribeKey's quota is the one this world comes closest to) and the data-key cache's.
+    records += [record(25) for _ in range(40)]
+    records += [record(26, event_name="DescribeKey") for _ in range(40)]
+    records += [
+        record(20, user_agent=HOSTILE_UA),
+        record(30, event_name="DisableKey"),
+        record(
+            31,
+            event_name="ScheduleKeyDeletion",
+            request_parameters={"keyId": KEY, "pendingWindowInDays": 7},
+        ),
+    ]
     records += list(generate_records(300, seed=3, start=now - timedelta(days=5), days=5))
     run = start_run("files")
     finish_run(run, ingest_records(records, run=run))
@@ -112,8 +146,27 @@ def world(chromium):
             first_seen_at=now - timedelta(hours=age),
             last_seen_at=now,
         )
-    make_user("boss", "admin")
-    return {"now": now}
+    # The alerts the key's deletion and disabling raise, for the alert pages.
+    from alerts.models import Alert, Kind
+    from alerts.services import evaluate
+    from audits.keyurls import principal_url
+    from audits.models import Event
+
+    evaluate()
+    alert = Alert.objects.get(kind=Kind.CRITICAL_EVENT, subject="ScheduleKeyDeletion")
+    principal = Event.objects.filter(key=KEY, event_name="Decrypt").values_list("principal", flat=True).first()
+    for role, username in USERS.items():
+        make_user(username, role)
+    return {"now": now, "paths": {"alert": f"/alerts/{alert.pk}/", "principal": principal_url(principal)}}
+
+
+def pages(world, role: str = "admin", names: list[str] | None = None) -> list[tuple[str, str, bool]]:
+    """The pages `role` may open (only `names`, if given), with the world's paths filled in."""
+    return [
+        (name, path.format(**world["paths"]), charts)
+        for name, path, charts, roles in PAGES
+        if role in roles and (names is None or name in names)
+    ]
 
 
 def visit(page, name: str, path: str, charts: bool) -> None:
@@ -121,8 +174,9 @@ def visit(page, name: str, path: str, charts: bool) -> None:
     page.wait_for_load_state("networkidle")
     if charts:
         page.wait_for_selector(".js-plotly-plot .main-svg", state="attached")
-    if name == "key":
+    if name in ("key", "key-24h"):
         page.wait_for_selector("#inventory-panel h2")
+        page.wait_for_selector("#access-panel h2")
 
 
 def failed_responses(page) -> list[str]:
@@ -131,22 +185,57 @@ def failed_responses(page) -> list[str]:
     return failures
 
 
-def test_every_page_loads_without_a_console_error_or_a_failed_request_and_is_photographed(chromium, live_server, world):
+@pytest.mark.parametrize("role", ["admin", "analyst", "finance"])
+def test_every_page_loads_without_a_console_error_or_a_failed_request_and_is_photographed(
+    chromium, live_server, world, role
+):
     context, page, watchdog = new_page(chromium, live_server.url)
     failures = failed_responses(page)
     try:
-        log_in(page, "boss", PASSWORD)
-        for name, path, charts in PAGES:
+        log_in(page, USERS[role], PASSWORD)
+        visited = pages(world, role)
+        assert visited, role
+        for name, path, charts in visited:
             visit(page, name, path, charts)
             icon = page.evaluate(
                 "document.querySelector('link[rel=icon]') && document.querySelector('link[rel=icon]').href"
             )
             assert icon and "/static/kmsdash/favicon" in icon, name
-            screenshot(page, f"reading-{name}")
+            for panel in ("#latest-critical", "#top-keys") if name.startswith("overview") else ():
+                # The lists' columns fit their panels: no key label or count pushed out of view.
+                width = page.evaluate(
+                    "el => ({scroll: el.scrollWidth, client: el.clientWidth,"
+                    " columns: Array.from(el.querySelectorAll('thead th'), th => th.getBoundingClientRect().width)})",
+                    page.query_selector(panel),
+                )
+                assert width["scroll"] <= width["client"], (name, panel, width)
+            screenshot(page, f"reading-{role}-{name}")
             watchdog.assert_clean(page, name)
             assert watchdog.console_errors == [], (name, watchdog.console_errors)
             assert failures == [], (name, failures)
         assert page.request.get(icon).ok
+    finally:
+        context.close()
+
+
+def test_the_overview_and_the_key_page_chart_calls_per_hour_for_a_day_and_a_week_and_per_day_beyond(
+    chromium, live_server, world
+):
+    context, page, watchdog = new_page(chromium, live_server.url)
+    try:
+        log_in(page, "ana", PASSWORD)
+        for path, hourly in (("/", "#fig-hourly"), (f"/keys/{KEY}/", "#fig-key-hourly")):
+            for period, shown in (("24h", True), ("7d", True), ("30d", False), ("90d", False)):
+                page.goto(f"{path}?period={period}")
+                page.wait_for_selector(".js-plotly-plot .main-svg", state="attached")
+                if not shown:
+                    assert page.locator(hourly).count() == 0, (path, period)
+                    continue
+                page.wait_for_selector(f"{hourly} .main-svg", state="attached")
+                # One bar per hour that had calls, on an hour axis: the night's calls are readable.
+                ticks = page.evaluate("sel => document.querySelector(sel).data[0].x", f"{hourly}")
+                assert ticks and all(len(t) == 16 and t.endswith(":00") for t in ticks), (path, period, ticks)
+            watchdog.assert_clean(page, path)
     finally:
         context.close()
 
@@ -177,21 +266,34 @@ def test_findings_start_with_the_highest_severity(chromium, live_server, world):
         context.close()
 
 
+def labels_on(page, names, world) -> tuple[dict[str, set[str]], set[str | None]]:
+    """Each page's labels of KEY (their text) and their links; no page writes the ARN out besides."""
+    seen: dict[str, set[str]] = {}
+    links: set[str | None] = set()
+    for name, path, charts in names:
+        visit(page, name, path, charts)
+        # The ARN is the label's title and its copy button's value, not visible text (the raw
+        # drawer, closed here, shows the record as it is).
+        if name != "key":  # the key's own page writes its ARN under its name
+            # Neither the ARN nor the bare key id (the label shows its first 8 characters).
+            assert KEY.rsplit("/", 1)[1] not in page.inner_text("main"), name
+        labels = page.locator(f'.key-label:has([title="{KEY}"])')
+        assert labels.count() >= 1, name
+        seen[name] = {" ".join(text.split()) for text in labels.all_inner_texts()}
+        links |= {
+            labels.nth(i).locator("a").get_attribute("href") if labels.nth(i).locator("a").count() else None
+            for i in range(labels.count())
+        }
+    return seen, links
+
+
 def test_a_key_shows_the_same_label_on_every_page_and_copies_its_arn(chromium, live_server, world):
     context, page, watchdog = new_page(chromium, live_server.url)
     context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live_server.url)
     try:
         log_in(page, "boss", PASSWORD)
-        seen: dict[str, set[str]] = {}
-        links: set[str] = set()
-        for name, path, charts in PAGES:
-            if name not in LABELLED:
-                continue
-            visit(page, name, path, charts)
-            labels = page.locator(f'.key-label:has([title="{KEY}"])')
-            assert labels.count() >= 1, name
-            seen[name] = {" ".join(text.split()) for text in labels.all_inner_texts()}
-            links |= {labels.nth(i).locator("a").get_attribute("href") for i in range(labels.count())}
+        seen, links = labels_on(page, pages(world, "admin", LABELLED), world)
+        assert set(seen) == set(LABELLED)
         assert set().union(*seen.values()) == {f"{ALIAS} abcd1234… copy"}, seen
         assert links == {f"/keys/{KEY}/"}
         page.goto("/events/")
@@ -199,6 +301,19 @@ def test_a_key_shows_the_same_label_on_every_page_and_copies_its_arn(chromium, l
         page.wait_for_selector("button.copy.copied")
         assert page.evaluate("navigator.clipboard.readText()") == KEY
         watchdog.assert_clean(page, "events after a copy")
+    finally:
+        context.close()
+
+
+def test_finance_sees_the_same_key_label_without_a_link_to_pages_it_may_not_open(chromium, live_server, world):
+    context, page, watchdog = new_page(chromium, live_server.url)
+    try:
+        log_in(page, "fin", PASSWORD)
+        seen, links = labels_on(page, pages(world, "finance", LABELLED), world)
+        assert set(seen) == {"costs"}
+        assert seen["costs"] == {f"{ALIAS} abcd1234… copy"}
+        assert links == {None}
+        watchdog.assert_clean(page, "costs as finance")
     finally:
         context.close()
 
@@ -217,6 +332,13 @@ def test_explorer_rows_stay_compact_with_hostile_long_values(chromium, live_serv
         # The cut text keeps the visible bidi marker; the whole value is in the title and the drawer.
         principal = page.locator("#results tbody tr").first.locator("td:nth-child(4) .cut").first
         assert "⟨U+202E⟩txt.exe" in principal.get_attribute("title")
+        assert "⟨U+202E⟩txt.exe" in principal.inner_text()  # the marker is in the cut text too
+        # Hostile markup at the start of a value is the row's text, with its bidi marker shown.
+        hostile = page.locator("#results td.ua .cut", has_text="<img src=x")
+        assert hostile.count() == 1
+        assert hostile.inner_text().startswith("<img src=x onerror=alert(1)>⟨U+202E⟩ Mozilla/5.0")
+        assert hostile.get_attribute("title").startswith("<img src=x onerror=alert(1)>⟨U+202E⟩")
+        assert hostile.locator("img").count() == 0
         agent = page.locator("#results tbody tr").first.locator("td.ua .cut")
         assert agent.get_attribute("title").startswith("aws-cli/2.15.0")
         assert agent.evaluate("el => el.scrollWidth > el.clientWidth")  # cut, not wrapped
@@ -231,20 +353,28 @@ def test_explorer_rows_stay_compact_with_hostile_long_values(chromium, live_serv
         context.close()
 
 
-def test_a_first_run_says_what_is_happening(chromium, live_server, world):
+@pytest.mark.parametrize("role", ["admin", "analyst", "finance"])
+def test_a_first_run_says_what_is_happening_on_every_page(chromium, live_server, world, role):
     Source.objects.create(account_id="444455556666", regions=["eu-west-1"])
     from audits.models import Checkpoint
 
     Checkpoint.objects.all().delete()
     context, page, watchdog = new_page(chromium, live_server.url)
     try:
-        log_in(page, "boss", PASSWORD)
-        for name, path in (("overview", "/"), ("events", "/events/")):
-            page.goto(path)
-            assert "The first ingestion is queued" in page.inner_text("#first-run")
-            screenshot(page, f"reading-first-run-{name}")
+        log_in(page, USERS[role], PASSWORD)
+        for name, path, charts in pages(world, role):
+            if name == "admin":
+                continue  # Django's own admin pages carry no notice
+            visit(page, name, path, charts)
+            notice = page.locator("#first-run")
+            assert notice.count() == 1, name
+            assert "The first ingestion is queued" in notice.inner_text(), name
+            assert notice.is_visible(), name
+            if name == "costs":
+                assert "Cost Explorer has not been read yet" in page.inner_text("#costs-first-run")
+            screenshot(page, f"reading-first-run-{role}-{name}")
             watchdog.assert_clean(page, f"first run {name}")
-            assert watchdog.console_errors == []
+            assert watchdog.console_errors == [], name
     finally:
         context.close()
 

@@ -11,7 +11,9 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from django.db.models import Count, Sum
 
-from audits.cloudtrail import CRITICAL_EVENT_NAMES, s3_context_names_object
+from audits import selectors
+from audits.cloudtrail import CRITICAL_EVENT_NAMES, GRANT_OPERATIONS, ROUTINE, critical_class, s3_context_names_object
+from audits.filters import Bound, EventFilter
 from audits.ingest import ingest_records, start_run
 from audits.models import (
     DailyRollup,
@@ -274,3 +276,19 @@ def test_costs_reach_back_to_the_previous_month_a_little_lower(month):
             d for d in sorted(days) if first < d <= first + timedelta(days=7) and d.weekday() == when.weekday()
         )
         assert entry["requests"] == round(activity[(template.isoformat(), account, region)]["requests"] * 0.9)
+
+
+def test_the_demos_routine_service_grants_stay_off_the_overviews_latest_critical_events(ingested):
+    # The reading of the demo: most critical events were autoscaling's grants through EBS,
+    # and the deletions and disablings between them were easy to miss.
+    since = (END - timedelta(days=29)).date()
+    f = EventFilter(since=Bound.of_day(since))
+    routine = Event.objects.filter(event_name__in=GRANT_OPERATIONS, event_time__date__gte=since).exclude(service="")
+    important = list(selectors.critical_events(f, need=10_000))
+    assert routine.count() > 0 and len(important) > 0
+    assert selectors.routine_critical_count(f) == routine.count()
+    latest = selectors.latest_critical(f)
+    assert len(latest) == 10
+    assert all(critical_class(e.event_name, e.service) != ROUTINE for e in latest)
+    assert [e.pk for e in latest] == [e.pk for e in important[:10]]
+    assert {"ScheduleKeyDeletion", "DisableKey"} <= {e.event_name for e in important}
