@@ -81,7 +81,7 @@ def scanned_calls() -> dict[int, tuple[str, str]]:
     return out
 
 
-def written_calls() -> dict[int, tuple[str, str]]:
+def written_calls() -> dict[int | None, tuple[str, str]]:
     rows = AlertCandidate.objects.filter(kind=AlertCandidate.Kind.CALL).values_list("event_pk", "event_name", "detail")
     pks = [pk for pk, _, _ in rows]
     assert len(pks) == len(set(pks)), "a call kept twice"
