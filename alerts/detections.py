@@ -29,7 +29,7 @@ from django.conf import settings
 from django.db.models import F, Max, Min, Q, Sum, Value
 from django.db.models.functions import Concat
 
-from audits.candidates import request_of
+from audits.candidates import is_quota_candidate, quota_floors, request_of
 from audits.changes import EXPOSING_OPERATIONS
 from audits.cloudtrail import CUSTOM_KEY_STORE, GRANT_OPERATIONS, ROUTINE, critical_class
 from audits.models import (
@@ -195,6 +195,7 @@ class Batch:
         self._key_first: dict[tuple[str, str, str], datetime] | None = None
         self._principal_groups: list[Group] | None = None
         self._quota_minutes: dict[tuple[str, str], set[datetime]] | None = None
+        self._busy_minutes: dict[tuple[str, str], set[datetime]] = defaultdict(set)
 
     def needs_active_scopes(self) -> bool:
         return bool(self.key_hours)
@@ -285,16 +286,22 @@ class Batch:
             return {}
         assert self.first_hour is not None  # the pairs come from the range's events
         since = (self.first_hour - self.window - DAY).date()
-        keys, principals = {k for k, _ in pairs}, {p for _, p in pairs}
         found: dict[tuple[str, str], datetime] = {}
-        for row in (
-            KeyPrincipalDay.objects.filter(key__in=keys, principal__in=principals, day__gte=since)
-            .values("key", "principal")
-            .annotate(first=Min("first_seen"))
-            .order_by()
-        ):
-            if (row["key"], row["principal"]) in pairs:
-                found[(row["key"], row["principal"])] = row["first"]
+        # The window's first two days first: a pair active then (most of them) has its first
+        # activity there; only the others' later days are read.
+        for days in ({"day__gte": since, "day__lte": since + 2 * DAY}, {"day__gt": since + 2 * DAY}):
+            rest = pairs - found.keys()
+            if not rest:
+                break
+            for key, principal, first in (
+                KeyPrincipalDay.objects.filter(key__in={k for k, _ in rest}, principal__in={p for _, p in rest}, **days)
+                .values("key", "principal")
+                .annotate(first=Min("first_seen"))
+                .order_by()
+                .values_list("key", "principal", "first")
+            ):
+                if (key, principal) in rest:
+                    found[(key, principal)] = first
         return found
 
     def has_history(self, first_seen: datetime | None, hour: datetime) -> bool:
@@ -737,41 +744,45 @@ class Batch:
 
     # -- request quotas (capacity) ---------------------------------------------------------------
 
-    def quota_minutes(self) -> dict[tuple[str, str], set[datetime]]:
+    def quota_minutes(self, *, busy: bool = False) -> dict[tuple[str, str], set[datetime]]:
         """(account, region) -> the UTC minutes with new calls that count against a request quota,
-        those busy enough to be judged at all (audits.candidates.QUOTA_CANDIDATE_SHARE)."""
+        those busy enough or throttled enough to be judged at all (audits/candidates.py); busy:
+        only those busy enough for quota-headroom."""
         if self._quota_minutes is None:
+            floors = quota_floors()
             found: dict[tuple[str, str], set[datetime]] = defaultdict(set)
-            for account, region, minute in self.candidates.filter(kind=AlertCandidate.Kind.MINUTE).values_list(
-                "account_id", "region", "at"
-            ):
+            for account, region, minute, quota_class, calls in self.candidates.filter(
+                kind=AlertCandidate.Kind.MINUTE
+            ).values_list("account_id", "region", "at", "quota_class", "n"):
                 found[(account, region)].add(minute.astimezone(UTC))
+                if is_quota_candidate(quota_class, calls, 0, floors):
+                    self._busy_minutes[(account, region)].add(minute.astimezone(UTC))
             self._quota_minutes = found
-        return self._quota_minutes
+        return self._busy_minutes if busy else self._quota_minutes
 
-    def _minute_rows(self, **conditions) -> list[tuple[str, str, str, datetime, int, int, datetime, datetime]]:
-        """QuotaMinute rows of the new minutes (whole minutes: a minute's later events judge its total,
+    def _minute_rows(
+        self, minutes_of: dict[tuple[str, str], set[datetime]], **conditions
+    ) -> list[tuple[str, str, str, datetime, int, int, datetime, datetime]]:
+        """QuotaMinute rows of these minutes (whole minutes: a minute's later events judge its total,
         and the alert's per-minute figures replace, never add to, what an earlier range judged)."""
-        rows = []
-        for (account, region), minutes in self.quota_minutes().items():
-            rows += [
-                row
-                for row in QuotaMinute.objects.filter(
-                    account_id=account, region=region, minute__gte=min(minutes), minute__lte=max(minutes), **conditions
-                ).values_list(
-                    "account_id", "region", "quota_class", "minute", "calls", "throttled", "first_seen", "last_seen"
-                )
-                if row[3] in minutes
-            ]
+        rows: list[tuple[str, str, str, datetime, int, int, datetime, datetime]] = []
+        for (account, region), minutes in minutes_of.items():
+            rows += QuotaMinute.objects.filter(
+                account_id=account, region=region, minute__in=sorted(minutes), **conditions
+            ).values_list(
+                "account_id", "region", "quota_class", "minute", "calls", "throttled", "first_seen", "last_seen"
+            )
         return rows
 
     def quota_headroom(self) -> list[Detection]:
         rule = self.rules[Kind.QUOTA_HEADROOM]
-        rows = self._minute_rows()
+        # Minutes below a tenth of every quota that may apply cannot reach the rule's ratio of one.
+        busy = self.quota_minutes(busy=True)
+        rows = self._minute_rows(busy)
         rows = [row for row in rows if row[2] != CUSTOM_KEY_STORE]
         # The custom-key-store quota is read through the inventory (capacity.selectors): its minutes
         # are the custom-key-store rows plus the symmetric calls on keys in a custom key store.
-        for (account, region), minutes in self.quota_minutes().items():
+        for (account, region), minutes in busy.items():
             rows += [
                 (a, r, CUSTOM_KEY_STORE, m, n, t, m, m + timedelta(seconds=59))
                 for a, r, m, n, t in capacity.custom_store_minutes(
@@ -810,7 +821,9 @@ class Batch:
     def throttling(self) -> list[Detection]:
         rule = self.rules[Kind.THROTTLING]
         per_minute: dict[tuple[str, str, datetime], list] = {}
-        for account, region, _, minute, _, throttled, first, last in self._minute_rows(throttled__gt=0):
+        for account, region, _, minute, _, throttled, first, last in self._minute_rows(
+            self.quota_minutes(), throttled__gt=0
+        ):
             entry = per_minute.setdefault((account, region, minute), [0, first, last])
             entry[0] += throttled
             entry[1], entry[2] = min(entry[1], first), max(entry[2], last)
@@ -841,26 +854,47 @@ class Batch:
         self, candidates: dict[tuple, list[Group]], *, after_hours: bool
     ) -> dict[tuple, list[datetime]]:
         """Sorted hours with activity (after-hours activity) of each candidate scope: its latest one
-        in the window before the first new hour, and every one from there to the last new hour."""
-        keys = {s[2] for s in candidates}
-        principals = {s[3] for s in candidates}
+        in the window before the first new hour, and every one from there to the last new hour
+        unless that latest one is within the window of every new hour of the scope (then it alone
+        decides, in _fresh, that none of them is fresh: the later hours are not read)."""
         hours = [g.hour for groups in candidates.values() for g in groups]
         first, last = min(hours), max(hours)
-        rows = KeyPrincipalHour.objects.filter(key__in=keys, principal__in=principals)
-        if after_hours:
-            rows = rows.filter(after_hours_calls__gt=0)
         scope = ("account_id", "region", "key", "principal")
         found: dict[tuple, list[datetime]] = defaultdict(list)
-        before = (
-            rows.filter(hour__gte=first - self.window, hour__lt=first)
-            .values(*scope)
-            .annotate(last=Max("hour"))
-            .order_by()
-            .values_list(*scope, "last")
-        )
-        for *key, hour in [*before, *rows.filter(hour__gte=first, hour__lte=last).values_list(*scope, "hour")]:
-            if tuple(key) in candidates:
-                found[tuple(key)].append(hour)
+        # The last day before the first new hour first: a scope active then (most of them) has its
+        # latest earlier activity there; only the others' earlier days are read.
+        recent = max(first - self.window, first - DAY)
+        for span in ({"hour__gte": recent, "hour__lt": first}, {"hour__gte": first - self.window, "hour__lt": recent}):
+            rest = candidates.keys() - found.keys()
+            if not rest or span["hour__gte"] >= span["hour__lt"]:
+                break
+            before = (
+                KeyPrincipalHour.objects.filter(
+                    key__in={s[2] for s in rest}, principal__in={s[3] for s in rest}, **span
+                )
+                .filter(**({"after_hours_calls__gt": 0} if after_hours else {}))
+                .values(*scope)
+                .annotate(last=Max("hour"))
+                .order_by()
+                .values_list(*scope, "last")
+            )
+            for *key, hour in before:
+                if tuple(key) in rest:
+                    found[tuple(key)].append(hour)
+        need = {
+            s
+            for s, groups in candidates.items()
+            if s not in found or found[s][0] < max(g.hour for g in groups) - self.window
+        }
+        if need:
+            later = KeyPrincipalHour.objects.filter(
+                key__in={s[2] for s in need}, principal__in={s[3] for s in need}, hour__gte=first, hour__lte=last
+            )
+            if after_hours:
+                later = later.filter(after_hours_calls__gt=0)
+            for *key, hour in later.values_list(*scope, "hour"):
+                if tuple(key) in need:
+                    found[tuple(key)].append(hour)
         for seen in found.values():
             seen.sort()
         return found
