@@ -224,6 +224,7 @@ def _apply(
         for alert in Alert.objects.select_for_update().filter(scope_hash__in=list(merged), state__in=ACTIVE_STATES)
     }
     opened: list[Alert] = []
+    grown: list[Alert] = []
     for scope, detection in merged.items():
         suppression = _suppressed_by(detection, suppressions)
         if suppression is not None:
@@ -235,8 +236,12 @@ def _apply(
             opened.append(_new(scope, detection, now))
         else:
             _grow(alert, detection, now)
+            grown.append(alert)
             result.updated += 1
             result.alerts.append(alert.pk)
+    if grown:
+        # One statement for all of them: a round of ingestion grows dozens of open alerts.
+        Alert.objects.bulk_update(grown, GROWN_FIELDS)
     if opened:
         # Written together: a backfill can open hundreds at once.
         Alert.objects.bulk_create(opened)
@@ -287,6 +292,7 @@ def _new(scope: str, d: Detection, now: datetime) -> Alert:
 
 
 def _grow(alert: Alert, d: Detection, now: datetime) -> None:
+    """Add the detection to the active alert in memory; _apply writes it (GROWN_FIELDS)."""
     evidence = dict(alert.evidence or {})
     if d.hours:
         hours = {**evidence.get("hours", {}), **d.hours}
@@ -311,7 +317,25 @@ def _grow(alert: Alert, d: Detection, now: datetime) -> None:
         _wake(alert, now)
     if _escalated(alert):
         _notify(alert, "escalated")
-    alert.save()
+
+
+# What _grow (and _wake, _notify within it) may change; _apply writes them.
+GROWN_FIELDS = (
+    "count",
+    "evidence",
+    "first_event",
+    "last_event",
+    "observed",
+    "baseline",
+    "threshold",
+    "summary",
+    "severity",
+    "updated",
+    "state",
+    "snoozed_until",
+    "last_notified_count",
+    "last_notified_severity",
+)
 
 
 SAMPLE_KEEP = 20

@@ -187,3 +187,15 @@ def test_an_evaluation_that_crashed_after_ingestion_misses_nothing_and_counts_no
     assert counts == {"ScheduleKeyDeletion": 1, "DisableKey": 2, "PutKeyPolicy": 1}
     assert not AlertCandidate.objects.exists()  # consumed with the watermark's moves
     assert Evaluation.objects.get().event_id == Event.objects.order_by("-id").first().id
+
+
+def test_candidates_not_judged_yet_move_with_their_events_when_an_alias_is_reattributed(notified):
+    from audits.services import reattribute_alias
+
+    alias_arn = f"arn:aws:kms:us-east-1:{A}:alias/app"
+    ingest([rec("DisableKey", key=alias_arn)])
+    assert set(AlertCandidate.objects.values_list("key", flat=True)) == {alias_arn}
+    reattribute_alias(A, "us-east-1", alias_name="alias/app", alias_arn=alias_arn, key_arn=K1)
+    assert set(AlertCandidate.objects.values_list("key", flat=True)) == {K1}
+    notified.evaluate()
+    assert Alert.objects.get(kind=Kind.CRITICAL_EVENT).key == K1
