@@ -85,7 +85,8 @@ def build_history(target: int) -> None:
         "t.event_id || '~' || g" if c == "event_id" else moved if c == "event_time" else f"t.{c}" for c in EVENT_COLUMNS
     )
     with connection.cursor() as cursor:
-        cursor.execute("SELECT max(id) FROM audits_event WHERE event_id NOT LIKE '%~%' AND event_id NOT LIKE 'r%'")
+        # The templates are the first events ingested.
+        cursor.execute("SELECT id FROM audits_event ORDER BY id LIMIT 1 OFFSET %s", [TEMPLATES - 1])
         (last_template,) = cursor.fetchone()
         cursor.execute(
             "SELECT coalesce(max(split_part(event_id, '~', 2)::int), 0) FROM audits_event WHERE event_id LIKE '%~%'"
