@@ -11,7 +11,7 @@ from datetime import UTC, timedelta
 import pytest
 
 import alerts.services
-from alerts.models import Alert, Evaluation, Kind
+from alerts.models import Alert, AlertRule, Evaluation, Kind
 from audits import candidates, synthetic
 from audits.cloudtrail import CRITICAL_EVENT_NAMES
 from audits.models import AlertCandidate, Event, QuotaMinute
@@ -199,3 +199,19 @@ def test_candidates_not_judged_yet_move_with_their_events_when_an_alias_is_reatt
     assert set(AlertCandidate.objects.values_list("key", flat=True)) == {K1}
     notified.evaluate()
     assert Alert.objects.get(kind=Kind.CRITICAL_EVENT).key == K1
+
+
+def test_the_critical_event_rule_accepts_only_operations_ingestion_keeps_for_evaluation():
+    from alerts.admin import AlertRuleForm
+
+    rule, _ = AlertRule.objects.get_or_create(kind=Kind.CRITICAL_EVENT, defaults={"config": {}})
+
+    def form(operations):
+        return AlertRuleForm(
+            data={"kind": Kind.CRITICAL_EVENT, "enabled": True, "config": json.dumps({"operations": operations})},
+            instance=rule,
+        )
+
+    assert form({"DisableKey": "high", "CreateKey": "low"}).is_valid()
+    refused = form({"DisableKey": "high", "Decrypt": "low"})
+    assert not refused.is_valid() and "Decrypt" in str(refused.errors)
