@@ -198,6 +198,7 @@ class Batch:
         self._busy_minutes: dict[tuple[str, str], set[datetime]] = defaultdict(set)
 
     def needs_active_scopes(self) -> bool:
+        """Only after-hours-unusual and new-principal read the active scopes; both judge event groups."""
         return bool(self.key_hours)
 
     def principal_groups(self) -> list[Group]:
@@ -310,9 +311,9 @@ class Batch:
     # -- the detections --------------------------------------------------------------------------
 
     def detect(self) -> list[Detection]:
+        # Every detection runs even without event groups: a chunk may end inside a batch's
+        # candidates and hold only its key-management calls or quota minutes.
         found: list[Detection] = []
-        if not self.key_hours:
-            return found
         for kind, method in (
             (Kind.CRITICAL_EVENT, self.critical_and_exposed),
             (Kind.FAILURE_BURST, self.failure_burst),
@@ -553,6 +554,8 @@ class Batch:
     def volume_spike(self) -> list[Detection]:
         rule = self.rules[Kind.VOLUME_SPIKE]
         hours = {row[:4] for row in self.key_hours}
+        if not hours:
+            return []
         low = min(scope[3] for scope in hours)
         high = max(scope[3] for scope in hours)
         series: dict[tuple, dict[datetime, int]] = defaultdict(dict)

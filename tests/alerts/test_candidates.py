@@ -215,3 +215,9 @@ def test_the_critical_event_rule_accepts_only_operations_ingestion_keeps_for_eva
     assert form({"DisableKey": "high", "CreateKey": "low"}).is_valid()
     refused = form({"DisableKey": "high", "Decrypt": "low"})
     assert not refused.is_valid() and "Decrypt" in str(refused.errors)
+
+
+def test_a_chunk_holding_only_key_management_calls_is_judged(notified):
+    ingest([rec("ScheduleKeyDeletion", key=K1), rec("DisableKey", key=K2), rec("Decrypt")])
+    notified.evaluate(chunk=1)  # one candidate per transaction: the calls' chunks hold no event group
+    assert sorted(Alert.objects.values_list("subject", flat=True)) == ["DisableKey", "ScheduleKeyDeletion"]
