@@ -164,13 +164,6 @@ def _lock(*, shared: bool) -> None:
     # SQLite: every write transaction begins IMMEDIATE (settings), so writers take turns anyway.
 
 
-def settled_event_id(*, wait_seconds: float = 30.0) -> int | None:
-    """The highest event id such that every lower id is committed or never will be, or None when
-    the ingest batches did not pause within `wait_seconds`."""
-    settled = settled_ids(wait_seconds=wait_seconds)
-    return None if settled is None else settled[0]
-
-
 def settled_ids(*, wait_seconds: float = 30.0) -> tuple[int, int] | None:
     """(event id, alert candidate id), each the highest such that every lower id is committed or
     never will be, read at one moment with no batch in flight (so every event up to the one has its
