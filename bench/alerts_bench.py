@@ -1,6 +1,6 @@
 """Cost of alert evaluation per 10,000 new events over a large history, against their ingestion.
 
-    python bench/alerts_bench.py --history 1000000 10000000 --rounds 5
+    python bench/alerts_bench.py --history 1000000 10000000 --rounds 7
 
 Builds the history in bulk, then, at each size, runs rounds of 10,000 new events through the real
 ingestion path (`ingest_records`, timed) and times the evaluation that judges them, in the same
@@ -9,9 +9,10 @@ with the history. Medians over the rounds, with the generator's key-management c
 
 The history: loading millions of events through the ingestion path takes hours here (~1,000
 events/s), so it is built in bulk. TEMPLATES synthetic events over 90 days go through the real
-ingestion path once; copies of them (the same keys, principals and raw records, new event ids, each
-copy moved by whole days and some minutes within the 90 days) are then added with one INSERT ... SELECT generate_series per step, and every summary is rebuilt
-from the events with the statements ingestion uses (GROUP BY over the events instead of over a
+ingestion path once; copies of them (the same keys, principals and raw records, new event ids,
+each copy moved by whole days and some minutes within the 90 days, keeping its template's
+after-hours flag) are then added with one INSERT ... SELECT generate_series per step, and every
+summary is rebuilt from the events with the statements ingestion uses (GROUP BY over the events instead of over a
 batch), so events and summaries agree as if every copy had been ingested. The rounds' events use
 the history's keys and principals (the generator's seed 0, with fresh event ids), one day after
 the history and each round a day later, so every detection reads its real baselines.
