@@ -8,9 +8,10 @@ import json
 from django import forms
 from django.contrib import admin
 
+from audits.cloudtrail import CRITICAL_EVENT_NAMES
 from kmsdash.admin import ReadOnlyAdmin
 
-from .models import Alert, AlertRule, AlertStateChange, Evaluation, Suppression
+from .models import Alert, AlertRule, AlertStateChange, Evaluation, Kind, Suppression
 from .rules import DEFAULTS
 
 
@@ -28,6 +29,14 @@ class AlertRuleForm(forms.ModelForm):
         unknown = sorted(set(config) - allowed)
         if unknown:
             raise forms.ValidationError(f"Unknown settings for {kind}: {', '.join(unknown)}.")
+        operations = config.get("operations")
+        if kind == Kind.CRITICAL_EVENT and isinstance(operations, dict):
+            # Ingestion keeps only these calls for evaluation (audits/candidates.py).
+            other = sorted(set(operations) - CRITICAL_EVENT_NAMES)
+            if other:
+                raise forms.ValidationError(
+                    f"Not a key-management operation: {', '.join(other)} (one of {', '.join(sorted(CRITICAL_EVENT_NAMES))})."
+                )
         return config
 
 

@@ -1,6 +1,8 @@
-"""The nine detections, over the events that landed in one id range, on event time.
+"""The nine detections, over the events that landed in one range of alert candidates, on event time.
 
-Reads: the new events themselves (one grouped scan of the range, and the few critical ones whole),
+Reads: what ingestion kept of the new events for them, the alert candidates of the range
+(audits/candidates.py: the events per hour and dimension, the key-management calls with their
+request fields, the busy quota minutes), never the new events themselves nor their raw records;
 and for every baseline the hourly and daily summaries (audits/rollups.py), never the baseline's
 raw events. Each query covers every key of the range at once, so the cost follows the new events,
 not the history.
@@ -24,14 +26,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import connection
-from django.db.models import Count, DateTimeField, F, Func, Max, Min, Q, Value
-from django.db.models.functions import Concat, Trunc, TruncHour
+from django.db.models import F, Max, Min, Q, Sum, Value
+from django.db.models.functions import Concat
 
+from audits.candidates import is_quota_candidate, quota_floors, request_of
 from audits.changes import EXPOSING_OPERATIONS
 from audits.cloudtrail import CUSTOM_KEY_STORE, GRANT_OPERATIONS, ROUTINE, critical_class
 from audits.models import (
-    Event,
+    AlertCandidate,
     KeyDay,
     KeyHour,
     KeyPrincipalDay,
@@ -39,7 +41,6 @@ from audits.models import (
     KeyPrincipalHour,
     QuotaMinute,
 )
-from audits.selectors import raw_records
 from capacity import selectors as capacity
 from inventory import policy as pol
 from inventory.findings import known_accounts
@@ -52,20 +53,6 @@ HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
 ALIAS_OPERATIONS = ("UpdateAlias", "DeleteAlias")
 SAMPLE_EVENTS = 20
-
-
-class _UTCHourPostgres(Func):
-    """date_trunc to the UTC hour as a timestamptz: psycopg hands back aware datetimes, sparing
-    TruncHour's per-row conversion (thousands of rows a batch)."""
-
-    template = "date_trunc('hour', %(expressions)s, 'UTC')"
-    output_field = DateTimeField()
-
-
-def utc_hour(field: str):
-    if connection.vendor == "postgresql":
-        return _UTCHourPostgres(F(field))
-    return TruncHour(field, tzinfo=UTC)
 
 
 def baseline_days() -> int:
@@ -170,32 +157,53 @@ class Group:
     last: datetime
 
 
+@dataclass
+class Call:
+    """A new successful key-management call, as its alert candidate keeps it."""
+
+    pk: int | None  # None only for a candidate made by hand
+    event_time: datetime
+    event_name: str
+    recipient_account_id: str
+    region: str
+    key: str
+    principal: str
+    service: str
+    detail: str
+
+
 class Batch:
-    """The events with ids in (lo, hi], read once, and the summaries every detection needs."""
+    """The alert candidates with ids in (lo, hi], and the summaries every detection needs."""
 
     def __init__(self, lo: int, hi: int, rules: dict[str, Rule], active_scopes: set[str] | None = None):
         self.lo, self.hi, self.rules = lo, hi, rules
-        # kmsdash's own calls (audits.cloudtrail.OwnCalls) are nobody's activity to alert on.
-        self.events = Event.objects.filter(id__gt=lo, id__lte=hi, own=False)
-        # Every (account, region, key, hour) with new events; the narrower reads below each scan
-        # only the range's rows their detection needs, so few rows come back to Python.
-        self.key_hours = [
-            (r["recipient_account_id"], r["region"], r["key"], r["hour"], r["n"])
-            for r in self.events.annotate(hour=utc_hour("event_time"))
-            .values("recipient_account_id", "region", "key", "hour")
-            .annotate(n=Count("id"))
+        self.candidates = AlertCandidate.objects.filter(id__gt=lo, id__lte=hi)
+        # The new events per hour and dimension (kmsdash's own calls, nobody's activity to alert
+        # on, are left out by ingestion); the narrower reads below each filter these few rows.
+        self.event_groups = self.candidates.filter(kind=AlertCandidate.Kind.GROUP)
+        # Every (account, region, key, hour) with new events.
+        self.key_hours = list(
+            self.event_groups.values("account_id", "region", "key", "at")
+            .annotate(n=Sum("n"))
             .order_by()
-        ]
+            .values_list("account_id", "region", "key", "at", "n")
+        )
         self.total = sum(row[4] for row in self.key_hours)
         self.first_hour: datetime | None = min((row[3] for row in self.key_hours), default=None)
         self.active_scopes = active_scopes  # filled by the caller: scopes with an active alert
         self.window = timedelta(days=baseline_days())
         self._key_first: dict[tuple[str, str, str], datetime] | None = None
         self._principal_groups: list[Group] | None = None
+        self._quota_minutes: dict[tuple[str, str], set[datetime]] | None = None
+        self._busy_minutes: dict[tuple[str, str], set[datetime]] = defaultdict(set)
+
+    def needs_active_scopes(self) -> bool:
+        """Only after-hours-unusual and new-principal read the active scopes; both judge event groups."""
+        return bool(self.key_hours)
 
     def principal_groups(self) -> list[Group]:
         """The range's failed, after-hours and possibly-new-principal events, per (hour, account,
-        region, key, principal, type, error code, after-hours): one scan for three detections."""
+        region, key, principal, type, error code, after-hours): one read for three detections."""
         if self._principal_groups is None:
             condition = Q(pk__in=[])
             if self.rules[Kind.FAILURE_BURST].enabled:
@@ -215,8 +223,8 @@ class Batch:
             # of another account than the recipient's, keys of another account than the recipient's.
             condition &= (
                 Q(principal_type__in=("Root", "IAMUser", "AWSAccount"))
-                | (~Q(caller_account_id="") & ~Q(caller_account_id=F("recipient_account_id")))
-                | ~Q(key__contains=Concat(Value(":"), F("recipient_account_id"), Value(":key/")))
+                | (~Q(caller_account_id="") & ~Q(caller_account_id=F("account_id")))
+                | ~Q(key__contains=Concat(Value(":"), F("account_id"), Value(":key/")))
                 | Q(principal__endswith=":root")
                 | Q(principal__contains=":user/")
             )
@@ -224,29 +232,34 @@ class Batch:
 
     def groups(self, condition: Q, *, by: tuple[str, ...] = ()) -> list[Group]:
         """The range's events matching `condition`, per (hour, account, region, key, principal, *by)."""
+        columns = ("at", "account_id", "region", "key", "principal", *by)
         rows = (
-            self.events.filter(condition)
-            .annotate(hour=utc_hour("event_time"))
-            .values("hour", "recipient_account_id", "region", "key", "principal", *by)
-            .annotate(n=Count("id"), first=Min("event_time"), last=Max("event_time"))
+            self.event_groups.filter(condition)
+            .values(*columns)
+            .annotate(total=Sum("n"), first=Min("first_seen"), last=Max("last_seen"))
             .order_by()
+            .values_list(*columns, "total", "first", "last")
         )
-        return [
-            Group(
-                r["hour"],
-                r["recipient_account_id"],
-                r["region"],
-                r["key"],
-                r["principal"],
-                r.get("principal_type", ""),
-                r.get("error_code", ""),
-                r.get("after_hours", False),
-                r["n"],
-                r["first"],
-                r["last"],
+        width = len(columns)
+        found = []
+        for row in rows:
+            named = dict(zip(by, row[5:width], strict=True))
+            found.append(
+                Group(
+                    row[0],
+                    row[1],
+                    row[2],
+                    row[3],
+                    row[4],
+                    named.get("principal_type", ""),
+                    named.get("error_code", ""),
+                    named.get("after_hours", False),
+                    row[width],
+                    row[width + 1],
+                    row[width + 2],
+                )
             )
-            for r in rows
-        ]
+        return found
 
     # -- shared reads ----------------------------------------------------------------------------
 
@@ -274,16 +287,22 @@ class Batch:
             return {}
         assert self.first_hour is not None  # the pairs come from the range's events
         since = (self.first_hour - self.window - DAY).date()
-        keys, principals = {k for k, _ in pairs}, {p for _, p in pairs}
         found: dict[tuple[str, str], datetime] = {}
-        for row in (
-            KeyPrincipalDay.objects.filter(key__in=keys, principal__in=principals, day__gte=since)
-            .values("key", "principal")
-            .annotate(first=Min("first_seen"))
-            .order_by()
-        ):
-            if (row["key"], row["principal"]) in pairs:
-                found[(row["key"], row["principal"])] = row["first"]
+        # The window's first two days first: a pair active then (most of them) has its first
+        # activity there; only the others' later days are read.
+        for days in ({"day__gte": since, "day__lte": since + 2 * DAY}, {"day__gt": since + 2 * DAY}):
+            rest = pairs - found.keys()
+            if not rest:
+                break
+            for key, principal, first in (
+                KeyPrincipalDay.objects.filter(key__in={k for k, _ in rest}, principal__in={p for _, p in rest}, **days)
+                .values("key", "principal")
+                .annotate(first=Min("first_seen"))
+                .order_by()
+                .values_list("key", "principal", "first")
+            ):
+                if (key, principal) in rest:
+                    found[(key, principal)] = first
         return found
 
     def has_history(self, first_seen: datetime | None, hour: datetime) -> bool:
@@ -292,9 +311,9 @@ class Batch:
     # -- the detections --------------------------------------------------------------------------
 
     def detect(self) -> list[Detection]:
+        # Every detection runs even without event groups: a chunk may end inside a batch's
+        # candidates and hold only its key-management calls or quota minutes.
         found: list[Detection] = []
-        if not self.key_hours:
-            return found
         for kind, method in (
             (Kind.CRITICAL_EVENT, self.critical_and_exposed),
             (Kind.FAILURE_BURST, self.failure_burst),
@@ -316,28 +335,22 @@ class Batch:
             return []
         found: list[Detection] = []
         known: set[str] | None = None
-        query = self.events.filter(event_name__in=sorted(names), error_code="")
+        # Successful calls only: ingestion keeps no failed call as a candidate.
+        query = self.candidates.filter(kind=AlertCandidate.Kind.CALL, event_name__in=sorted(names))
         if not critical["include_routine"]:
             # Grants that AWS services make on the caller's behalf are routine for key-exposed too:
-            # their grantee is the service's choice. Skipping them spares reading their raw records.
+            # their grantee is the service's choice.
             query = query.exclude(event_name__in=GRANT_OPERATIONS, service__gt="")
-        events = list(
-            query.only(
-                "event_time",
-                "event_name",
-                "recipient_account_id",
-                "region",
-                "key",
-                "principal",
-                "service",
-                "raw_block_id",
-                "raw_index",
-            ).order_by("id")
-        )
-        records = raw_records([e for e in events if e.event_name in ALIAS_OPERATIONS + EXPOSING_OPERATIONS])
+        events = [
+            Call(*row)
+            for row in query.order_by("event_pk").values_list(
+                "event_pk", "at", "event_name", "account_id", "region", "key", "principal", "service", "detail"
+            )
+        ]
         for event in events:
             name = event.event_name
-            raw = records.get(event.pk)
+            # The request fields the detections read, kept by ingestion (no raw block is read).
+            raw = request_of(event.detail) if name in ALIAS_OPERATIONS + EXPOSING_OPERATIONS else None
             sample = {"id": event.pk, "time": iso(event.event_time), "operation": name, "principal": event.principal}
             if name in operations:
                 detection = self._critical(event, raw, sample, critical)
@@ -349,7 +362,7 @@ class Batch:
                 found.extend(self._exposed(event, raw or {}, sample, exposed, known))
         return found
 
-    def _critical(self, event: Event, raw: dict | None, sample: dict, rule: Rule) -> Detection | None:
+    def _critical(self, event: Call, raw: dict | None, sample: dict, rule: Rule) -> Detection | None:
         name = event.event_name
         kind_of = critical_class(name, event.service)
         if kind_of == ROUTINE and not rule["include_routine"]:
@@ -378,13 +391,13 @@ class Batch:
             evidence={"operation": name, "class": kind_of, "principal": event.principal, "events": [sample]},
         )
 
-    def _exposed(self, event: Event, raw: dict, sample: dict, rule: Rule, known: set[str]) -> list[Detection]:
+    def _exposed(self, event: Call, raw: dict, sample: dict, rule: Rule, known: set[str]) -> list[Detection]:
         request = raw.get("requestParameters")
         if not isinstance(request, dict):
             request = {}
         owner = key_account(event.key, event.recipient_account_id)
         accounts = known | {owner, event.recipient_account_id}
-        base = dict(
+        base: dict[str, Any] = dict(
             account=event.recipient_account_id,
             region=event.region,
             key=event.key,
@@ -541,6 +554,8 @@ class Batch:
     def volume_spike(self) -> list[Detection]:
         rule = self.rules[Kind.VOLUME_SPIKE]
         hours = {row[:4] for row in self.key_hours}
+        if not hours:
+            return []
         low = min(scope[3] for scope in hours)
         high = max(scope[3] for scope in hours)
         series: dict[tuple, dict[datetime, int]] = defaultdict(dict)
@@ -732,42 +747,45 @@ class Batch:
 
     # -- request quotas (capacity) ---------------------------------------------------------------
 
-    def quota_minutes(self) -> dict[tuple[str, str], set[datetime]]:
-        """(account, region) -> the UTC minutes with new calls that count against a request quota."""
-        found: dict[tuple[str, str], set[datetime]] = defaultdict(set)
-        for account, region, minute in (
-            self.events.exclude(quota_class="")
-            .annotate(minute=Trunc("event_time", "minute", tzinfo=UTC))
-            .values_list("recipient_account_id", "region", "minute")
-            .distinct()
-            .order_by()
-        ):
-            found[(account, region)].add(minute.astimezone(UTC))
-        return found
+    def quota_minutes(self, *, busy: bool = False) -> dict[tuple[str, str], set[datetime]]:
+        """(account, region) -> the UTC minutes with new calls that count against a request quota,
+        those busy enough or throttled enough to be judged at all (audits/candidates.py); busy:
+        only those busy enough for quota-headroom."""
+        if self._quota_minutes is None:
+            floors = quota_floors()
+            found: dict[tuple[str, str], set[datetime]] = defaultdict(set)
+            for account, region, minute, quota_class, calls in self.candidates.filter(
+                kind=AlertCandidate.Kind.MINUTE
+            ).values_list("account_id", "region", "at", "quota_class", "n"):
+                found[(account, region)].add(minute.astimezone(UTC))
+                if is_quota_candidate(quota_class, calls, 0, floors):
+                    self._busy_minutes[(account, region)].add(minute.astimezone(UTC))
+            self._quota_minutes = found
+        return self._busy_minutes if busy else self._quota_minutes
 
-    def _minute_rows(self, **conditions) -> list[tuple[str, str, str, datetime, int, int, datetime, datetime]]:
-        """QuotaMinute rows of the new minutes (whole minutes: a minute's later events judge its total,
+    def _minute_rows(
+        self, minutes_of: dict[tuple[str, str], set[datetime]], **conditions
+    ) -> list[tuple[str, str, str, datetime, int, int, datetime, datetime]]:
+        """QuotaMinute rows of these minutes (whole minutes: a minute's later events judge its total,
         and the alert's per-minute figures replace, never add to, what an earlier range judged)."""
-        rows = []
-        for (account, region), minutes in self.quota_minutes().items():
-            rows += [
-                row
-                for row in QuotaMinute.objects.filter(
-                    account_id=account, region=region, minute__gte=min(minutes), minute__lte=max(minutes), **conditions
-                ).values_list(
-                    "account_id", "region", "quota_class", "minute", "calls", "throttled", "first_seen", "last_seen"
-                )
-                if row[3] in minutes
-            ]
+        rows: list[tuple[str, str, str, datetime, int, int, datetime, datetime]] = []
+        for (account, region), minutes in minutes_of.items():
+            rows += QuotaMinute.objects.filter(
+                account_id=account, region=region, minute__in=sorted(minutes), **conditions
+            ).values_list(
+                "account_id", "region", "quota_class", "minute", "calls", "throttled", "first_seen", "last_seen"
+            )
         return rows
 
     def quota_headroom(self) -> list[Detection]:
         rule = self.rules[Kind.QUOTA_HEADROOM]
-        rows = self._minute_rows()
+        # Minutes below a tenth of every quota that may apply cannot reach the rule's ratio of one.
+        busy = self.quota_minutes(busy=True)
+        rows = self._minute_rows(busy)
         rows = [row for row in rows if row[2] != CUSTOM_KEY_STORE]
         # The custom-key-store quota is read through the inventory (capacity.selectors): its minutes
         # are the custom-key-store rows plus the symmetric calls on keys in a custom key store.
-        for (account, region), minutes in self.quota_minutes().items():
+        for (account, region), minutes in busy.items():
             rows += [
                 (a, r, CUSTOM_KEY_STORE, m, n, t, m, m + timedelta(seconds=59))
                 for a, r, m, n, t in capacity.custom_store_minutes(
@@ -806,7 +824,9 @@ class Batch:
     def throttling(self) -> list[Detection]:
         rule = self.rules[Kind.THROTTLING]
         per_minute: dict[tuple[str, str, datetime], list] = {}
-        for account, region, _, minute, _, throttled, first, last in self._minute_rows(throttled__gt=0):
+        for account, region, _, minute, _, throttled, first, last in self._minute_rows(
+            self.quota_minutes(), throttled__gt=0
+        ):
             entry = per_minute.setdefault((account, region, minute), [0, first, last])
             entry[0] += throttled
             entry[1], entry[2] = min(entry[1], first), max(entry[2], last)
@@ -837,26 +857,47 @@ class Batch:
         self, candidates: dict[tuple, list[Group]], *, after_hours: bool
     ) -> dict[tuple, list[datetime]]:
         """Sorted hours with activity (after-hours activity) of each candidate scope: its latest one
-        in the window before the first new hour, and every one from there to the last new hour."""
-        keys = {s[2] for s in candidates}
-        principals = {s[3] for s in candidates}
+        in the window before the first new hour, and every one from there to the last new hour
+        unless that latest one is within the window of every new hour of the scope (then it alone
+        decides, in _fresh, that none of them is fresh: the later hours are not read)."""
         hours = [g.hour for groups in candidates.values() for g in groups]
         first, last = min(hours), max(hours)
-        rows = KeyPrincipalHour.objects.filter(key__in=keys, principal__in=principals)
-        if after_hours:
-            rows = rows.filter(after_hours_calls__gt=0)
         scope = ("account_id", "region", "key", "principal")
         found: dict[tuple, list[datetime]] = defaultdict(list)
-        before = (
-            rows.filter(hour__gte=first - self.window, hour__lt=first)
-            .values(*scope)
-            .annotate(last=Max("hour"))
-            .order_by()
-            .values_list(*scope, "last")
-        )
-        for *key, hour in [*before, *rows.filter(hour__gte=first, hour__lte=last).values_list(*scope, "hour")]:
-            if tuple(key) in candidates:
-                found[tuple(key)].append(hour)
+        # The last day before the first new hour first: a scope active then (most of them) has its
+        # latest earlier activity there; only the others' earlier days are read.
+        recent = max(first - self.window, first - DAY)
+        for span in ({"hour__gte": recent, "hour__lt": first}, {"hour__gte": first - self.window, "hour__lt": recent}):
+            rest = candidates.keys() - found.keys()
+            if not rest or span["hour__gte"] >= span["hour__lt"]:
+                break
+            before = (
+                KeyPrincipalHour.objects.filter(
+                    key__in={s[2] for s in rest}, principal__in={s[3] for s in rest}, **span
+                )
+                .filter(**({"after_hours_calls__gt": 0} if after_hours else {}))
+                .values(*scope)
+                .annotate(last=Max("hour"))
+                .order_by()
+                .values_list(*scope, "last")
+            )
+            for *key, hour in before:
+                if tuple(key) in rest:
+                    found[tuple(key)].append(hour)
+        need = {
+            s
+            for s, groups in candidates.items()
+            if s not in found or found[s][0] < max(g.hour for g in groups) - self.window
+        }
+        if need:
+            later = KeyPrincipalHour.objects.filter(
+                key__in={s[2] for s in need}, principal__in={s[3] for s in need}, hour__gte=first, hour__lte=last
+            )
+            if after_hours:
+                later = later.filter(after_hours_calls__gt=0)
+            for *key, hour in later.values_list(*scope, "hour"):
+                if tuple(key) in need:
+                    found[tuple(key)].append(hour)
         for seen in found.values():
             seen.sort()
         return found

@@ -189,9 +189,12 @@ class AlertRule(models.Model):
 
 
 class Evaluation(models.Model):
-    """The one row saying how far evaluation has read: events up to `event_id` and findings up to
-    `finding_id` have been judged (a watermark on what was ingested, not on the clock)."""
+    """The one row saying how far evaluation has read: the alert candidates of the events up to
+    `candidate_id` (audits.models.AlertCandidate, written with the events), so events up to
+    `event_id`, and findings up to `finding_id` have been judged (a watermark on what was ingested,
+    not on the clock)."""
 
+    candidate_id = models.BigIntegerField(default=0)
     event_id = models.BigIntegerField(default=0)
     finding_id = models.BigIntegerField(default=0)
     evaluated_at = models.DateTimeField(null=True, blank=True)

@@ -42,11 +42,11 @@ from psycopg.types.json import Jsonb
 
 from kmsdash import aws, totals
 
-from . import rawcodec, retention
+from . import candidates, rawcodec, retention
 from .cloudtrail import BusinessHours, NormalizedEvent, NotKmsEvent, OwnCalls, ParseError, loads_record, parse_record
 from .fields import unique_key_sql
-from .models import Checkpoint, Event, IngestRun, Quarantine, RawBlock, Source
-from .rollups import DIMENSIONS, SUMMARIES, Summary
+from .models import AlertCandidate, Checkpoint, Event, IngestRun, Quarantine, QuotaMinute, RawBlock, Source
+from .rollups import DIMENSIONS, QUOTA_MINUTE, SUMMARIES, Summary
 
 logger = logging.getLogger(__name__)
 
@@ -620,8 +620,12 @@ _PG_TYPES = {
 }
 
 
+# Staged only: the request fields alert candidates keep of a key-management call (audits/candidates.py).
+_STAGE_COLUMNS = (*EVENT_COLUMNS, "alert_detail")
+
+
 def _pg_stage_sql() -> str:
-    columns = ", ".join(f"{name} {_PG_TYPES.get(name, 'text')}" for name in EVENT_COLUMNS)
+    columns = ", ".join(f"{name} {_PG_TYPES.get(name, 'text')}" for name in _STAGE_COLUMNS)
     return f"CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGE_TABLE} ({columns}) ON COMMIT DELETE ROWS"
 
 
@@ -645,10 +649,16 @@ def _conflict_target(model: type[models.Model], vendor: str) -> str:
     return "(" + ", ".join(columns) + ")"
 
 
-@functools.cache
 def _pg_insert_sql() -> str:
+    # The quota floors follow settings (KMSDASH_KMS_QUOTAS), which tests change.
+    return _pg_insert_sql_for(json.dumps(candidates.quota_floors(), sort_keys=True))
+
+
+@functools.cache
+def _pg_insert_sql_for(floors: str) -> str:
     columns = ", ".join(EVENT_COLUMNS)
     upserts = []
+    minutes = ""
     for n, summary in enumerate(SUMMARIES):
         table, dims = summary.table, summary.dim_columns
         counts = ", ".join(
@@ -656,6 +666,11 @@ def _pg_insert_sql() -> str:
         )
         added = ", ".join(f"{column} = {table}.{column} + EXCLUDED.{column}" for column in summary.count_names)
         where = f"WHERE {summary.counted[0]}" if summary.counted else ""
+        # The quota summary hands its new totals to the alert candidates.
+        returning = "1"
+        if summary is QUOTA_MINUTE:
+            minutes = f"summary{n}"
+            returning = f"{summary.dim_columns}, {summary.count_columns}, first_seen, last_seen"
         upserts.append(f"""
         summary{n} AS (
             INSERT INTO {table} ({dims}, {summary.count_columns}, first_seen, last_seen)
@@ -664,8 +679,9 @@ def _pg_insert_sql() -> str:
             ON CONFLICT {conflict_target(summary.model)} DO UPDATE SET {added},
                 first_seen = LEAST({table}.first_seen, EXCLUDED.first_seen),
                 last_seen = GREATEST({table}.last_seen, EXCLUDED.last_seen)
-            RETURNING 1
+            RETURNING {returning}
         )""")
+    upserts += candidates.pg_ctes("inserted", _STAGE_TABLE, minutes, json.loads(floors))
     # The inserted events' columns under the names the summaries' dimensions and conditions use.
     returned = ", ".join(dim.sql if dim.sql == dim.column else f"{dim.sql} AS {dim.column}" for dim in DIMENSIONS)
     # Data-modifying CTEs run to completion whether read or not; reading them keeps that visible.
@@ -675,7 +691,8 @@ def _pg_insert_sql() -> str:
             INSERT INTO {_EVENT_TABLE} ({columns})
             SELECT {columns} FROM {_STAGE_TABLE} ORDER BY event_time, recipient_account_id, event_id
             ON CONFLICT {conflict_target(Event)} DO NOTHING
-            RETURNING event_time, encryption_context, raw_block_id, raw_index, {returned}
+            RETURNING id, event_time, encryption_context, raw_block_id, raw_index, principal_type, caller_account_id,
+                {returned}
         ),{",".join(upserts)}
         SELECT new.blocks, new.indexes, {counted}
         FROM (SELECT array_agg(raw_block_id) AS blocks, array_agg(raw_index) AS indexes FROM inserted) AS new
@@ -686,10 +703,13 @@ def _write_postgresql(rows: list[tuple[NormalizedEvent, bytes]], slots: list[tup
     """Returns the (block, index) slots of the rows inserted."""
     with connection.cursor() as cursor:
         cursor.execute(_pg_stage_sql())
-        with cursor.cursor.copy(f"COPY {_STAGE_TABLE} ({', '.join(EVENT_COLUMNS)}) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types([_PG_TYPES.get(name, "text") for name in EVENT_COLUMNS])
-            for (event, _), slot in zip(rows, slots, strict=True):
-                row: Sequence[Any] = _event_values(event) + slot
+        with cursor.cursor.copy(
+            f"COPY {_STAGE_TABLE} ({', '.join(_STAGE_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+        ) as copy:
+            copy.set_types([_PG_TYPES.get(name, "text") for name in _STAGE_COLUMNS])
+            for (event, text), slot in zip(rows, slots, strict=True):
+                detail = candidates.detail_of(text) if candidates.wants_detail(event) else None
+                row: Sequence[Any] = _event_values(event) + slot + (detail,)
                 if row[_CONTEXT_INDEX] is not None:
                     # orjson: a quarter of the COPY's CPU less than json.dumps, and jsonb stores the
                     # same value (the context's text is clean: no NUL, no lone surrogate).
@@ -719,7 +739,7 @@ def _write_sqlite(rows: list[tuple[NormalizedEvent, bytes]], slots: list[tuple[i
     """Returns the (block, index) slots of the rows inserted."""
     columns = ", ".join(EVENT_COLUMNS)
     placeholders = "(" + ", ".join(["%s"] * len(EVENT_COLUMNS)) + ")"
-    inserted: set[tuple[int, int]] = set()
+    inserted: dict[tuple[int, int], int] = {}  # slot -> event id
     with connection.cursor() as cursor:
         for start in range(0, len(rows), _SQLITE_ROWS_PER_INSERT):
             chunk = range(start, min(start + _SQLITE_ROWS_PER_INSERT, len(rows)))
@@ -733,14 +753,40 @@ def _write_sqlite(rows: list[tuple[NormalizedEvent, bytes]], slots: list[tuple[i
                 params.extend(slots[i])
             cursor.execute(
                 f"INSERT INTO {_EVENT_TABLE} ({columns}) VALUES {', '.join([placeholders] * len(chunk))} "
-                f"ON CONFLICT {conflict_target(Event)} DO NOTHING RETURNING raw_block_id, raw_index",
+                f"ON CONFLICT {conflict_target(Event)} DO NOTHING RETURNING raw_block_id, raw_index, id",
                 params,
             )
-            inserted.update((block, index) for block, index in cursor.fetchall())
-        new = [event for (event, _), slot in zip(rows, slots, strict=True) if slot in inserted]
+            inserted.update(((block, index), pk) for block, index, pk in cursor.fetchall())
+        new = [
+            (inserted[slot], event, text) for (event, text), slot in zip(rows, slots, strict=True) if slot in inserted
+        ]
         for summary in SUMMARIES:
-            _upsert_sqlite(cursor, summary, new)
-    return inserted
+            _upsert_sqlite(cursor, summary, [event for _, event, _ in new])
+    _write_candidates_sqlite(new)
+    return set(inserted)
+
+
+def _write_candidates_sqlite(new: list[tuple[int, NormalizedEvent, bytes]]) -> None:
+    """The batch's alert candidates, as the PostgreSQL statement writes them (audits/candidates.py)."""
+    events = [
+        (pk, event, candidates.detail_of(text) if candidates.wants_detail(event) else "") for pk, event, text in new
+    ]
+    touched = {
+        (event.event_time.replace(second=0, microsecond=0), event.recipient_account_id, event.region)
+        for _, event, _ in events
+        if event.quota_class and not event.own
+    }
+    totals = []
+    if touched:
+        low, high = min(t[0] for t in touched), max(t[0] for t in touched)
+        totals = [
+            row
+            for row in QuotaMinute.objects.filter(minute__gte=low, minute__lte=high).values_list(
+                "minute", "account_id", "region", "quota_class", "calls", "throttled", "first_seen", "last_seen"
+            )
+            if (row[0], row[1], row[2]) in touched
+        ]
+    AlertCandidate.objects.bulk_create(candidates.build(events, totals, candidates.quota_floors()))
 
 
 def _upsert_sqlite(cursor, summary: Summary, events: list[NormalizedEvent]) -> None:

@@ -679,3 +679,47 @@ class QuotaMinute(models.Model):
 
     def __str__(self) -> str:
         return f"{self.minute:%Y-%m-%d %H:%M} {self.quota_class} x{self.calls}"
+
+
+class AlertCandidate(models.Model):
+    """What alert evaluation needs of one ingest batch's new events, written in the batch's
+    transaction (audits/candidates.py) so that evaluation reads these few rows instead of scanning
+    the events. Evaluation reads them above its watermark (alerts.models.Evaluation.candidate_id)
+    and deletes them once judged.
+
+    kind "group": the batch's new events (not kmsdash's own) per hour and every dimension a
+    detection filters or groups on, with their count and first and last times. kind "call": one
+    successful key-management call (audits.cloudtrail.CRITICAL_EVENT_NAMES), with the few request
+    fields the detections read (`detail`), so no raw block is decompressed. kind "minute": a
+    (minute, account, region, quota class) the batch touched whose total after the batch reached a
+    tenth of the lowest quota that could apply, or that has throttled calls."""
+
+    class Kind(models.TextChoices):
+        GROUP = "group"
+        CALL = "call"
+        MINUTE = "minute"
+
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    # The hour (group), the event time (call) or the minute (minute).
+    at = models.DateTimeField()
+    account_id = models.CharField(max_length=12)  # recipient account
+    region = models.CharField(max_length=32)
+    key = models.CharField(max_length=2048, blank=True)
+    principal = models.CharField(max_length=2048, blank=True)
+    principal_type = models.CharField(max_length=32, blank=True)
+    caller_account_id = models.CharField(max_length=12, blank=True)
+    error_code = models.CharField(max_length=128, blank=True)
+    after_hours = models.BooleanField(default=False)
+    n = models.BigIntegerField(default=1)
+    first_seen = models.DateTimeField()
+    last_seen = models.DateTimeField()
+    # call: the event, its operation, invokedBy and request fields (JSON text, '' if none are read).
+    event_pk = models.BigIntegerField(null=True, blank=True)
+    event_name = models.CharField(max_length=64, blank=True)
+    service = models.CharField(max_length=256, blank=True)
+    detail = models.TextField(blank=True)
+    # minute: its request quota.
+    quota_class = models.CharField(max_length=48, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.at:%Y-%m-%d %H:%M} {self.key} x{self.n}"

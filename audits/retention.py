@@ -34,7 +34,7 @@ from kmsdash.locks import lock_key, run_lock
 
 from . import rawcodec
 from .cloudtrail import CRITICAL_EVENT_NAMES, NormalizedEvent
-from .models import Event, RawBlock, Retention
+from .models import AlertCandidate, Event, RawBlock, Retention
 
 _LOCK_KEY = lock_key("audits.retention")
 
@@ -164,9 +164,13 @@ def _lock(*, shared: bool) -> None:
     # SQLite: every write transaction begins IMMEDIATE (settings), so writers take turns anyway.
 
 
-def settled_event_id(*, wait_seconds: float = 30.0) -> int | None:
-    """The highest event id such that every lower id is committed or never will be, or None when
-    the ingest batches did not pause within `wait_seconds`.
+def settled_ids(*, wait_seconds: float = 30.0) -> tuple[int, int] | None:
+    """(event id, alert candidate id), each the highest such that every lower id is committed or
+    never will be, read at one moment with no batch in flight (so every event up to the one has its
+    candidates up to the other); None when the ingest batches did not pause within `wait_seconds`.
+
+    Alert candidates are written in their batch's transaction (audits/candidates.py), so they settle
+    exactly as the events do.
 
     On PostgreSQL, ids of concurrent batches commit out of order: a batch that took id 100 may
     commit after one that took 101, so a plain max(id) could be passed by an id still to appear.
@@ -183,4 +187,7 @@ def settled_event_id(*, wait_seconds: float = 30.0) -> int | None:
                         _lock(shared=False)
                 except OperationalError:  # lock_timeout: a purge step or a batch held on
                     return None
-        return Event.objects.aggregate(last=Max("id"))["last"] or 0
+        return (
+            Event.objects.aggregate(last=Max("id"))["last"] or 0,
+            AlertCandidate.objects.aggregate(last=Max("id"))["last"] or 0,
+        )

@@ -189,6 +189,10 @@ COUNTS_AGAINST_A_QUOTA = ("quota_class <> ''", lambda event: event.quota_class !
 # The rollup alone keeps kmsdash's own calls (apart, by OWN); every other table leaves them out.
 ROLLUP = Summary(DailyRollup, (*SCOPE, KEY, OPERATION, PRINCIPAL, SERVICE, ERROR_CODE, AFTER_HOURS, OWN), ALL)
 KEY_DAY = Summary(KeyDay, (*SCOPE, KEY), KEY_MEASURES)
+# Per UTC minute and request quota, for capacity (and the alert candidates' quota minutes).
+QUOTA_MINUTE = Summary(
+    QuotaMinute, (MINUTE, ACCOUNT, REGION, QUOTA_CLASS), QUOTA_CALLS, where=COUNTS_AGAINST_A_QUOTA, with_own=True
+)
 
 SUMMARIES = (
     ROLLUP,
@@ -220,9 +224,7 @@ SUMMARIES = (
     # Per UTC minute and request quota, for capacity: the rate is a minute's calls / 60. Who made a
     # peak minute's calls is read from that minute's events (capacity.selectors): a table per key,
     # principal and service as well cost ~570 B/event where minutes hold few calls (bench/ingest_bench.py).
-    Summary(
-        QuotaMinute, (MINUTE, ACCOUNT, REGION, QUOTA_CLASS), QUOTA_CALLS, where=COUNTS_AGAINST_A_QUOTA, with_own=True
-    ),
+    QUOTA_MINUTE,
 )
 
 # Every dimension any table keeps, each once, in declaration order: the columns the write reads

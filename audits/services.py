@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from audits.cloudtrail import ACCOUNT_RE, REGION_RE
 from audits.ingest import Counts, finish_run
-from audits.models import Event, IngestRun, ObjectClaim, Source
+from audits.models import AlertCandidate, Event, IngestRun, ObjectClaim, Source
 from audits.rollups import KEY, keyed
 from audits.sources import s3
 from audits.sources.lookup import ingest_lookup
@@ -279,6 +279,9 @@ def reattribute_alias(account_id: str, region: str, *, alias_name: str, alias_ar
     moved = Event.objects.filter(
         Q(key=alias_arn) | Q(key=alias_name, recipient_account_id=account_id, region=region)
     ).update(key=key_arn)
+    # Alert candidates not judged yet move with their events (groups of one key may then repeat:
+    # evaluation sums them).
+    AlertCandidate.objects.filter(under_alias).update(key=key_arn)
     _merge_into_key(rollup, rollup_rows, key_arn)
     for summary in summaries:
         _merge_into_key(

@@ -190,7 +190,7 @@ def leave_out_summaries(names: set[str]) -> None:
     dimensions = tuple({dim.column: dim for summary in kept for dim in summary.dims}.values())
     rollups.SUMMARIES = ingest.SUMMARIES = kept  # type: ignore[assignment]
     rollups.DIMENSIONS = ingest.DIMENSIONS = dimensions
-    ingest._pg_insert_sql.cache_clear()
+    ingest._pg_insert_sql_for.cache_clear()
 
 
 def child_import(directory: str) -> dict:
