@@ -18,7 +18,7 @@ from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
 from alerts.tasks import evaluate_alerts
-from audits import retention
+from audits import partitions, retention
 from audits.models import IngestRun
 from audits.services import run_scope, scopes
 from audits.sources.lookup import Throttled
@@ -71,6 +71,12 @@ def _evaluate_if_new(result):
         except Exception:  # the events are in; beat's own evaluation (every 5 minutes) judges them
             logger.warning("could not queue an alert evaluation", exc_info=True)
     return result
+
+
+@shared_task(**RETRY)
+def ensure_event_partitions() -> int:
+    """PostgreSQL with partitioned events: the day partitions of the coming week (a no-op otherwise)."""
+    return len(partitions.ensure())
 
 
 @shared_task(**RETRY)
