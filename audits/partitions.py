@@ -11,9 +11,10 @@ partitioned). Plain declarative partitioning, two levels:
     audits_rawblock               the same on (critical, last_event_time)
 
 Critical key-management events are kept apart from the moment they are written, so a purge moves
-no row and rewrites no block: it drops the day partitions before the horizon (events and blocks,
-in one statement), and deletes row by row only what sits in the two default partitions before the
-horizon (normally nothing). Ingestion writes a block per (UTC day, critical) of its batch, so a
+no row and rewrites no block: under the ingest lock it detaches the day partitions before the
+horizon (events and blocks) and deletes row by row only what sits in the two default partitions
+before the horizon (normally nothing); once that has committed, it drops the detached tables, which
+takes no lock on the events, only the time the filesystem needs to free their files. Ingestion writes a block per (UTC day, critical) of its batch, so a
 block lives in the partition of the day of its records, and a critical record never shares a block
 with a record that goes.
 
@@ -130,29 +131,36 @@ def due(cursor, horizon: datetime) -> list[date]:
     return [day for day in days(cursor) if _midnight(day + timedelta(days=1)) <= horizon]
 
 
-def purge(cursor, horizon: datetime, *, dry_run: bool = False) -> tuple[int, int, list[date]]:
-    """Drop every day partition before `horizon` (both tables, one statement) and delete the rows
-    of the default partitions before it; returns (events, raw blocks, days dropped).
-
-    Runs in the purge's transaction, under the exclusive ingest lock (audits/retention.py). The
-    events of a dropped day are counted from its rollups, which always equal a GROUP BY over the
-    events (audits/ingest.py): counting a partition of a million rows would cost more than
-    dropping it. A dropped day's blocks (one per 1,000 events) are counted."""
+def _day_events(cursor, dropped: list[date]) -> int:
+    """The events of the partitions of `dropped` days, from the summaries written with them (they
+    always equal a GROUP BY over the events, audits/ingest.py): OperationDay counts every event but
+    kmsdash's own calls, which the rollup keeps apart (rollup_own_day finds them). Counting a
+    partition of a million rows would take longer than dropping it."""
     from .cloudtrail import CRITICAL_EVENT_NAMES
 
+    names = sorted(CRITICAL_EVENT_NAMES)
+    cursor.execute(
+        "SELECT (SELECT coalesce(sum(count), 0) FROM audits_operationday WHERE day = ANY(%s) "
+        "AND NOT (operation = ANY(%s))) + (SELECT coalesce(sum(count), 0) FROM audits_dailyrollup "
+        "WHERE own AND day = ANY(%s) AND NOT (operation = ANY(%s)))",
+        [dropped, names, dropped, names],
+    )
+    return int(cursor.fetchone()[0])
+
+
+def purge(cursor, horizon: datetime, *, dry_run: bool = False) -> tuple[int, int, list[str]]:
+    """Detach every day partition before `horizon` (both tables) and delete the rows of the default
+    partitions before it; returns (events, raw blocks, the detached tables, for `drop`).
+
+    Runs in the purge's transaction, under the exclusive ingest lock (audits/retention.py). Every
+    non-critical event of a detached day was in its partition (one is never made while the default
+    partition holds rows of its day: _create_day moves them in), so the counts are exact."""
     dropped = due(cursor, horizon)
     moment = _literal(horizon)
-    events = blocks = 0
-    if dropped:
-        # Every non-critical event of these days is in its day's partition: a partition is never
-        # made while the default one holds rows of its day (_create_day moves them in).
-        cursor.execute(
-            "SELECT coalesce(sum(count), 0) FROM audits_dailyrollup WHERE day = ANY(%s) AND NOT (operation = ANY(%s))",
-            [dropped, sorted(CRITICAL_EVENT_NAMES)],
-        )
-        events = int(cursor.fetchone()[0])
-        for day in dropped:
-            blocks += _execute(cursor, f"SELECT count(*) FROM {partition_name(BLOCKS[0], day)}").fetchone()[0]
+    events = _day_events(cursor, dropped) if dropped else 0
+    blocks = sum(
+        _execute(cursor, f"SELECT count(*) FROM {partition_name(BLOCKS[0], day)}").fetchone()[0] for day in dropped
+    )
     if dry_run:
         events += _execute(cursor, f"SELECT count(*) FROM audits_event_default WHERE event_time < {moment}").fetchone()[
             0
@@ -160,14 +168,35 @@ def purge(cursor, horizon: datetime, *, dry_run: bool = False) -> tuple[int, int
         blocks += _execute(
             cursor, f"SELECT count(*) FROM audits_rawblock_default WHERE last_event_time < {moment}"
         ).fetchone()[0]
-        return events, blocks, dropped
-    if dropped:
-        names = [partition_name(table, day) for day in dropped for table, _ in TABLES]
-        cursor.execute(f"DROP TABLE {', '.join(names)}")
+        return events, blocks, []
+    detached = []
+    for day in dropped:
+        for table, _ in TABLES:
+            # Metadata only; the files go in `drop`, after the lock is released.
+            cursor.execute(f"ALTER TABLE {table}_recent DETACH PARTITION {partition_name(table, day)}")
+            detached.append(partition_name(table, day))
     # Rows of days that had no partition when they arrived; a block here holds only such events.
     events += _execute(cursor, f"DELETE FROM audits_event_default WHERE event_time < {moment}").rowcount
     blocks += _execute(cursor, f"DELETE FROM audits_rawblock_default WHERE last_event_time < {moment}").rowcount
-    return events, blocks, dropped
+    return events, blocks, detached
+
+
+def leftovers(cursor) -> list[str]:
+    """Day tables detached and not dropped yet: by the purge that just committed, or by one stopped
+    between its commit and its drop."""
+    cursor.execute(
+        "SELECT relname FROM pg_class WHERE relkind = 'r' AND NOT relispartition "
+        "AND relnamespace = current_schema()::regnamespace AND (relname LIKE %s OR relname LIKE %s)",
+        [r"audits\_event\_p%", r"audits\_rawblock\_p%"],
+    )
+    return sorted(name for (name,) in cursor.fetchall())
+
+
+def drop(cursor, tables: list[str]) -> None:
+    """Drop detached day tables: no lock on the events, only the time the filesystem takes to free
+    their files (most of a purge's time on a large day)."""
+    if tables:
+        cursor.execute(f"DROP TABLE IF EXISTS {', '.join(tables)}")
 
 
 # --- Converting the tables ------------------------------------------------------------------------

@@ -154,6 +154,9 @@ def _purge_partitions(result: PurgeResult, *, dry_run: bool) -> PurgeResult:
                 mark.events_deleted += result.events
                 mark.raw_blocks_deleted += result.raw_blocks
                 mark.save()
+            # The days are gone from the tables; their files are freed outside the lock (and a
+            # purge stopped before this point left tables that the next one drops).
+            partitions.drop(cursor, partitions.leftovers(cursor))
     return result
 
 

@@ -40,6 +40,10 @@ class Migration(migrations.Migration):
     operations = [
         migrations.AddField(model_name="event", name="critical", field=audits.fields.CriticalFlag()),
         migrations.AddField(model_name="rawblock", name="critical", field=models.BooleanField(default=False)),
+        migrations.AddIndex(
+            model_name="dailyrollup",
+            index=models.Index(condition=models.Q(("own", True)), fields=["day"], name="rollup_own_day"),
+        ),
         migrations.RunPython(fill, migrations.RunPython.noop),
         migrations.RunPython(partition, unpartition),
     ]

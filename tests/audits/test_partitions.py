@@ -115,6 +115,8 @@ def test_a_purge_drops_the_old_days_and_keeps_critical_events_their_records_and_
     assert {e.event_id: e.raw_record() for e in Event.objects.filter(critical=True)} == critical
     assert all(e.raw_record() for e in Event.objects.all())
     assert min(day_partitions()) >= date(2026, 3, 1)
+    with connection.cursor() as cursor:
+        assert partitions.leftovers(cursor) == []  # the detached days were dropped too
     assert report() == counts
     mark = Retention.objects.get()
     assert (mark.purged_before, mark.events_deleted) == (datetime(2026, 3, 1, tzinfo=UTC), len(OLD))
