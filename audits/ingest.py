@@ -43,7 +43,16 @@ from psycopg.types.json import Jsonb
 from kmsdash import aws
 
 from . import partitions, rawcodec, retention
-from .cloudtrail import CRITICAL_EVENT_NAMES, BusinessHours, NormalizedEvent, NotKmsEvent, OwnCalls, ParseError, loads_record, parse_record
+from .cloudtrail import (
+    CRITICAL_EVENT_NAMES,
+    BusinessHours,
+    NormalizedEvent,
+    NotKmsEvent,
+    OwnCalls,
+    ParseError,
+    loads_record,
+    parse_record,
+)
 from .fields import unique_key_sql
 from .models import Checkpoint, Event, IngestRun, Quarantine, RawBlock, Source
 from .rollups import DIMENSIONS, SUMMARIES, Summary
@@ -516,7 +525,9 @@ def write_events(rows: list[tuple[NormalizedEvent, bytes]]) -> int:
     # filled afterwards with the records of the new rows only, so duplicates store nothing.
     # A block's last_event_time counts its duplicates' times too: never earlier than its events', so
     # the retention purge can only keep a block too long, never drop one still in use.
-    chunks = _chunks(list(unique.values()), partitioned=connection.vendor == "postgresql" and partitions.is_partitioned())
+    chunks = _chunks(
+        list(unique.values()), partitioned=connection.vendor == "postgresql" and partitions.is_partitioned()
+    )
     blocks = RawBlock.objects.bulk_create(
         [
             RawBlock(
@@ -539,7 +550,9 @@ def write_events(rows: list[tuple[NormalizedEvent, bytes]]) -> int:
     return len(inserted)
 
 
-def _chunks(rows: list[tuple[NormalizedEvent, bytes]], *, partitioned: bool) -> list[list[tuple[NormalizedEvent, bytes]]]:
+def _chunks(
+    rows: list[tuple[NormalizedEvent, bytes]], *, partitioned: bool
+) -> list[list[tuple[NormalizedEvent, bytes]]]:
     """The rows in blocks of up to rawcodec.BLOCK_RECORDS. Partitioned: one run of blocks per UTC day
     and criticality, so a block lives in the partition of its records' day and a critical record
     (kept for good) never shares a block with one that a purge drops (audits/partitions.py)."""
@@ -549,7 +562,9 @@ def _chunks(rows: list[tuple[NormalizedEvent, bytes]], *, partitioned: bool) -> 
     groups: dict[tuple, list[tuple[NormalizedEvent, bytes]]] = {}
     for row in rows:
         event = row[0]
-        groups.setdefault((event.event_time.astimezone(UTC).date(), event.event_name in CRITICAL_EVENT_NAMES), []).append(row)
+        groups.setdefault(
+            (event.event_time.astimezone(UTC).date(), event.event_name in CRITICAL_EVENT_NAMES), []
+        ).append(row)
     return [group[first : first + size] for _, group in sorted(groups.items()) for first in range(0, len(group), size)]
 
 

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
 
-from django.db import connection, transaction
+from django.db import connection, models, transaction
 from django.utils import timezone
 
 AHEAD_DAYS = 7  # partitions made ahead of today; the task runs every 6 hours
@@ -83,7 +83,7 @@ def days(cursor, table: str = EVENTS[0]) -> list[date]:
         "WHERE i.inhparent = %s::regclass AND c.relname LIKE %s",
         [f"{table}_recent", f"{table}_p%"],
     )
-    return sorted(datetime.strptime(name[len(table) + 2 :], "%Y%m%d").date() for (name,) in cursor.fetchall())
+    return sorted(date.fromisoformat(name[len(table) + 2 :]) for (name,) in cursor.fetchall())
 
 
 def _create_day(cursor, day: date) -> None:
@@ -235,7 +235,9 @@ def convert(schema_editor, event_model, block_model, *, now: datetime | None = N
         for index in model._meta.indexes:
             schema_editor.remove_index(model, index)
         cursor.execute(f"ALTER TABLE {table} RENAME TO {table}_unpartitioned")
-        cursor.execute(f"CREATE TABLE {table} (LIKE {table}_unpartitioned INCLUDING DEFAULTS) PARTITION BY LIST (critical)")
+        cursor.execute(
+            f"CREATE TABLE {table} (LIKE {table}_unpartitioned INCLUDING DEFAULTS) PARTITION BY LIST (critical)"
+        )
         cursor.execute(f"CREATE TABLE {table}_kept PARTITION OF {table} FOR VALUES IN (true)")
         cursor.execute(
             f"CREATE TABLE {table}_recent PARTITION OF {table} FOR VALUES IN (false) PARTITION BY RANGE ({column})"
@@ -267,7 +269,9 @@ def event_conflict_target() -> str:
     from .models import Event
 
     (constraint,) = [c for c in Event._meta.constraints if c.name == "event_unique_per_account"]
+    assert isinstance(constraint, models.UniqueConstraint)
     (expression,) = constraint.expressions
+    assert isinstance(expression, models.Expression)  # a UniqueKey
     return f"({unique_key_sql(Event, expression, connection)}, event_time, critical)"
 
 

@@ -86,8 +86,15 @@ def load(url: str, plan: list[tuple[datetime, int]], block: bytes, *, separate: 
             step = 86_400_000 // n  # spread over the day, in time order
             conn.execute(
                 EVENT_SQL,
-                {"day": day.date().isoformat(), "start": day, "step": step, "n": n, "separate": separate,
-                 "base": base, "critical_base": critical_base},
+                {
+                    "day": day.date().isoformat(),
+                    "start": day,
+                    "step": step,
+                    "n": n,
+                    "separate": separate,
+                    "base": base,
+                    "critical_base": critical_base,
+                },
             )
             last = day + timedelta(milliseconds=step * (n - 1))
             conn.execute(
@@ -147,8 +154,10 @@ def main() -> None:
     parser.add_argument("--days", default="200000,200000,1000000", help="events of each purged day, oldest first")
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_PG))
     parser.add_argument(
-        "--keep-sources", action="store_true", help="keep the loaded databases (<url>_plain_src, _parted_src) and "
-        "reuse them when they exist (same --days, same UTC day)"
+        "--keep-sources",
+        action="store_true",
+        help="keep the loaded databases (<url>_plain_src, _parted_src) and "
+        "reuse them when they exist (same --days, same UTC day)",
     )
     args = parser.parse_args()
     sizes = [int(n) for n in args.days.split(",")]
@@ -172,8 +181,10 @@ def main() -> None:
     now = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
     today = now.date()
     first = today - timedelta(days=len(sizes) + 1)
-    plan = [(datetime.combine(first + timedelta(days=n), datetime.min.time(), tzinfo=UTC), size) for n, size in
-            enumerate(sizes)]
+    plan = [
+        (datetime.combine(first + timedelta(days=n), datetime.min.time(), tzinfo=UTC), size)
+        for n, size in enumerate(sizes)
+    ]
     plan.append((datetime.combine(today - timedelta(days=1), datetime.min.time(), tzinfo=UTC), KEPT_DAY))
     records = synthetic.generate_records(1000, seed=1, start=now - timedelta(days=1), days=1)
     block = rawcodec.encode_block([rawcodec.dumps(record) for record in records])
@@ -238,7 +249,7 @@ def run(plain_url, parted_url, plan, sizes) -> None:
         finally:
             statements.append((" ".join(sql.split())[:90], time.perf_counter() - started))
 
-    commit = connection._commit
+    commit = connection._commit  # type: ignore[attr-defined]
 
     def timed_commit():
         started = time.perf_counter()
@@ -247,7 +258,7 @@ def run(plain_url, parted_url, plan, sizes) -> None:
         finally:
             statements.append(("COMMIT", time.perf_counter() - started))
 
-    connection._commit = timed_commit  # type: ignore[method-assign]
+    connection._commit = timed_commit  # type: ignore[attr-defined]
     for label, url in (("plain", plain_url), ("parted", parted_url)):
         connections["default"].settings_dict["NAME"] = url.rsplit("/", 1)[1]
         connections["default"].close()
@@ -268,9 +279,11 @@ def run(plain_url, parted_url, plan, sizes) -> None:
                 freeing[label].append(vacuum(url))
             expected = sizes[len(timings[label]) - 1] - (sizes[len(timings[label]) - 1] + 42) // 50
             assert result.events == expected, (label, result.events, expected)
-            print(f"  {label:6} {day:%Y-%m-%d} {result.events:>9,} events  {seconds * 1000:9.1f} ms  "
-                  f"({result.raw_blocks:,} blocks deleted, {result.raw_blocks_rewritten:,} rewritten); "
-                  f"{'DROP' if label == 'parted' else 'then VACUUM'} {freeing[label][-1] * 1000:.1f} ms")
+            print(
+                f"  {label:6} {day:%Y-%m-%d} {result.events:>9,} events  {seconds * 1000:9.1f} ms  "
+                f"({result.raw_blocks:,} blocks deleted, {result.raw_blocks_rewritten:,} rewritten); "
+                f"{'DROP' if label == 'parted' else 'then VACUUM'} {freeing[label][-1] * 1000:.1f} ms"
+            )
             if label == "parted":
                 for sql, spent in statements:
                     if spent >= 0.0005:
@@ -281,15 +294,19 @@ def run(plain_url, parted_url, plan, sizes) -> None:
     print("purge_events, ms per day: the purge (plain: its DELETE transaction; parted: the transaction that")
     print("detaches the day under the ingest lock), the whole call (parted: with the DROP of the detached")
     print("tables after the lock), and with the space freed (plain: + VACUUM of the two tables)")
-    print(f"{'day size':>10} | {'purge: plain':>12} {'parted':>8} {'ratio':>6} | {'call: parted':>12} {'ratio':>6} | "
-          f"{'freed: plain':>12} {'parted':>8} {'ratio':>6}")
+    print(
+        f"{'day size':>10} | {'purge: plain':>12} {'parted':>8} {'ratio':>6} | {'call: parted':>12} {'ratio':>6} | "
+        f"{'freed: plain':>12} {'parted':>8} {'ratio':>6}"
+    )
     for n, plain, parted, vacuumed, dropped in zip(
         sizes, timings["plain"], timings["parted"], freeing["plain"], freeing["parted"], strict=True
     ):
         locked = parted - dropped
-        print(f"{n:>10,} | {plain * 1000:>12.1f} {locked * 1000:>8.1f} {plain / locked:>5.0f}x | "
-              f"{parted * 1000:>12.1f} {plain / parted:>5.0f}x | {(plain + vacuumed) * 1000:>12.1f} "
-              f"{parted * 1000:>8.1f} {(plain + vacuumed) / parted:>5.0f}x")
+        print(
+            f"{n:>10,} | {plain * 1000:>12.1f} {locked * 1000:>8.1f} {plain / locked:>5.0f}x | "
+            f"{parted * 1000:>12.1f} {plain / parted:>5.0f}x | {(plain + vacuumed) * 1000:>12.1f} "
+            f"{parted * 1000:>8.1f} {(plain + vacuumed) / parted:>5.0f}x"
+        )
     print(f"load average {open('/proc/loadavg').read().split()[:3]}")
     connections["default"].close()
 
