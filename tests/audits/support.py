@@ -267,3 +267,13 @@ def summary_rows() -> dict[tuple, tuple[int, int, datetime, datetime]]:
         )
         for row in BucketDay.objects.all()
     }
+
+
+def index_copies(index: str) -> list[str]:
+    """PostgreSQL: the index itself, or on a partitioned table the copy each partition has of it
+    (named after the partition), as query plans name them."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT relid::text FROM pg_partition_tree(%s) WHERE isleaf", [index])
+        return [name for (name,) in cursor.fetchall()] or [index]
