@@ -172,3 +172,15 @@ def test_an_event_read_again_in_a_later_batch_or_twice_in_one_is_stored_once():
     assert ingest([first, record(8, RECENT_DAY, "CreateKey")]).events_new == 1
     assert ingest([record(8, RECENT_DAY, "CreateKey")]).duplicates == 1
     assert Event.objects.filter(event_id=first["eventID"]).count() == 1 and Event.objects.count() == 2
+
+
+def test_the_beat_task_makes_the_partitions_of_the_coming_week_once(settings, time_machine):
+    from audits.tasks import ensure_event_partitions
+
+    partitioned_now()
+    time_machine.move_to(datetime(2030, 1, 10, 12, tzinfo=UTC))
+    assert settings.CELERY_BEAT_SCHEDULE["event-partitions"]["task"] == ensure_event_partitions.name
+
+    assert ensure_event_partitions() == 9  # yesterday, today and 7 days ahead
+    assert {date(2030, 1, 9) + timedelta(days=n) for n in range(9)} <= set(day_partitions())
+    assert ensure_event_partitions() == 0
