@@ -525,9 +525,8 @@ def write_events(rows: list[tuple[NormalizedEvent, bytes]]) -> int:
     # filled afterwards with the records of the new rows only, so duplicates store nothing.
     # A block's last_event_time counts its duplicates' times too: never earlier than its events', so
     # the retention purge can only keep a block too long, never drop one still in use.
-    chunks = _chunks(
-        list(unique.values()), partitioned=connection.vendor == "postgresql" and partitions.is_partitioned()
-    )
+    partitioned = connection.vendor == "postgresql" and partitions.is_partitioned()
+    chunks = _chunks(list(unique.values()), partitioned=partitioned)
     blocks = RawBlock.objects.bulk_create(
         [
             RawBlock(
@@ -544,8 +543,10 @@ def write_events(rows: list[tuple[NormalizedEvent, bytes]]) -> int:
     # inserts them (zstd releases the GIL), and again, without its duplicates, only if it has any.
     texts = [[text for _, text in chunk] for chunk in chunks]
     compressed = [_compressor().submit(rawcodec.encode_block, chunk_texts) for chunk_texts in texts]
-    write = _write_postgresql if connection.vendor == "postgresql" else _write_sqlite
-    inserted = write(rows, slots)
+    if connection.vendor == "postgresql":
+        inserted = _write_postgresql(rows, slots, partitioned=partitioned)
+    else:
+        inserted = _write_sqlite(rows, slots)
     _fill_blocks(blocks, texts, inserted, [future.result() for future in compressed])
     return len(inserted)
 
@@ -673,7 +674,9 @@ def _pg_insert_sql(partitioned: bool) -> str:
     """
 
 
-def _write_postgresql(rows: list[tuple[NormalizedEvent, bytes]], slots: list[tuple[int, int]]) -> set:
+def _write_postgresql(
+    rows: list[tuple[NormalizedEvent, bytes]], slots: list[tuple[int, int]], *, partitioned: bool
+) -> set:
     """Returns the (block, index) slots of the rows inserted."""
     with connection.cursor() as cursor:
         cursor.execute(_pg_stage_sql())
@@ -688,7 +691,7 @@ def _write_postgresql(rows: list[tuple[NormalizedEvent, bytes]], slots: list[tup
                     values[_CONTEXT_INDEX] = Jsonb(values[_CONTEXT_INDEX], orjson.dumps)
                     row = values
                 copy.write_row(row)
-        cursor.execute(_pg_insert_sql(partitions.is_partitioned()))
+        cursor.execute(_pg_insert_sql(partitioned))
         blocks, indexes = cursor.fetchone()[:2]
         cursor.execute(f"TRUNCATE {_STAGE_TABLE}")
     return set(zip(blocks or (), indexes or (), strict=True))
