@@ -84,3 +84,29 @@ def unique_key_sql(model: type[models.Model], expression: models.Expression, con
     if params:
         raise ValueError(f"{model.__name__}: a conflict target cannot take parameters")
     return f"({sql})"  # an index expression other than a plain call goes in parentheses
+
+
+class CriticalFlag(models.BooleanField):
+    """Whether an event is a critical key-management one (audits.cloudtrail.CRITICAL_EVENT_NAMES),
+    set from its event_name on every ORM insert and save, so no hand-made row is ever filed wrong.
+
+    On a partitioned PostgreSQL table it is the first partition key: critical events live in a
+    partition of their own that retention never drops (audits/partitions.py)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("default", False)
+        kwargs.setdefault("editable", False)
+        super().__init__(*args, **kwargs)
+
+    def deconstruct(self):
+        name, _, args, kwargs = super().deconstruct()
+        kwargs.pop("default", None)
+        kwargs.pop("editable", None)
+        return name, "audits.fields.CriticalFlag", args, kwargs
+
+    def pre_save(self, model_instance, add):
+        from .cloudtrail import CRITICAL_EVENT_NAMES
+
+        value = model_instance.event_name in CRITICAL_EVENT_NAMES
+        setattr(model_instance, self.attname, value)
+        return value

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, final
 
 import orjson
@@ -42,8 +42,17 @@ from psycopg.types.json import Jsonb
 
 from kmsdash import aws, totals
 
-from . import candidates, rawcodec, retention
-from .cloudtrail import BusinessHours, NormalizedEvent, NotKmsEvent, OwnCalls, ParseError, loads_record, parse_record
+from . import candidates, partitions, rawcodec, retention
+from .cloudtrail import (
+    CRITICAL_EVENT_NAMES,
+    BusinessHours,
+    NormalizedEvent,
+    NotKmsEvent,
+    OwnCalls,
+    ParseError,
+    loads_record,
+    parse_record,
+)
 from .fields import unique_key_sql
 from .models import AlertCandidate, Checkpoint, Event, IngestRun, Quarantine, QuotaMinute, RawBlock, Source
 from .rollups import DIMENSIONS, QUOTA_MINUTE, SUMMARIES, Summary
@@ -55,7 +64,7 @@ DEADLOCK_ATTEMPTS = 3
 
 # Staged and inserted columns: every normalized field, then where the raw record is kept.
 EVENT_FIELDS = tuple(f.name for f in dataclasses.fields(NormalizedEvent))
-EVENT_COLUMNS = EVENT_FIELDS + ("raw_block_id", "raw_index")
+EVENT_COLUMNS = EVENT_FIELDS + ("critical", "raw_block_id", "raw_index")
 
 
 @dataclass
@@ -555,27 +564,52 @@ def write_events(rows: list[tuple[NormalizedEvent, bytes]]) -> int:
     unique: dict[tuple[str, str], tuple[NormalizedEvent, bytes]] = {}
     for event, text in rows:
         unique.setdefault((event.recipient_account_id, event.event_id), (event, text))
-    rows = list(unique.values())
     # Each row gets a slot in a block before the insert says which rows are new; the blocks are
     # filled afterwards with the records of the new rows only, so duplicates store nothing.
     # A block's last_event_time counts its duplicates' times too: never earlier than its events', so
     # the retention purge can only keep a block too long, never drop one still in use.
-    chunks = [rows[first : first + rawcodec.BLOCK_RECORDS] for first in range(0, len(rows), rawcodec.BLOCK_RECORDS)]
+    partitioned = connection.vendor == "postgresql" and partitions.is_partitioned()
+    chunks = _chunks(list(unique.values()), partitioned=partitioned)
     blocks = RawBlock.objects.bulk_create(
-        [RawBlock(data=b"", last_event_time=max(event.event_time for event, _ in chunk)) for chunk in chunks]
+        [
+            RawBlock(
+                data=b"",
+                last_event_time=max(event.event_time for event, _ in chunk),
+                critical=any(event.event_name in CRITICAL_EVENT_NAMES for event, _ in chunk),
+            )
+            for chunk in chunks
+        ]
     )
-    slots = [(blocks[i // rawcodec.BLOCK_RECORDS].pk, i % rawcodec.BLOCK_RECORDS) for i in range(len(rows))]
+    rows = [row for chunk in chunks for row in chunk]
+    slots = [(block.pk, index) for block, chunk in zip(blocks, chunks, strict=True) for index in range(len(chunk))]
     # Nearly every row is new: each block is compressed as if all its rows were while the database
     # inserts them (zstd releases the GIL), and again, without its duplicates, only if it has any.
-    texts = [text for _, text in rows]
-    compressed = [
-        _compressor().submit(rawcodec.encode_block, texts[first : first + rawcodec.BLOCK_RECORDS])
-        for first in range(0, len(rows), rawcodec.BLOCK_RECORDS)
-    ]
-    write = _write_postgresql if connection.vendor == "postgresql" else _write_sqlite
-    inserted = write(rows, slots)
+    texts = [[text for _, text in chunk] for chunk in chunks]
+    compressed = [_compressor().submit(rawcodec.encode_block, chunk_texts) for chunk_texts in texts]
+    if connection.vendor == "postgresql":
+        inserted = _write_postgresql(rows, slots, partitioned=partitioned)
+    else:
+        inserted = _write_sqlite(rows, slots)
     _fill_blocks(blocks, texts, inserted, [future.result() for future in compressed])
     return len(inserted)
+
+
+def _chunks(
+    rows: list[tuple[NormalizedEvent, bytes]], *, partitioned: bool
+) -> list[list[tuple[NormalizedEvent, bytes]]]:
+    """The rows in blocks of up to rawcodec.BLOCK_RECORDS. Partitioned: one run of blocks per UTC day
+    and criticality, so a block lives in the partition of its records' day and a critical record
+    (kept for good) never shares a block with one that a purge drops (audits/partitions.py)."""
+    size = rawcodec.BLOCK_RECORDS
+    if not partitioned:
+        return [rows[first : first + size] for first in range(0, len(rows), size)]
+    groups: dict[tuple, list[tuple[NormalizedEvent, bytes]]] = {}
+    for row in rows:
+        event = row[0]
+        groups.setdefault(
+            (event.event_time.astimezone(UTC).date(), event.event_name in CRITICAL_EVENT_NAMES), []
+        ).append(row)
+    return [group[first : first + size] for _, group in sorted(groups.items()) for first in range(0, len(group), size)]
 
 
 @functools.cache
@@ -588,19 +622,17 @@ def _compressor() -> ThreadPoolExecutor:
 os.register_at_fork(after_in_child=_compressor.cache_clear)
 
 
-def _fill_blocks(blocks: list[RawBlock], texts: list[bytes], inserted: set, compressed: list[bytes]) -> None:
+def _fill_blocks(blocks: list[RawBlock], texts: list[list[bytes]], inserted: set, compressed: list[bytes]) -> None:
     """Store each block's records, given the blocks compressed with every slot filled."""
     empty = []
     for n, block in enumerate(blocks):
-        first = n * rawcodec.BLOCK_RECORDS
-        kept = [
-            text if (block.pk, index) in inserted else b""
-            for index, text in enumerate(texts[first : first + rawcodec.BLOCK_RECORDS])
-        ]
+        kept = [text if (block.pk, index) in inserted else b"" for index, text in enumerate(texts[n])]
+        # The partition keys let PostgreSQL go straight to the block's partition.
+        this = RawBlock.objects.filter(pk=block.pk, critical=block.critical, last_event_time=block.last_event_time)
         if all(kept):
-            RawBlock.objects.filter(pk=block.pk).update(data=compressed[n])
+            this.update(data=compressed[n])
         elif any(kept):
-            RawBlock.objects.filter(pk=block.pk).update(data=rawcodec.encode_block(kept))
+            this.update(data=rawcodec.encode_block(kept))
         else:
             empty.append(block.pk)
     if empty:
@@ -614,6 +646,7 @@ _PG_TYPES = {
     "read_only": "bool",
     "after_hours": "bool",
     "own": "bool",
+    "critical": "bool",
     "encryption_context": "jsonb",
     "raw_block_id": "int8",
     "raw_index": "int4",
@@ -635,7 +668,9 @@ def conflict_target(model: type[models.Model]) -> str:
 
 
 @functools.cache
-def _conflict_target(model: type[models.Model], vendor: str) -> str:
+def _conflict_target(model: type[models.Model], vendor: str, partitioned: bool = False) -> str:
+    if partitioned and model is Event:
+        return partitions.event_conflict_target()
     (constraint,) = [c for c in model._meta.constraints if isinstance(c, models.UniqueConstraint)]
     if constraint.expressions:
         (expression,) = constraint.expressions
@@ -649,13 +684,13 @@ def _conflict_target(model: type[models.Model], vendor: str) -> str:
     return "(" + ", ".join(columns) + ")"
 
 
-def _pg_insert_sql() -> str:
+def _pg_insert_sql(partitioned: bool) -> str:
     # The quota floors follow settings (KMSDASH_KMS_QUOTAS), which tests change.
-    return _pg_insert_sql_for(json.dumps(candidates.quota_floors(), sort_keys=True))
+    return _pg_insert_sql_for(json.dumps(candidates.quota_floors(), sort_keys=True), partitioned)
 
 
 @functools.cache
-def _pg_insert_sql_for(floors: str) -> str:
+def _pg_insert_sql_for(floors: str, partitioned: bool) -> str:
     columns = ", ".join(EVENT_COLUMNS)
     upserts = []
     minutes = ""
@@ -690,7 +725,7 @@ def _pg_insert_sql_for(floors: str) -> str:
         WITH inserted AS (
             INSERT INTO {_EVENT_TABLE} ({columns})
             SELECT {columns} FROM {_STAGE_TABLE} ORDER BY event_time, recipient_account_id, event_id
-            ON CONFLICT {conflict_target(Event)} DO NOTHING
+            ON CONFLICT {_conflict_target(Event, "postgresql", partitioned)} DO NOTHING
             RETURNING id, event_time, encryption_context, raw_block_id, raw_index, principal_type, caller_account_id,
                 {returned}
         ),{",".join(upserts)}
@@ -699,7 +734,9 @@ def _pg_insert_sql_for(floors: str) -> str:
     """
 
 
-def _write_postgresql(rows: list[tuple[NormalizedEvent, bytes]], slots: list[tuple[int, int]]) -> set:
+def _write_postgresql(
+    rows: list[tuple[NormalizedEvent, bytes]], slots: list[tuple[int, int]], *, partitioned: bool
+) -> set:
     """Returns the (block, index) slots of the rows inserted."""
     with connection.cursor() as cursor:
         cursor.execute(_pg_stage_sql())
@@ -709,7 +746,8 @@ def _write_postgresql(rows: list[tuple[NormalizedEvent, bytes]], slots: list[tup
             copy.set_types([_PG_TYPES.get(name, "text") for name in _STAGE_COLUMNS])
             for (event, text), slot in zip(rows, slots, strict=True):
                 detail = candidates.detail_of(text) if candidates.wants_detail(event) else None
-                row: Sequence[Any] = _event_values(event) + slot + (detail,)
+                critical = event.event_name in CRITICAL_EVENT_NAMES
+                row: Sequence[Any] = _event_values(event) + (critical,) + slot + (detail,)
                 if row[_CONTEXT_INDEX] is not None:
                     # orjson: a quarter of the COPY's CPU less than json.dumps, and jsonb stores the
                     # same value (the context's text is clean: no NUL, no lone surrogate).
@@ -717,7 +755,7 @@ def _write_postgresql(rows: list[tuple[NormalizedEvent, bytes]], slots: list[tup
                     values[_CONTEXT_INDEX] = Jsonb(values[_CONTEXT_INDEX], orjson.dumps)
                     row = values
                 copy.write_row(row)
-        cursor.execute(_pg_insert_sql())
+        cursor.execute(_pg_insert_sql(partitioned))
         blocks, indexes = cursor.fetchone()[:2]
         cursor.execute(f"TRUNCATE {_STAGE_TABLE}")
     return set(zip(blocks or (), indexes or (), strict=True))
@@ -726,6 +764,7 @@ def _write_postgresql(rows: list[tuple[NormalizedEvent, bytes]], slots: list[tup
 _event_values = operator.attrgetter(*EVENT_FIELDS)
 _CONTEXT_INDEX = EVENT_FIELDS.index("encryption_context")
 _TIME_INDEX = EVENT_FIELDS.index("event_time")
+_NAME_INDEX = EVENT_FIELDS.index("event_name")
 # SQLite allows 32766 bound parameters per statement.
 _SQLITE_ROWS_PER_INSERT = 32766 // len(EVENT_COLUMNS)
 
@@ -750,6 +789,7 @@ def _write_sqlite(rows: list[tuple[NormalizedEvent, bytes]], slots: list[tuple[i
                 if values[_CONTEXT_INDEX] is not None:
                     values[_CONTEXT_INDEX] = json.dumps(values[_CONTEXT_INDEX], ensure_ascii=False)
                 params.extend(values)
+                params.append(values[_NAME_INDEX] in CRITICAL_EVENT_NAMES)
                 params.extend(slots[i])
             cursor.execute(
                 f"INSERT INTO {_EVENT_TABLE} ({columns}) VALUES {', '.join([placeholders] * len(chunk))} "

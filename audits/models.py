@@ -1,8 +1,9 @@
 """CloudTrail KMS events, their daily rollups, and the bookkeeping that makes ingestion exact.
 
-Events are deduplicated on (recipient account, eventID). Rollups are written in the same
-transaction as the events they count, so every figure on every page comes from rollups and
-never from a scan of raw events.
+Events are deduplicated on (recipient account, eventID); partitioned on PostgreSQL, on (recipient
+account, eventID, event time), as exact: an event's time never changes (audits/partitions.py).
+Rollups are written in the same transaction as the events they count, so every figure on every
+page comes from rollups and never from a scan of raw events.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from django.core.validators import RegexValidator
 from django.db import models
 
 from . import rawcodec
-from .fields import HashedTextField, HashText, UniqueKey
+from .fields import CriticalFlag, HashedTextField, HashText, UniqueKey
 
 account_id_validator = RegexValidator(r"^\d{12}$", "An AWS account id is 12 digits.")
 
@@ -119,6 +120,9 @@ class Event(models.Model):
     # One of kmsdash's own calls (audits.cloudtrail.OwnCalls): kept, but left out of every count
     # unless a page's "kmsdash's own calls" switch is on.
     own = models.BooleanField(default=False)
+    # event_name in CRITICAL_EVENT_NAMES, stored: kept for good by retention, and on PostgreSQL the
+    # partition that holds them (audits/partitions.py).
+    critical = CriticalFlag()
     # The whole record, in a block compressed with the other records of its batch. No index and
     # no constraint: the block is only ever read through its event, and both are written in one
     # transaction. NULL only for rows made by hand (tests); ingestion always keeps the record.
@@ -170,6 +174,9 @@ class RawBlock(models.Model):
     # The latest event time among the block's records: the retention purge drops a block once every
     # event it holds is older than the purge horizon, without searching events by block.
     last_event_time = models.DateTimeField(null=True, blank=True)
+    # Holds the record of a critical event, kept for good. With partitioned events a block holds
+    # only critical records or none, and one UTC day's (audits/partitions.py).
+    critical = models.BooleanField(default=False)
 
     def __str__(self) -> str:
         return f"raw block {self.pk}"
@@ -237,6 +244,9 @@ class DailyRollup(DailyCount):
             models.Index(fields=["day"], name="rollup_day"),
             # The keys and overview pages filtered by a principal read only that principal's rows.
             models.Index(HashText("principal"), "day", name="rollup_principal_day"),
+            # kmsdash's own calls of a day (few), which OperationDay leaves out: with it, the events of
+            # a day partition the retention purge drops are counted without reading them.
+            models.Index(fields=["day"], condition=models.Q(own=True), name="rollup_own_day"),
         ]
 
     def __str__(self) -> str:

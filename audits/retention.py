@@ -32,7 +32,7 @@ from django.utils import timezone
 
 from kmsdash.locks import lock_key, run_lock
 
-from . import rawcodec
+from . import partitions, rawcodec
 from .cloudtrail import CRITICAL_EVENT_NAMES, NormalizedEvent
 from .models import AlertCandidate, Event, RawBlock, Retention
 
@@ -86,6 +86,8 @@ def purge_events(*, days: int | None = None, now: datetime | None = None, dry_ru
     result = PurgeResult(horizon(days=days, now=now))
     if result.horizon is None:
         return result
+    if partitions.is_partitioned():
+        return _purge_partitions(result, dry_run=dry_run)
     purgeable = Event.objects.exclude(event_name__in=CRITICAL_EVENT_NAMES)
     if dry_run:
         result.events = purgeable.filter(event_time__lt=result.horizon).count()
@@ -124,6 +126,37 @@ def _purge(result: PurgeResult) -> PurgeResult:
         result.events += events
         result.raw_blocks += blocks
         result.raw_blocks_rewritten += rewritten
+    return result
+
+
+def _purge_partitions(result: PurgeResult, *, dry_run: bool) -> PurgeResult:
+    """PostgreSQL with partitioned events: every day before the horizon goes at once, its events and
+    raw blocks dropped as tables (audits/partitions.py). Critical events and their blocks live in
+    partitions of their own, so nothing is moved or rewritten, and no day needs a step of its own:
+    one transaction under the exclusive lock, held for a few statements."""
+    assert result.horizon is not None
+    with connection.cursor() as cursor:
+        if dry_run:
+            result.events, result.raw_blocks, _ = partitions.purge(cursor, result.horizon, dry_run=True)
+            return result
+        with run_lock(PURGE_LOCK) as acquired:
+            if not acquired:
+                result.skipped = True
+                return result
+            with transaction.atomic():
+                _lock(shared=False)
+                mark, _ = Retention.objects.select_for_update().get_or_create(pk=1)
+                if mark.purged_before is not None and mark.purged_before >= result.horizon:
+                    return result  # a longer retention later never moves the mark back
+                result.events, result.raw_blocks, _ = partitions.purge(cursor, result.horizon)
+                mark.purged_before = result.horizon
+                mark.purged_at = timezone.now()
+                mark.events_deleted += result.events
+                mark.raw_blocks_deleted += result.raw_blocks
+                mark.save()
+            # The days are gone from the tables; their files are freed outside the lock (and a
+            # purge stopped before this point left tables that the next one drops).
+            partitions.drop(cursor, partitions.leftovers(cursor))
     return result
 
 

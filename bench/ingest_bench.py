@@ -216,19 +216,25 @@ def child_import(directory: str) -> dict:
     events = Event.objects.count()
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
+            # A partitioned table or index (KMSDASH_EVENT_PARTITIONS) counts as the sum of its partitions.
+            def tree(size: str, oid: str) -> str:
+                return f"coalesce((SELECT sum({size}(p.relid)) FROM pg_partition_tree({oid}) p), {size}({oid}))"
+
             cursor.execute(
-                "SELECT c.relname, pg_total_relation_size(c.oid), pg_relation_size(c.oid) FROM pg_class c "
-                "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relkind = 'r' "
-                "AND c.relname LIKE 'audits\\_%%'"
+                f"SELECT c.relname, {tree('pg_total_relation_size', 'c.oid')} FROM pg_class c "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') "
+                "AND NOT c.relispartition AND c.relname LIKE 'audits\\_%%'"
             )
-            tables = {name: total for name, total, _ in cursor.fetchall()}
+            tables = {name: int(total) for name, total in cursor.fetchall()}
             cursor.execute(
-                "SELECT c.relname, pg_relation_size(c.oid) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-                "JOIN pg_class t ON t.oid = i.indrelid WHERE t.relname = 'audits_event'"
+                f"SELECT c.relname, {tree('pg_relation_size', 'c.oid')} FROM pg_index i "
+                "JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_class t ON t.oid = i.indrelid "
+                "WHERE t.relname = 'audits_event'"
             )
-            parts = dict(cursor.fetchall())
-            cursor.execute("SELECT pg_relation_size('audits_event'), pg_total_relation_size('audits_event')")
-            heap, total = cursor.fetchone()
+            parts = {name: int(size) for name, size in cursor.fetchall()}
+            event_oid = "'audits_event'::regclass"
+            cursor.execute(f"SELECT {tree('pg_relation_size', event_oid)}, {tree('pg_total_relation_size', event_oid)}")
+            heap, total = (int(value) for value in cursor.fetchone())
             index_sum = sum(parts.values())
             parts["audits_event (heap)"] = heap
             parts["audits_event (toast)"] = total - heap - index_sum

@@ -394,6 +394,12 @@ KMSDASH_EVENT_RETENTION_DAYS = envint("KMSDASH_EVENT_RETENTION_DAYS", 0)
 if KMSDASH_EVENT_RETENTION_DAYS < 0:
     raise ImproperlyConfigured("KMSDASH_EVENT_RETENTION_DAYS must be 0 (keep all) or a number of days")
 KMSDASH_LOCK_DIR = VAR_DIR / "locks"
+# PostgreSQL only: events and raw blocks partitioned by UTC day (audits/partitions.py), so retention
+# drops whole days; "off" keeps one table each. Read by the migration that converts the tables (and
+# by `manage.py event_partitions`); SQLite is never partitioned.
+KMSDASH_EVENT_PARTITIONS = os.environ.get("KMSDASH_EVENT_PARTITIONS", "daily").strip().lower() or "daily"
+if KMSDASH_EVENT_PARTITIONS not in ("daily", "off"):
+    raise ImproperlyConfigured("KMSDASH_EVENT_PARTITIONS must be daily or off")
 
 # --- Costs ------------------------------------------------------------------------------------
 # Cost Explorer metric read as "the cost": UnblendedCost, BlendedCost, AmortizedCost, NetUnblendedCost.
@@ -548,6 +554,13 @@ CELERY_BEAT_SCHEDULE = {
     "cost-explorer": {
         "task": "costs.tasks.ingest_costs",
         "schedule": crontab(minute=7, hour="*/8"),
+        "options": {"expires": 3600},
+    },
+    # The day partitions of the coming week, on PostgreSQL with partitioned events (audits/partitions.py);
+    # a day without one still takes events (its default partition).
+    "event-partitions": {
+        "task": "audits.tasks.ensure_event_partitions",
+        "schedule": crontab(minute=20, hour="*/6"),
         "options": {"expires": 3600},
     },
     # Once a day: each purge step is one UTC day of events (audits/retention.py).

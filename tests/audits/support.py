@@ -323,3 +323,13 @@ def manage(env: dict[str, str], *args: str) -> str:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
+
+
+def index_copies(index: str) -> list[str]:
+    """PostgreSQL: the index itself, or on a partitioned table the copy each partition has of it
+    (named after the partition), as query plans name them."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT relid::text FROM pg_partition_tree(%s) WHERE isleaf", [index])
+        return [name for (name,) in cursor.fetchall()] or [index]

@@ -9,6 +9,7 @@ from django.db import connection
 from django.db.models import Q
 
 from audits.models import Event
+from tests.audits.support import index_copies
 
 T0 = datetime(2026, 3, 2, 12, tzinfo=UTC)
 KEY_A = "arn:aws:kms:us-east-1:111122223333:key/aaaaaaaa-0000-0000-0000-000000000000"
@@ -53,7 +54,7 @@ def test_the_newest_events_of_one_key_or_principal_are_read_through_its_hash_ind
         cursor.execute("SET LOCAL enable_bitmapscan = off")
         plan = Event.objects.filter(**{field: KEY_A if field == "key" else ROLE}).order_by("-event_time")[:50].explain()
     # Without hashtext() in the lookup no plan could use these indexes, whatever the settings.
-    assert index in plan and "hashtext" in plan
+    assert any(copy in plan for copy in index_copies(index)) and "hashtext" in plan
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="hash indexes are PostgreSQL's")

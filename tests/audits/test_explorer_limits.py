@@ -16,7 +16,7 @@ from audits import selectors
 from audits.filters import EventFilter, explorer_window
 from audits.models import Event
 from kmsdash.models import ExportAudit
-from tests.audits.support import K1, K2, NOW, A, ingest, record, volume
+from tests.audits.support import K1, K2, NOW, A, index_copies, ingest, record, volume
 from tests.support import make_user
 
 pytestmark = pytest.mark.django_db
@@ -122,7 +122,7 @@ def test_failed_events_are_read_through_the_partial_index(error):
     with connection.cursor() as cursor:
         cursor.execute("SET LOCAL enable_seqscan = off")
         plan = selectors.explorer_events(f).order_by("-event_time", "-id")[:51].explain()
-    assert "event_failed_time_id" in plan
+    assert any(copy in plan for copy in index_copies("event_failed_time_id"))
 
 
 # --- statement timeout ----------------------------------------------------------------------------

@@ -94,7 +94,7 @@ def test_on_postgresql_the_unique_indexes_hold_16_bytes_of_a_sha256_of_their_col
         cursor.execute(
             "SELECT pg_get_indexdef(i.indexrelid), i.indisunique, a.atttypid::regtype::text "
             "FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-            "JOIN pg_attribute a ON a.attrelid = i.indexrelid WHERE c.relname = %s",
+            "JOIN pg_attribute a ON a.attrelid = i.indexrelid AND a.attnum = 1 WHERE c.relname = %s",
             [index],
         )
         ((definition, unique, stored_type),) = cursor.fetchall()
