@@ -290,7 +290,24 @@ def unconvert(schema_editor, event_model, block_model) -> None:
         if table == EVENTS[0]:
             cursor.execute(f"ALTER TABLE {table}_partitioned DROP CONSTRAINT {table}_pkey")
         schema_editor.create_model(model)  # the plain table, its identity, indexes and constraints
-        columns = ", ".join(field.column for field in model._meta.concrete_fields)
+        # Unapplying several migrations at once, Django may hand this reverse a model state without
+        # columns later migrations added (their own reverses then drop them): keep every column the
+        # table has, so those reverses find theirs.
+        for name, kind in _execute(
+            cursor,
+            "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+            "WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped AND a.attname NOT IN "
+            "(SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped) "
+            "ORDER BY a.attnum",
+            [f"{table}_partitioned", table],
+        ).fetchall():
+            cursor.execute(f'ALTER TABLE {table} ADD COLUMN "{name}" {kind}')
+        (columns,) = _execute(
+            cursor,
+            "SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) FROM pg_attribute "
+            "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+            [f"{table}_partitioned"],
+        ).fetchone()
         cursor.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {table}_partitioned")
         cursor.execute(f"DROP TABLE {table}_partitioned CASCADE")
         _restore_sequence(cursor, table, sequence)
