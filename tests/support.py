@@ -11,6 +11,7 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -168,3 +169,14 @@ def embedded_figures(html: str) -> dict[str, go.Figure]:
 
 def trace_names(fig: go.Figure) -> list[str]:
     return [trace.name for trace in fig.data]
+
+
+def query(url: str, sql: str) -> list[tuple]:
+    """Rows of `sql` in a database other processes share (a worker's, outside the test's transaction)."""
+    if url.startswith("sqlite"):
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+            return conn.execute(sql).fetchall()
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        return conn.execute(sql).fetchall()

@@ -6,7 +6,6 @@ incremental ones. Records go through the real ingestion path. The pages' fixture
 from __future__ import annotations
 
 import os
-import sqlite3
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -34,7 +33,7 @@ from audits.models import (
     RawBlock,
 )
 from audits.rollups import SUMMARIES
-from tests.support import ROOT
+from tests.support import ROOT, query
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 A, B = "111122223333", "444455556666"
@@ -276,16 +275,6 @@ def summary_rows() -> dict[tuple, tuple[int, int, datetime, datetime]]:
 
 
 # --- databases shared with worker processes (the drills, the S3 fan-out) ------------------------------------------------------------------------------------
-
-
-def query(url: str, sql: str) -> list[tuple]:
-    if url.startswith("sqlite"):
-        with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
-            return conn.execute(sql).fetchall()
-    import psycopg
-
-    with psycopg.connect(url) as conn:
-        return conn.execute(sql).fetchall()
 
 
 def stored(url: str) -> dict:

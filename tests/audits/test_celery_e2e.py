@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 from collections import Counter
@@ -23,7 +22,7 @@ from celery import Celery
 
 from audits.models import Checkpoint, DailyRollup, Event, IngestRun
 from audits.synthetic import identity_role, identity_user, kms_record
-from tests.support import ROOT, children, start_worker, stop, wait_for, worker_number
+from tests.support import ROOT, children, query, start_worker, stop, wait_for, worker_number
 
 pytestmark = pytest.mark.e2e
 
@@ -56,16 +55,6 @@ def e2e_database(tmp_path, worker_id):
 
         with psycopg.connect(urlparse(url)._replace(path="/postgres").geturl(), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{urlparse(url).path.lstrip("/")}" WITH (FORCE)')
-
-
-def query(url: str, sql: str) -> list[tuple]:
-    if url.startswith("sqlite"):
-        with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
-            return conn.execute(sql).fetchall()
-    import psycopg
-
-    with psycopg.connect(url) as conn:
-        return conn.execute(sql).fetchall()
 
 
 def manage(env: dict[str, str], *args: str) -> None:

@@ -32,8 +32,8 @@ import pytest
 from celery import Celery
 
 from audits.synthetic import identity_role, identity_user, kms_record
-from tests.audits.support import environment, manage, query, stored
-from tests.support import children, start_worker, stop, wait_for
+from tests.audits.support import environment, manage, stored
+from tests.support import children, query, start_worker, stop, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

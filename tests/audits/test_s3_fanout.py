@@ -34,8 +34,8 @@ from audits.models import Checkpoint, DailyRollup, Event, IngestRun, ObjectClaim
 from audits.services import read_s3_claims
 from audits.sources import s3
 from audits.synthetic import identity_role, identity_user, kms_record
-from tests.audits.support import environment, manage, query, stored
-from tests.support import children, start_worker, stop, wait_for
+from tests.audits.support import environment, manage, stored
+from tests.support import children, query, start_worker, stop, wait_for
 
 ACCOUNT, OTHER = "111122223333", "444455556666"
 REGION, OTHER_REGION = "us-east-1", "eu-west-1"

@@ -8,7 +8,6 @@ import hmac
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ import pytest
 from celery import Celery
 
 from tests.notify.support import Receiver, make_alert
-from tests.support import ROOT, children, start_worker, stop, wait_for
+from tests.support import ROOT, children, query, start_worker, stop, wait_for
 
 SECRET = "kill-test-secret"
 TIMEOUT, LEASE = 4, 9
@@ -43,16 +42,6 @@ def database(tmp_path):
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     else:
         yield f"sqlite:///{tmp_path / 'killed.sqlite3'}"
-
-
-def query(url: str, sql: str) -> list[tuple]:
-    if url.startswith("sqlite"):
-        with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
-            return conn.execute(sql).fetchall()
-    import psycopg
-
-    with psycopg.connect(url) as conn:
-        return conn.execute(sql).fetchall()
 
 
 def manage(env: dict[str, str], *args: str) -> str:
