@@ -1,6 +1,6 @@
 """Events and their raw blocks partitioned by UTC day on PostgreSQL, so retention drops whole days.
 
-KMSDASH_EVENT_PARTITIONS=daily ("off", the default for now, keeps one table each; SQLite is never
+KMSDASH_EVENT_PARTITIONS=daily (the default; "off" keeps one table each, and SQLite is never
 partitioned). Plain declarative partitioning, two levels:
 
     audits_event                  PARTITION BY LIST (critical)

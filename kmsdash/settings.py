@@ -397,7 +397,7 @@ KMSDASH_LOCK_DIR = VAR_DIR / "locks"
 # PostgreSQL only: events and raw blocks partitioned by UTC day (audits/partitions.py), so retention
 # drops whole days; "off" keeps one table each. Read by the migration that converts the tables (and
 # by `manage.py event_partitions`); SQLite is never partitioned.
-KMSDASH_EVENT_PARTITIONS = os.environ.get("KMSDASH_EVENT_PARTITIONS", "off").strip().lower() or "off"
+KMSDASH_EVENT_PARTITIONS = os.environ.get("KMSDASH_EVENT_PARTITIONS", "daily").strip().lower() or "daily"
 if KMSDASH_EVENT_PARTITIONS not in ("daily", "off"):
     raise ImproperlyConfigured("KMSDASH_EVENT_PARTITIONS must be daily or off")
 
