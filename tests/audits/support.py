@@ -18,6 +18,7 @@ from audits import synthetic
 from audits.cloudtrail import s3_context_names_object
 from audits.ingest import finish_run, ingest_records, start_run
 from audits.models import (
+    AlertCandidate,
     BucketDay,
     DailyRollup,
     Event,
@@ -33,6 +34,7 @@ from audits.models import (
     RawBlock,
 )
 from audits.rollups import SUMMARIES
+from kmsdash.models import Total
 from tests.support import ROOT, query
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -81,6 +83,8 @@ INGESTED: tuple[type[Model], ...] = (
     *(summary.model for summary in SUMMARIES),
     Quarantine,
     IngestRun,
+    AlertCandidate,  # what the batch leaves for the alert evaluation
+    Total,  # the /metrics totals each batch and run adds to
 )
 
 
