@@ -98,6 +98,18 @@ def log_files(events: int, per_file: int, start: datetime) -> list[tuple[str, by
     return files
 
 
+def upload(url: str, files: list[tuple[str, bytes]]) -> None:
+    """The trail's bucket in the emulator at `url`, holding `files`."""
+    import boto3  # here, as before in main(): the child processes never need it
+
+    s3 = boto3.client(
+        "s3", region_name="us-east-1", endpoint_url=url, aws_access_key_id="testing", aws_secret_access_key="testing"
+    )
+    s3.create_bucket(Bucket=BUCKET)
+    for key, body in files:
+        s3.put_object(Bucket=BUCKET, Key=key, Body=body)
+
+
 def child(mode: str, argument: str) -> dict:
     """One import in this (fresh) process: `files DIR` or `s3 SINCE`."""
     import django
@@ -168,8 +180,6 @@ def main() -> None:
         print(json.dumps(child(*args.child)))
         return
 
-    import boto3
-
     start = datetime.combine(datetime.now(UTC).date() - timedelta(days=DAYS - 1), datetime.min.time(), tzinfo=UTC)
     files = log_files(args.events, args.per_file, start)
     workdir = Path(tempfile.mkdtemp(prefix="kmsdash-s3-bench-"))
@@ -180,16 +190,7 @@ def main() -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(body)
         env = {**AWS_ENV, "AWS_ENDPOINT_URL": url}
-        s3 = boto3.client(
-            "s3",
-            region_name="us-east-1",
-            endpoint_url=url,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
-        s3.create_bucket(Bucket=BUCKET)
-        for key, body in files:
-            s3.put_object(Bucket=BUCKET, Key=key, Body=body)
+        upload(url, files)
         size = sum(len(body) for _, body in files)
         print(
             f"{args.events} events in {len(files)} objects of {args.per_file} records ({size / len(files) / 1024:.0f} KiB "

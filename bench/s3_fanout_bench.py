@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kmsdash.settings")
 
 from bench.ingest_bench import recreate_pg_database  # noqa: E402
-from bench.s3_bench import AWS_ENV, BUCKET, DAYS, log_files, start_emulator  # noqa: E402
+from bench.s3_bench import AWS_ENV, BUCKET, DAYS, log_files, start_emulator, upload  # noqa: E402
 
 DEFAULT_PG = "postgres://postgres@127.0.0.1:5432/kmsdash_s3_fanout_bench"
 ACCOUNTS = ("111122223333", "444455556666")
@@ -246,23 +246,12 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=600)
     args = parser.parse_args()
 
-    import boto3
-
     start = datetime.combine(datetime.now(UTC).date() - timedelta(days=DAYS - 1), datetime.min.time(), tzinfo=UTC)
     files = log_files(args.events, args.per_file, start)
     emulator, url = start_emulator()
     workdir = Path(os.environ.get("TMPDIR", "/tmp")) / f"kmsdash-s3-fanout-bench-{os.getpid()}"
     try:
-        s3 = boto3.client(
-            "s3",
-            region_name="us-east-1",
-            endpoint_url=url,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
-        s3.create_bucket(Bucket=BUCKET)
-        for key, body in files:
-            s3.put_object(Bucket=BUCKET, Key=key, Body=body)
+        upload(url, files)
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("KMSDASH_", "DJANGO_"))},
             **AWS_ENV,
